@@ -1,0 +1,90 @@
+//! Every error okome replies with. Each message starts with a Redis error
+//! code (`ERR` or `WRONGTYPE`) and names the argument at fault.
+
+use std::fmt;
+
+/// An error reply. `Display` gives the exact text sent to the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// Wrong number of arguments for the named command.
+    Arity(&'static str),
+    /// An unknown or misplaced word, or a repeated option.
+    Syntax(String),
+    /// An argument that must be an integer is not one (or overflows 64 bits).
+    NotInteger(&'static str),
+    /// An integer outside the allowed range.
+    OutOfRange {
+        what: &'static str,
+        value: i64,
+        min: u64,
+        max: u64,
+        unit: &'static str,
+    },
+    /// A key component, token or other argument that must not be empty.
+    Empty(&'static str),
+    /// An argument larger than the configured maximum.
+    TooLarge {
+        what: &'static str,
+        len: usize,
+        max: usize,
+        config: &'static str,
+    },
+    /// A value that must be JSON is not.
+    InvalidJson(String),
+    /// A kind okome will not cache (the seed's hard rule).
+    NotCacheable(String),
+    /// `planner` given to `OKOME.CACHE.*`.
+    PlannerViaCache,
+    /// A key argument that is not a well-formed okome key of the expected kind.
+    BadKey(String),
+    /// A key holding a value of another Redis type.
+    WrongType,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Arity(cmd) => write!(f, "ERR wrong number of arguments for '{cmd}' command"),
+            Error::Syntax(msg) => write!(f, "ERR syntax error: {msg}"),
+            Error::NotInteger(what) => write!(f, "ERR {what} is not an integer or out of range"),
+            Error::OutOfRange {
+                what,
+                value,
+                min,
+                max,
+                unit,
+            } => write!(
+                f,
+                "ERR {what} {value} is out of range: must be between {min} and {max} {unit}"
+            ),
+            Error::Empty(what) => write!(f, "ERR {what} must not be empty"),
+            Error::TooLarge {
+                what,
+                len,
+                max,
+                config,
+            } => write!(
+                f,
+                "ERR {what} is {len} bytes, larger than the {max}-byte limit (okome.{config})"
+            ),
+            Error::InvalidJson(msg) => write!(f, "ERR value is not valid JSON: {msg}"),
+            Error::NotCacheable(kind) => write!(
+                f,
+                "ERR kind '{kind}' is not cacheable: okome caches only read-only, deterministic, \
+                 recomputable data (planner, model_meta, rag, tools, health); it never caches \
+                 file writes, git operations, builds, agent memory or tool execution results"
+            ),
+            Error::PlannerViaCache => write!(
+                f,
+                "ERR kind 'planner' is read with OKOME.PLAN.GET and written with OKOME.PLAN.SET"
+            ),
+            Error::BadKey(msg) => write!(f, "ERR {msg}"),
+            Error::WrongType => write!(
+                f,
+                "WRONGTYPE Operation against a key holding the wrong kind of value"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Error {}

@@ -1,0 +1,396 @@
+//! The key scheme: `okome:<kind path>:<component>:...`, with every component
+//! escaped so that the mapping from tuples to keys is injective.
+//!
+//! Bytes in `[A-Za-z0-9._/+@=-]` are kept; every other byte (including `%`,
+//! `:`, `*`, `?`, `[`, `{`, `}`, whitespace, control and non-ASCII bytes) is
+//! written as `%XX` with uppercase hex. A component is never empty, so
+//! splitting a key on `:` recovers its components exactly.
+
+use crate::{Error, Result};
+use sha2::{Digest, Sha256};
+
+/// Every okome key starts with this segment.
+pub const PREFIX: &str = "okome";
+/// Suffix of a stampede lock key: the lock of `K` lives at `K:lock`.
+pub const LOCK_SUFFIX: &[u8] = b":lock";
+
+/// A kind of okome key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Planner,
+    ModelMeta,
+    Rag,
+    Tools,
+    Health,
+    Rate,
+    Write,
+}
+
+impl Kind {
+    /// Every kind, in documentation order.
+    pub const ALL: [Kind; 7] = [
+        Kind::Planner,
+        Kind::ModelMeta,
+        Kind::Rag,
+        Kind::Tools,
+        Kind::Health,
+        Kind::Rate,
+        Kind::Write,
+    ];
+
+    /// The kinds whose values can be written through `OKOME.CACHE.SET`.
+    pub const CACHE: [Kind; 4] = [Kind::ModelMeta, Kind::Rag, Kind::Tools, Kind::Health];
+
+    /// The name used in commands (`OKOME.KEY <name> ...`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Planner => "planner",
+            Kind::ModelMeta => "model_meta",
+            Kind::Rag => "rag",
+            Kind::Tools => "tools",
+            Kind::Health => "health",
+            Kind::Rate => "rate",
+            Kind::Write => "write",
+        }
+    }
+
+    /// The segments between `okome:` and the components.
+    pub fn path(self) -> &'static str {
+        match self {
+            Kind::Planner => "planner",
+            Kind::ModelMeta => "model_meta",
+            Kind::Rag => "rag",
+            Kind::Tools => "tools",
+            Kind::Health => "health",
+            Kind::Rate => "budget:rate",
+            Kind::Write => "budget:write",
+        }
+    }
+
+    /// Names of the components of the key, in order. For `planner` the
+    /// second component is the SHA-256 of the prompt; `OKOME.KEY planner`
+    /// takes the prompt itself.
+    pub fn components(self) -> &'static [&'static str] {
+        match self {
+            Kind::Planner => &["model", "prompt_hash", "toolset_version", "repo_hash"],
+            Kind::ModelMeta => &["model"],
+            Kind::Rag => &["repo", "chunk_hash"],
+            Kind::Tools => &["tool_version"],
+            Kind::Health => &["node"],
+            Kind::Rate | Kind::Write => &["agent"],
+        }
+    }
+
+    /// Whether values of this kind are cached data (and so may be locked).
+    pub fn cacheable(self) -> bool {
+        !matches!(self, Kind::Rate | Kind::Write)
+    }
+
+    /// The kind named `name` (case-insensitive). Anything else is refused
+    /// with the seed's hard rule.
+    pub fn from_name(name: &[u8]) -> Result<Kind> {
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.name().as_bytes().eq_ignore_ascii_case(name))
+            .ok_or_else(|| Error::NotCacheable(printable(name)))
+    }
+}
+
+/// Whether `b` is kept as is in a key component.
+pub fn is_safe(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'/' | b'+' | b'@' | b'=' | b'-')
+}
+
+const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
+
+/// Appends the escaped form of `component` to `out`.
+pub fn escape_into(out: &mut Vec<u8>, component: &[u8]) {
+    for &b in component {
+        if is_safe(b) {
+            out.push(b);
+        } else {
+            out.push(b'%');
+            out.push(HEX_UPPER[usize::from(b >> 4)]);
+            out.push(HEX_UPPER[usize::from(b & 0x0f)]);
+        }
+    }
+}
+
+/// The escaped form of `component`.
+pub fn escape(component: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(component.len());
+    escape_into(&mut out, component);
+    out
+}
+
+fn upper_hex_value(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Decodes a canonical escaped component: the inverse of [`escape`]. Returns
+/// `None` for anything [`escape`] cannot produce (an empty component, a byte
+/// that should have been escaped, lowercase or truncated `%XX`, or an escaped
+/// byte that did not need escaping).
+pub fn unescape(segment: &[u8]) -> Option<Vec<u8>> {
+    if segment.is_empty() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(segment.len());
+    let mut rest = segment;
+    while let Some((&b, tail)) = rest.split_first() {
+        if is_safe(b) {
+            out.push(b);
+            rest = tail;
+        } else if b == b'%' {
+            let (hi, lo, tail) = match tail {
+                [hi, lo, tail @ ..] => (*hi, *lo, tail),
+                _ => return None,
+            };
+            let v = (upper_hex_value(hi)? << 4) | upper_hex_value(lo)?;
+            if is_safe(v) {
+                return None;
+            }
+            out.push(v);
+            rest = tail;
+        } else {
+            return None;
+        }
+    }
+    Some(out)
+}
+
+/// Lowercase hex SHA-256 of the prompt's bytes.
+pub fn prompt_hash(prompt: &[u8]) -> String {
+    hex::encode(Sha256::digest(prompt))
+}
+
+/// Builds the key of `kind` from its components, in the order of
+/// [`Kind::components`]. Every component must be non-empty.
+pub fn build(kind: Kind, parts: &[&[u8]]) -> Result<Vec<u8>> {
+    let names = kind.components();
+    if parts.len() != names.len() {
+        return Err(Error::Syntax(format!(
+            "kind '{}' takes {} component(s) ({}), got {}",
+            kind.name(),
+            names.len(),
+            names.join(", "),
+            parts.len()
+        )));
+    }
+    let cap = PREFIX.len() + kind.path().len() + parts.iter().map(|p| p.len() + 1).sum::<usize>();
+    let mut key = Vec::with_capacity(cap + 1);
+    key.extend_from_slice(PREFIX.as_bytes());
+    key.push(b':');
+    key.extend_from_slice(kind.path().as_bytes());
+    for (part, name) in parts.iter().zip(names) {
+        if part.is_empty() {
+            return Err(Error::Empty(name));
+        }
+        key.push(b':');
+        escape_into(&mut key, part);
+    }
+    Ok(key)
+}
+
+/// The planner key for a prompt: hashes the prompt, then [`build`]s.
+pub fn planner_key(model: &[u8], prompt: &[u8], toolset: &[u8], repo_hash: &[u8]) -> Result<Vec<u8>> {
+    if prompt.is_empty() {
+        return Err(Error::Empty("prompt"));
+    }
+    let hash = prompt_hash(prompt);
+    build(Kind::Planner, &[model, hash.as_bytes(), toolset, repo_hash])
+}
+
+/// The lock key protecting `key`.
+pub fn lock_key(key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(key.len() + LOCK_SUFFIX.len());
+    out.extend_from_slice(key);
+    out.extend_from_slice(LOCK_SUFFIX);
+    out
+}
+
+/// Validates that `key` is exactly a key [`build`] produces, and returns its
+/// kind. Lock keys (`...:lock`) are not okome data keys and are refused.
+pub fn parse(key: &[u8]) -> Result<Kind> {
+    let bad = |why: &str| Error::BadKey(format!("'{}' is not an okome key: {why}", printable(key)));
+    let rest = key
+        .strip_prefix(PREFIX.as_bytes())
+        .and_then(|r| r.strip_prefix(b":"))
+        .ok_or_else(|| bad("it must start with 'okome:'"))?;
+    let (kind, comps) = Kind::ALL
+        .into_iter()
+        .find_map(|k| {
+            let comps = rest.strip_prefix(k.path().as_bytes())?.strip_prefix(b":")?;
+            Some((k, comps))
+        })
+        .ok_or_else(|| {
+            bad("unknown kind (planner, model_meta, rag, tools, health, budget:rate, budget:write)")
+        })?;
+    let segments: Vec<&[u8]> = comps.split(|&b| b == b':').collect();
+    let names = kind.components();
+    if segments.len() != names.len() {
+        return Err(bad(&format!(
+            "kind '{}' has {} component(s) ({}), found {}",
+            kind.name(),
+            names.len(),
+            names.join(", "),
+            segments.len()
+        )));
+    }
+    for (seg, name) in segments.iter().zip(names) {
+        if unescape(seg).is_none() {
+            return Err(bad(&format!("component {name} is empty or not canonically escaped")));
+        }
+    }
+    if kind == Kind::Planner {
+        let hash = segments.get(1).copied().unwrap_or_default();
+        if hash.len() != 64 || !hash.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(bad("prompt_hash must be 64 lowercase hex digits (SHA-256)"));
+        }
+    }
+    Ok(kind)
+}
+
+/// Parses `key` and checks that it is of kind `want`.
+pub fn parse_kind(key: &[u8], want: Kind) -> Result<()> {
+    let kind = parse(key)?;
+    if kind == want {
+        Ok(())
+    } else {
+        Err(Error::BadKey(format!(
+            "'{}' is a {} key, not a {} key",
+            printable(key),
+            kind.name(),
+            want.name()
+        )))
+    }
+}
+
+/// A short, printable rendering of user bytes for error messages: at most
+/// 100 bytes, with non-printable bytes as `\xNN`.
+pub fn printable(bytes: &[u8]) -> String {
+    const MAX: usize = 100;
+    let mut s = String::new();
+    for &b in bytes.iter().take(MAX) {
+        if (0x20..0x7f).contains(&b) && b != b'\'' && b != b'\\' {
+            s.push(char::from(b));
+        } else {
+            s.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    if bytes.len() > MAX {
+        s.push_str("...");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn ollama_model_names_are_escaped() {
+        let key = planner_key(b"llama3:8b", b"hello", b"v1.2.3", b"abc123").unwrap();
+        let expect = format!("okome:planner:llama3%3A8b:{}:v1.2.3:abc123", prompt_hash(b"hello"));
+        assert_eq!(key, expect.as_bytes());
+    }
+
+    #[test]
+    fn prompt_hash_is_lowercase_sha256() {
+        assert_eq!(
+            prompt_hash(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn dangerous_bytes_never_reach_a_segment() {
+        let e = escape(b"a:b*c?d[e]f{g}h i\nj\0k%l\xff");
+        for bad in [b':', b'*', b'?', b'[', b']', b'{', b'}', b' ', b'\n', 0, 0xff] {
+            assert!(!e.contains(&bad), "{bad:#x} in {}", printable(&e));
+        }
+        assert_eq!(e, b"a%3Ab%2Ac%3Fd%5Be%5Df%7Bg%7Dh%20i%0Aj%00k%25l%FF");
+    }
+
+    #[test]
+    fn empty_components_are_refused() {
+        assert_eq!(build(Kind::ModelMeta, &[b""]), Err(Error::Empty("model")));
+        assert_eq!(
+            planner_key(b"m", b"p", b"t", b""),
+            Err(Error::Empty("repo_hash"))
+        );
+        assert_eq!(planner_key(b"m", b"", b"t", b"r"), Err(Error::Empty("prompt")));
+        assert!(matches!(build(Kind::Rag, &[b"x"]), Err(Error::Syntax(_))));
+    }
+
+    #[test]
+    fn every_kind_has_its_seed_key() {
+        assert_eq!(build(Kind::ModelMeta, &[b"gpt-4"]).unwrap(), b"okome:model_meta:gpt-4");
+        assert_eq!(build(Kind::Rag, &[b"r", b"c"]).unwrap(), b"okome:rag:r:c");
+        assert_eq!(build(Kind::Tools, &[b"7"]).unwrap(), b"okome:tools:7");
+        assert_eq!(build(Kind::Health, &[b"n1"]).unwrap(), b"okome:health:n1");
+        assert_eq!(build(Kind::Rate, &[b"a"]).unwrap(), b"okome:budget:rate:a");
+        assert_eq!(build(Kind::Write, &[b"a"]).unwrap(), b"okome:budget:write:a");
+    }
+
+    #[test]
+    fn parse_accepts_built_keys_and_refuses_others() {
+        let k = planner_key(b"m", b"p", b"t", b"r").unwrap();
+        assert_eq!(parse(&k), Ok(Kind::Planner));
+        assert!(parse(&lock_key(&k)).is_err());
+        for bad in [
+            &b"okome:planner:m:abc:t:r"[..],
+            b"okome:planner",
+            b"okome:model_meta:",
+            b"okome:model_meta:a%3a",
+            b"okome:model_meta:%41",
+            b"okome:model_meta:a b",
+            b"okome:model_meta:a:b",
+            b"okome:nope:a",
+            b"other:model_meta:a",
+            b"",
+        ] {
+            assert!(parse(bad).is_err(), "{}", printable(bad));
+        }
+        assert_eq!(parse(b"okome:model_meta:a%3A"), Ok(Kind::ModelMeta));
+        assert!(parse_kind(b"okome:tools:1", Kind::Planner).is_err());
+    }
+
+    #[test]
+    fn kind_names_and_the_hard_rule() {
+        assert_eq!(Kind::from_name(b"RAG"), Ok(Kind::Rag));
+        let e = Kind::from_name(b"git").unwrap_err().to_string();
+        assert!(e.starts_with("ERR kind 'git' is not cacheable"), "{e}");
+        assert!(e.contains("git operations"));
+    }
+
+    proptest! {
+        #[test]
+        fn escape_round_trips(bytes in proptest::collection::vec(any::<u8>(), 1..64)) {
+            let e = escape(&bytes);
+            prop_assert!(e.iter().all(|&b| is_safe(b) || b == b'%'));
+            prop_assert_eq!(unescape(&e), Some(bytes));
+        }
+
+        #[test]
+        fn keys_are_injective(
+            a in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 1..8), 2),
+            b in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 1..8), 2),
+        ) {
+            let ka = build(Kind::Rag, &[&a[0], &a[1]]).unwrap();
+            let kb = build(Kind::Rag, &[&b[0], &b[1]]).unwrap();
+            prop_assert_eq!(ka == kb, a == b);
+            prop_assert_eq!(parse(&ka), Ok(Kind::Rag));
+        }
+
+        #[test]
+        fn parse_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..80)) {
+            let _ = parse(&bytes);
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! okome's pure core: everything that can be decided without a Redis server.
+//!
+//! - [`keys`]: the key scheme, escaping and key validation,
+//! - [`config`]: TTL standards and limits (the values behind `okome.*` configs),
+//! - [`args`]: the argument grammar of every command, producing typed requests,
+//! - [`error`]: every error reply, as one enum with the exact text.
+//!
+//! Nothing here imports `redis_module`, reads a clock or does I/O: time is a
+//! parameter, so every rule is unit-testable and fuzzable without a server.
+
+pub mod args;
+pub mod config;
+pub mod error;
+pub mod keys;
+
+pub use error::Error;
+
+/// Result type of the core.
+pub type Result<T> = std::result::Result<T, Error>;
