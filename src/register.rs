@@ -1,0 +1,220 @@
+//! Command registration through the raw module API: `CreateCommand` with
+//! flags and legacy key positions, then `SetCommandInfo` with arity, summary
+//! and version, and a trampoline per command that turns a panic into an
+//! error reply instead of aborting the server.
+
+use crate::commands::{self, Reply};
+use redis_module::{raw, Context, RedisError, RedisValue, Status};
+use std::ffi::CString;
+use std::os::raw::{c_char, c_int};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr;
+
+type Handler = fn(&Context, &[&[u8]]) -> Reply;
+
+/// The arguments as byte slices borrowed from Redis for this call.
+fn arg_slices<'a>(argv: *mut *mut raw::RedisModuleString, argc: c_int) -> Vec<&'a [u8]> {
+    let n = usize::try_from(argc).unwrap_or(0);
+    if argv.is_null() || n == 0 {
+        return Vec::new();
+    }
+    // SAFETY: Redis passes `argc` valid strings that outlive the call.
+    let strings = unsafe { std::slice::from_raw_parts(argv, n) };
+    strings
+        .iter()
+        .map(|&s| {
+            let mut len: usize = 0;
+            // SAFETY: `s` is a live RedisModuleString.
+            let p = unsafe { raw::RedisModule_StringPtrLen.map_or(ptr::null(), |f| f(s, &mut len)) };
+            if p.is_null() {
+                &[][..]
+            } else {
+                // SAFETY: p points to len bytes owned by the argument.
+                unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len) }
+            }
+        })
+        .collect()
+}
+
+const PANIC_REPLY: &str =
+    "ERR okome internal error: the command was aborted and wrote nothing further; please report it";
+
+fn dispatch(
+    ctx: *mut raw::RedisModuleCtx,
+    argv: *mut *mut raw::RedisModuleString,
+    argc: c_int,
+    handler: Handler,
+) -> c_int {
+    let context = Context::new(ctx);
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        let args = arg_slices(argv, argc);
+        handler(&context, args.get(1..).unwrap_or_default())
+    }));
+    let reply: Result<RedisValue, RedisError> = match outcome {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(RedisError::String(e.to_string())),
+        Err(_) => Err(RedisError::Str(PANIC_REPLY)),
+    };
+    context.reply(reply) as c_int
+}
+
+macro_rules! trampoline {
+    ($name:ident, $handler:path) => {
+        extern "C" fn $name(
+            ctx: *mut raw::RedisModuleCtx,
+            argv: *mut *mut raw::RedisModuleString,
+            argc: c_int,
+        ) -> c_int {
+            dispatch(ctx, argv, argc, $handler)
+        }
+    };
+}
+
+trampoline!(t_plan_get, commands::plan_get);
+trampoline!(t_plan_set, commands::plan_set);
+trampoline!(t_lock, commands::lock);
+trampoline!(t_unlock, commands::unlock);
+trampoline!(t_cache_get, commands::cache_get);
+trampoline!(t_cache_set, commands::cache_set);
+trampoline!(t_key, commands::key);
+
+type Callback =
+    extern "C" fn(*mut raw::RedisModuleCtx, *mut *mut raw::RedisModuleString, c_int) -> c_int;
+
+/// One command as registered.
+pub struct Spec {
+    pub name: &'static str,
+    pub callback: Callback,
+    pub flags: &'static str,
+    /// Position of the key argument (0: none; keys are derived).
+    pub key_pos: c_int,
+    pub arity: c_int,
+    pub summary: &'static str,
+}
+
+pub const COMMANDS: &[Spec] = &[
+    Spec {
+        name: "okome.plan.get",
+        callback: t_plan_get,
+        flags: "write deny-oom",
+        key_pos: 0,
+        arity: -5,
+        summary: "Looks up a plan by model, prompt, toolset and repo; on a miss takes the stampede lock",
+    },
+    Spec {
+        name: "okome.plan.set",
+        callback: t_plan_set,
+        flags: "write deny-oom",
+        key_pos: 1,
+        arity: -3,
+        summary: "Stores a plan as JSON under a planner key, with its TTL standard, and releases the lock",
+    },
+    Spec {
+        name: "okome.lock",
+        callback: t_lock,
+        flags: "write deny-oom fast",
+        key_pos: 1,
+        arity: -2,
+        summary: "Acquires the stampede lock of a key, or extends a lock held with a token",
+    },
+    Spec {
+        name: "okome.unlock",
+        callback: t_unlock,
+        flags: "write fast",
+        key_pos: 1,
+        arity: 3,
+        summary: "Releases a stampede lock if it is held with the given token",
+    },
+    Spec {
+        name: "okome.cache.get",
+        callback: t_cache_get,
+        flags: "readonly fast",
+        key_pos: 0,
+        arity: -3,
+        summary: "Reads a model_meta, rag, tools or health value and its remaining TTL",
+    },
+    Spec {
+        name: "okome.cache.set",
+        callback: t_cache_set,
+        flags: "write deny-oom",
+        key_pos: 0,
+        arity: -4,
+        summary: "Stores a model_meta, rag, tools or health value as JSON with its TTL standard",
+    },
+    Spec {
+        name: "okome.key",
+        callback: t_key,
+        flags: "fast allow-stale",
+        key_pos: 0,
+        arity: -3,
+        summary: "Returns the canonical okome key for a kind and its parts; touches no data",
+    },
+];
+
+const SINCE: &str = "0.1.0";
+
+fn register(ctx: &Context, spec: &Spec) -> Result<(), String> {
+    let name = CString::new(spec.name).map_err(|e| e.to_string())?;
+    let flags = CString::new(spec.flags).map_err(|e| e.to_string())?;
+    let create = unsafe { raw::RedisModule_CreateCommand }.ok_or("no CreateCommand")?;
+    // SAFETY: valid C strings and a callback with the expected signature.
+    let rc = unsafe {
+        create(
+            ctx.ctx,
+            name.as_ptr(),
+            Some(spec.callback),
+            flags.as_ptr(),
+            spec.key_pos,
+            spec.key_pos,
+            c_int::from(spec.key_pos != 0),
+        )
+    };
+    if rc != raw::REDISMODULE_OK as c_int {
+        return Err(format!("could not create command {}", spec.name));
+    }
+    let (Some(get), Some(set_info)) =
+        (unsafe { raw::RedisModule_GetCommand }, unsafe { raw::RedisModule_SetCommandInfo })
+    else {
+        return Err("no SetCommandInfo".into());
+    };
+    // SAFETY: the command was just created under this name.
+    let cmd = unsafe { get(ctx.ctx, name.as_ptr()) };
+    if cmd.is_null() {
+        return Err(format!("command {} not found after creation", spec.name));
+    }
+    let summary = CString::new(spec.summary).map_err(|e| e.to_string())?;
+    let since = CString::new(SINCE).map_err(|e| e.to_string())?;
+    let version = raw::RedisModuleCommandInfoVersion {
+        version: 1,
+        sizeof_historyentry: std::mem::size_of::<raw::RedisModuleCommandHistoryEntry>(),
+        sizeof_keyspec: std::mem::size_of::<raw::RedisModuleCommandKeySpec>(),
+        sizeof_arg: std::mem::size_of::<raw::RedisModuleCommandArg>(),
+    };
+    let mut info = raw::RedisModuleCommandInfo {
+        version: &version,
+        summary: summary.as_ptr(),
+        complexity: ptr::null::<c_char>(),
+        since: since.as_ptr(),
+        history: ptr::null_mut(),
+        tips: ptr::null::<c_char>(),
+        arity: spec.arity,
+        key_specs: ptr::null_mut(),
+        args: ptr::null_mut(),
+    };
+    // SAFETY: `info` and the strings it points to outlive the call, which
+    // copies them.
+    if unsafe { set_info(cmd, &mut info) } != raw::REDISMODULE_OK as c_int {
+        return Err(format!("could not set info of {}", spec.name));
+    }
+    Ok(())
+}
+
+pub fn register_all(ctx: &Context) -> Status {
+    for spec in COMMANDS {
+        if let Err(e) = register(ctx, spec) {
+            ctx.log_warning(&format!("okome: {e}"));
+            return Status::Err;
+        }
+    }
+    Status::Ok
+}

@@ -1,0 +1,252 @@
+//! A small RAII wrapper over the low-level key API, working on byte slices,
+//! plus the clock, random tokens and effect replication.
+//!
+//! Keys written through the low-level API are not propagated by Redis: every
+//! write made here must be followed by a [`replicate`] of its effect.
+
+use redis_module::{raw, Context};
+use std::os::raw::{c_char, c_int, c_longlong};
+use std::ptr;
+
+/// What a key holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holds {
+    Nothing,
+    String,
+    Other,
+}
+
+/// An open key; closed on drop.
+pub struct Key {
+    ptr: *mut raw::RedisModuleKey,
+}
+
+fn create_string(ctx: &Context, bytes: &[u8]) -> *mut raw::RedisModuleString {
+    // SAFETY: the API is initialised at load time; ptr/len describe `bytes`.
+    unsafe {
+        match raw::RedisModule_CreateString {
+            Some(f) => f(ctx.ctx, bytes.as_ptr().cast::<c_char>(), bytes.len()),
+            None => ptr::null_mut(),
+        }
+    }
+}
+
+fn free_string(ctx: &Context, s: *mut raw::RedisModuleString) {
+    if s.is_null() {
+        return;
+    }
+    // SAFETY: `s` was created by `create_string` with the same context.
+    unsafe {
+        if let Some(f) = raw::RedisModule_FreeString {
+            f(ctx.ctx, s);
+        }
+    }
+}
+
+impl Key {
+    /// Opens `name` for reading, or for reading and writing.
+    pub fn open(ctx: &Context, name: &[u8], write: bool) -> Key {
+        let s = create_string(ctx, name);
+        let mode = if write {
+            raw::REDISMODULE_READ | raw::REDISMODULE_WRITE
+        } else {
+            raw::REDISMODULE_READ
+        };
+        // SAFETY: OpenKey retains the name, so it can be freed right after.
+        let ptr = unsafe {
+            match raw::RedisModule_OpenKey {
+                Some(f) if !s.is_null() => f(ctx.ctx, s, mode as c_int).cast::<raw::RedisModuleKey>(),
+                _ => ptr::null_mut(),
+            }
+        };
+        free_string(ctx, s);
+        Key { ptr }
+    }
+
+    pub fn holds(&self) -> Holds {
+        if self.ptr.is_null() {
+            return Holds::Nothing;
+        }
+        // SAFETY: `ptr` is an open key.
+        let t = unsafe { raw::RedisModule_KeyType.map_or(0, |f| f(self.ptr)) };
+        match t as isize {
+            raw::REDISMODULE_KEYTYPE_EMPTY => Holds::Nothing,
+            raw::REDISMODULE_KEYTYPE_STRING => Holds::String,
+            _ => Holds::Other,
+        }
+    }
+
+    /// The string value, `None` if the key is empty, `WRONGTYPE` otherwise.
+    pub fn string(&self) -> Result<Option<&[u8]>, okome_core::Error> {
+        match self.holds() {
+            Holds::Nothing => Ok(None),
+            Holds::Other => Err(okome_core::Error::WrongType),
+            Holds::String => {
+                let mut len: usize = 0;
+                // SAFETY: the key holds a string; DMA gives a pointer valid
+                // until the key is closed or modified (tied to `&self`).
+                let p = unsafe {
+                    raw::RedisModule_StringDMA
+                        .map_or(ptr::null_mut(), |f| f(self.ptr, &mut len, raw::REDISMODULE_READ as c_int))
+                };
+                if p.is_null() {
+                    return Err(okome_core::Error::WrongType);
+                }
+                // SAFETY: p points to len bytes owned by the key.
+                Ok(Some(unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len) }))
+            }
+        }
+    }
+
+    /// Fails with `WRONGTYPE` unless the key is empty or holds a string.
+    pub fn check_string_or_empty(&self) -> Result<(), okome_core::Error> {
+        match self.holds() {
+            Holds::Other => Err(okome_core::Error::WrongType),
+            _ => Ok(()),
+        }
+    }
+
+    /// Absolute expiry in Unix ms, or `None` without a TTL.
+    pub fn abs_expire(&self) -> Option<i64> {
+        if self.ptr.is_null() {
+            return None;
+        }
+        // SAFETY: `ptr` is an open key.
+        let t = unsafe { raw::RedisModule_GetAbsExpire.map_or(-1, |f| f(self.ptr)) };
+        (t >= 0).then_some(t)
+    }
+
+    /// Remaining TTL in ms at `now`: `-1` without a TTL (as `PTTL`).
+    pub fn pttl(&self, now: i64) -> i64 {
+        self.abs_expire().map_or(-1, |t| t.saturating_sub(now).max(0))
+    }
+
+    /// Stores `value` with an absolute expiry (Unix ms).
+    pub fn set(&self, ctx: &Context, value: &[u8], expire_at: i64) {
+        if self.ptr.is_null() {
+            return;
+        }
+        let s = create_string(ctx, value);
+        // SAFETY: key opened for writing; StringSet retains `s`.
+        unsafe {
+            if let Some(f) = raw::RedisModule_StringSet {
+                f(self.ptr, s);
+            }
+        }
+        free_string(ctx, s);
+        self.set_abs_expire(expire_at);
+    }
+
+    pub fn set_abs_expire(&self, expire_at: i64) {
+        if self.ptr.is_null() {
+            return;
+        }
+        // SAFETY: key opened for writing and not empty.
+        unsafe {
+            if let Some(f) = raw::RedisModule_SetAbsExpire {
+                f(self.ptr, expire_at);
+            }
+        }
+    }
+
+    pub fn delete(&self) {
+        if self.ptr.is_null() {
+            return;
+        }
+        // SAFETY: key opened for writing.
+        unsafe {
+            if let Some(f) = raw::RedisModule_DeleteKey {
+                f(self.ptr);
+            }
+        }
+    }
+}
+
+impl Drop for Key {
+    fn drop(&mut self) {
+        if self.ptr.is_null() {
+            return;
+        }
+        // SAFETY: `ptr` is an open key, closed exactly once.
+        unsafe {
+            if let Some(f) = raw::RedisModule_CloseKey {
+                f(self.ptr);
+            }
+        }
+    }
+}
+
+/// Redis's clock, Unix ms. Read once per command.
+pub fn now_ms() -> i64 {
+    // SAFETY: no arguments; the API is initialised at load time.
+    unsafe { raw::RedisModule_Milliseconds.map_or(0, |f| f()) }
+}
+
+/// Length of a lock token in hex characters (128 random bits).
+pub const TOKEN_HEX_LEN: usize = 32;
+
+/// A fresh random lock token: 32 lowercase hex characters (128 bits) from
+/// Redis's own cryptographic generator.
+pub fn new_token() -> Vec<u8> {
+    let mut buf = vec![0u8; TOKEN_HEX_LEN];
+    // SAFETY: writes exactly `len` bytes into `buf`.
+    unsafe {
+        if let Some(f) = raw::RedisModule_GetRandomHexChars {
+            f(buf.as_mut_ptr().cast::<c_char>(), buf.len());
+        }
+    }
+    buf
+}
+
+/// Propagates `SET key value PXAT expire_at` to replicas and the AOF.
+pub fn replicate_set(ctx: &Context, key: &[u8], value: &[u8], expire_at: i64) {
+    // SAFETY: "bbcl" = buffer, buffer, C string, long long.
+    unsafe {
+        if let Some(f) = raw::RedisModule_Replicate {
+            f(
+                ctx.ctx,
+                c"SET".as_ptr(),
+                c"bbcl".as_ptr(),
+                key.as_ptr().cast::<c_char>(),
+                key.len(),
+                value.as_ptr().cast::<c_char>(),
+                value.len(),
+                c"PXAT".as_ptr(),
+                expire_at as c_longlong,
+            );
+        }
+    }
+}
+
+/// Propagates `PEXPIREAT key expire_at`.
+pub fn replicate_pexpireat(ctx: &Context, key: &[u8], expire_at: i64) {
+    // SAFETY: "bl" = buffer, long long.
+    unsafe {
+        if let Some(f) = raw::RedisModule_Replicate {
+            f(
+                ctx.ctx,
+                c"PEXPIREAT".as_ptr(),
+                c"bl".as_ptr(),
+                key.as_ptr().cast::<c_char>(),
+                key.len(),
+                expire_at as c_longlong,
+            );
+        }
+    }
+}
+
+/// Propagates `DEL key`.
+pub fn replicate_del(ctx: &Context, key: &[u8]) {
+    // SAFETY: "b" = buffer.
+    unsafe {
+        if let Some(f) = raw::RedisModule_Replicate {
+            f(
+                ctx.ctx,
+                c"DEL".as_ptr(),
+                c"b".as_ptr(),
+                key.as_ptr().cast::<c_char>(),
+                key.len(),
+            );
+        }
+    }
+}
