@@ -53,7 +53,13 @@ pub fn plan_get(ctx: &Context, argv: &[&[u8]]) -> Reply {
     {
         let plan = Key::open(ctx, &req.key, false);
         if let Some(v) = plan.string()? {
-            return Ok(plan_reply("HIT", &req.key, Some(v), Some(plan.pttl(now)), None));
+            return Ok(plan_reply(
+                "HIT",
+                &req.key,
+                Some(v),
+                Some(plan.pttl(now)),
+                None,
+            ));
         }
     }
     let Some(ttl) = req.lock_ttl_ms else {
@@ -62,13 +68,25 @@ pub fn plan_get(ctx: &Context, argv: &[&[u8]]) -> Reply {
     let lock_name = keys::lock_key(&req.key);
     let lock = Key::open(ctx, &lock_name, true);
     if lock.string()?.is_some() {
-        return Ok(plan_reply("LOCKED", &req.key, None, Some(lock.pttl(now)), None));
+        return Ok(plan_reply(
+            "LOCKED",
+            &req.key,
+            None,
+            Some(lock.pttl(now)),
+            None,
+        ));
     }
     let token = rkey::new_token();
     let at = now.saturating_add(ms(ttl));
     lock.set(ctx, &token, at);
     rkey::replicate_set(ctx, &lock_name, &token, at);
-    Ok(plan_reply("MISS", &req.key, None, Some(ms(ttl)), Some(&token)))
+    Ok(plan_reply(
+        "MISS",
+        &req.key,
+        None,
+        Some(ms(ttl)),
+        Some(&token),
+    ))
 }
 
 /// OKOME.PLAN.SET key plan_json [TTL s] [TOKEN token]

@@ -25,7 +25,8 @@ fn arg_slices<'a>(argv: *mut *mut raw::RedisModuleString, argc: c_int) -> Vec<&'
         .map(|&s| {
             let mut len: usize = 0;
             // SAFETY: `s` is a live RedisModuleString.
-            let p = unsafe { raw::RedisModule_StringPtrLen.map_or(ptr::null(), |f| f(s, &mut len)) };
+            let p =
+                unsafe { raw::RedisModule_StringPtrLen.map_or(ptr::null(), |f| f(s, &mut len)) };
             if p.is_null() {
                 &[][..]
             } else {
@@ -172,9 +173,9 @@ fn register(ctx: &Context, spec: &Spec) -> Result<(), String> {
     if rc != raw::REDISMODULE_OK as c_int {
         return Err(format!("could not create command {}", spec.name));
     }
-    let (Some(get), Some(set_info)) =
-        (unsafe { raw::RedisModule_GetCommand }, unsafe { raw::RedisModule_SetCommandInfo })
-    else {
+    let (Some(get), Some(set_info)) = (unsafe { raw::RedisModule_GetCommand }, unsafe {
+        raw::RedisModule_SetCommandInfo
+    }) else {
         return Err("no SetCommandInfo".into());
     };
     // SAFETY: the command was just created under this name.

@@ -55,7 +55,9 @@ impl Key {
         // SAFETY: OpenKey retains the name, so it can be freed right after.
         let ptr = unsafe {
             match raw::RedisModule_OpenKey {
-                Some(f) if !s.is_null() => f(ctx.ctx, s, mode as c_int).cast::<raw::RedisModuleKey>(),
+                Some(f) if !s.is_null() => {
+                    f(ctx.ctx, s, mode as c_int).cast::<raw::RedisModuleKey>()
+                }
                 _ => ptr::null_mut(),
             }
         };
@@ -86,14 +88,17 @@ impl Key {
                 // SAFETY: the key holds a string; DMA gives a pointer valid
                 // until the key is closed or modified (tied to `&self`).
                 let p = unsafe {
-                    raw::RedisModule_StringDMA
-                        .map_or(ptr::null_mut(), |f| f(self.ptr, &mut len, raw::REDISMODULE_READ as c_int))
+                    raw::RedisModule_StringDMA.map_or(ptr::null_mut(), |f| {
+                        f(self.ptr, &mut len, raw::REDISMODULE_READ as c_int)
+                    })
                 };
                 if p.is_null() {
                     return Err(okome_core::Error::WrongType);
                 }
                 // SAFETY: p points to len bytes owned by the key.
-                Ok(Some(unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len) }))
+                Ok(Some(unsafe {
+                    std::slice::from_raw_parts(p.cast::<u8>(), len)
+                }))
             }
         }
     }
@@ -118,7 +123,8 @@ impl Key {
 
     /// Remaining TTL in ms at `now`: `-1` without a TTL (as `PTTL`).
     pub fn pttl(&self, now: i64) -> i64 {
-        self.abs_expire().map_or(-1, |t| t.saturating_sub(now).max(0))
+        self.abs_expire()
+            .map_or(-1, |t| t.saturating_sub(now).max(0))
     }
 
     /// Stores `value` with an absolute expiry (Unix ms).

@@ -126,13 +126,18 @@ pub fn parse_plan_get(args: &[&[u8]], cfg: &Config) -> Result<PlanGet> {
     while let Some(opt) = opts.next(&["LOCKTTL", "NOLOCK"])? {
         match opt {
             "LOCKTTL" => {
-                lock_ttl = Some(cfg.lock_ttl_ms.check("LOCKTTL", opts.int("LOCKTTL")?, "ms")?)
+                lock_ttl = Some(
+                    cfg.lock_ttl_ms
+                        .check("LOCKTTL", opts.int("LOCKTTL")?, "ms")?,
+                )
             }
             _ => nolock = true,
         }
     }
     if nolock && lock_ttl.is_some() {
-        return Err(Error::Syntax("LOCKTTL and NOLOCK cannot be combined".into()));
+        return Err(Error::Syntax(
+            "LOCKTTL and NOLOCK cannot be combined".into(),
+        ));
     }
     check_size("prompt", prompt, cfg.max_prompt_bytes, "max-prompt-bytes")?;
     let key = keys::planner_key(model, prompt, toolset, repo_hash)?;
@@ -301,7 +306,9 @@ pub fn parse_cache_set<'a>(args: &[&'a [u8]], cfg: &Config) -> Result<CacheSet<'
     let [value, rest @ ..] = rest else {
         return Err(Error::Arity(CACHE_SET));
     };
-    let standard = cfg.ttl(kind).ok_or(Error::NotCacheable(kind.name().into()))?;
+    let standard = cfg
+        .ttl(kind)
+        .ok_or(Error::NotCacheable(kind.name().into()))?;
     let mut opts = Options::new(rest);
     let mut ttl_s = standard.default;
     while opts.next(&["TTL"])?.is_some() {
@@ -360,7 +367,17 @@ mod tests {
     fn integers_parse_like_redis() {
         assert_eq!(parse_int("TTL", b"600"), Ok(600));
         assert_eq!(parse_int("TTL", b"-5"), Ok(-5));
-        for bad in [&b""[..], b"-", b"+5", b" 5", b"5 ", b"1e3", b"0x10", b"99999999999999999999", b"\xff"] {
+        for bad in [
+            &b""[..],
+            b"-",
+            b"+5",
+            b" 5",
+            b"5 ",
+            b"1e3",
+            b"0x10",
+            b"99999999999999999999",
+            b"\xff",
+        ] {
             assert_eq!(parse_int("TTL", bad), Err(Error::NotInteger("TTL")));
         }
     }
@@ -384,11 +401,26 @@ mod tests {
         assert_eq!(e(&[b"m", b"p", b"t"]), Error::Arity(PLAN_GET));
         assert_eq!(e(&[b"m", b"p", b"t", b""]), Error::Empty("repo_hash"));
         assert_eq!(e(&[b"", b"p", b"t", b"r"]), Error::Empty("model"));
-        assert!(matches!(e(&[b"m", b"p", b"t", b"r", b"FOO"]), Error::Syntax(_)));
-        assert!(matches!(e(&[b"m", b"p", b"t", b"r", b"LOCKTTL"]), Error::Syntax(_)));
-        assert!(matches!(e(&[b"m", b"p", b"t", b"r", b"LOCKTTL", b"7999"]), Error::OutOfRange { .. }));
-        assert_eq!(e(&[b"m", b"p", b"t", b"r", b"LOCKTTL", b"x"]), Error::NotInteger("LOCKTTL"));
-        assert!(matches!(e(&[b"m", b"p", b"t", b"r", b"NOLOCK", b"NOLOCK"]), Error::Syntax(_)));
+        assert!(matches!(
+            e(&[b"m", b"p", b"t", b"r", b"FOO"]),
+            Error::Syntax(_)
+        ));
+        assert!(matches!(
+            e(&[b"m", b"p", b"t", b"r", b"LOCKTTL"]),
+            Error::Syntax(_)
+        ));
+        assert!(matches!(
+            e(&[b"m", b"p", b"t", b"r", b"LOCKTTL", b"7999"]),
+            Error::OutOfRange { .. }
+        ));
+        assert_eq!(
+            e(&[b"m", b"p", b"t", b"r", b"LOCKTTL", b"x"]),
+            Error::NotInteger("LOCKTTL")
+        );
+        assert!(matches!(
+            e(&[b"m", b"p", b"t", b"r", b"NOLOCK", b"NOLOCK"]),
+            Error::Syntax(_)
+        ));
         assert!(matches!(
             e(&[b"m", b"p", b"t", b"r", b"NOLOCK", b"LOCKTTL", b"9000"]),
             Error::Syntax(_)
@@ -415,8 +447,14 @@ mod tests {
         assert!(matches!(e(&[&k, b"{} {}"]), Error::InvalidJson(_)));
         assert!(matches!(e(&[b"okome:tools:1", b"{}"]), Error::BadKey(_)));
         assert!(matches!(e(&[b"foo", b"{}"]), Error::BadKey(_)));
-        assert!(matches!(e(&[&k, b"{}", b"TTL", b"901"]), Error::OutOfRange { .. }));
-        assert!(matches!(e(&[&k, b"{}", b"TTL", b"0"]), Error::OutOfRange { .. }));
+        assert!(matches!(
+            e(&[&k, b"{}", b"TTL", b"901"]),
+            Error::OutOfRange { .. }
+        ));
+        assert!(matches!(
+            e(&[&k, b"{}", b"TTL", b"0"]),
+            Error::OutOfRange { .. }
+        ));
         assert_eq!(e(&[&k, b"{}", b"TOKEN", b""]), Error::Empty("TOKEN"));
         assert_eq!(e(&[&k]), Error::Arity(PLAN_SET));
         let deep = "[".repeat(100_000);
@@ -442,26 +480,61 @@ mod tests {
     #[test]
     fn cache_kinds_and_the_hard_rule() {
         let c = cfg();
-        let s = parse_cache_set(&[b"rag", b"repo", b"chunk", b"\"x\"", b"TTL", b"1800"], &c).unwrap();
-        assert_eq!((s.kind, s.key.as_slice(), s.ttl_s), (Kind::Rag, &b"okome:rag:repo:chunk"[..], 1800));
+        let s =
+            parse_cache_set(&[b"rag", b"repo", b"chunk", b"\"x\"", b"TTL", b"1800"], &c).unwrap();
+        assert_eq!(
+            (s.kind, s.key.as_slice(), s.ttl_s),
+            (Kind::Rag, &b"okome:rag:repo:chunk"[..], 1800)
+        );
         let s = parse_cache_set(&[b"health", b"n", b"{}"], &c).unwrap();
         assert_eq!(s.ttl_s, 30);
         assert!(parse_cache_set(&[b"health", b"n", b"{}", b"TTL", b"31"], &c).is_err());
-        assert_eq!(parse_cache_set(&[b"rag", b"repo", b"{}"], &c), Err(Error::Arity(CACHE_SET)));
-        for k in [&b"git"[..], b"file_writes", b"agent_memory", b"builds", b"tool_results", b"rate"] {
-            assert!(matches!(parse_cache_set(&[k, b"x", b"{}"], &c), Err(Error::NotCacheable(_))));
-            assert!(matches!(parse_cache_get(&[k, b"x"]), Err(Error::NotCacheable(_))));
+        assert_eq!(
+            parse_cache_set(&[b"rag", b"repo", b"{}"], &c),
+            Err(Error::Arity(CACHE_SET))
+        );
+        for k in [
+            &b"git"[..],
+            b"file_writes",
+            b"agent_memory",
+            b"builds",
+            b"tool_results",
+            b"rate",
+        ] {
+            assert!(matches!(
+                parse_cache_set(&[k, b"x", b"{}"], &c),
+                Err(Error::NotCacheable(_))
+            ));
+            assert!(matches!(
+                parse_cache_get(&[k, b"x"]),
+                Err(Error::NotCacheable(_))
+            ));
         }
-        assert_eq!(parse_cache_get(&[b"planner", b"x"]), Err(Error::PlannerViaCache));
-        assert_eq!(parse_cache_get(&[b"tools", b"v1"]).unwrap().key, b"okome:tools:v1");
-        assert!(matches!(parse_cache_get(&[b"tools", b"v1", b"x"]), Err(Error::Syntax(_))));
+        assert_eq!(
+            parse_cache_get(&[b"planner", b"x"]),
+            Err(Error::PlannerViaCache)
+        );
+        assert_eq!(
+            parse_cache_get(&[b"tools", b"v1"]).unwrap().key,
+            b"okome:tools:v1"
+        );
+        assert!(matches!(
+            parse_cache_get(&[b"tools", b"v1", b"x"]),
+            Err(Error::Syntax(_))
+        ));
     }
 
     #[test]
     fn key_command() {
         let c = cfg();
-        assert_eq!(parse_key(&[b"planner", b"m", b"p", b"t", b"r"], &c).unwrap(), pk());
-        assert_eq!(parse_key(&[b"rate", b"a:b"], &c).unwrap(), b"okome:budget:rate:a%3Ab");
+        assert_eq!(
+            parse_key(&[b"planner", b"m", b"p", b"t", b"r"], &c).unwrap(),
+            pk()
+        );
+        assert_eq!(
+            parse_key(&[b"rate", b"a:b"], &c).unwrap(),
+            b"okome:budget:rate:a%3Ab"
+        );
         assert!(parse_key(&[b"planner", b"m", b"p", b"t"], &c).is_err());
         assert!(parse_key(&[b"git", b"x"], &c).is_err());
     }

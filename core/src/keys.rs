@@ -197,7 +197,12 @@ pub fn build(kind: Kind, parts: &[&[u8]]) -> Result<Vec<u8>> {
 }
 
 /// The planner key for a prompt: hashes the prompt, then [`build`]s.
-pub fn planner_key(model: &[u8], prompt: &[u8], toolset: &[u8], repo_hash: &[u8]) -> Result<Vec<u8>> {
+pub fn planner_key(
+    model: &[u8],
+    prompt: &[u8],
+    toolset: &[u8],
+    repo_hash: &[u8],
+) -> Result<Vec<u8>> {
     if prompt.is_empty() {
         return Err(Error::Empty("prompt"));
     }
@@ -243,7 +248,9 @@ pub fn parse(key: &[u8]) -> Result<Kind> {
     }
     for (seg, name) in segments.iter().zip(names) {
         if unescape(seg).is_none() {
-            return Err(bad(&format!("component {name} is empty or not canonically escaped")));
+            return Err(bad(&format!(
+                "component {name} is empty or not canonically escaped"
+            )));
         }
     }
     if kind == Kind::Planner {
@@ -296,7 +303,10 @@ mod tests {
     #[test]
     fn ollama_model_names_are_escaped() {
         let key = planner_key(b"llama3:8b", b"hello", b"v1.2.3", b"abc123").unwrap();
-        let expect = format!("okome:planner:llama3%3A8b:{}:v1.2.3:abc123", prompt_hash(b"hello"));
+        let expect = format!(
+            "okome:planner:llama3%3A8b:{}:v1.2.3:abc123",
+            prompt_hash(b"hello")
+        );
         assert_eq!(key, expect.as_bytes());
     }
 
@@ -311,7 +321,9 @@ mod tests {
     #[test]
     fn dangerous_bytes_never_reach_a_segment() {
         let e = escape(b"a:b*c?d[e]f{g}h i\nj\0k%l\xff");
-        for bad in [b':', b'*', b'?', b'[', b']', b'{', b'}', b' ', b'\n', 0, 0xff] {
+        for bad in [
+            b':', b'*', b'?', b'[', b']', b'{', b'}', b' ', b'\n', 0, 0xff,
+        ] {
             assert!(!e.contains(&bad), "{bad:#x} in {}", printable(&e));
         }
         assert_eq!(e, b"a%3Ab%2Ac%3Fd%5Be%5Df%7Bg%7Dh%20i%0Aj%00k%25l%FF");
@@ -324,18 +336,27 @@ mod tests {
             planner_key(b"m", b"p", b"t", b""),
             Err(Error::Empty("repo_hash"))
         );
-        assert_eq!(planner_key(b"m", b"", b"t", b"r"), Err(Error::Empty("prompt")));
+        assert_eq!(
+            planner_key(b"m", b"", b"t", b"r"),
+            Err(Error::Empty("prompt"))
+        );
         assert!(matches!(build(Kind::Rag, &[b"x"]), Err(Error::Syntax(_))));
     }
 
     #[test]
     fn every_kind_has_its_seed_key() {
-        assert_eq!(build(Kind::ModelMeta, &[b"gpt-4"]).unwrap(), b"okome:model_meta:gpt-4");
+        assert_eq!(
+            build(Kind::ModelMeta, &[b"gpt-4"]).unwrap(),
+            b"okome:model_meta:gpt-4"
+        );
         assert_eq!(build(Kind::Rag, &[b"r", b"c"]).unwrap(), b"okome:rag:r:c");
         assert_eq!(build(Kind::Tools, &[b"7"]).unwrap(), b"okome:tools:7");
         assert_eq!(build(Kind::Health, &[b"n1"]).unwrap(), b"okome:health:n1");
         assert_eq!(build(Kind::Rate, &[b"a"]).unwrap(), b"okome:budget:rate:a");
-        assert_eq!(build(Kind::Write, &[b"a"]).unwrap(), b"okome:budget:write:a");
+        assert_eq!(
+            build(Kind::Write, &[b"a"]).unwrap(),
+            b"okome:budget:write:a"
+        );
     }
 
     #[test]
