@@ -1,0 +1,38 @@
+# okome — a Redis module. `make help` lists the targets.
+SHELL := /bin/bash
+PORT ?= 6379
+CARGO ?= cargo
+RELEASE_LIB := target/release/libokome.so
+DEBUG_LIB := target/debug/libokome.so
+
+.DEFAULT_GOAL := help
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+deps: ## Install what building and testing need (redis-server, libclang-dev) if missing
+	@bash scripts/deps.sh
+
+build: deps ## Build the module (release): target/release/libokome.so
+	$(CARGO) build --release -p okome
+
+run: build ## Start redis-server on 127.0.0.1:$(PORT) (foreground) with the module loaded
+	@mkdir -p target/run
+	@sed 's#/path/to/libokome.so#$(CURDIR)/$(RELEASE_LIB)#' redis.conf.example > target/run/redis.conf
+	cd target/run && exec redis-server ./redis.conf --port $(PORT)
+
+test: deps ## Build, then run every unit and integration test
+	$(CARGO) build -p okome
+	OKOME_MODULE=$(CURDIR)/$(DEBUG_LIB) $(CARGO) test --workspace
+
+lint: deps ## cargo fmt --check and clippy with warnings as errors
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+clean: ## Remove build output
+	$(CARGO) clean
+
+.PHONY: help deps build run test lint fmt clean
