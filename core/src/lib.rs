@@ -12,6 +12,7 @@ pub mod args;
 pub mod config;
 pub mod error;
 pub mod keys;
+pub mod limiter;
 
 pub use error::Error;
 
