@@ -4,7 +4,9 @@
 use crate::config;
 use crate::rkey::{self, Key};
 use okome_core::args;
-use okome_core::keys;
+use okome_core::args::Charge;
+use okome_core::keys::{self, printable};
+use okome_core::limiter::{Decision, Window};
 use okome_core::Error;
 use redis_module::{Context, RedisValue};
 
@@ -34,6 +36,7 @@ fn plan_reply(
     value: Option<&[u8]>,
     ms: Option<i64>,
     token: Option<&[u8]>,
+    rate: Option<&Decision>,
 ) -> RedisValue {
     RedisValue::Array(vec![
         status(st),
@@ -41,59 +44,140 @@ fn plan_reply(
         value.map_or(RedisValue::Null, bulk),
         ms.map_or(RedisValue::Null, RedisValue::Integer),
         token.map_or(RedisValue::Null, bulk),
-        RedisValue::Null,
+        int_or_nil(rate.map(|d| d.remaining)),
     ])
 }
 
-/// OKOME.PLAN.GET model prompt toolset_version repo_hash [LOCKTTL ms] [NOLOCK]
+fn int_or_nil(v: Option<u64>) -> RedisValue {
+    v.map_or(RedisValue::Null, |v| RedisValue::Integer(ms(v)))
+}
+
+/// An agent's window, opened for writing and decoded.
+struct Budget {
+    key: Key,
+    window: Window,
+}
+
+impl Budget {
+    /// Opens and decodes the window at `c.key`; fails (writing nothing) on
+    /// another type or on bytes that are not a window.
+    fn load(ctx: &Context, c: &Charge) -> Result<Budget, Error> {
+        let key = Key::open(ctx, &c.key, true);
+        let window = match key.string()? {
+            None => Window::new(),
+            Some(bytes) => Window::decode(bytes).map_err(|_| {
+                Error::BadKey(format!(
+                    "'{}' does not hold an okome budget window (was it written by another client?)",
+                    printable(&c.key)
+                ))
+            })?,
+        };
+        Ok(Budget { key, window })
+    }
+
+    /// Charges and, on admission, stores the window with the absolute time
+    /// at which it empties, and replicates that effect.
+    fn charge(mut self, ctx: &Context, c: &Charge, now: i64) -> Decision {
+        let d = self.window.charge(now, c.limit, c.window_ms, c.cost);
+        if d.changed {
+            if let Some(at) = self.window.empty_at(c.window_ms) {
+                let bytes = self.window.encode();
+                self.key.set(ctx, &bytes, at);
+                rkey::replicate_set(ctx, &c.key, &bytes, at);
+            }
+        }
+        d
+    }
+}
+
+fn decision_reply(d: &Decision) -> RedisValue {
+    RedisValue::Array(vec![
+        RedisValue::Integer(i64::from(d.allowed)),
+        RedisValue::Integer(ms(d.remaining)),
+        RedisValue::Integer(ms(d.retry_after_ms)),
+        RedisValue::Integer(ms(d.reset_after_ms)),
+    ])
+}
+
+/// OKOME.RATE agent limit window_s [COST n]
+pub fn rate(ctx: &Context, argv: &[&[u8]]) -> Reply {
+    let c = args::parse_rate(argv)?;
+    let now = rkey::now_ms();
+    let d = Budget::load(ctx, &c)?.charge(ctx, &c, now);
+    Ok(decision_reply(&d))
+}
+
+/// OKOME.WBUDGET agent write_limit [WINDOW s] [COST n]
+pub fn wbudget(ctx: &Context, argv: &[&[u8]]) -> Reply {
+    let cfg = config::current();
+    let c = args::parse_wbudget(argv, &cfg)?;
+    let now = rkey::now_ms();
+    let d = Budget::load(ctx, &c)?.charge(ctx, &c, now);
+    Ok(decision_reply(&d))
+}
+
+/// OKOME.PLAN.GET model prompt toolset_version repo_hash
+///     [AGENT id LIMIT n WINDOW s] [LOCKTTL ms] [NOLOCK]
 pub fn plan_get(ctx: &Context, argv: &[&[u8]]) -> Reply {
     let cfg = config::current();
     let req = args::parse_plan_get(argv, &cfg)?;
     let now = rkey::now_ms();
-    {
-        let plan = Key::open(ctx, &req.key, false);
-        if let Some(v) = plan.string()? {
-            return Ok(plan_reply(
-                "HIT",
-                &req.key,
-                Some(v),
-                Some(plan.pttl(now)),
-                None,
-            ));
-        }
-    }
-    let Some(ttl) = req.lock_ttl_ms else {
-        return Ok(plan_reply("MISS", &req.key, None, None, None));
+    // Open and check every key first, so a bad key writes nothing.
+    let budget = match &req.rate {
+        Some(c) => Some((Budget::load(ctx, c)?, c)),
+        None => None,
     };
+    let plan = Key::open(ctx, &req.key, false);
+    let value = plan.string()?;
     let lock_name = keys::lock_key(&req.key);
-    let lock = Key::open(ctx, &lock_name, true);
+    let lock = match (value, req.lock_ttl_ms) {
+        (None, Some(_)) => {
+            let l = Key::open(ctx, &lock_name, true);
+            l.check_string_or_empty()?;
+            Some(l)
+        }
+        _ => None,
+    };
+    let rate = match budget {
+        Some((b, c)) => {
+            let d = b.charge(ctx, c, now);
+            if !d.allowed {
+                return Ok(plan_reply(
+                    "LIMITED",
+                    &req.key,
+                    None,
+                    Some(ms(d.retry_after_ms)),
+                    None,
+                    Some(&d),
+                ));
+            }
+            Some(d)
+        }
+        None => None,
+    };
+    let rate = rate.as_ref();
+    if let Some(v) = value {
+        return Ok(plan_reply("HIT", &req.key, Some(v), Some(plan.pttl(now)), None, rate));
+    }
+    let (Some(ttl), Some(lock)) = (req.lock_ttl_ms, lock) else {
+        return Ok(plan_reply("MISS", &req.key, None, None, None, rate));
+    };
     if lock.string()?.is_some() {
-        return Ok(plan_reply(
-            "LOCKED",
-            &req.key,
-            None,
-            Some(lock.pttl(now)),
-            None,
-        ));
+        return Ok(plan_reply("LOCKED", &req.key, None, Some(lock.pttl(now)), None, rate));
     }
     let token = rkey::new_token();
     let at = now.saturating_add(ms(ttl));
     lock.set(ctx, &token, at);
     rkey::replicate_set(ctx, &lock_name, &token, at);
-    Ok(plan_reply(
-        "MISS",
-        &req.key,
-        None,
-        Some(ms(ttl)),
-        Some(&token),
-    ))
+    Ok(plan_reply("MISS", &req.key, None, Some(ms(ttl)), Some(&token), rate))
 }
 
-/// OKOME.PLAN.SET key plan_json [TTL s] [TOKEN token]
+/// OKOME.PLAN.SET key plan_json [TTL s] [TOKEN token] [AGENT id WLIMIT n [WWINDOW s]]
 pub fn plan_set(ctx: &Context, argv: &[&[u8]]) -> Reply {
     let cfg = config::current();
     let req = args::parse_plan_set(argv, &cfg)?;
     let now = rkey::now_ms();
+    // Open and check every key first, so a bad key writes nothing.
     let plan = Key::open(ctx, req.key, true);
     plan.check_string_or_empty()?;
     let lock_name = keys::lock_key(req.key);
@@ -103,11 +187,19 @@ pub fn plan_set(ctx: &Context, argv: &[&[u8]]) -> Reply {
         let held = l.string()? == Some(token);
         lock = held.then_some(l);
     }
-    // Every check passed: write.
+    let budget = match &req.budget {
+        Some(c) => Some((Budget::load(ctx, c)?, c)),
+        None => None,
+    };
+    // Every check passed: charge, write, release.
+    let decision = budget.map(|(b, c)| b.charge(ctx, c, now));
+    let stored = decision.as_ref().is_none_or(|d| d.allowed);
     let ttl_ms = secs_to_ms(req.ttl_s);
-    let at = now.saturating_add(ttl_ms);
-    plan.set(ctx, req.value, at);
-    rkey::replicate_set(ctx, req.key, req.value, at);
+    if stored {
+        let at = now.saturating_add(ttl_ms);
+        plan.set(ctx, req.value, at);
+        rkey::replicate_set(ctx, req.key, req.value, at);
+    }
     let released = match lock {
         Some(l) => {
             l.delete();
@@ -117,9 +209,13 @@ pub fn plan_set(ctx: &Context, argv: &[&[u8]]) -> Reply {
         None => 0,
     };
     Ok(RedisValue::Array(vec![
-        status("STORED"),
-        RedisValue::Integer(ttl_ms),
-        RedisValue::Null,
+        status(if stored { "STORED" } else { "SKIPPED" }),
+        if stored {
+            RedisValue::Integer(ttl_ms)
+        } else {
+            RedisValue::Null
+        },
+        int_or_nil(decision.map(|d| d.remaining)),
         RedisValue::Integer(released),
     ]))
 }

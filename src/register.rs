@@ -78,6 +78,8 @@ trampoline!(t_unlock, commands::unlock);
 trampoline!(t_cache_get, commands::cache_get);
 trampoline!(t_cache_set, commands::cache_set);
 trampoline!(t_key, commands::key);
+trampoline!(t_rate, commands::rate);
+trampoline!(t_wbudget, commands::wbudget);
 
 type Callback =
     extern "C" fn(*mut raw::RedisModuleCtx, *mut *mut raw::RedisModuleString, c_int) -> c_int;
@@ -125,6 +127,22 @@ pub const COMMANDS: &[Spec] = &[
         key_pos: 1,
         arity: 3,
         summary: "Releases a stampede lock if it is held with the given token",
+    },
+    Spec {
+        name: "okome.rate",
+        callback: t_rate,
+        flags: "write deny-oom fast",
+        key_pos: 0,
+        arity: -4,
+        summary: "Charges an agent's exact sliding-window rate limit; a refused call consumes nothing",
+    },
+    Spec {
+        name: "okome.wbudget",
+        callback: t_wbudget,
+        flags: "write deny-oom fast",
+        key_pos: 0,
+        arity: -3,
+        summary: "Charges an agent's cache-write budget (an exact sliding window, 60 s by default)",
     },
     Spec {
         name: "okome.cache.get",

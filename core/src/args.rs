@@ -5,6 +5,7 @@
 
 use crate::config::Config;
 use crate::keys::{self, printable, Kind};
+use crate::limiter::{MAX_LIMIT, MAX_WINDOW_S};
 use crate::{Error, Result};
 
 /// Parses a base-10 signed 64-bit integer exactly as Redis does: optional
@@ -105,13 +106,97 @@ fn token<'a>(opts: &mut Options<'a, '_>) -> Result<&'a [u8]> {
     Ok(t)
 }
 
-/// `OKOME.PLAN.GET model prompt toolset_version repo_hash [LOCKTTL ms] [NOLOCK]`
+/// One charge against an agent's rate window or write budget.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Charge {
+    /// `okome:budget:rate:{agent}` or `okome:budget:write:{agent}`.
+    pub key: Vec<u8>,
+    pub limit: u64,
+    pub window_ms: u64,
+    pub cost: u64,
+}
+
+fn limit_arg(what: &'static str, v: i64) -> Result<u64> {
+    crate::config::Standard::new(1, 1, MAX_LIMIT).check(what, v, "units")
+}
+
+fn window_arg(what: &'static str, v: i64) -> Result<u64> {
+    crate::config::Standard::new(1, 1, MAX_WINDOW_S)
+        .check(what, v, "seconds")
+        .map(|s| s.saturating_mul(1000))
+}
+
+fn cost_arg(v: i64, limit: u64) -> Result<u64> {
+    crate::config::Standard::new(0, 1, limit).check("COST", v, "units (0 to the limit)")
+}
+
+fn budget_key(kind: Kind, agent: &[u8]) -> Result<Vec<u8>> {
+    if agent.is_empty() {
+        return Err(Error::Empty("agent"));
+    }
+    keys::build(kind, &[agent])
+}
+
+pub const RATE: &str = "okome.rate";
+
+/// `OKOME.RATE agent limit window_s [COST n]`
+pub fn parse_rate(args: &[&[u8]]) -> Result<Charge> {
+    let [agent, limit, window, rest @ ..] = args else {
+        return Err(Error::Arity(RATE));
+    };
+    let limit = limit_arg("limit", parse_int("limit", limit)?)?;
+    let window_ms = window_arg("window", parse_int("window", window)?)?;
+    let mut opts = Options::new(rest);
+    let mut cost = 1;
+    while opts.next(&["COST"])?.is_some() {
+        cost = cost_arg(opts.int("COST")?, limit)?;
+    }
+    Ok(Charge {
+        key: budget_key(Kind::Rate, agent)?,
+        limit,
+        window_ms,
+        cost,
+    })
+}
+
+pub const WBUDGET: &str = "okome.wbudget";
+
+/// `OKOME.WBUDGET agent write_limit [WINDOW s] [COST n]`
+pub fn parse_wbudget(args: &[&[u8]], cfg: &Config) -> Result<Charge> {
+    let [agent, limit, rest @ ..] = args else {
+        return Err(Error::Arity(WBUDGET));
+    };
+    let limit = limit_arg("write_limit", parse_int("write_limit", limit)?)?;
+    let mut opts = Options::new(rest);
+    let mut window_ms = cfg.write_window_s.saturating_mul(1000);
+    let mut cost = None;
+    while let Some(opt) = opts.next(&["WINDOW", "COST"])? {
+        match opt {
+            "WINDOW" => window_ms = window_arg("WINDOW", opts.int("WINDOW")?)?,
+            _ => cost = Some(opts.int("COST")?),
+        }
+    }
+    let cost = match cost {
+        Some(c) => cost_arg(c, limit)?,
+        None => 1,
+    };
+    Ok(Charge {
+        key: budget_key(Kind::Write, agent)?,
+        limit,
+        window_ms,
+        cost,
+    })
+}
+
+/// `OKOME.PLAN.GET model prompt toolset_version repo_hash [AGENT id LIMIT n WINDOW s] [LOCKTTL ms] [NOLOCK]`
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlanGet {
     /// The planner key.
     pub key: Vec<u8>,
     /// TTL of the lock taken on a miss; `None` with `NOLOCK`.
     pub lock_ttl_ms: Option<u64>,
+    /// One request charged to the agent's rate window first.
+    pub rate: Option<Charge>,
 }
 
 pub const PLAN_GET: &str = "okome.plan.get";
@@ -123,7 +208,8 @@ pub fn parse_plan_get(args: &[&[u8]], cfg: &Config) -> Result<PlanGet> {
     let mut opts = Options::new(rest);
     let mut lock_ttl = None;
     let mut nolock = false;
-    while let Some(opt) = opts.next(&["LOCKTTL", "NOLOCK"])? {
+    let (mut agent, mut limit, mut window) = (None, None, None);
+    while let Some(opt) = opts.next(&["LOCKTTL", "NOLOCK", "AGENT", "LIMIT", "WINDOW"])? {
         match opt {
             "LOCKTTL" => {
                 lock_ttl = Some(
@@ -131,6 +217,9 @@ pub fn parse_plan_get(args: &[&[u8]], cfg: &Config) -> Result<PlanGet> {
                         .check("LOCKTTL", opts.int("LOCKTTL")?, "ms")?,
                 )
             }
+            "AGENT" => agent = Some(opts.value("AGENT")?),
+            "LIMIT" => limit = Some(limit_arg("LIMIT", opts.int("LIMIT")?)?),
+            "WINDOW" => window = Some(window_arg("WINDOW", opts.int("WINDOW")?)?),
             _ => nolock = true,
         }
     }
@@ -139,6 +228,20 @@ pub fn parse_plan_get(args: &[&[u8]], cfg: &Config) -> Result<PlanGet> {
             "LOCKTTL and NOLOCK cannot be combined".into(),
         ));
     }
+    let rate = match (agent, limit, window) {
+        (None, None, None) => None,
+        (Some(agent), Some(limit), Some(window_ms)) => Some(Charge {
+            key: budget_key(Kind::Rate, agent)?,
+            limit,
+            window_ms,
+            cost: 1,
+        }),
+        _ => {
+            return Err(Error::Syntax(
+                "AGENT, LIMIT and WINDOW must be given together".into(),
+            ))
+        }
+    };
     check_size("prompt", prompt, cfg.max_prompt_bytes, "max-prompt-bytes")?;
     let key = keys::planner_key(model, prompt, toolset, repo_hash)?;
     Ok(PlanGet {
@@ -148,16 +251,19 @@ pub fn parse_plan_get(args: &[&[u8]], cfg: &Config) -> Result<PlanGet> {
         } else {
             Some(lock_ttl.unwrap_or(cfg.lock_ttl_ms.default))
         },
+        rate,
     })
 }
 
-/// `OKOME.PLAN.SET key plan_json [TTL s] [TOKEN token]`
+/// `OKOME.PLAN.SET key plan_json [TTL s] [TOKEN token] [AGENT id WLIMIT n [WWINDOW s]]`
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlanSet<'a> {
     pub key: &'a [u8],
     pub value: &'a [u8],
     pub ttl_s: u64,
     pub token: Option<&'a [u8]>,
+    /// One write charged to the agent's write budget.
+    pub budget: Option<Charge>,
 }
 
 pub const PLAN_SET: &str = "okome.plan.set";
@@ -169,12 +275,30 @@ pub fn parse_plan_set<'a>(args: &[&'a [u8]], cfg: &Config) -> Result<PlanSet<'a>
     let mut opts = Options::new(rest);
     let mut ttl_s = cfg.planner_ttl.default;
     let mut tok = None;
-    while let Some(opt) = opts.next(&["TTL", "TOKEN"])? {
+    let (mut agent, mut wlimit, mut wwindow) = (None, None, None);
+    while let Some(opt) = opts.next(&["TTL", "TOKEN", "AGENT", "WLIMIT", "WWINDOW"])? {
         match opt {
             "TTL" => ttl_s = cfg.planner_ttl.check("TTL", opts.int("TTL")?, "seconds")?,
+            "AGENT" => agent = Some(opts.value("AGENT")?),
+            "WLIMIT" => wlimit = Some(limit_arg("WLIMIT", opts.int("WLIMIT")?)?),
+            "WWINDOW" => wwindow = Some(window_arg("WWINDOW", opts.int("WWINDOW")?)?),
             _ => tok = Some(token(&mut opts)?),
         }
     }
+    let budget = match (agent, wlimit) {
+        (None, None) if wwindow.is_none() => None,
+        (Some(agent), Some(limit)) => Some(Charge {
+            key: budget_key(Kind::Write, agent)?,
+            limit,
+            window_ms: wwindow.unwrap_or(cfg.write_window_s.saturating_mul(1000)),
+            cost: 1,
+        }),
+        _ => {
+            return Err(Error::Syntax(
+                "AGENT and WLIMIT must be given together (WWINDOW is optional)".into(),
+            ))
+        }
+    };
     keys::parse_kind(key, Kind::Planner)?;
     check_value(value, cfg)?;
     Ok(PlanSet {
@@ -182,6 +306,7 @@ pub fn parse_plan_set<'a>(args: &[&'a [u8]], cfg: &Config) -> Result<PlanSet<'a>
         value,
         ttl_s,
         token: tok,
+        budget,
     })
 }
 
@@ -525,6 +650,106 @@ mod tests {
     }
 
     #[test]
+    fn rate_and_wbudget_grammar() {
+        let c = cfg();
+        let r = parse_rate(&[b"a", b"60", b"60"]).unwrap();
+        assert_eq!(
+            r,
+            Charge {
+                key: b"okome:budget:rate:a".to_vec(),
+                limit: 60,
+                window_ms: 60_000,
+                cost: 1
+            }
+        );
+        assert_eq!(
+            parse_rate(&[b"a", b"60", b"60", b"cost", b"0"])
+                .unwrap()
+                .cost,
+            0
+        );
+        let e = |a: &[&[u8]]| parse_rate(a).unwrap_err().to_string();
+        assert_eq!(
+            e(&[b"a", b"60"]),
+            "ERR wrong number of arguments for 'okome.rate' command"
+        );
+        assert_eq!(e(&[b"", b"60", b"60"]), "ERR agent must not be empty");
+        assert_eq!(
+            e(&[b"a", b"0", b"60"]),
+            "ERR limit 0 is out of range: must be between 1 and 100000 units"
+        );
+        assert_eq!(
+            e(&[b"a", b"-1", b"60"]),
+            "ERR limit -1 is out of range: must be between 1 and 100000 units"
+        );
+        assert_eq!(
+            e(&[b"a", b"60", b"0"]),
+            "ERR window 0 is out of range: must be between 1 and 31536000 seconds"
+        );
+        assert_eq!(
+            e(&[b"a", b"60", b"-5"]),
+            "ERR window -5 is out of range: must be between 1 and 31536000 seconds"
+        );
+        assert_eq!(
+            e(&[b"a", b"99999999999999999999", b"60"]),
+            "ERR limit is not an integer or out of range"
+        );
+        assert_eq!(
+            e(&[b"a", b"6", b"60", b"COST", b"7"]),
+            "ERR COST 7 is out of range: must be between 0 and 6 units (0 to the limit)"
+        );
+        assert_eq!(
+            e(&[b"a", b"6", b"60", b"COST", b"-1"]),
+            "ERR COST -1 is out of range: must be between 0 and 6 units (0 to the limit)"
+        );
+        let w = parse_wbudget(&[b"a", b"30"], &c).unwrap();
+        assert_eq!(
+            (w.key.as_slice(), w.window_ms),
+            (&b"okome:budget:write:a"[..], 60_000)
+        );
+        let w = parse_wbudget(&[b"a", b"30", b"COST", b"3", b"WINDOW", b"10"], &c).unwrap();
+        assert_eq!((w.window_ms, w.cost), (10_000, 3));
+        assert!(parse_wbudget(&[b"a", b"3", b"COST", b"4"], &c).is_err());
+    }
+
+    #[test]
+    fn plan_get_and_set_with_agent() {
+        let c = cfg();
+        let g = parse_plan_get(
+            &[
+                b"m", b"p", b"t", b"r", b"AGENT", b"x", b"LIMIT", b"60", b"WINDOW", b"60",
+            ],
+            &c,
+        )
+        .unwrap();
+        assert_eq!(g.rate.unwrap().key, b"okome:budget:rate:x");
+        assert!(parse_plan_get(
+            &[b"m", b"p", b"t", b"r", b"AGENT", b"x", b"LIMIT", b"60"],
+            &c
+        )
+        .is_err());
+        assert!(parse_plan_get(
+            &[b"m", b"p", b"t", b"r", b"AGENT", b"", b"LIMIT", b"6", b"WINDOW", b"6"],
+            &c
+        )
+        .is_err());
+        let k = pk();
+        let s = parse_plan_set(&[&k, b"{}", b"AGENT", b"x", b"WLIMIT", b"30"], &c).unwrap();
+        assert_eq!(
+            s.budget.unwrap(),
+            Charge {
+                key: b"okome:budget:write:x".to_vec(),
+                limit: 30,
+                window_ms: 60_000,
+                cost: 1
+            }
+        );
+        assert!(parse_plan_set(&[&k, b"{}", b"WLIMIT", b"30"], &c).is_err());
+        assert!(parse_plan_set(&[&k, b"{}", b"AGENT", b"x", b"WWINDOW", b"5"], &c).is_err());
+        assert!(parse_plan_set(&[&k, b"{}", b"AGENT", b"x", b"WLIMIT", b"0"], &c).is_err());
+    }
+
+    #[test]
     fn key_command() {
         let c = cfg();
         assert_eq!(
@@ -545,6 +770,8 @@ mod tests {
             prop_oneof![
                 Just(b"TTL".to_vec()), Just(b"TOKEN".to_vec()), Just(b"LOCKTTL".to_vec()),
                 Just(b"NOLOCK".to_vec()), Just(b"rag".to_vec()), Just(b"planner".to_vec()),
+                Just(b"AGENT".to_vec()), Just(b"LIMIT".to_vec()), Just(b"WINDOW".to_vec()),
+                Just(b"WLIMIT".to_vec()), Just(b"COST".to_vec()), Just(b"60".to_vec()),
                 Just(b"-9223372036854775808".to_vec()), Just(b"{}".to_vec()),
                 proptest::collection::vec(any::<u8>(), 0..12),
             ], 0..9)) {
@@ -557,6 +784,8 @@ mod tests {
             let _ = parse_cache_get(&a);
             let _ = parse_cache_set(&a, &c);
             let _ = parse_key(&a, &c);
+            let _ = parse_rate(&a);
+            let _ = parse_wbudget(&a, &c);
         }
     }
 }

@@ -249,8 +249,12 @@ mod tests {
         // window admits 120 within one second; an exact window admits 60.
         let mut w = Window::new();
         let t0 = 59_500;
-        let admitted = (0..60).filter(|_| w.charge(t0, 60, 60_000, 1).allowed).count()
-            + (0..60).filter(|_| w.charge(60_500, 60, 60_000, 1).allowed).count();
+        let admitted = (0..60)
+            .filter(|_| w.charge(t0, 60, 60_000, 1).allowed)
+            .count()
+            + (0..60)
+                .filter(|_| w.charge(60_500, 60, 60_000, 1).allowed)
+                .count();
         assert_eq!(admitted, 60);
     }
 
@@ -272,7 +276,10 @@ mod tests {
         let d = w.charge(10, 10, 1_000, 4);
         assert_eq!((d.allowed, d.remaining, d.retry_after_ms), (false, 3, 990));
         let d = w.charge(10, 10, 1_000, 0);
-        assert_eq!((d.allowed, d.remaining, d.reset_after_ms, d.changed), (true, 3, 990, false));
+        assert_eq!(
+            (d.allowed, d.remaining, d.reset_after_ms, d.changed),
+            (true, 3, 990, false)
+        );
     }
 
     #[test]
@@ -326,7 +333,11 @@ mod tests {
 
     impl Reference {
         fn used_at(&self, t: i64, w: i64) -> u64 {
-            self.log.iter().filter(|(a, _)| *a > t - w).map(|(_, u)| u).sum()
+            self.log
+                .iter()
+                .filter(|(a, _)| *a > t - w)
+                .map(|(_, u)| u)
+                .sum()
         }
         fn would_admit(&self, t: i64, w: i64, limit: u64, cost: u64) -> bool {
             self.used_at(t, w) + cost <= limit
