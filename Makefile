@@ -25,6 +25,9 @@ test: deps ## Build, then run every unit and integration test
 	$(CARGO) build -p okome
 	OKOME_MODULE=$(CURDIR)/$(DEBUG_LIB) $(CARGO) test --workspace
 
+bench: build ## Benchmark against INCR/GET and Lua limiters; writes bench/RESULTS.md
+	python3 bench/bench.py
+
 lint: deps ## cargo fmt --check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
@@ -35,4 +38,4 @@ fmt: ## Format the code
 clean: ## Remove build output
 	$(CARGO) clean
 
-.PHONY: help deps build run test lint fmt clean
+.PHONY: help deps build run test bench lint fmt clean

@@ -128,19 +128,49 @@ impl Key {
     }
 
     /// Stores `value` with an absolute expiry (Unix ms).
+    ///
+    /// Writes in place (`StringTruncate` + DMA) rather than through
+    /// `StringSet`: an existing string is resized and overwritten without
+    /// the extra keyspace lookups and expire removal of `setKey`, which
+    /// makes the hot path of `OKOME.RATE` markedly cheaper.
     pub fn set(&self, ctx: &Context, value: &[u8], expire_at: i64) {
         if self.ptr.is_null() {
             return;
         }
-        let s = create_string(ctx, value);
-        // SAFETY: key opened for writing; StringSet retains `s`.
-        unsafe {
-            if let Some(f) = raw::RedisModule_StringSet {
-                f(self.ptr, s);
+        if value.is_empty() || !self.write_in_place(value) {
+            let s = create_string(ctx, value);
+            // SAFETY: key opened for writing; StringSet retains `s`.
+            unsafe {
+                if let Some(f) = raw::RedisModule_StringSet {
+                    f(self.ptr, s);
+                }
             }
+            free_string(ctx, s);
         }
-        free_string(ctx, s);
         self.set_abs_expire(expire_at);
+    }
+
+    fn write_in_place(&self, value: &[u8]) -> bool {
+        if self.holds() == Holds::Other {
+            return false;
+        }
+        // SAFETY: key opened for writing, empty or a string; after the
+        // truncate, DMA gives a writable buffer of exactly value.len() bytes.
+        unsafe {
+            let (Some(truncate), Some(dma)) = (raw::RedisModule_StringTruncate, raw::RedisModule_StringDMA) else {
+                return false;
+            };
+            if truncate(self.ptr, value.len()) != raw::REDISMODULE_OK as c_int {
+                return false;
+            }
+            let mut len: usize = 0;
+            let p = dma(self.ptr, &mut len, raw::REDISMODULE_WRITE as c_int);
+            if p.is_null() || len != value.len() {
+                return false;
+            }
+            ptr::copy_nonoverlapping(value.as_ptr(), p.cast::<u8>(), len);
+        }
+        true
     }
 
     pub fn set_abs_expire(&self, expire_at: i64) {

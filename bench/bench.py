@@ -1,0 +1,110 @@
+#!/usr/bin/env python3
+"""okome's benchmark: redis-benchmark against one release-build server,
+okome commands side by side with the built-ins and the Lua scripts users
+write today, interleaved over several rounds, medians reported as ratios.
+
+Usage: bench/bench.py [--rounds N] [--requests N] [--out bench/RESULTS.md]
+"""
+import argparse, csv, io, os, platform, socket, statistics, subprocess, sys, tempfile, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODULE = os.path.join(ROOT, "target", "release", "libokome.so")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def cli(port, *args):
+    return subprocess.run(["redis-cli", "-p", str(port), *args], check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+def bench(port, requests, pipeline, args):
+    out = subprocess.run(
+        ["redis-benchmark", "-p", str(port), "-c", "50", "-n", str(requests),
+         "-P", str(pipeline), "-r", "100000", "--csv", *args],
+        check=True, capture_output=True, text=True).stdout
+    rows = list(csv.reader(io.StringIO(out)))
+    return float(rows[-1][1])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--requests", type=int, default=200000)
+    ap.add_argument("--out", default=os.path.join(ROOT, "bench", "RESULTS.md"))
+    a = ap.parse_args()
+
+    port = free_port()
+    d = tempfile.mkdtemp(prefix="okome-bench-")
+    srv = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                            "--save", "", "--appendonly", "no", "--dir", d,
+                            "--loadmodule", MODULE], stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            try:
+                if cli(port, "PING") == "PONG":
+                    break
+            except subprocess.CalledProcessError:
+                pass
+            time.sleep(0.05)
+        fixed = cli(port, "SCRIPT", "LOAD", open(os.path.join(ROOT, "bench", "lua_fixed_window.lua")).read())
+        sliding = cli(port, "SCRIPT", "LOAD", open(os.path.join(ROOT, "bench", "lua_sliding_log.lua")).read())
+        prompt_1k = "p" * 1024
+        prompt_16k = "p" * 16384
+        plan = '{"steps":["' + "x" * 480 + '"]}'
+        for prompt in (prompt_1k, prompt_16k):
+            key = cli(port, "OKOME.KEY", "planner", "llama3:8b", prompt, "v1", "repo")
+            cli(port, "OKOME.PLAN.SET", key, plan, "TTL", "900")
+        cli(port, "SET", "plainplan", plan)
+        # Budget windows stay small and never fill: limit 1e5 over 1 s per
+        # random agent keeps every call admitted (the write path).
+        cases = {
+            "INCR": ["INCR", "ctr:__rand_int__"],
+            "OKOME.RATE": ["OKOME.RATE", "agent:__rand_int__", "60", "60"],
+            "Lua fixed window": ["EVALSHA", fixed, "1", "fw:__rand_int__", "60", "60000"],
+            "Lua sliding log": ["EVALSHA", sliding, "1", "sl:__rand_int__", "60", "60000"],
+            "GET (plan-sized value)": ["GET", "plainplan"],
+            "OKOME.PLAN.GET hit, 1 KB prompt": ["OKOME.PLAN.GET", "llama3:8b", prompt_1k, "v1", "repo"],
+            "OKOME.PLAN.GET hit, 16 KB prompt": ["OKOME.PLAN.GET", "llama3:8b", prompt_16k, "v1", "repo"],
+        }
+        results = {}
+        for pipeline in (1, 16):
+            for r in range(a.rounds):
+                for name, args in cases.items():
+                    results.setdefault((pipeline, name), []).append(
+                        bench(port, a.requests, pipeline, args))
+                    # Keep memory flat between rounds.
+                cli(port, "EVAL", "for _,k in ipairs(redis.call('KEYS','ctr:*')) do redis.call('DEL',k) end", "0")
+        med = {k: statistics.median(v) for k, v in results.items()}
+        version = cli(port, "INFO", "server").split("redis_version:")[1].split()[0]
+    finally:
+        srv.terminate()
+        srv.wait()
+
+    lines = ["# okome benchmark results", "",
+             f"Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}; "
+             f"Redis {version}; redis-benchmark -c 50 -n {a.requests} -r 100000; "
+             f"{a.rounds} interleaved rounds, medians.", "",
+             "Reproduce: `make bench`.", "",
+             "| command | -P | ops/s (median) | vs INCR | vs GET |",
+             "|---|---|---|---|---|"]
+    for pipeline in (1, 16):
+        incr = med[(pipeline, "INCR")]
+        get = med[(pipeline, "GET (plan-sized value)")]
+        for name in cases:
+            v = med[(pipeline, name)]
+            lines.append(f"| {name} | {pipeline} | {v:,.0f} | {v / incr:.2f}x | {v / get:.2f}x |")
+    text = "\n".join(lines) + "\n"
+    with open(a.out, "w") as f:
+        f.write(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
