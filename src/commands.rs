@@ -157,19 +157,40 @@ pub fn plan_get(ctx: &Context, argv: &[&[u8]]) -> Reply {
     };
     let rate = rate.as_ref();
     if let Some(v) = value {
-        return Ok(plan_reply("HIT", &req.key, Some(v), Some(plan.pttl(now)), None, rate));
+        return Ok(plan_reply(
+            "HIT",
+            &req.key,
+            Some(v),
+            Some(plan.pttl(now)),
+            None,
+            rate,
+        ));
     }
     let (Some(ttl), Some(lock)) = (req.lock_ttl_ms, lock) else {
         return Ok(plan_reply("MISS", &req.key, None, None, None, rate));
     };
     if lock.string()?.is_some() {
-        return Ok(plan_reply("LOCKED", &req.key, None, Some(lock.pttl(now)), None, rate));
+        return Ok(plan_reply(
+            "LOCKED",
+            &req.key,
+            None,
+            Some(lock.pttl(now)),
+            None,
+            rate,
+        ));
     }
     let token = rkey::new_token();
     let at = now.saturating_add(ms(ttl));
     lock.set(ctx, &token, at);
     rkey::replicate_set(ctx, &lock_name, &token, at);
-    Ok(plan_reply("MISS", &req.key, None, Some(ms(ttl)), Some(&token), rate))
+    Ok(plan_reply(
+        "MISS",
+        &req.key,
+        None,
+        Some(ms(ttl)),
+        Some(&token),
+        rate,
+    ))
 }
 
 /// OKOME.PLAN.SET key plan_json [TTL s] [TOKEN token] [AGENT id WLIMIT n [WWINDOW s]]

@@ -209,7 +209,7 @@ fn register(ctx: &Context, spec: &Spec) -> Result<(), String> {
         sizeof_keyspec: std::mem::size_of::<raw::RedisModuleCommandKeySpec>(),
         sizeof_arg: std::mem::size_of::<raw::RedisModuleCommandArg>(),
     };
-    let mut info = raw::RedisModuleCommandInfo {
+    let info = raw::RedisModuleCommandInfo {
         version: &version,
         summary: summary.as_ptr(),
         complexity: ptr::null::<c_char>(),
@@ -222,7 +222,7 @@ fn register(ctx: &Context, spec: &Spec) -> Result<(), String> {
     };
     // SAFETY: `info` and the strings it points to outlive the call, which
     // copies them.
-    if unsafe { set_info(cmd, &mut info) } != raw::REDISMODULE_OK as c_int {
+    if unsafe { set_info(cmd, &info) } != raw::REDISMODULE_OK as c_int {
         return Err(format!("could not set info of {}", spec.name));
     }
     Ok(())

@@ -157,7 +157,9 @@ impl Key {
         // SAFETY: key opened for writing, empty or a string; after the
         // truncate, DMA gives a writable buffer of exactly value.len() bytes.
         unsafe {
-            let (Some(truncate), Some(dma)) = (raw::RedisModule_StringTruncate, raw::RedisModule_StringDMA) else {
+            let (Some(truncate), Some(dma)) =
+                (raw::RedisModule_StringTruncate, raw::RedisModule_StringDMA)
+            else {
                 return false;
             };
             if truncate(self.ptr, value.len()) != raw::REDISMODULE_OK as c_int {

@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 type Rate = (i64, i64, i64, i64);
 
 fn rate(c: &mut redis::Connection, args: &[&str]) -> Rate {
-    redis::cmd("OKOME.RATE").arg(args).query(c).expect("OKOME.RATE")
+    redis::cmd("OKOME.RATE")
+        .arg(args)
+        .query(c)
+        .expect("OKOME.RATE")
 }
 
 #[test]
@@ -24,10 +27,19 @@ fn the_seeds_check_sixty_then_429() {
     }
     let (allowed, remaining, retry, reset) = rate(&mut c, &["agent-123", "60", "60"]);
     assert_eq!((allowed, remaining), (0, 0));
-    assert!(retry > 50_000 && retry <= 60_000, "retry-after within the window: {retry}");
+    assert!(
+        retry > 50_000 && retry <= 60_000,
+        "retry-after within the window: {retry}"
+    );
     assert!(reset >= retry);
-    let pttl: i64 = redis::cmd("PTTL").arg("okome:budget:rate:agent-123").query(&mut c).unwrap();
-    assert!(pttl > 0 && pttl <= 60_000, "the window key expires when empty: {pttl}");
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg("okome:budget:rate:agent-123")
+        .query(&mut c)
+        .unwrap();
+    assert!(
+        pttl > 0 && pttl <= 60_000,
+        "the window key expires when empty: {pttl}"
+    );
     let mem: i64 = redis::cmd("MEMORY")
         .arg(&["USAGE", "okome:budget:rate:agent-123"])
         .query(&mut c)
@@ -44,7 +56,10 @@ fn retry_after_is_honoured_to_the_millisecond_and_refusals_cost_nothing() {
     assert_eq!(rate(&mut c, &["a", "2", "1"]).0, 1);
     let (allowed, _, retry, _) = rate(&mut c, &["a", "2", "1"]);
     assert_eq!(allowed, 0);
-    assert!((600..=700).contains(&retry), "first unit leaves ~700 ms from now: {retry}");
+    assert!(
+        (600..=700).contains(&retry),
+        "first unit leaves ~700 ms from now: {retry}"
+    );
     let refused_at = Instant::now();
     // Hammer with refused calls until shortly before the retry-after: every
     // one is refused, and none of them pushes the retry-after further.
@@ -52,12 +67,21 @@ fn retry_after_is_honoured_to_the_millisecond_and_refusals_cost_nothing() {
     while refused_at.elapsed() < Duration::from_millis(retry as u64 - 60) {
         let (allowed, remaining, r, _) = rate(&mut c, &["a", "2", "1"]);
         assert_eq!((allowed, remaining), (0, 0));
-        assert!(r <= last_retry, "a refused call consumed something: {r} > {last_retry}");
+        assert!(
+            r <= last_retry,
+            "a refused call consumed something: {r} > {last_retry}"
+        );
         last_retry = r;
     }
-    std::thread::sleep(Duration::from_millis(retry as u64 + 5).saturating_sub(refused_at.elapsed()));
+    std::thread::sleep(
+        Duration::from_millis(retry as u64 + 5).saturating_sub(refused_at.elapsed()),
+    );
     let (allowed, remaining, _, _) = rate(&mut c, &["a", "2", "1"]);
-    assert_eq!((allowed, remaining), (1, 0), "admitted as soon as the unit left");
+    assert_eq!(
+        (allowed, remaining),
+        (1, 0),
+        "admitted as soon as the unit left"
+    );
 }
 
 #[test]
@@ -68,14 +92,19 @@ fn the_window_edge_that_a_fixed_window_gets_wrong() {
     // where INCR+EXPIRE keyed by the current second would let 10 more through
     // at the second boundary.
     let start = Instant::now();
-    let first = (0..10).filter(|_| rate(&mut c, &["edge", "10", "2"]).0 == 1).count();
+    let first = (0..10)
+        .filter(|_| rate(&mut c, &["edge", "10", "2"]).0 == 1)
+        .count();
     assert_eq!(first, 10);
     let mut later = 0;
     while start.elapsed() < Duration::from_millis(1_900) {
         later += rate(&mut c, &["edge", "10", "2"]).0;
         std::thread::sleep(Duration::from_millis(5));
     }
-    assert_eq!(later, 0, "no unit admitted while the first ten are in the window");
+    assert_eq!(
+        later, 0,
+        "no unit admitted while the first ten are in the window"
+    );
 }
 
 #[test]
@@ -96,7 +125,10 @@ fn concurrent_clients_never_exceed_the_limit() {
         })
         .collect();
     let admitted: i64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
-    assert_eq!(admitted, 250, "1600 calls within one window admit exactly the limit");
+    assert_eq!(
+        admitted, 250,
+        "1600 calls within one window admit exactly the limit"
+    );
 }
 
 #[test]
@@ -114,7 +146,10 @@ fn cost_and_peek() {
     // A peek at an agent with no window writes nothing.
     let (allowed, remaining, retry, reset) = rate(&mut c, &["nobody", "5", "60", "COST", "0"]);
     assert_eq!((allowed, remaining, retry, reset), (1, 5, 0, 0));
-    let exists: i64 = redis::cmd("EXISTS").arg("okome:budget:rate:nobody").query(&mut c).unwrap();
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg("okome:budget:rate:nobody")
+        .query(&mut c)
+        .unwrap();
     assert_eq!(exists, 0);
 }
 
@@ -123,13 +158,26 @@ fn wbudget_uses_its_own_counter_and_default_window() {
     let s = Server::start();
     let mut c = s.conn();
     for i in 0..30 {
-        let r: Rate = redis::cmd("OKOME.WBUDGET").arg(&["agent-123", "30"]).query(&mut c).unwrap();
+        let r: Rate = redis::cmd("OKOME.WBUDGET")
+            .arg(&["agent-123", "30"])
+            .query(&mut c)
+            .unwrap();
         assert_eq!((r.0, r.1), (1, 29 - i));
     }
-    let r: Rate = redis::cmd("OKOME.WBUDGET").arg(&["agent-123", "30"]).query(&mut c).unwrap();
+    let r: Rate = redis::cmd("OKOME.WBUDGET")
+        .arg(&["agent-123", "30"])
+        .query(&mut c)
+        .unwrap();
     assert_eq!((r.0, r.1), (0, 0));
-    assert!(r.2 > 59_000 && r.2 <= 60_000, "default window is 60 s: {r:?}");
-    assert_eq!(rate(&mut c, &["agent-123", "60", "60"]).1, 59, "rate is separate");
+    assert!(
+        r.2 > 59_000 && r.2 <= 60_000,
+        "default window is 60 s: {r:?}"
+    );
+    assert_eq!(
+        rate(&mut c, &["agent-123", "60", "60"]).1,
+        59,
+        "rate is separate"
+    );
     let r: Rate = redis::cmd("OKOME.WBUDGET")
         .arg(&["w", "5", "WINDOW", "1", "COST", "5"])
         .query(&mut c)
@@ -142,23 +190,49 @@ fn wbudget_uses_its_own_counter_and_default_window() {
 fn plan_get_with_agent_charges_first_and_limited_touches_nothing_else() {
     let s = Server::start();
     let mut c = s.conn();
-    let a = ["m", "p", "t", "r", "AGENT", "ag", "LIMIT", "2", "WINDOW", "60"];
+    let a = [
+        "m", "p", "t", "r", "AGENT", "ag", "LIMIT", "2", "WINDOW", "60",
+    ];
     let m = plan_get(&mut c, &a);
     assert_eq!((m.status.as_str(), m.rate_remaining), ("MISS", Some(1)));
     let l = plan_get(&mut c, &a);
     assert_eq!((l.status.as_str(), l.rate_remaining), ("LOCKED", Some(0)));
     let token = m.token.unwrap();
-    redis::cmd("OKOME.UNLOCK").arg(&m.key).arg(&token).query::<i64>(&mut c).unwrap();
+    redis::cmd("OKOME.UNLOCK")
+        .arg(&m.key)
+        .arg(&token)
+        .query::<i64>(&mut c)
+        .unwrap();
     let before = snapshot(&mut c);
     let lim = plan_get(&mut c, &a);
     assert_eq!(lim.status, "LIMITED");
     assert_eq!(lim.key, m.key);
-    assert_eq!((lim.value, lim.token, lim.rate_remaining), (None, None, Some(0)));
-    assert!(matches!(lim.ms, Some(ms) if ms > 59_000 && ms <= 60_000), "{:?}", lim.ms);
-    assert_eq!(snapshot(&mut c), before, "LIMITED takes no lock and writes nothing");
+    assert_eq!(
+        (lim.value, lim.token, lim.rate_remaining),
+        (None, None, Some(0))
+    );
+    assert!(
+        matches!(lim.ms, Some(ms) if ms > 59_000 && ms <= 60_000),
+        "{:?}",
+        lim.ms
+    );
+    assert_eq!(
+        snapshot(&mut c),
+        before,
+        "LIMITED takes no lock and writes nothing"
+    );
     // HIT also carries the remaining rate.
-    redis::cmd("OKOME.PLAN.SET").arg(&m.key).arg("{}").query::<redis::Value>(&mut c).unwrap();
-    let h = plan_get(&mut c, &["m", "p", "t", "r", "AGENT", "other", "LIMIT", "5", "WINDOW", "60"]);
+    redis::cmd("OKOME.PLAN.SET")
+        .arg(&m.key)
+        .arg("{}")
+        .query::<redis::Value>(&mut c)
+        .unwrap();
+    let h = plan_get(
+        &mut c,
+        &[
+            "m", "p", "t", "r", "AGENT", "other", "LIMIT", "5", "WINDOW", "60",
+        ],
+    );
     assert_eq!((h.status.as_str(), h.rate_remaining), ("HIT", Some(4)));
 }
 
@@ -169,24 +243,48 @@ fn plan_set_with_agent_skips_when_spent_but_still_releases_the_lock() {
     type Set = (String, Option<i64>, Option<i64>, i64);
     let m1 = plan_get(&mut c, &["m", "p1", "t", "r"]);
     let r: Set = redis::cmd("OKOME.PLAN.SET")
-        .arg(&[&m1.key, "{}", "TOKEN", m1.token.as_deref().unwrap(), "AGENT", "w", "WLIMIT", "1"])
+        .arg(&[
+            &m1.key,
+            "{}",
+            "TOKEN",
+            m1.token.as_deref().unwrap(),
+            "AGENT",
+            "w",
+            "WLIMIT",
+            "1",
+        ])
         .query(&mut c)
         .unwrap();
     assert_eq!(r, ("STORED".into(), Some(600_000), Some(0), 1));
     let m2 = plan_get(&mut c, &["m", "p2", "t", "r"]);
     let r: Set = redis::cmd("OKOME.PLAN.SET")
-        .arg(&[&m2.key, "{}", "TOKEN", m2.token.as_deref().unwrap(), "AGENT", "w", "WLIMIT", "1"])
+        .arg(&[
+            &m2.key,
+            "{}",
+            "TOKEN",
+            m2.token.as_deref().unwrap(),
+            "AGENT",
+            "w",
+            "WLIMIT",
+            "1",
+        ])
         .query(&mut c)
         .unwrap();
     assert_eq!(r, ("SKIPPED".into(), None, Some(0), 1));
-    let exists: i64 = redis::cmd("EXISTS").arg(&[&m2.key, &format!("{}:lock", m2.key)]).query(&mut c).unwrap();
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(&[&m2.key, &format!("{}:lock", m2.key)])
+        .query(&mut c)
+        .unwrap();
     assert_eq!(exists, 0, "plan not stored, lock released");
     let r: Set = redis::cmd("OKOME.PLAN.SET")
         .arg(&[&m2.key, "{}", "AGENT", "w2", "WLIMIT", "3", "WWINDOW", "1"])
         .query(&mut c)
         .unwrap();
     assert_eq!(r, ("STORED".into(), Some(600_000), Some(2), 0));
-    let pttl: i64 = redis::cmd("PTTL").arg("okome:budget:write:w2").query(&mut c).unwrap();
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg("okome:budget:write:w2")
+        .query(&mut c)
+        .unwrap();
     assert!(pttl > 0 && pttl <= 1_000);
 }
 
@@ -194,8 +292,14 @@ fn plan_set_with_agent_skips_when_spent_but_still_releases_the_lock() {
 fn bad_budget_input_errors_and_writes_nothing() {
     let s = Server::start();
     let mut c = s.conn();
-    redis::cmd("SET").arg(&["okome:budget:rate:foreign", "not a window"]).query::<()>(&mut c).unwrap();
-    redis::cmd("LPUSH").arg(&["okome:budget:rate:list", "x"]).query::<()>(&mut c).unwrap();
+    redis::cmd("SET")
+        .arg(&["okome:budget:rate:foreign", "not a window"])
+        .query::<()>(&mut c)
+        .unwrap();
+    redis::cmd("LPUSH")
+        .arg(&["okome:budget:rate:list", "x"])
+        .query::<()>(&mut c)
+        .unwrap();
     let before = snapshot(&mut c);
     let cases: &[(&[&[u8]], &str)] = &[
         (&[b"OKOME.RATE", b"a", b"60"], "ERR wrong number of arguments for 'okome.rate' command"),
@@ -219,7 +323,14 @@ fn bad_budget_input_errors_and_writes_nothing() {
         (&[b"OKOME.PLAN.GET", b"m", b"p", b"t", b"r", b"AGENT", b"list", b"LIMIT", b"5", b"WINDOW", b"5"], "WRONGTYPE Operation against a key holding the wrong kind of value"),
     ];
     for (args, want) in cases {
-        assert_eq!(&err(&mut c, args), want, "{:?}", args.iter().map(|a| String::from_utf8_lossy(a)).collect::<Vec<_>>());
+        assert_eq!(
+            &err(&mut c, args),
+            want,
+            "{:?}",
+            args.iter()
+                .map(|a| String::from_utf8_lossy(a))
+                .collect::<Vec<_>>()
+        );
     }
     assert_eq!(snapshot(&mut c), before, "bad input wrote something");
 }
@@ -232,7 +343,10 @@ fn a_replica_enforces_the_same_window() {
     let mut rc = r.conn();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let info: String = redis::cmd("INFO").arg("replication").query(&mut rc).unwrap();
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query(&mut rc)
+            .unwrap();
         if info.contains("master_link_status:up") {
             break;
         }
@@ -252,7 +366,10 @@ fn a_replica_enforces_the_same_window() {
     let rt: i64 = redis::cmd("PTTL").arg(key).query(&mut rc).unwrap();
     assert!((pt - rt).abs() < 50, "{pt} vs {rt}");
     // Promote the replica: the full window is still enforced there.
-    redis::cmd("REPLICAOF").arg(&["NO", "ONE"]).query::<()>(&mut rc).unwrap();
+    redis::cmd("REPLICAOF")
+        .arg(&["NO", "ONE"])
+        .query::<()>(&mut rc)
+        .unwrap();
     let (allowed, remaining, retry, _) = rate(&mut rc, &["rep", "5", "60"]);
     assert_eq!((allowed, remaining), (0, 0));
     assert!(retry > 50_000);

@@ -10,10 +10,19 @@ use crate::{Error, Result};
 
 /// Parses a base-10 signed 64-bit integer exactly as Redis does: optional
 /// `-`, digits, nothing else.
+/// `-`, digits, no leading zeros (`0` itself excepted), no `-0`.
 pub fn parse_int(what: &'static str, arg: &[u8]) -> Result<i64> {
     let s = std::str::from_utf8(arg).map_err(|_| Error::NotInteger(what))?;
-    let digits = s.strip_prefix('-').unwrap_or(s);
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+    let (negative, digits) = match s.strip_prefix('-') {
+        Some(d) => (true, d),
+        None => (false, s),
+    };
+    let canonical = match digits.as_bytes() {
+        [] => false,
+        [b'0'] => !negative,
+        [first, ..] => *first != b'0' && digits.bytes().all(|b| b.is_ascii_digit()),
+    };
+    if !canonical {
         return Err(Error::NotInteger(what));
     }
     s.parse::<i64>().map_err(|_| Error::NotInteger(what))
@@ -87,8 +96,12 @@ fn check_size(what: &'static str, value: &[u8], max: u64, config: &'static str) 
 }
 
 /// Checks that `value` is one JSON text.
+/// JSON text is UTF-8 (RFC 8259 §8.1); `IgnoredAny` alone would skip over
+/// invalid bytes inside strings, so UTF-8 is checked first.
 pub fn check_json(value: &[u8]) -> Result<()> {
-    serde_json::from_slice::<serde::de::IgnoredAny>(value)
+    let text = std::str::from_utf8(value)
+        .map_err(|e| Error::InvalidJson(format!("invalid UTF-8 at byte {}", e.valid_up_to())))?;
+    serde_json::from_str::<serde::de::IgnoredAny>(text)
         .map(|_| ())
         .map_err(|e| Error::InvalidJson(e.to_string()))
 }
@@ -570,6 +583,11 @@ mod tests {
         assert!(matches!(e(&[&k, b"{bad"]), Error::InvalidJson(_)));
         assert!(matches!(e(&[&k, b""]), Error::InvalidJson(_)));
         assert!(matches!(e(&[&k, b"{} {}"]), Error::InvalidJson(_)));
+        assert!(matches!(e(&[&k, b"\"\xff\""]), Error::InvalidJson(_)));
+        assert!(matches!(
+            e(&[&k, b"{\"a\":\"\xc3\"}"]),
+            Error::InvalidJson(_)
+        ));
         assert!(matches!(e(&[b"okome:tools:1", b"{}"]), Error::BadKey(_)));
         assert!(matches!(e(&[b"foo", b"{}"]), Error::BadKey(_)));
         assert!(matches!(
