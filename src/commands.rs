@@ -2,7 +2,8 @@
 //! reply. Every handler takes the arguments after the command name.
 
 use crate::config;
-use crate::rkey::{self, Key};
+use crate::rkey::{self, Holds, Key};
+use crate::wait;
 use okome_core::args;
 use okome_core::args::Charge;
 use okome_core::keys::{self, printable};
@@ -30,13 +31,13 @@ fn ms(v: u64) -> i64 {
 }
 
 /// `[status, key, value, ms, token, rate_remaining]`
-fn plan_reply(
+pub fn plan_reply(
     st: &'static str,
     key: &[u8],
     value: Option<&[u8]>,
     ms: Option<i64>,
     token: Option<&[u8]>,
-    rate: Option<&Decision>,
+    rate_remaining: Option<u64>,
 ) -> RedisValue {
     RedisValue::Array(vec![
         status(st),
@@ -44,7 +45,7 @@ fn plan_reply(
         value.map_or(RedisValue::Null, bulk),
         ms.map_or(RedisValue::Null, RedisValue::Integer),
         token.map_or(RedisValue::Null, bulk),
-        int_or_nil(rate.map(|d| d.remaining)),
+        int_or_nil(rate_remaining),
     ])
 }
 
@@ -117,7 +118,7 @@ pub fn wbudget(ctx: &Context, argv: &[&[u8]]) -> Reply {
 }
 
 /// OKOME.PLAN.GET model prompt toolset_version repo_hash
-///     [AGENT id LIMIT n WINDOW s] [LOCKTTL ms] [NOLOCK]
+///     [AGENT id LIMIT n WINDOW s] [LOCKTTL ms | NOLOCK] [WAIT ms] [REFRESHAHEAD ms]
 pub fn plan_get(ctx: &Context, argv: &[&[u8]]) -> Reply {
     let cfg = config::current();
     let req = args::parse_plan_get(argv, &cfg)?;
@@ -130,59 +131,72 @@ pub fn plan_get(ctx: &Context, argv: &[&[u8]]) -> Reply {
     let plan = Key::open(ctx, &req.key, false);
     let value = plan.string()?;
     let lock_name = keys::lock_key(&req.key);
-    let lock = match (value, req.lock_ttl_ms) {
-        (None, Some(_)) => {
+    let lock = match req.lock_ttl_ms {
+        Some(_) if value.is_none() || req.refresh_ahead_ms > 0 => {
             let l = Key::open(ctx, &lock_name, true);
             l.check_string_or_empty()?;
             Some(l)
         }
         _ => None,
     };
-    let rate = match budget {
-        Some((b, c)) => {
-            let d = b.charge(ctx, c, now);
-            if !d.allowed {
+    let mut rate = None;
+    if let Some((b, c)) = budget {
+        let d = b.charge(ctx, c, now);
+        if !d.allowed {
+            return Ok(plan_reply(
+                "LIMITED",
+                &req.key,
+                None,
+                Some(ms(d.retry_after_ms)),
+                None,
+                Some(d.remaining),
+            ));
+        }
+        rate = Some(d.remaining);
+    }
+    let take_lock = |lock: &Key, ttl: u64| {
+        let token = rkey::new_token();
+        let at = now.saturating_add(ms(ttl));
+        lock.set(ctx, &token, at);
+        rkey::replicate_set(ctx, &lock_name, &token, at);
+        token
+    };
+    if let Some(v) = value {
+        let pttl = plan.pttl(now);
+        // Stale-while-revalidate: one caller in the refresh zone recomputes.
+        if let (Some(ttl), Some(lock)) = (req.lock_ttl_ms, &lock) {
+            let in_zone = pttl >= 0 && u64::try_from(pttl).is_ok_and(|p| p < req.refresh_ahead_ms);
+            if in_zone && lock.holds() == Holds::Nothing {
+                let token = take_lock(lock, ttl);
                 return Ok(plan_reply(
-                    "LIMITED",
+                    "REFRESH",
                     &req.key,
-                    None,
-                    Some(ms(d.retry_after_ms)),
-                    None,
-                    Some(&d),
+                    Some(v),
+                    Some(pttl),
+                    Some(&token),
+                    rate,
                 ));
             }
-            Some(d)
         }
-        None => None,
-    };
-    let rate = rate.as_ref();
-    if let Some(v) = value {
-        return Ok(plan_reply(
-            "HIT",
-            &req.key,
-            Some(v),
-            Some(plan.pttl(now)),
-            None,
-            rate,
-        ));
+        return Ok(plan_reply("HIT", &req.key, Some(v), Some(pttl), None, rate));
     }
     let (Some(ttl), Some(lock)) = (req.lock_ttl_ms, lock) else {
         return Ok(plan_reply("MISS", &req.key, None, None, None, rate));
     };
     if lock.string()?.is_some() {
-        return Ok(plan_reply(
-            "LOCKED",
-            &req.key,
-            None,
-            Some(lock.pttl(now)),
-            None,
-            rate,
-        ));
+        let pttl = lock.pttl(now);
+        if let Some(wait_ms) = req.wait_ms {
+            if wait::can_block(ctx) {
+                drop(lock);
+                drop(plan);
+                if wait::block(ctx, &req.key, ttl, rate, wait_ms, pttl) {
+                    return Ok(RedisValue::NoReply);
+                }
+            }
+        }
+        return Ok(plan_reply("LOCKED", &req.key, None, Some(pttl), None, rate));
     }
-    let token = rkey::new_token();
-    let at = now.saturating_add(ms(ttl));
-    lock.set(ctx, &token, at);
-    rkey::replicate_set(ctx, &lock_name, &token, at);
+    let token = take_lock(&lock, ttl);
     Ok(plan_reply(
         "MISS",
         &req.key,
@@ -229,6 +243,10 @@ pub fn plan_set(ctx: &Context, argv: &[&[u8]]) -> Reply {
         }
         None => 0,
     };
+    drop(plan);
+    if stored || released == 1 {
+        wait::settle(ctx, req.key);
+    }
     Ok(RedisValue::Array(vec![
         status(if stored { "STORED" } else { "SKIPPED" }),
         if stored {
@@ -281,6 +299,8 @@ pub fn unlock(ctx: &Context, argv: &[&[u8]]) -> Reply {
     }
     lock.delete();
     rkey::replicate_del(ctx, &lock_name);
+    drop(lock);
+    wait::settle(ctx, req.key);
     Ok(RedisValue::Integer(1))
 }
 

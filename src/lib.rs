@@ -8,6 +8,7 @@ mod commands;
 mod config;
 mod register;
 mod rkey;
+mod wait;
 
 use redis_module::{redis_module, Context, RedisString, Status};
 

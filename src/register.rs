@@ -37,7 +37,7 @@ fn arg_slices<'a>(argv: *mut *mut raw::RedisModuleString, argc: c_int) -> Vec<&'
         .collect()
 }
 
-const PANIC_REPLY: &str =
+pub const PANIC_REPLY: &str =
     "ERR okome internal error: the command was aborted and wrote nothing further; please report it";
 
 fn dispatch(

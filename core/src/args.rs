@@ -210,9 +210,17 @@ pub struct PlanGet {
     pub lock_ttl_ms: Option<u64>,
     /// One request charged to the agent's rate window first.
     pub rate: Option<Charge>,
+    /// `WAIT ms`: block while another caller holds the lock.
+    pub wait_ms: Option<u64>,
+    /// `REFRESHAHEAD ms` (0: off): a hit with less TTL left than this, and
+    /// no lock held, becomes `REFRESH` for exactly one caller.
+    pub refresh_ahead_ms: u64,
 }
 
 pub const PLAN_GET: &str = "okome.plan.get";
+
+/// Longest `WAIT`, ms.
+pub const MAX_WAIT_MS: u64 = 600_000;
 
 pub fn parse_plan_get(args: &[&[u8]], cfg: &Config) -> Result<PlanGet> {
     let [model, prompt, toolset, repo_hash, rest @ ..] = args else {
@@ -222,8 +230,33 @@ pub fn parse_plan_get(args: &[&[u8]], cfg: &Config) -> Result<PlanGet> {
     let mut lock_ttl = None;
     let mut nolock = false;
     let (mut agent, mut limit, mut window) = (None, None, None);
-    while let Some(opt) = opts.next(&["LOCKTTL", "NOLOCK", "AGENT", "LIMIT", "WINDOW"])? {
+    let (mut wait_ms, mut refresh) = (None, None);
+    let known = [
+        "LOCKTTL",
+        "NOLOCK",
+        "AGENT",
+        "LIMIT",
+        "WINDOW",
+        "WAIT",
+        "REFRESHAHEAD",
+    ];
+    while let Some(opt) = opts.next(&known)? {
         match opt {
+            "WAIT" => {
+                wait_ms = Some(crate::config::Standard::new(1, 1, MAX_WAIT_MS).check(
+                    "WAIT",
+                    opts.int("WAIT")?,
+                    "ms",
+                )?)
+            }
+            "REFRESHAHEAD" => {
+                let max = cfg.planner_ttl.max.saturating_mul(1000);
+                refresh = Some(crate::config::Standard::new(0, 0, max).check(
+                    "REFRESHAHEAD",
+                    opts.int("REFRESHAHEAD")?,
+                    "ms",
+                )?)
+            }
             "LOCKTTL" => {
                 lock_ttl = Some(
                     cfg.lock_ttl_ms
@@ -239,6 +272,16 @@ pub fn parse_plan_get(args: &[&[u8]], cfg: &Config) -> Result<PlanGet> {
     if nolock && lock_ttl.is_some() {
         return Err(Error::Syntax(
             "LOCKTTL and NOLOCK cannot be combined".into(),
+        ));
+    }
+    if nolock && wait_ms.is_some() {
+        return Err(Error::Syntax(
+            "WAIT and NOLOCK cannot be combined (a waiter may be handed the lock)".into(),
+        ));
+    }
+    if nolock && refresh.is_some_and(|r| r > 0) {
+        return Err(Error::Syntax(
+            "REFRESHAHEAD and NOLOCK cannot be combined (a refresh takes the lock)".into(),
         ));
     }
     let rate = match (agent, limit, window) {
@@ -265,6 +308,12 @@ pub fn parse_plan_get(args: &[&[u8]], cfg: &Config) -> Result<PlanGet> {
             Some(lock_ttl.unwrap_or(cfg.lock_ttl_ms.default))
         },
         rate,
+        wait_ms,
+        refresh_ahead_ms: if nolock {
+            0
+        } else {
+            refresh.unwrap_or(cfg.refresh_ahead_ms)
+        },
     })
 }
 
@@ -533,6 +582,52 @@ mod tests {
     }
 
     #[test]
+    fn wait_and_refresh_ahead() {
+        let c = cfg();
+        let g = parse_plan_get(
+            &[
+                b"m",
+                b"p",
+                b"t",
+                b"r",
+                b"WAIT",
+                b"5000",
+                b"REFRESHAHEAD",
+                b"60000",
+            ],
+            &c,
+        )
+        .unwrap();
+        assert_eq!((g.wait_ms, g.refresh_ahead_ms), (Some(5000), 60000));
+        let g = parse_plan_get(&[b"m", b"p", b"t", b"r"], &c).unwrap();
+        assert_eq!((g.wait_ms, g.refresh_ahead_ms), (None, 0));
+        let e = |a: &[&[u8]]| parse_plan_get(a, &c).unwrap_err().to_string();
+        assert_eq!(
+            e(&[b"m", b"p", b"t", b"r", b"WAIT", b"0"]),
+            "ERR WAIT 0 is out of range: must be between 1 and 600000 ms"
+        );
+        assert_eq!(
+            e(&[b"m", b"p", b"t", b"r", b"WAIT", b"600001"]),
+            "ERR WAIT 600001 is out of range: must be between 1 and 600000 ms"
+        );
+        assert_eq!(
+            e(&[b"m", b"p", b"t", b"r", b"REFRESHAHEAD", b"900001"]),
+            "ERR REFRESHAHEAD 900001 is out of range: must be between 0 and 900000 ms"
+        );
+        assert!(e(&[b"m", b"p", b"t", b"r", b"WAIT", b"10", b"NOLOCK"])
+            .starts_with("ERR syntax error: WAIT and NOLOCK"));
+        assert!(
+            e(&[b"m", b"p", b"t", b"r", b"REFRESHAHEAD", b"10", b"NOLOCK"])
+                .starts_with("ERR syntax error: REFRESHAHEAD and NOLOCK")
+        );
+        assert!(parse_plan_get(
+            &[b"m", b"p", b"t", b"r", b"REFRESHAHEAD", b"0", b"NOLOCK"],
+            &c
+        )
+        .is_ok());
+    }
+
+    #[test]
     fn plan_get_errors() {
         let c = cfg();
         let e = |a: &[&[u8]]| parse_plan_get(a, &c).unwrap_err();
@@ -790,6 +885,7 @@ mod tests {
                 Just(b"NOLOCK".to_vec()), Just(b"rag".to_vec()), Just(b"planner".to_vec()),
                 Just(b"AGENT".to_vec()), Just(b"LIMIT".to_vec()), Just(b"WINDOW".to_vec()),
                 Just(b"WLIMIT".to_vec()), Just(b"COST".to_vec()), Just(b"60".to_vec()),
+                Just(b"WAIT".to_vec()), Just(b"REFRESHAHEAD".to_vec()),
                 Just(b"-9223372036854775808".to_vec()), Just(b"{}".to_vec()),
                 proptest::collection::vec(any::<u8>(), 0..12),
             ], 0..9)) {
