@@ -3,6 +3,7 @@
 
 use crate::config;
 use crate::rkey::{self, Holds, Key};
+use crate::stats::{bump, c};
 use crate::wait;
 use okome_core::args;
 use okome_core::args::Charge;
@@ -80,6 +81,13 @@ impl Budget {
     /// at which it empties, and replicates that effect.
     fn charge(mut self, ctx: &Context, c: &Charge, now: i64) -> Decision {
         let d = self.window.charge(now, c.limit, c.window_ms, c.cost);
+        let write_budget = c.key.starts_with(b"okome:budget:write:");
+        bump(match (write_budget, d.allowed) {
+            (false, true) => &c::rate_allowed,
+            (false, false) => &c::rate_limited,
+            (true, true) => &c::wbudget_allowed,
+            (true, false) => &c::wbudget_refused,
+        });
         if d.changed {
             if let Some(at) = self.window.empty_at(c.window_ms) {
                 let bytes = self.window.encode();
@@ -143,6 +151,7 @@ pub fn plan_get(ctx: &Context, argv: &[&[u8]]) -> Reply {
     if let Some((b, c)) = budget {
         let d = b.charge(ctx, c, now);
         if !d.allowed {
+            bump(&c::planner_limited);
             return Ok(plan_reply(
                 "LIMITED",
                 &req.key,
@@ -159,6 +168,7 @@ pub fn plan_get(ctx: &Context, argv: &[&[u8]]) -> Reply {
         let at = now.saturating_add(ms(ttl));
         lock.set(ctx, &token, at);
         rkey::replicate_set(ctx, &lock_name, &token, at);
+        bump(&c::lock_acquired);
         token
     };
     if let Some(v) = value {
@@ -168,6 +178,7 @@ pub fn plan_get(ctx: &Context, argv: &[&[u8]]) -> Reply {
             let in_zone = pttl >= 0 && u64::try_from(pttl).is_ok_and(|p| p < req.refresh_ahead_ms);
             if in_zone && lock.holds() == Holds::Nothing {
                 let token = take_lock(lock, ttl);
+                bump(&c::planner_refreshes);
                 return Ok(plan_reply(
                     "REFRESH",
                     &req.key,
@@ -178,25 +189,31 @@ pub fn plan_get(ctx: &Context, argv: &[&[u8]]) -> Reply {
                 ));
             }
         }
+        bump(&c::planner_hits);
         return Ok(plan_reply("HIT", &req.key, Some(v), Some(pttl), None, rate));
     }
     let (Some(ttl), Some(lock)) = (req.lock_ttl_ms, lock) else {
+        bump(&c::planner_misses);
         return Ok(plan_reply("MISS", &req.key, None, None, None, rate));
     };
     if lock.string()?.is_some() {
         let pttl = lock.pttl(now);
+        bump(&c::lock_contended);
         if let Some(wait_ms) = req.wait_ms {
             if wait::can_block(ctx) {
                 drop(lock);
                 drop(plan);
                 if wait::block(ctx, &req.key, ttl, rate, wait_ms, pttl) {
+                    bump(&c::wait_blocked);
                     return Ok(RedisValue::NoReply);
                 }
             }
         }
+        bump(&c::planner_locked);
         return Ok(plan_reply("LOCKED", &req.key, None, Some(pttl), None, rate));
     }
     let token = take_lock(&lock, ttl);
+    bump(&c::planner_misses);
     Ok(plan_reply(
         "MISS",
         &req.key,
@@ -234,11 +251,15 @@ pub fn plan_set(ctx: &Context, argv: &[&[u8]]) -> Reply {
         let at = now.saturating_add(ttl_ms);
         plan.set(ctx, req.value, at);
         rkey::replicate_set(ctx, req.key, req.value, at);
+        bump(&c::plans_stored);
+    } else {
+        bump(&c::plans_skipped);
     }
     let released = match lock {
         Some(l) => {
             l.delete();
             rkey::replicate_del(ctx, &lock_name);
+            bump(&c::lock_released);
             1
         }
         None => 0,
@@ -271,11 +292,13 @@ pub fn lock(ctx: &Context, argv: &[&[u8]]) -> Reply {
     match req.token {
         None => {
             if current.is_some() {
+                bump(&c::lock_contended);
                 return Ok(RedisValue::Null);
             }
             let token = rkey::new_token();
             lock.set(ctx, &token, at);
             rkey::replicate_set(ctx, &lock_name, &token, at);
+            bump(&c::lock_acquired);
             Ok(RedisValue::StringBuffer(token))
         }
         Some(token) => {
@@ -284,6 +307,7 @@ pub fn lock(ctx: &Context, argv: &[&[u8]]) -> Reply {
             }
             lock.set_abs_expire(at);
             rkey::replicate_pexpireat(ctx, &lock_name, at);
+            bump(&c::lock_extended);
             Ok(RedisValue::Integer(1))
         }
     }
@@ -299,6 +323,7 @@ pub fn unlock(ctx: &Context, argv: &[&[u8]]) -> Reply {
     }
     lock.delete();
     rkey::replicate_del(ctx, &lock_name);
+    bump(&c::lock_released);
     drop(lock);
     wait::settle(ctx, req.key);
     Ok(RedisValue::Integer(1))
@@ -310,8 +335,14 @@ pub fn cache_get(ctx: &Context, argv: &[&[u8]]) -> Reply {
     let now = rkey::now_ms();
     let key = Key::open(ctx, &req.key, false);
     Ok(match key.string()? {
-        Some(v) => RedisValue::Array(vec![bulk(v), RedisValue::Integer(key.pttl(now))]),
-        None => RedisValue::Null,
+        Some(v) => {
+            bump(&c::cache_hits);
+            RedisValue::Array(vec![bulk(v), RedisValue::Integer(key.pttl(now))])
+        }
+        None => {
+            bump(&c::cache_misses);
+            RedisValue::Null
+        }
     })
 }
 
@@ -326,6 +357,7 @@ pub fn cache_set(ctx: &Context, argv: &[&[u8]]) -> Reply {
     let at = now.saturating_add(ttl_ms);
     key.set(ctx, req.value, at);
     rkey::replicate_set(ctx, &req.key, req.value, at);
+    bump(&c::cache_stored);
     Ok(RedisValue::Integer(ttl_ms))
 }
 

@@ -8,11 +8,21 @@ mod commands;
 mod config;
 mod register;
 mod rkey;
+mod stats;
 mod wait;
 
 use redis_module::{redis_module, Context, RedisString, Status};
 
-fn init(ctx: &Context, _args: &[RedisString]) -> Status {
+fn init(ctx: &Context, args: &[RedisString]) -> Status {
+    let bytes: Vec<&[u8]> = args.iter().map(|a| a.as_slice()).collect();
+    if let Err(e) = config::init(ctx, &bytes) {
+        ctx.log_warning(&format!("okome: {e}"));
+        return Status::Err;
+    }
+    if !stats::register(ctx.ctx) {
+        ctx.log_warning("okome: could not register the INFO section");
+        return Status::Err;
+    }
     register::register_all(ctx)
 }
 

@@ -56,6 +56,9 @@ fn dispatch(
         Ok(Err(e)) => Err(RedisError::String(e.to_string())),
         Err(_) => Err(RedisError::Str(PANIC_REPLY)),
     };
+    if reply.is_err() {
+        crate::stats::bump(&crate::stats::c::errors);
+    }
     context.reply(reply) as c_int
 }
 

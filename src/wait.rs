@@ -24,6 +24,7 @@
 
 use crate::commands::{plan_reply, Reply};
 use crate::rkey::{self, Holds, Key};
+use crate::stats::{bump, c};
 use okome_core::keys;
 use okome_core::Error;
 use redis_module::{raw, Context, RedisError};
@@ -90,6 +91,11 @@ struct Woken {
     lock_ttl_ms: u64,
     rate_remaining: Option<u64>,
     wake: Wake,
+}
+
+/// Number of clients currently waiting.
+pub fn waiting() -> usize {
+    registry().by_bc.len()
 }
 
 /// Whether this context may block (not inside MULTI, a script or a
@@ -267,6 +273,7 @@ fn settle_slot(ctx: &Context, slot: Slot) {
     let at = now.saturating_add(ttl);
     lock.set(ctx, &token, at);
     rkey::replicate_set(ctx, &lock_name, &token, at);
+    bump(&c::lock_acquired);
     drop(lock);
     unblock(
         w.bc,
@@ -312,14 +319,18 @@ extern "C" fn on_reply(
             ));
         };
         match &w.wake {
-            Wake::Handoff(token) => Ok(plan_reply(
-                "MISS",
-                &w.key,
-                None,
-                Some(i64::try_from(w.lock_ttl_ms).unwrap_or(i64::MAX)),
-                Some(token),
-                w.rate_remaining,
-            )),
+            Wake::Handoff(token) => {
+                bump(&c::wait_woken_leader);
+                bump(&c::planner_misses);
+                Ok(plan_reply(
+                    "MISS",
+                    &w.key,
+                    None,
+                    Some(i64::try_from(w.lock_ttl_ms).unwrap_or(i64::MAX)),
+                    Some(token),
+                    w.rate_remaining,
+                ))
+            }
             Wake::Recheck => recheck(context, w),
         }
     })
@@ -331,6 +342,8 @@ fn recheck(ctx: &Context, w: &Woken) -> Reply {
     let now = rkey::now_ms();
     let plan = Key::open(ctx, &w.key, false);
     if let Some(v) = plan.string()? {
+        bump(&c::wait_woken_hit);
+        bump(&c::planner_hits);
         return Ok(plan_reply(
             "HIT",
             &w.key,
@@ -343,6 +356,7 @@ fn recheck(ctx: &Context, w: &Woken) -> Reply {
     let lock_name = keys::lock_key(&w.key);
     let lock = Key::open(ctx, &lock_name, true);
     if lock.string()?.is_some() {
+        bump(&c::planner_locked);
         return Ok(plan_reply(
             "LOCKED",
             &w.key,
@@ -357,6 +371,8 @@ fn recheck(ctx: &Context, w: &Woken) -> Reply {
     let at = now.saturating_add(ttl);
     lock.set(ctx, &token, at);
     rkey::replicate_set(ctx, &lock_name, &token, at);
+    bump(&c::lock_acquired);
+    bump(&c::planner_misses);
     Ok(plan_reply(
         "MISS",
         &w.key,
@@ -383,6 +399,8 @@ extern "C" fn on_timeout(
         };
         let now = rkey::now_ms();
         let lock = Key::open(context, &keys::lock_key(key), false);
+        bump(&c::wait_timed_out);
+        bump(&c::planner_locked);
         Ok(plan_reply(
             "LOCKED",
             key,
@@ -402,6 +420,7 @@ extern "C" fn on_disconnect(_ctx: *mut raw::RedisModuleCtx, bc: Bc) {
     let _ = catch_unwind(AssertUnwindSafe(|| {
         let found = registry().remove_bc(bc as usize);
         if found.is_some() {
+            bump(&c::wait_disconnected);
             unblock(bc as usize, None);
         }
     }));
