@@ -6,6 +6,7 @@
 
 mod commands;
 mod config;
+mod docs;
 mod register;
 mod rkey;
 mod stats;

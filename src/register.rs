@@ -4,6 +4,7 @@
 //! error reply instead of aborting the server.
 
 use crate::commands::{self, Reply};
+use crate::docs;
 use redis_module::{raw, Context, RedisError, RedisValue, Status};
 use std::ffi::CString;
 use std::os::raw::{c_char, c_int};
@@ -96,6 +97,9 @@ pub struct Spec {
     pub key_pos: c_int,
     pub arity: c_int,
     pub summary: &'static str,
+    pub complexity: &'static str,
+    pub args: &'static [docs::Arg],
+    pub key: Option<docs::KeyAt1>,
 }
 
 pub const COMMANDS: &[Spec] = &[
@@ -106,6 +110,9 @@ pub const COMMANDS: &[Spec] = &[
         key_pos: 0,
         arity: -5,
         summary: "Looks up a plan by model, prompt, toolset and repo; on a miss takes the stampede lock",
+        complexity: "O(N) in the prompt size (SHA-256), plus O(L) with AGENT for L live rate-window entries",
+        args: docs::PLAN_GET,
+        key: None,
     },
     Spec {
         name: "okome.plan.set",
@@ -114,6 +121,9 @@ pub const COMMANDS: &[Spec] = &[
         key_pos: 1,
         arity: -3,
         summary: "Stores a plan as JSON under a planner key, with its TTL standard, and releases the lock",
+        complexity: "O(N) in the plan size (JSON validation), plus O(L) with AGENT",
+        args: docs::PLAN_SET,
+        key: Some(docs::PLANNER_KEY),
     },
     Spec {
         name: "okome.lock",
@@ -122,6 +132,9 @@ pub const COMMANDS: &[Spec] = &[
         key_pos: 1,
         arity: -2,
         summary: "Acquires the stampede lock of a key, or extends a lock held with a token",
+        complexity: "O(1)",
+        args: docs::LOCK,
+        key: Some(docs::LOCKED_KEY),
     },
     Spec {
         name: "okome.unlock",
@@ -130,6 +143,9 @@ pub const COMMANDS: &[Spec] = &[
         key_pos: 1,
         arity: 3,
         summary: "Releases a stampede lock if it is held with the given token",
+        complexity: "O(1)",
+        args: docs::UNLOCK,
+        key: Some(docs::UNLOCKED_KEY),
     },
     Spec {
         name: "okome.rate",
@@ -138,6 +154,9 @@ pub const COMMANDS: &[Spec] = &[
         key_pos: 0,
         arity: -4,
         summary: "Charges an agent's exact sliding-window rate limit; a refused call consumes nothing",
+        complexity: "O(L) for L live entries in the window (at most min(limit, window in ms))",
+        args: docs::RATE,
+        key: None,
     },
     Spec {
         name: "okome.wbudget",
@@ -146,6 +165,9 @@ pub const COMMANDS: &[Spec] = &[
         key_pos: 0,
         arity: -3,
         summary: "Charges an agent's cache-write budget (an exact sliding window, 60 s by default)",
+        complexity: "O(L) for L live entries in the window",
+        args: docs::WBUDGET,
+        key: None,
     },
     Spec {
         name: "okome.cache.get",
@@ -154,6 +176,9 @@ pub const COMMANDS: &[Spec] = &[
         key_pos: 0,
         arity: -3,
         summary: "Reads a model_meta, rag, tools or health value and its remaining TTL",
+        complexity: "O(1)",
+        args: docs::CACHE_GET,
+        key: None,
     },
     Spec {
         name: "okome.cache.set",
@@ -162,14 +187,20 @@ pub const COMMANDS: &[Spec] = &[
         key_pos: 0,
         arity: -4,
         summary: "Stores a model_meta, rag, tools or health value as JSON with its TTL standard",
+        complexity: "O(N) in the value size (JSON validation)",
+        args: docs::CACHE_SET,
+        key: None,
     },
     Spec {
         name: "okome.key",
         callback: t_key,
-        flags: "fast allow-stale",
+        flags: "allow-stale",
         key_pos: 0,
         arity: -3,
         summary: "Returns the canonical okome key for a kind and its parts; touches no data",
+        complexity: "O(N) in the size of the parts (SHA-256 of a planner prompt)",
+        args: docs::KEY,
+        key: None,
     },
 ];
 
@@ -206,6 +237,10 @@ fn register(ctx: &Context, spec: &Spec) -> Result<(), String> {
     }
     let summary = CString::new(spec.summary).map_err(|e| e.to_string())?;
     let since = CString::new(SINCE).map_err(|e| e.to_string())?;
+    let complexity = CString::new(spec.complexity).map_err(|e| e.to_string())?;
+    let mut arena = docs::Arena::default();
+    let args = arena.args(spec.args);
+    let (key_specs, _key_specs_owner) = arena.key_specs(spec.key);
     let version = raw::RedisModuleCommandInfoVersion {
         version: 1,
         sizeof_historyentry: std::mem::size_of::<raw::RedisModuleCommandHistoryEntry>(),
@@ -215,13 +250,13 @@ fn register(ctx: &Context, spec: &Spec) -> Result<(), String> {
     let info = raw::RedisModuleCommandInfo {
         version: &version,
         summary: summary.as_ptr(),
-        complexity: ptr::null::<c_char>(),
+        complexity: complexity.as_ptr(),
         since: since.as_ptr(),
         history: ptr::null_mut(),
         tips: ptr::null::<c_char>(),
         arity: spec.arity,
-        key_specs: ptr::null_mut(),
-        args: ptr::null_mut(),
+        key_specs,
+        args,
     };
     // SAFETY: `info` and the strings it points to outlive the call, which
     // copies them.

@@ -1,0 +1,247 @@
+//! `COMMAND DOCS` / `COMMAND INFO` data: arguments and key specs of every
+//! command, declared once and turned into the raw structs that
+//! `RedisModule_SetCommandInfo` copies.
+
+use redis_module::raw;
+use std::ffi::{c_char, c_int, CString};
+use std::ptr;
+
+/// Argument types (a subset of `RedisModuleCommandArgType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ty {
+    Str,
+    Int,
+    Key,
+    PureToken,
+    OneOf,
+    Block,
+}
+
+/// One argument as `COMMAND DOCS` shows it.
+#[derive(Debug, Clone, Copy)]
+pub struct Arg {
+    pub name: &'static str,
+    pub ty: Ty,
+    pub token: Option<&'static str>,
+    pub optional: bool,
+    pub multiple: bool,
+    pub sub: &'static [Arg],
+}
+
+pub const fn arg(name: &'static str, ty: Ty) -> Arg {
+    Arg {
+        name,
+        ty,
+        token: None,
+        optional: false,
+        multiple: false,
+        sub: &[],
+    }
+}
+
+impl Arg {
+    pub const fn token(mut self, t: &'static str) -> Arg {
+        self.token = Some(t);
+        self
+    }
+    pub const fn optional(mut self) -> Arg {
+        self.optional = true;
+        self
+    }
+    pub const fn multiple(mut self) -> Arg {
+        self.multiple = true;
+        self
+    }
+    pub const fn sub(mut self, s: &'static [Arg]) -> Arg {
+        self.sub = s;
+        self
+    }
+}
+
+/// The key at argument 1 and what the command does to it.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyAt1 {
+    pub flags: u32,
+    pub notes: &'static str,
+}
+
+/// Owns the C strings and arrays handed to Redis until it has copied them.
+#[derive(Default)]
+pub struct Arena {
+    strings: Vec<CString>,
+    arrays: Vec<Vec<raw::RedisModuleCommandArg>>,
+}
+
+impl Arena {
+    fn cstr(&mut self, s: &str) -> *const c_char {
+        let c = CString::new(s.replace('\0', "")).unwrap_or_default();
+        let p = c.as_ptr();
+        self.strings.push(c);
+        p
+    }
+
+    fn opt(&mut self, s: Option<&str>) -> *const c_char {
+        s.map_or(ptr::null(), |s| self.cstr(s))
+    }
+
+    /// A zero-terminated array of `args`; the pointer stays valid while the
+    /// arena lives.
+    pub fn args(&mut self, args: &[Arg]) -> *mut raw::RedisModuleCommandArg {
+        if args.is_empty() {
+            return ptr::null_mut();
+        }
+        let mut out = Vec::with_capacity(args.len() + 1);
+        for a in args {
+            let sub = self.args(a.sub);
+            let ty = match a.ty {
+                Ty::Str => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_STRING,
+                Ty::Int => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_INTEGER,
+                Ty::Key => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_KEY,
+                Ty::PureToken => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_PURE_TOKEN,
+                Ty::OneOf => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_ONEOF,
+                Ty::Block => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_BLOCK,
+            };
+            let mut flags = raw::REDISMODULE_CMD_ARG_NONE;
+            if a.optional {
+                flags |= raw::REDISMODULE_CMD_ARG_OPTIONAL;
+            }
+            if a.multiple {
+                flags |= raw::REDISMODULE_CMD_ARG_MULTIPLE;
+            }
+            out.push(raw::RedisModuleCommandArg {
+                name: self.cstr(a.name),
+                type_: ty,
+                key_spec_index: if a.ty == Ty::Key { 0 } else { -1 },
+                token: self.opt(a.token),
+                summary: ptr::null(),
+                since: ptr::null(),
+                flags: flags as c_int,
+                deprecated_since: ptr::null(),
+                subargs: sub,
+                display_text: ptr::null(),
+            });
+        }
+        // SAFETY: an all-zero RedisModuleCommandArg is the array terminator.
+        out.push(unsafe { std::mem::zeroed() });
+        let p = out.as_mut_ptr();
+        self.arrays.push(out);
+        p
+    }
+
+    /// A zero-terminated key-spec array for a key at argument 1.
+    pub fn key_specs(
+        &mut self,
+        k: Option<KeyAt1>,
+    ) -> (
+        *mut raw::RedisModuleCommandKeySpec,
+        Vec<raw::RedisModuleCommandKeySpec>,
+    ) {
+        let Some(k) = k else {
+            return (ptr::null_mut(), Vec::new());
+        };
+        let notes = self.cstr(k.notes);
+        let spec = raw::RedisModuleCommandKeySpec {
+            notes,
+            flags: u64::from(k.flags),
+            begin_search_type: raw::RedisModuleKeySpecBeginSearchType_REDISMODULE_KSPEC_BS_INDEX,
+            bs: raw::RedisModuleCommandKeySpec__bindgen_ty_1 {
+                index: raw::RedisModuleCommandKeySpec__bindgen_ty_1__bindgen_ty_1 { pos: 1 },
+            },
+            find_keys_type: raw::RedisModuleKeySpecFindKeysType_REDISMODULE_KSPEC_FK_RANGE,
+            fk: raw::RedisModuleCommandKeySpec__bindgen_ty_2 {
+                range: raw::RedisModuleCommandKeySpec__bindgen_ty_2__bindgen_ty_1 {
+                    lastkey: 0,
+                    keystep: 1,
+                    limit: 0,
+                },
+            },
+        };
+        // SAFETY: an all-zero key spec is the array terminator.
+        let mut v = vec![spec, unsafe { std::mem::zeroed() }];
+        let p = v.as_mut_ptr();
+        (p, v)
+    }
+}
+
+use Ty::*;
+
+const AGENT_BLOCK: &[Arg] = &[
+    arg("agent", Str).token("AGENT"),
+    arg("limit", Int).token("LIMIT"),
+    arg("window", Int).token("WINDOW"),
+];
+const LOCK_CHOICE: &[Arg] = &[
+    arg("lockttl", Int).token("LOCKTTL"),
+    arg("nolock", PureToken).token("NOLOCK"),
+];
+
+pub const PLAN_GET: &[Arg] = &[
+    arg("model", Str),
+    arg("prompt", Str),
+    arg("toolset_version", Str),
+    arg("repo_hash", Str),
+    arg("rate", Block).optional().sub(AGENT_BLOCK),
+    arg("lock", OneOf).optional().sub(LOCK_CHOICE),
+    arg("wait", Int).token("WAIT").optional(),
+    arg("refreshahead", Int).token("REFRESHAHEAD").optional(),
+];
+
+const WBUDGET_BLOCK: &[Arg] = &[
+    arg("agent", Str).token("AGENT"),
+    arg("wlimit", Int).token("WLIMIT"),
+    arg("wwindow", Int).token("WWINDOW").optional(),
+];
+
+pub const PLAN_SET: &[Arg] = &[
+    arg("key", Key),
+    arg("plan_json", Str),
+    arg("ttl", Int).token("TTL").optional(),
+    arg("token", Str).token("TOKEN").optional(),
+    arg("wbudget", Block).optional().sub(WBUDGET_BLOCK),
+];
+
+pub const LOCK: &[Arg] = &[
+    arg("key", Key),
+    arg("ttl", Int).token("TTL").optional(),
+    arg("token", Str).token("TOKEN").optional(),
+];
+
+pub const UNLOCK: &[Arg] = &[arg("key", Key), arg("token", Str)];
+
+pub const RATE: &[Arg] = &[
+    arg("agent", Str),
+    arg("limit", Int),
+    arg("window", Int),
+    arg("cost", Int).token("COST").optional(),
+];
+
+pub const WBUDGET: &[Arg] = &[
+    arg("agent", Str),
+    arg("write_limit", Int),
+    arg("window", Int).token("WINDOW").optional(),
+    arg("cost", Int).token("COST").optional(),
+];
+
+pub const CACHE_GET: &[Arg] = &[arg("kind", Str), arg("part", Str).multiple()];
+
+pub const CACHE_SET: &[Arg] = &[
+    arg("kind", Str),
+    arg("part", Str).multiple(),
+    arg("value_json", Str),
+    arg("ttl", Int).token("TTL").optional(),
+];
+
+pub const KEY: &[Arg] = &[arg("kind", Str), arg("part", Str).multiple()];
+
+pub const PLANNER_KEY: KeyAt1 = KeyAt1 {
+    flags: raw::REDISMODULE_CMD_KEY_OW | raw::REDISMODULE_CMD_KEY_UPDATE,
+    notes: "the planner key; its lock key:lock may be deleted",
+};
+pub const LOCKED_KEY: KeyAt1 = KeyAt1 {
+    flags: raw::REDISMODULE_CMD_KEY_RW | raw::REDISMODULE_CMD_KEY_UPDATE,
+    notes: "the protected key; the lock itself is written at key:lock",
+};
+pub const UNLOCKED_KEY: KeyAt1 = KeyAt1 {
+    flags: raw::REDISMODULE_CMD_KEY_RW | raw::REDISMODULE_CMD_KEY_DELETE,
+    notes: "the protected key; the lock itself is deleted at key:lock",
+};
