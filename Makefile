@@ -28,6 +28,13 @@ test: deps ## Build, then run every unit and integration test
 bench: build ## Benchmark against INCR/GET and Lua limiters; writes bench/RESULTS.md
 	python3 bench/bench.py
 
+FUZZ_SECONDS ?= 30
+fuzz: ## Fuzz the pure core (grammar, keys, limiter) with cargo fuzz, FUZZ_SECONDS each
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	cd fuzz && for t in grammar keys limiter; do \
+	  RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done
+
 lint: deps ## cargo fmt --check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
@@ -38,4 +45,4 @@ fmt: ## Format the code
 clean: ## Remove build output
 	$(CARGO) clean
 
-.PHONY: help deps build run test bench lint fmt clean
+.PHONY: help deps build run test bench fuzz lint fmt clean
