@@ -31,8 +31,12 @@ bench: build ## Benchmark against INCR/GET and Lua limiters; writes bench/RESULT
 FUZZ_SECONDS ?= 30
 fuzz: ## Fuzz the pure core (grammar, keys, limiter) with cargo fuzz, FUZZ_SECONDS each
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
-	cd fuzz && for t in grammar keys limiter; do \
-	  RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	@mkdir -p target
+	@cd fuzz && for t in grammar keys limiter; do \
+	  echo "fuzz $$t: $(FUZZ_SECONDS) s"; \
+	  if RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) > ../target/fuzz-$$t.log 2>&1; then \
+	    grep -E '^Done' ../target/fuzz-$$t.log || true; \
+	  else tail -40 ../target/fuzz-$$t.log; exit 1; fi; \
 	done
 
 lint: deps ## cargo fmt --check and clippy with warnings as errors
