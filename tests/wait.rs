@@ -679,7 +679,7 @@ fn wait_inside_multi_and_lua_does_not_block() {
     let ok: String = redis::cmd("MULTI").query(&mut c).unwrap();
     assert_eq!(ok, "OK");
     let queued: String = redis::cmd("OKOME.PLAN.GET")
-        .arg(&refs(&tuple("in multi", &["WAIT", "3000"])))
+        .arg(refs(&tuple("in multi", &["WAIT", "3000"])))
         .query(&mut c)
         .unwrap();
     assert_eq!(queued, "QUEUED");
@@ -702,7 +702,7 @@ fn wait_inside_multi_and_lua_does_not_block() {
     let r: redis::RedisResult<PlanTuple> = redis::cmd("EVAL")
         .arg(script)
         .arg(0)
-        .arg(&refs(&tuple("in multi", &[])))
+        .arg(refs(&tuple("in multi", &[])))
         .query(&mut c);
     let elapsed = t.elapsed();
     println!("EVAL redis.call(PLAN.GET WAIT 3000) took {elapsed:?}: {r:?}");
@@ -724,7 +724,7 @@ fn wait_inside_multi_and_lua_does_not_block() {
     let r: PlanTuple = redis::cmd("EVAL")
         .arg(script)
         .arg(0)
-        .arg(&refs(&tuple("in multi", &[])))
+        .arg(refs(&tuple("in multi", &[])))
         .query(&mut c)
         .unwrap();
     assert_eq!((r.0.as_str(), r.2.as_deref()), ("HIT", Some(PLAN)));
@@ -737,7 +737,7 @@ fn twenty_readers_in_the_refresh_zone_give_exactly_one_refresh() {
     let mut admin = s.conn();
     let key: String = redis::cmd("OKOME.KEY")
         .arg("planner")
-        .arg(&refs(&tuple("aging plan", &[])))
+        .arg(refs(&tuple("aging plan", &[])))
         .query(&mut admin)
         .unwrap();
     assert_eq!(
@@ -833,7 +833,7 @@ fn wait_and_refresh_errors() {
     assert_miss(&miss, 9000);
     let other: String = redis::cmd("OKOME.KEY")
         .arg("planner")
-        .arg(&refs(&tuple("other", &[])))
+        .arg(refs(&tuple("other", &[])))
         .query(&mut c)
         .unwrap();
     plan_set(&mut c, &other, PLAN, &[]);
@@ -1071,7 +1071,7 @@ fn a_heartbeat_keeps_waiters_waiting(s: &Server) {
         Duration::from_secs(20),
         tx,
     );
-    wait_names_blocked(&mut admin, &[name.clone()], Duration::from_secs(5));
+    wait_names_blocked(&mut admin, std::slice::from_ref(&name), Duration::from_secs(5));
 
     thread::sleep(Duration::from_millis(5000).saturating_sub(t0.elapsed()));
     assert_no_reply(&rx, Duration::ZERO, "before the heartbeat");
