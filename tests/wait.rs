@@ -1071,7 +1071,11 @@ fn a_heartbeat_keeps_waiters_waiting(s: &Server) {
         Duration::from_secs(20),
         tx,
     );
-    wait_names_blocked(&mut admin, std::slice::from_ref(&name), Duration::from_secs(5));
+    wait_names_blocked(
+        &mut admin,
+        std::slice::from_ref(&name),
+        Duration::from_secs(5),
+    );
 
     thread::sleep(Duration::from_millis(5000).saturating_sub(t0.elapsed()));
     assert_no_reply(&rx, Duration::ZERO, "before the heartbeat");
