@@ -25,6 +25,9 @@ test: deps ## Build, then run every unit and integration test
 	$(CARGO) build -p okome
 	OKOME_MODULE=$(CURDIR)/$(DEBUG_LIB) $(CARGO) test --workspace
 
+test-compat: deps ## Run the integration suite on Redis 7.0 and Valkey 9 (and $$COMPAT_SERVERS)
+	bash scripts/compat.sh
+
 bench: build ## Benchmark against INCR/GET and Lua limiters; writes bench/RESULTS.md
 	python3 bench/bench.py
 
@@ -49,4 +52,4 @@ fmt: ## Format the code
 clean: ## Remove build output
 	$(CARGO) clean
 
-.PHONY: help deps build run test bench fuzz lint fmt clean
+.PHONY: help deps build run test test-compat bench fuzz lint fmt clean

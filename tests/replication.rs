@@ -407,7 +407,12 @@ impl Link {
         );
         let len: usize = std::str::from_utf8(&head[1..]).unwrap().parse().unwrap();
         let rdb = link.bytes(len, deadline);
-        assert!(rdb.starts_with(b"REDIS"), "an RDB payload");
+        // Redis writes "REDIS" + version; Valkey 9 writes "VALKEY" + version.
+        assert!(
+            rdb.starts_with(b"REDIS") || rdb.starts_with(b"VALKEY"),
+            "an RDB payload: {:?}",
+            String::from_utf8_lossy(rdb.get(..9).unwrap_or(&rdb))
+        );
         link
     }
 
