@@ -28,6 +28,9 @@ test: deps ## Build, then run every unit and integration test
 test-compat: deps ## Run the integration suite on Redis 7.0 and Valkey 9 (and $$COMPAT_SERVERS)
 	bash scripts/compat.sh
 
+leak-check: deps ## okome under valgrind (in Valkey 9, libc malloc) through every command; fails on leaks
+	bash scripts/leak-check.sh
+
 bench: build ## Benchmark against INCR/GET and Lua limiters; writes bench/RESULTS.md
 	python3 bench/bench.py
 
@@ -52,4 +55,4 @@ fmt: ## Format the code
 clean: ## Remove build output
 	$(CARGO) clean
 
-.PHONY: help deps build run test test-compat bench fuzz lint fmt clean
+.PHONY: help deps build run test test-compat leak-check bench fuzz lint fmt clean
