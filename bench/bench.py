@@ -83,6 +83,29 @@ def main():
                 cli(port, "EVAL", "for _,k in ipairs(redis.call('KEYS','ctr:*')) do redis.call('DEL',k) end", "0")
         med = {k: statistics.median(v) for k, v in results.items()}
         version = cli(port, "INFO", "server").split("redis_version:")[1].split()[0]
+        # The same with a replica attached: every write is also propagated.
+        rport = free_port()
+        rdir = tempfile.mkdtemp(prefix="okome-bench-replica-")
+        rep = subprocess.Popen(["redis-server", "--port", str(rport), "--bind", "127.0.0.1",
+                                "--save", "", "--appendonly", "no", "--dir", rdir,
+                                "--replicaof", "127.0.0.1", str(port),
+                                "--loadmodule", MODULE], stdout=subprocess.DEVNULL)
+        try:
+            for _ in range(200):
+                try:
+                    if "master_link_status:up" in cli(rport, "INFO", "replication"):
+                        break
+                except subprocess.CalledProcessError:
+                    pass
+                time.sleep(0.05)
+            replicated = {}
+            for r in range(a.rounds):
+                for name in ("INCR", "OKOME.RATE", "Lua fixed window"):
+                    replicated.setdefault(name, []).append(bench(port, a.requests, 16, cases[name]))
+            rmed = {k: statistics.median(v) for k, v in replicated.items()}
+        finally:
+            rep.terminate()
+            rep.wait()
     finally:
         srv.terminate()
         srv.wait()
@@ -100,6 +123,14 @@ def main():
         for name in cases:
             v = med[(pipeline, name)]
             lines.append(f"| {name} | {pipeline} | {v:,.0f} | {v / incr:.2f}x | {v / get:.2f}x |")
+    lines += ["", "With a replica attached (-P 16, same rounds):", "",
+              "| command | ops/s (median) | vs INCR |", "|---|---|---|"]
+    for name, v in rmed.items():
+        lines.append(f"| {name} | {v:,.0f} | {v / rmed['INCR']:.2f}x |")
+    flow = subprocess.run(["cargo", "bench", "--quiet", "--bench", "flow"], cwd=ROOT,
+                          env={**os.environ, "OKOME_MODULE": MODULE},
+                          check=True, capture_output=True, text=True).stdout
+    lines += ["", flow.strip()]
     text = "\n".join(lines) + "\n"
     with open(a.out, "w") as f:
         f.write(text)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing okome needs on Debian: redis-server
-# (and redis-tools: redis-cli, redis-benchmark) and libclang-dev (bindgen).
+# (and redis-tools: redis-cli, redis-benchmark), libclang-dev (bindgen), and
+# python3 with redis-py (python3-redis) for examples/python and its test.
 # Idempotent: does nothing when everything is already present.
 set -euo pipefail
 
@@ -8,8 +9,16 @@ need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 # bindgen loads libclang.so (not libclang-cpp); Debian's libclang-dev brings it.
-if ! ls /usr/lib/llvm-*/lib/libclang.so /usr/lib/*/libclang.so >/dev/null 2>&1; then
+if ! compgen -G '/usr/lib/llvm-*/lib/libclang.so*' >/dev/null \
+   && ! compgen -G '/usr/lib/*/libclang.so*' >/dev/null; then
   need+=(libclang-dev)
+fi
+# tests/python_client.rs runs examples/python/okome_demo.py with Debian's
+# /usr/bin/python3 if present, else `python3`; either one importing redis-py will do.
+has_redis_py() { "$1" -c 'import redis' >/dev/null 2>&1; }
+if ! { [ -x /usr/bin/python3 ] && has_redis_py /usr/bin/python3; } &&
+  ! { command -v python3 >/dev/null 2>&1 && has_redis_py python3; }; then
+  need+=(python3 python3-redis)
 fi
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

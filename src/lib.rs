@@ -4,6 +4,14 @@
 //! The rules live in the pure `okome-core` crate; this crate is the glue:
 //! command registration, key access, replies and replication.
 
+// No panics on command paths: a panic inside a command aborts redis-server.
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
 mod commands;
 mod config;
 mod docs;

@@ -101,7 +101,13 @@ pub fn is_safe(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'/' | b'+' | b'@' | b'=' | b'-')
 }
 
-const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
+/// The uppercase hex digit of a nibble (`n < 16`).
+fn hex_digit(n: u8) -> u8 {
+    match n {
+        0..=9 => b'0'.wrapping_add(n),
+        _ => b'A'.wrapping_add(n.wrapping_sub(10)),
+    }
+}
 
 /// Appends the escaped form of `component` to `out`.
 pub fn escape_into(out: &mut Vec<u8>, component: &[u8]) {
@@ -110,8 +116,8 @@ pub fn escape_into(out: &mut Vec<u8>, component: &[u8]) {
             out.push(b);
         } else {
             out.push(b'%');
-            out.push(HEX_UPPER[usize::from(b >> 4)]);
-            out.push(HEX_UPPER[usize::from(b & 0x0f)]);
+            out.push(hex_digit(b >> 4));
+            out.push(hex_digit(b & 0x0f));
         }
     }
 }
@@ -125,8 +131,8 @@ pub fn escape(component: &[u8]) -> Vec<u8> {
 
 fn upper_hex_value(b: u8) -> Option<u8> {
     match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'A'..=b'F' => Some(b - b'A' + 10),
+        b'0'..=b'9' => Some(b.wrapping_sub(b'0')),
+        b'A'..=b'F' => Some(b.wrapping_sub(b'A').wrapping_add(10)),
         _ => None,
     }
 }
@@ -181,8 +187,14 @@ pub fn build(kind: Kind, parts: &[&[u8]]) -> Result<Vec<u8>> {
             parts.len()
         )));
     }
-    let cap = PREFIX.len() + kind.path().len() + parts.iter().map(|p| p.len() + 1).sum::<usize>();
-    let mut key = Vec::with_capacity(cap + 1);
+    let cap = parts.iter().fold(
+        PREFIX
+            .len()
+            .saturating_add(kind.path().len())
+            .saturating_add(1),
+        |acc, p| acc.saturating_add(p.len()).saturating_add(1),
+    );
+    let mut key = Vec::with_capacity(cap);
     key.extend_from_slice(PREFIX.as_bytes());
     key.push(b':');
     key.extend_from_slice(kind.path().as_bytes());
@@ -212,7 +224,7 @@ pub fn planner_key(
 
 /// The lock key protecting `key`.
 pub fn lock_key(key: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(key.len() + LOCK_SUFFIX.len());
+    let mut out = Vec::with_capacity(key.len().saturating_add(LOCK_SUFFIX.len()));
     out.extend_from_slice(key);
     out.extend_from_slice(LOCK_SUFFIX);
     out

@@ -8,6 +8,18 @@
 //! Nothing here imports `redis_module`, reads a clock or does I/O: time is a
 //! parameter, so every rule is unit-testable and fuzzable without a server.
 
+// No panics on input paths: a panic inside a command aborts redis-server.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic,
+        clippy::arithmetic_side_effects
+    )
+)]
+
 pub mod args;
 pub mod config;
 pub mod error;

@@ -125,7 +125,7 @@ impl Window {
 
     /// The stored form; empty for an empty window (the key is deleted).
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(10 + 3 * self.entries.len());
+        let mut out = Vec::with_capacity(self.entries.len().saturating_mul(3).saturating_add(10));
         let mut iter = self.entries.iter();
         let Some(first) = iter.next() else {
             return out;
