@@ -82,6 +82,38 @@ def main():
                     # Keep memory flat between rounds.
                 cli(port, "EVAL", "for _,k in ipairs(redis.call('KEYS','ctr:*')) do redis.call('DEL',k) end", "0")
         med = {k: statistics.median(v) for k, v in results.items()}
+        # Counters on versus compiled out, interleaved on two servers.
+        subprocess.run(["cargo", "build", "--quiet", "--release", "-p", "okome", "--features",
+                        "no-stats", "--target-dir", os.path.join(ROOT, "target", "nostats")],
+                       cwd=ROOT, check=True)
+        nport = free_port()
+        ndir = tempfile.mkdtemp(prefix="okome-bench-nostats-")
+        nos = subprocess.Popen(["redis-server", "--port", str(nport), "--bind", "127.0.0.1",
+                                "--save", "", "--appendonly", "no", "--dir", ndir, "--loadmodule",
+                                os.path.join(ROOT, "target", "nostats", "release", "libokome.so")],
+                               stdout=subprocess.DEVNULL)
+        try:
+            for _ in range(100):
+                try:
+                    if cli(nport, "PING") == "PONG":
+                        break
+                except subprocess.CalledProcessError:
+                    pass
+                time.sleep(0.05)
+            key = cli(nport, "OKOME.KEY", "planner", "llama3:8b", prompt_1k, "v1", "repo")
+            cli(nport, "OKOME.PLAN.SET", key, plan, "TTL", "900")
+            pairs = {}
+            for r in range(a.rounds):
+                for name in ("OKOME.RATE", "OKOME.PLAN.GET hit, 1 KB prompt"):
+                    w = bench(port, a.requests, 16, cases[name])
+                    wo = bench(nport, a.requests, 16, cases[name])
+                    pairs.setdefault(name, ([], []))
+                    pairs[name][0].append(w)
+                    pairs[name][1].append(wo)
+            counters = {k: (statistics.median(v[0]), statistics.median(v[1])) for k, v in pairs.items()}
+        finally:
+            nos.terminate()
+            nos.wait()
         version = cli(port, "INFO", "server").split("redis_version:")[1].split()[0]
         # The same with a replica attached: every write is also propagated.
         rport = free_port()
@@ -127,6 +159,11 @@ def main():
               "| command | ops/s (median) | vs INCR |", "|---|---|---|"]
     for name, v in rmed.items():
         lines.append(f"| {name} | {v:,.0f} | {v / rmed['INCR']:.2f}x |")
+    lines += ["", "Cost of the INFO counters: the same release build with the counters compiled",
+              "out (`--features no-stats`), on a second server, interleaved (-P 16):", "",
+              "| command | with counters | without | ratio |", "|---|---|---|---|"]
+    for name, (w, wo) in counters.items():
+        lines.append(f"| {name} | {w:,.0f} | {wo:,.0f} | {w / wo:.2f} |")
     flow = subprocess.run(["cargo", "bench", "--quiet", "--bench", "flow"], cwd=ROOT,
                           env={**os.environ, "OKOME_MODULE": MODULE},
                           check=True, capture_output=True, text=True).stdout
