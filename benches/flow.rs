@@ -191,11 +191,7 @@ fn memory_usage(c: &mut redis::Connection, key: &str) -> i64 {
 }
 
 fn used_memory(c: &mut redis::Connection) -> i64 {
-    let info: String = redis::cmd("INFO").arg("memory").query(c).unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix("used_memory:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap()
+    common::info_i64(c, "memory", "used_memory")
 }
 
 fn main() {

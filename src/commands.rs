@@ -31,6 +31,17 @@ fn ms(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+/// Takes the (free) lock at `lock_name` with a fresh token until
+/// `now + ttl_ms`, replicating `SET lock token PXAT t`.
+pub fn take_lock(ctx: &Context, lock: &Key, lock_name: &[u8], now: i64, ttl_ms: u64) -> Vec<u8> {
+    let token = rkey::new_token();
+    let at = now.saturating_add(ms(ttl_ms));
+    lock.set(ctx, &token, at);
+    rkey::replicate_set(ctx, lock_name, &token, at);
+    bump(&c::lock_acquired);
+    token
+}
+
 /// `[status, key, value, ms, token, rate_remaining]`
 pub fn plan_reply(
     st: &'static str,
@@ -163,21 +174,13 @@ pub fn plan_get(ctx: &Context, argv: &[&[u8]]) -> Reply {
         }
         rate = Some(d.remaining);
     }
-    let take_lock = |lock: &Key, ttl: u64| {
-        let token = rkey::new_token();
-        let at = now.saturating_add(ms(ttl));
-        lock.set(ctx, &token, at);
-        rkey::replicate_set(ctx, &lock_name, &token, at);
-        bump(&c::lock_acquired);
-        token
-    };
     if let Some(v) = value {
         let pttl = plan.pttl(now);
         // Stale-while-revalidate: one caller in the refresh zone recomputes.
         if let (Some(ttl), Some(lock)) = (req.lock_ttl_ms, &lock) {
             let in_zone = pttl >= 0 && u64::try_from(pttl).is_ok_and(|p| p < req.refresh_ahead_ms);
             if in_zone && lock.holds() == Holds::Nothing {
-                let token = take_lock(lock, ttl);
+                let token = take_lock(ctx, lock, &lock_name, now, ttl);
                 bump(&c::planner_refreshes);
                 return Ok(plan_reply(
                     "REFRESH",
@@ -212,7 +215,7 @@ pub fn plan_get(ctx: &Context, argv: &[&[u8]]) -> Reply {
         bump(&c::planner_locked);
         return Ok(plan_reply("LOCKED", &req.key, None, Some(pttl), None, rate));
     }
-    let token = take_lock(&lock, ttl);
+    let token = take_lock(ctx, &lock, &lock_name, now, ttl);
     bump(&c::planner_misses);
     Ok(plan_reply(
         "MISS",
@@ -288,23 +291,20 @@ pub fn lock(ctx: &Context, argv: &[&[u8]]) -> Reply {
     let lock_name = keys::lock_key(req.key);
     let lock = Key::open(ctx, &lock_name, true);
     let current = lock.string()?;
-    let at = now.saturating_add(ms(req.ttl_ms));
     match req.token {
         None => {
             if current.is_some() {
                 bump(&c::lock_contended);
                 return Ok(RedisValue::Null);
             }
-            let token = rkey::new_token();
-            lock.set(ctx, &token, at);
-            rkey::replicate_set(ctx, &lock_name, &token, at);
-            bump(&c::lock_acquired);
+            let token = take_lock(ctx, &lock, &lock_name, now, req.ttl_ms);
             Ok(RedisValue::StringBuffer(token))
         }
         Some(token) => {
             if current != Some(token) {
                 return Ok(RedisValue::Integer(0));
             }
+            let at = now.saturating_add(ms(req.ttl_ms));
             lock.set_abs_expire(at);
             rkey::replicate_pexpireat(ctx, &lock_name, at);
             bump(&c::lock_extended);

@@ -22,7 +22,7 @@
 //! dropped from the queue. Every blocked client is released with
 //! `RM_UnblockClient` exactly once, so nothing leaks.
 
-use crate::commands::{plan_reply, Reply};
+use crate::commands::{plan_reply, take_lock, Reply};
 use crate::rkey::{self, Holds, Key};
 use crate::stats::{bump, c};
 use okome_core::keys;
@@ -91,6 +91,17 @@ struct Woken {
     lock_ttl_ms: u64,
     rate_remaining: Option<u64>,
     wake: Wake,
+}
+
+impl Woken {
+    fn new(key: &[u8], w: &Waiter, wake: Wake) -> Woken {
+        Woken {
+            key: key.to_vec(),
+            lock_ttl_ms: w.lock_ttl_ms,
+            rate_remaining: w.rate_remaining,
+            wake,
+        }
+    }
 }
 
 /// Number of clients currently waiting.
@@ -218,15 +229,7 @@ fn settle_slot(ctx: &Context, slot: Slot) {
             waiters
         };
         for w in waiters {
-            unblock(
-                w.bc,
-                Some(Woken {
-                    key: key.clone(),
-                    lock_ttl_ms: w.lock_ttl_ms,
-                    rate_remaining: w.rate_remaining,
-                    wake: Wake::Recheck,
-                }),
-            );
+            unblock(w.bc, Some(Woken::new(key, &w, Wake::Recheck)));
         }
         return;
     }
@@ -268,24 +271,11 @@ fn settle_slot(ctx: &Context, slot: Slot) {
     let Some(w) = first else {
         return;
     };
-    let token = rkey::new_token();
-    let ttl = i64::try_from(w.lock_ttl_ms).unwrap_or(i64::MAX);
-    let at = now.saturating_add(ttl);
-    lock.set(ctx, &token, at);
-    rkey::replicate_set(ctx, &lock_name, &token, at);
-    bump(&c::lock_acquired);
+    let token = take_lock(ctx, &lock, &lock_name, now, w.lock_ttl_ms);
     drop(lock);
-    unblock(
-        w.bc,
-        Some(Woken {
-            key: key.clone(),
-            lock_ttl_ms: w.lock_ttl_ms,
-            rate_remaining: w.rate_remaining,
-            wake: Wake::Handoff(token),
-        }),
-    );
+    unblock(w.bc, Some(Woken::new(key, &w, Wake::Handoff(token))));
     if more {
-        arm_timer(ctx, slot, ttl);
+        arm_timer(ctx, slot, i64::try_from(w.lock_ttl_ms).unwrap_or(i64::MAX));
     }
 }
 
@@ -366,12 +356,8 @@ fn recheck(ctx: &Context, w: &Woken) -> Reply {
             w.rate_remaining,
         ));
     }
-    let token = rkey::new_token();
+    let token = take_lock(ctx, &lock, &lock_name, now, w.lock_ttl_ms);
     let ttl = i64::try_from(w.lock_ttl_ms).unwrap_or(i64::MAX);
-    let at = now.saturating_add(ttl);
-    lock.set(ctx, &token, at);
-    rkey::replicate_set(ctx, &lock_name, &token, at);
-    bump(&c::lock_acquired);
     bump(&c::planner_misses);
     Ok(plan_reply(
         "MISS",

@@ -11,26 +11,7 @@ mod common;
 use common::*;
 use std::io::Write;
 use std::net::TcpStream;
-use std::time::{Duration, Instant};
-
-fn info_field(c: &mut redis::Connection, section: &str, field: &str) -> i64 {
-    let info: String = redis::cmd("INFO").arg(section).query(c).unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{field} not in INFO {section}"))
-}
-
-fn wait_blocked(c: &mut redis::Connection, n: i64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while info_field(c, "clients", "blocked_clients") != n {
-        assert!(
-            Instant::now() < deadline,
-            "blocked_clients never reached {n}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
+use std::time::Duration;
 
 fn resp(args: &[&str]) -> Vec<u8> {
     let mut out = format!("*{}\r\n", args.len()).into_bytes();
@@ -62,9 +43,9 @@ fn round(s: &Server, c: &mut redis::Connection, r: usize) {
         "10000",
     ]))
     .unwrap();
-    wait_blocked(c, 1);
+    wait_blocked(c, 1, Duration::from_secs(10));
     drop(gone);
-    wait_blocked(c, 0);
+    wait_blocked(c, 0, Duration::from_secs(10));
     let timed_out = plan_get(c, &["m", &p, "t", "repo", "WAIT", "20"]);
     assert_eq!(timed_out.status, "LOCKED");
     let woken: Vec<_> = (0..2)
@@ -76,7 +57,7 @@ fn round(s: &Server, c: &mut redis::Connection, r: usize) {
             })
         })
         .collect();
-    wait_blocked(c, 2);
+    wait_blocked(c, 2, Duration::from_secs(10));
     let plan = format!("{{\"round\":{r},\"pad\":\"{}\"}}", "x".repeat(2000));
     let _: redis::Value = redis::cmd("OKOME.PLAN.SET")
         .arg(&[
@@ -106,7 +87,7 @@ fn round(s: &Server, c: &mut redis::Connection, r: usize) {
     let p2 = format!("other {r}");
     let h =
         std::thread::spawn(move || plan_get(&mut wc, &["m", &p2, "t", "repo", "WAIT", "10000"]));
-    wait_blocked(c, 1);
+    wait_blocked(c, 1, Duration::from_secs(10));
     let _: i64 = redis::cmd("OKOME.UNLOCK")
         .arg(&[&m2.key, m2.token.as_deref().unwrap()])
         .query(c)
@@ -173,8 +154,8 @@ fn memory_returns_to_the_same_level_round_after_round() {
     let mut samples = Vec::new();
     for r in 0..12 {
         round(&s, &mut c, r);
-        wait_blocked(&mut c, 0);
-        samples.push(info_field(&mut c, "memory", "used_memory"));
+        wait_blocked(&mut c, 0, Duration::from_secs(10));
+        samples.push(info_i64(&mut c, "memory", "used_memory"));
     }
     // Rounds 0-3 warm up allocator caches and client buffers; after that a
     // leak of even a few bytes per blocked client or command would add up.
@@ -185,7 +166,7 @@ fn memory_returns_to_the_same_level_round_after_round() {
         "used_memory grew by {} bytes over 8 rounds: {samples:?}",
         last - settled
     );
-    assert_eq!(info_field(&mut c, "clients", "blocked_clients"), 0);
-    let waiting = info_field(&mut c, "okome", "okome_waiting_clients");
+    assert_eq!(info_i64(&mut c, "clients", "blocked_clients"), 0);
+    let waiting = info_i64(&mut c, "okome", "okome_waiting_clients");
     assert_eq!(waiting, 0, "the wait registry is empty");
 }

@@ -123,34 +123,8 @@ fn info(c: &mut Connection, section: &str) -> String {
     redis::cmd("INFO").arg(section).query(c).expect("INFO")
 }
 
-fn info_i64(c: &mut Connection, section: &str, field: &str) -> i64 {
-    let text = info(c, section);
-    let prefix = format!("{field}:");
-    text.lines()
-        .find_map(|l| l.trim().strip_prefix(prefix.as_str()))
-        .unwrap_or_else(|| panic!("no {field} in INFO {section}:\n{text}"))
-        .parse()
-        .unwrap_or_else(|e| panic!("{field}: {e}"))
-}
-
 fn blocked_clients(c: &mut Connection) -> i64 {
     info_i64(c, "clients", "blocked_clients")
-}
-
-/// Polls until `blocked_clients` is `n` (panics after `within`).
-fn wait_blocked(c: &mut Connection, n: i64, within: Duration) {
-    let deadline = Instant::now() + within;
-    loop {
-        let b = blocked_clients(c);
-        if b == n {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "blocked_clients is {b}, want {n} within {within:?}"
-        );
-        thread::sleep(Duration::from_millis(1));
-    }
 }
 
 /// Names of the clients that are blocked now (`CLIENT LIST` flag `b`).

@@ -267,3 +267,30 @@ pub fn sha256_hex(s: &str) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(s.as_bytes()))
 }
+
+/// An integer field of `INFO <section>`.
+pub fn info_i64(c: &mut redis::Connection, section: &str, field: &str) -> i64 {
+    let text: String = redis::cmd("INFO").arg(section).query(c).expect("INFO");
+    let prefix = format!("{field}:");
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix(prefix.as_str()))
+        .unwrap_or_else(|| panic!("no {field} in INFO {section}:\n{text}"))
+        .parse()
+        .unwrap_or_else(|e| panic!("{field}: {e}"))
+}
+
+/// Polls until `blocked_clients` is `n` (panics after `within`).
+pub fn wait_blocked(c: &mut redis::Connection, n: i64, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let b = info_i64(c, "clients", "blocked_clients");
+        if b == n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "blocked_clients is {b}, want {n} within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
