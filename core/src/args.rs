@@ -683,7 +683,7 @@ mod tests {
             e(&[&k, b"{\"a\":\"\xc3\"}"]),
             Error::InvalidJson(_)
         ));
-        assert!(matches!(e(&[b"okome:tools:1", b"{}"]), Error::BadKey(_)));
+        assert!(matches!(e(&[b"okome:tools:{1}", b"{}"]), Error::BadKey(_)));
         assert!(matches!(e(&[b"foo", b"{}"]), Error::BadKey(_)));
         assert!(matches!(
             e(&[&k, b"{}", b"TTL", b"901"]),
@@ -708,7 +708,7 @@ mod tests {
         let l = parse_lock(&[&k, b"TTL", b"10000", b"TOKEN", b"abc"], &c).unwrap();
         assert_eq!((l.ttl_ms, l.token), (10000, Some(&b"abc"[..])));
         assert!(parse_lock(&[&k, b"TTL", b"10001"], &c).is_err());
-        assert!(parse_lock(&[b"okome:budget:rate:a"], &c).is_err());
+        assert!(parse_lock(&[b"okome:budget:rate:{a}"], &c).is_err());
         assert!(parse_lock(&[&keys::lock_key(&k)], &c).is_err());
         assert!(parse_unlock(&[&k, b"t"]).is_ok());
         assert_eq!(parse_unlock(&[&k, b""]), Err(Error::Empty("token")));
@@ -722,7 +722,7 @@ mod tests {
             parse_cache_set(&[b"rag", b"repo", b"chunk", b"\"x\"", b"TTL", b"1800"], &c).unwrap();
         assert_eq!(
             (s.kind, s.key.as_slice(), s.ttl_s),
-            (Kind::Rag, &b"okome:rag:repo:chunk"[..], 1800)
+            (Kind::Rag, &b"okome:rag:{repo}:chunk"[..], 1800)
         );
         let s = parse_cache_set(&[b"health", b"n", b"{}"], &c).unwrap();
         assert_eq!(s.ttl_s, 30);
@@ -754,7 +754,7 @@ mod tests {
         );
         assert_eq!(
             parse_cache_get(&[b"tools", b"v1"]).unwrap().key,
-            b"okome:tools:v1"
+            b"okome:tools:{v1}"
         );
         assert!(matches!(
             parse_cache_get(&[b"tools", b"v1", b"x"]),
@@ -769,7 +769,7 @@ mod tests {
         assert_eq!(
             r,
             Charge {
-                key: b"okome:budget:rate:a".to_vec(),
+                key: b"okome:budget:rate:{a}".to_vec(),
                 limit: 60,
                 window_ms: 60_000,
                 cost: 1
@@ -818,7 +818,7 @@ mod tests {
         let w = parse_wbudget(&[b"a", b"30"], &c).unwrap();
         assert_eq!(
             (w.key.as_slice(), w.window_ms),
-            (&b"okome:budget:write:a"[..], 60_000)
+            (&b"okome:budget:write:{a}"[..], 60_000)
         );
         let w = parse_wbudget(&[b"a", b"30", b"COST", b"3", b"WINDOW", b"10"], &c).unwrap();
         assert_eq!((w.window_ms, w.cost), (10_000, 3));
@@ -835,7 +835,7 @@ mod tests {
             &c,
         )
         .unwrap();
-        assert_eq!(g.rate.unwrap().key, b"okome:budget:rate:x");
+        assert_eq!(g.rate.unwrap().key, b"okome:budget:rate:{x}");
         assert!(parse_plan_get(
             &[b"m", b"p", b"t", b"r", b"AGENT", b"x", b"LIMIT", b"60"],
             &c
@@ -851,7 +851,7 @@ mod tests {
         assert_eq!(
             s.budget.unwrap(),
             Charge {
-                key: b"okome:budget:write:x".to_vec(),
+                key: b"okome:budget:write:{x}".to_vec(),
                 limit: 30,
                 window_ms: 60_000,
                 cost: 1
@@ -871,7 +871,7 @@ mod tests {
         );
         assert_eq!(
             parse_key(&[b"rate", b"a:b"], &c).unwrap(),
-            b"okome:budget:rate:a%3Ab"
+            b"okome:budget:rate:{a%3Ab}"
         );
         assert!(parse_key(&[b"planner", b"m", b"p", b"t"], &c).is_err());
         assert!(parse_key(&[b"git", b"x"], &c).is_err());

@@ -81,6 +81,17 @@ impl Kind {
         }
     }
 
+    /// Index of the component written inside a Redis Cluster hash tag
+    /// (`{...}`): the prompt hash for planner keys, the first component
+    /// otherwise. A key and its lock (`key:lock`) share that tag, so they
+    /// live in the same slot; so do all RAG chunks of one repo.
+    pub fn tagged(self) -> usize {
+        match self {
+            Kind::Planner => 1,
+            _ => 0,
+        }
+    }
+
     /// Whether values of this kind are cached data (and so may be locked).
     pub fn cacheable(self) -> bool {
         !matches!(self, Kind::Rate | Kind::Write)
@@ -198,12 +209,19 @@ pub fn build(kind: Kind, parts: &[&[u8]]) -> Result<Vec<u8>> {
     key.extend_from_slice(PREFIX.as_bytes());
     key.push(b':');
     key.extend_from_slice(kind.path().as_bytes());
-    for (part, name) in parts.iter().zip(names) {
+    for (i, (part, name)) in parts.iter().zip(names).enumerate() {
         if part.is_empty() {
             return Err(Error::Empty(name));
         }
         key.push(b':');
+        let tagged = i == kind.tagged();
+        if tagged {
+            key.push(b'{');
+        }
         escape_into(&mut key, part);
+        if tagged {
+            key.push(b'}');
+        }
     }
     Ok(key)
 }
@@ -228,6 +246,38 @@ pub fn lock_key(key: &[u8]) -> Vec<u8> {
     out.extend_from_slice(key);
     out.extend_from_slice(LOCK_SUFFIX);
     out
+}
+
+/// CRC16/XMODEM, as Redis Cluster uses for key slots.
+fn crc16(bytes: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &b in bytes {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
+}
+
+/// The Redis Cluster hash slot of `key` (0..16384): CRC16 of the first
+/// non-empty `{...}` tag, or of the whole key.
+pub fn slot(key: &[u8]) -> u16 {
+    let hashed = key
+        .iter()
+        .position(|&b| b == b'{')
+        .and_then(|open| {
+            let after = key.get(open.saturating_add(1)..)?;
+            let close = after.iter().position(|&b| b == b'}')?;
+            let tag = after.get(..close)?;
+            (!tag.is_empty()).then_some(tag)
+        })
+        .unwrap_or(key);
+    crc16(hashed) & 0x3fff
 }
 
 /// Validates that `key` is exactly a key [`build`] produces, and returns its
@@ -258,7 +308,18 @@ pub fn parse(key: &[u8]) -> Result<Kind> {
             segments.len()
         )));
     }
-    for (seg, name) in segments.iter().zip(names) {
+    let mut tag: &[u8] = &[];
+    for (i, (seg, name)) in segments.iter().zip(names).enumerate() {
+        let seg = if i == kind.tagged() {
+            let inner = seg
+                .strip_prefix(b"{")
+                .and_then(|s| s.strip_suffix(b"}"))
+                .ok_or_else(|| bad(&format!("component {name} must be a hash tag {{...}}")))?;
+            tag = inner;
+            inner
+        } else {
+            seg
+        };
         if unescape(seg).is_none() {
             return Err(bad(&format!(
                 "component {name} is empty or not canonically escaped"
@@ -266,7 +327,7 @@ pub fn parse(key: &[u8]) -> Result<Kind> {
         }
     }
     if kind == Kind::Planner {
-        let hash = segments.get(1).copied().unwrap_or_default();
+        let hash = tag;
         if hash.len() != 64 || !hash.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
             return Err(bad("prompt_hash must be 64 lowercase hex digits (SHA-256)"));
         }
@@ -316,7 +377,7 @@ mod tests {
     fn ollama_model_names_are_escaped() {
         let key = planner_key(b"llama3:8b", b"hello", b"v1.2.3", b"abc123").unwrap();
         let expect = format!(
-            "okome:planner:llama3%3A8b:{}:v1.2.3:abc123",
+            "okome:planner:llama3%3A8b:{{{}}}:v1.2.3:abc123",
             prompt_hash(b"hello")
         );
         assert_eq!(key, expect.as_bytes());
@@ -359,15 +420,15 @@ mod tests {
     fn every_kind_has_its_seed_key() {
         assert_eq!(
             build(Kind::ModelMeta, &[b"gpt-4"]).unwrap(),
-            b"okome:model_meta:gpt-4"
+            b"okome:model_meta:{gpt-4}"
         );
-        assert_eq!(build(Kind::Rag, &[b"r", b"c"]).unwrap(), b"okome:rag:r:c");
-        assert_eq!(build(Kind::Tools, &[b"7"]).unwrap(), b"okome:tools:7");
-        assert_eq!(build(Kind::Health, &[b"n1"]).unwrap(), b"okome:health:n1");
-        assert_eq!(build(Kind::Rate, &[b"a"]).unwrap(), b"okome:budget:rate:a");
+        assert_eq!(build(Kind::Rag, &[b"r", b"c"]).unwrap(), b"okome:rag:{r}:c");
+        assert_eq!(build(Kind::Tools, &[b"7"]).unwrap(), b"okome:tools:{7}");
+        assert_eq!(build(Kind::Health, &[b"n1"]).unwrap(), b"okome:health:{n1}");
+        assert_eq!(build(Kind::Rate, &[b"a"]).unwrap(), b"okome:budget:rate:{a}");
         assert_eq!(
             build(Kind::Write, &[b"a"]).unwrap(),
-            b"okome:budget:write:a"
+            b"okome:budget:write:{a}"
         );
     }
 
@@ -390,8 +451,31 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{}", printable(bad));
         }
-        assert_eq!(parse(b"okome:model_meta:a%3A"), Ok(Kind::ModelMeta));
-        assert!(parse_kind(b"okome:tools:1", Kind::Planner).is_err());
+        assert_eq!(parse(b"okome:model_meta:{a%3A}"), Ok(Kind::ModelMeta));
+        assert!(parse_kind(b"okome:tools:{1}", Kind::Planner).is_err());
+    }
+
+    #[test]
+    fn slots_follow_redis_cluster() {
+        // CLUSTER KEYSLOT values from Redis.
+        assert_eq!(slot(b"123456789"), 12739);
+        assert_eq!(slot(b"foo"), 12182);
+        assert_eq!(slot(b"{user1000}.following"), slot(b"{user1000}.followers"));
+        assert_eq!(slot(b"foo{}{bar}"), slot(b"foo{}{bar}"));
+        assert_ne!(slot(b"foo{}{bar}"), slot(b"bar"));
+        assert_eq!(slot(b"foo{{bar}}zap"), slot(b"{bar"));
+        // A key and its lock share a slot, for every kind.
+        for k in [
+            planner_key(b"llama3:8b", b"p", b"t", b"r").unwrap(),
+            build(Kind::ModelMeta, &[b"m{x}"]).unwrap(),
+            build(Kind::Rag, &[b"r", b"c"]).unwrap(),
+            build(Kind::Health, &[b"n"]).unwrap(),
+        ] {
+            assert_eq!(slot(&k), slot(&lock_key(&k)));
+        }
+        // The tag is the escaped component: an id of safe bytes routes as
+        // itself.
+        assert_eq!(slot(&build(Kind::Rate, &[b"agent-123"]).unwrap()), slot(b"agent-123"));
     }
 
     #[test]
