@@ -1,6 +1,8 @@
 //! The command handlers: parse with okome-core, open keys, write, replicate,
 //! reply. Every handler takes the arguments after the command name.
 
+use crate::acl::{self, Access};
+use crate::cluster;
 use crate::config;
 use crate::rkey::{self, Holds, Key};
 use crate::stats::{bump, c};
@@ -120,8 +122,14 @@ fn decision_reply(d: &Decision) -> RedisValue {
 }
 
 /// OKOME.RATE agent limit window_s [COST n]
+const ROUTE_BY_AGENT: &str = "cluster clients must route this command by its agent argument (the window's hash tag); agent ids made only of [A-Za-z0-9._/+@=-] route to their window's slot";
+
+const ROUTE_BY_PART: &str = "cluster clients must route OKOME.CACHE.* by the first part (the key's hash tag); parts made only of [A-Za-z0-9._/+@=-] route to their key's slot";
+
 pub fn rate(ctx: &Context, argv: &[&[u8]]) -> Reply {
     let c = args::parse_rate(argv)?;
+    cluster::check(ctx, &[&c.key], ROUTE_BY_AGENT)?;
+    acl::require(ctx, &[(&c.key, Access::Write)])?;
     let now = rkey::now_ms();
     let d = Budget::load(ctx, &c)?.charge(ctx, &c, now);
     Ok(decision_reply(&d))
@@ -131,6 +139,8 @@ pub fn rate(ctx: &Context, argv: &[&[u8]]) -> Reply {
 pub fn wbudget(ctx: &Context, argv: &[&[u8]]) -> Reply {
     let cfg = config::current();
     let c = args::parse_wbudget(argv, &cfg)?;
+    cluster::check(ctx, &[&c.key], ROUTE_BY_AGENT)?;
+    acl::require(ctx, &[(&c.key, Access::Write)])?;
     let now = rkey::now_ms();
     let d = Budget::load(ctx, &c)?.charge(ctx, &c, now);
     Ok(decision_reply(&d))
@@ -141,6 +151,30 @@ pub fn wbudget(ctx: &Context, argv: &[&[u8]]) -> Reply {
 pub fn plan_get(ctx: &Context, argv: &[&[u8]]) -> Reply {
     let cfg = config::current();
     let req = args::parse_plan_get(argv, &cfg)?;
+    lookup(ctx, req, LOOKUP_INSTEAD)
+}
+
+const LOOKUP_INSTEAD: &str = "in a cluster, get the key with OKOME.KEY planner <model> <prompt> <toolset_version> <repo_hash> and call OKOME.PLAN.LOOKUP <key> [options], which cluster clients route by its key; charge the agent with OKOME.RATE <agent> ... (routed by agent), not with AGENT";
+
+/// OKOME.PLAN.LOOKUP key [options of PLAN.GET]: the key-addressed form.
+pub fn plan_lookup(ctx: &Context, argv: &[&[u8]]) -> Reply {
+    let cfg = config::current();
+    let req = args::parse_plan_lookup(argv, &cfg)?;
+    lookup(ctx, req, LOOKUP_INSTEAD)
+}
+
+fn lookup(ctx: &Context, req: args::PlanGet, instead: &str) -> Reply {
+    match &req.rate {
+        Some(c) => cluster::check(ctx, &[&req.key, &c.key], instead)?,
+        None => cluster::check(ctx, &[&req.key], instead)?,
+    }
+    let user = acl::User::current(ctx);
+    if let Some(u) = &user {
+        u.require(ctx, &[(&req.key, Access::Read)])?;
+        if let Some(c) = &req.rate {
+            u.require(ctx, &[(&c.key, Access::Write)])?;
+        }
+    }
     let now = rkey::now_ms();
     // Open and check every key first, so a bad key writes nothing.
     let budget = match &req.rate {
@@ -150,13 +184,23 @@ pub fn plan_get(ctx: &Context, argv: &[&[u8]]) -> Reply {
     let plan = Key::open(ctx, &req.key, false);
     let value = plan.string()?;
     let lock_name = keys::lock_key(&req.key);
-    let lock = match req.lock_ttl_ms {
-        Some(_) if value.is_none() || req.refresh_ahead_ms > 0 => {
-            let l = Key::open(ctx, &lock_name, true);
-            l.check_string_or_empty()?;
-            Some(l)
-        }
-        _ => None,
+    // A user who may not write the lock gets hits (no refresh), and a
+    // NOPERM on a miss.
+    let may_lock = || {
+        user.as_ref()
+            .is_none_or(|u| u.may(ctx, &lock_name, Access::Write))
+    };
+    let wants_lock = req.lock_ttl_ms.is_some()
+        && (value.is_none() || (req.refresh_ahead_ms > 0 && may_lock()));
+    if wants_lock && value.is_none() && !may_lock() {
+        return Err(acl::denied(&lock_name, Access::Write));
+    }
+    let lock = if wants_lock {
+        let l = Key::open(ctx, &lock_name, true);
+        l.check_string_or_empty()?;
+        Some(l)
+    } else {
+        None
     };
     let mut rate = None;
     if let Some((b, c)) = budget {
@@ -231,11 +275,26 @@ pub fn plan_get(ctx: &Context, argv: &[&[u8]]) -> Reply {
 pub fn plan_set(ctx: &Context, argv: &[&[u8]]) -> Reply {
     let cfg = config::current();
     let req = args::parse_plan_set(argv, &cfg)?;
+    if let Some(c) = &req.budget {
+        cluster::check(
+            ctx,
+            &[req.key, &c.key],
+            "in a cluster, charge the write budget with OKOME.WBUDGET <agent> ... (routed by agent), then OKOME.PLAN.SET without AGENT",
+        )?;
+    }
+    let lock_name = keys::lock_key(req.key);
+    if let Some(u) = acl::User::current(ctx) {
+        if req.token.is_some() {
+            u.require(ctx, &[(&lock_name, Access::Write)])?;
+        }
+        if let Some(c) = &req.budget {
+            u.require(ctx, &[(&c.key, Access::Write)])?;
+        }
+    }
     let now = rkey::now_ms();
     // Open and check every key first, so a bad key writes nothing.
     let plan = Key::open(ctx, req.key, true);
     plan.check_string_or_empty()?;
-    let lock_name = keys::lock_key(req.key);
     let mut lock = None;
     if let Some(token) = req.token {
         let l = Key::open(ctx, &lock_name, true);
@@ -289,6 +348,7 @@ pub fn lock(ctx: &Context, argv: &[&[u8]]) -> Reply {
     let req = args::parse_lock(argv, &cfg)?;
     let now = rkey::now_ms();
     let lock_name = keys::lock_key(req.key);
+    acl::require(ctx, &[(&lock_name, Access::Write)])?;
     let lock = Key::open(ctx, &lock_name, true);
     let current = lock.string()?;
     match req.token {
@@ -317,6 +377,7 @@ pub fn lock(ctx: &Context, argv: &[&[u8]]) -> Reply {
 pub fn unlock(ctx: &Context, argv: &[&[u8]]) -> Reply {
     let req = args::parse_unlock(argv)?;
     let lock_name = keys::lock_key(req.key);
+    acl::require(ctx, &[(&lock_name, Access::Write)])?;
     let lock = Key::open(ctx, &lock_name, true);
     if lock.string()? != Some(req.token) {
         return Ok(RedisValue::Integer(0));
@@ -332,6 +393,8 @@ pub fn unlock(ctx: &Context, argv: &[&[u8]]) -> Reply {
 /// OKOME.CACHE.GET kind part...
 pub fn cache_get(ctx: &Context, argv: &[&[u8]]) -> Reply {
     let req = args::parse_cache_get(argv)?;
+    cluster::check(ctx, &[&req.key], ROUTE_BY_PART)?;
+    acl::require(ctx, &[(&req.key, Access::Read)])?;
     let now = rkey::now_ms();
     let key = Key::open(ctx, &req.key, false);
     Ok(match key.string()? {
@@ -350,6 +413,8 @@ pub fn cache_get(ctx: &Context, argv: &[&[u8]]) -> Reply {
 pub fn cache_set(ctx: &Context, argv: &[&[u8]]) -> Reply {
     let cfg = config::current();
     let req = args::parse_cache_set(argv, &cfg)?;
+    cluster::check(ctx, &[&req.key], ROUTE_BY_PART)?;
+    acl::require(ctx, &[(&req.key, Access::Write)])?;
     let now = rkey::now_ms();
     let key = Key::open(ctx, &req.key, true);
     key.check_string_or_empty()?;

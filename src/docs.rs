@@ -58,9 +58,11 @@ impl Arg {
     }
 }
 
-/// The key at argument 1 and what the command does to it.
+/// The key (or routing argument) at a position and what the command does
+/// to it.
 #[derive(Debug, Clone, Copy)]
-pub struct KeyAt1 {
+pub struct KeyAt {
+    pub pos: c_int,
     pub flags: u32,
     pub notes: &'static str,
 }
@@ -131,7 +133,7 @@ impl Arena {
     /// A zero-terminated key-spec array for a key at argument 1.
     pub fn key_specs(
         &mut self,
-        k: Option<KeyAt1>,
+        k: Option<KeyAt>,
     ) -> (
         *mut raw::RedisModuleCommandKeySpec,
         Vec<raw::RedisModuleCommandKeySpec>,
@@ -145,7 +147,7 @@ impl Arena {
             flags: u64::from(k.flags),
             begin_search_type: raw::RedisModuleKeySpecBeginSearchType_REDISMODULE_KSPEC_BS_INDEX,
             bs: raw::RedisModuleCommandKeySpec__bindgen_ty_1 {
-                index: raw::RedisModuleCommandKeySpec__bindgen_ty_1__bindgen_ty_1 { pos: 1 },
+                index: raw::RedisModuleCommandKeySpec__bindgen_ty_1__bindgen_ty_1 { pos: k.pos },
             },
             find_keys_type: raw::RedisModuleKeySpecFindKeysType_REDISMODULE_KSPEC_FK_RANGE,
             fk: raw::RedisModuleCommandKeySpec__bindgen_ty_2 {
@@ -233,15 +235,43 @@ pub const CACHE_SET: &[Arg] = &[
 
 pub const KEY: &[Arg] = &[arg("kind", Str), arg("part", Str).multiple()];
 
-pub const PLANNER_KEY: KeyAt1 = KeyAt1 {
+pub const PLAN_LOOKUP: &[Arg] = &[
+    arg("key", Key),
+    arg("rate", Block).optional().sub(AGENT_BLOCK),
+    arg("lock", OneOf).optional().sub(LOCK_CHOICE),
+    arg("wait", Int).token("WAIT").optional(),
+    arg("refreshahead", Int).token("REFRESHAHEAD").optional(),
+];
+
+pub const LOOKUP_KEY: KeyAt = KeyAt {
+    pos: 1,
+    flags: raw::REDISMODULE_CMD_KEY_RO | raw::REDISMODULE_CMD_KEY_ACCESS,
+    notes: "the planner key; on a miss its lock key:lock is written (same slot)",
+};
+/// Not a key: the agent, routed as the hash tag of its window.
+pub const AGENT_ROUTE: KeyAt = KeyAt {
+    pos: 1,
+    flags: raw::REDISMODULE_CMD_KEY_RO | raw::REDISMODULE_CMD_KEY_NOT_KEY,
+    notes: "the agent id: the hash tag of okome:budget:*:{agent}; routes the command in a cluster",
+};
+/// Not a key: the first part, routed as the hash tag of the cache key.
+pub const PART_ROUTE: KeyAt = KeyAt {
+    pos: 2,
+    flags: raw::REDISMODULE_CMD_KEY_RO | raw::REDISMODULE_CMD_KEY_NOT_KEY,
+    notes: "the first part: the hash tag of the cache key; routes the command in a cluster",
+};
+pub const PLANNER_KEY: KeyAt = KeyAt {
+    pos: 1,
     flags: raw::REDISMODULE_CMD_KEY_OW | raw::REDISMODULE_CMD_KEY_UPDATE,
     notes: "the planner key; its lock key:lock may be deleted",
 };
-pub const LOCKED_KEY: KeyAt1 = KeyAt1 {
+pub const LOCKED_KEY: KeyAt = KeyAt {
+    pos: 1,
     flags: raw::REDISMODULE_CMD_KEY_RW | raw::REDISMODULE_CMD_KEY_UPDATE,
     notes: "the protected key; the lock itself is written at key:lock",
 };
-pub const UNLOCKED_KEY: KeyAt1 = KeyAt1 {
+pub const UNLOCKED_KEY: KeyAt = KeyAt {
+    pos: 1,
     flags: raw::REDISMODULE_CMD_KEY_RW | raw::REDISMODULE_CMD_KEY_DELETE,
     notes: "the protected key; the lock itself is deleted at key:lock",
 };

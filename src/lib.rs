@@ -12,6 +12,8 @@
     clippy::panic
 )]
 
+mod acl;
+mod cluster;
 mod commands;
 mod config;
 mod docs;

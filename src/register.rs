@@ -76,6 +76,7 @@ macro_rules! trampoline {
 }
 
 trampoline!(t_plan_get, commands::plan_get);
+trampoline!(t_plan_lookup, commands::plan_lookup);
 trampoline!(t_plan_set, commands::plan_set);
 trampoline!(t_lock, commands::lock);
 trampoline!(t_unlock, commands::unlock);
@@ -99,7 +100,7 @@ pub struct Spec {
     pub summary: &'static str,
     pub complexity: &'static str,
     pub args: &'static [docs::Arg],
-    pub key: Option<docs::KeyAt1>,
+    pub key: Option<docs::KeyAt>,
 }
 
 pub const COMMANDS: &[Spec] = &[
@@ -113,6 +114,17 @@ pub const COMMANDS: &[Spec] = &[
         complexity: "O(N) in the prompt size (SHA-256), plus O(L) with AGENT for L live rate-window entries",
         args: docs::PLAN_GET,
         key: None,
+    },
+    Spec {
+        name: "okome.plan.lookup",
+        callback: t_plan_lookup,
+        flags: "write deny-oom",
+        key_pos: 1,
+        arity: -2,
+        summary: "OKOME.PLAN.GET by planner key (from OKOME.KEY): the form cluster clients route by key",
+        complexity: "O(1), plus O(L) with AGENT for L live rate-window entries",
+        args: docs::PLAN_LOOKUP,
+        key: Some(docs::LOOKUP_KEY),
     },
     Spec {
         name: "okome.plan.set",
@@ -156,7 +168,7 @@ pub const COMMANDS: &[Spec] = &[
         summary: "Charges an agent's exact sliding-window rate limit; a refused call consumes nothing",
         complexity: "O(L) for L live entries in the window (at most min(limit, window in ms))",
         args: docs::RATE,
-        key: None,
+        key: Some(docs::AGENT_ROUTE),
     },
     Spec {
         name: "okome.wbudget",
@@ -167,7 +179,7 @@ pub const COMMANDS: &[Spec] = &[
         summary: "Charges an agent's cache-write budget (an exact sliding window, 60 s by default)",
         complexity: "O(L) for L live entries in the window",
         args: docs::WBUDGET,
-        key: None,
+        key: Some(docs::AGENT_ROUTE),
     },
     Spec {
         name: "okome.cache.get",
@@ -178,7 +190,7 @@ pub const COMMANDS: &[Spec] = &[
         summary: "Reads a model_meta, rag, tools or health value and its remaining TTL",
         complexity: "O(1)",
         args: docs::CACHE_GET,
-        key: None,
+        key: Some(docs::PART_ROUTE),
     },
     Spec {
         name: "okome.cache.set",
@@ -189,7 +201,7 @@ pub const COMMANDS: &[Spec] = &[
         summary: "Stores a model_meta, rag, tools or health value as JSON with its TTL standard",
         complexity: "O(N) in the value size (JSON validation)",
         args: docs::CACHE_SET,
-        key: None,
+        key: Some(docs::PART_ROUTE),
     },
     Spec {
         name: "okome.key",

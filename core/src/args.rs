@@ -226,6 +226,29 @@ pub fn parse_plan_get(args: &[&[u8]], cfg: &Config) -> Result<PlanGet> {
     let [model, prompt, toolset, repo_hash, rest @ ..] = args else {
         return Err(Error::Arity(PLAN_GET));
     };
+    let mut req = parse_lookup_options(rest, cfg)?;
+    check_size("prompt", prompt, cfg.max_prompt_bytes, "max-prompt-bytes")?;
+    req.key = keys::planner_key(model, prompt, toolset, repo_hash)?;
+    Ok(req)
+}
+
+pub const PLAN_LOOKUP: &str = "okome.plan.lookup";
+
+/// `OKOME.PLAN.LOOKUP key [options of PLAN.GET]`: the key-addressed form,
+/// for cluster clients (the key comes from `OKOME.KEY planner ...`).
+pub fn parse_plan_lookup(args: &[&[u8]], cfg: &Config) -> Result<PlanGet> {
+    let [key, rest @ ..] = args else {
+        return Err(Error::Arity(PLAN_LOOKUP));
+    };
+    let mut req = parse_lookup_options(rest, cfg)?;
+    keys::parse_kind(key, Kind::Planner)?;
+    req.key = key.to_vec();
+    Ok(req)
+}
+
+/// The options shared by `PLAN.GET` and `PLAN.LOOKUP`; the key is left
+/// empty for the caller to fill in.
+fn parse_lookup_options(rest: &[&[u8]], cfg: &Config) -> Result<PlanGet> {
     let mut opts = Options::new(rest);
     let mut lock_ttl = None;
     let mut nolock = false;
@@ -298,10 +321,8 @@ pub fn parse_plan_get(args: &[&[u8]], cfg: &Config) -> Result<PlanGet> {
             ))
         }
     };
-    check_size("prompt", prompt, cfg.max_prompt_bytes, "max-prompt-bytes")?;
-    let key = keys::planner_key(model, prompt, toolset, repo_hash)?;
     Ok(PlanGet {
-        key,
+        key: Vec::new(),
         lock_ttl_ms: if nolock {
             None
         } else {
@@ -579,6 +600,37 @@ mod tests {
         assert_eq!(parse_plan_get(&a, &cfg()).unwrap().lock_ttl_ms, Some(8000));
         let a: [&[u8]; 5] = [b"m", b"p", b"t", b"r", b"NOLOCK"];
         assert_eq!(parse_plan_get(&a, &cfg()).unwrap().lock_ttl_ms, None);
+    }
+
+    #[test]
+    fn plan_lookup_is_plan_get_by_key() {
+        let c = cfg();
+        let k = pk();
+        let by_key = parse_plan_lookup(
+            &[
+                &k, b"WAIT", b"100", b"AGENT", b"a", b"LIMIT", b"5", b"WINDOW", b"5",
+            ],
+            &c,
+        )
+        .unwrap();
+        let by_args = parse_plan_get(
+            &[
+                b"m", b"p", b"t", b"r", b"WAIT", b"100", b"AGENT", b"a", b"LIMIT", b"5", b"WINDOW",
+                b"5",
+            ],
+            &c,
+        )
+        .unwrap();
+        assert_eq!(by_key, by_args);
+        assert_eq!(parse_plan_lookup(&[], &c), Err(Error::Arity(PLAN_LOOKUP)));
+        assert!(matches!(
+            parse_plan_lookup(&[b"okome:tools:{1}"], &c),
+            Err(Error::BadKey(_))
+        ));
+        assert!(matches!(
+            parse_plan_lookup(&[&k, b"NOLOCK", b"WAIT", b"1"], &c),
+            Err(Error::Syntax(_))
+        ));
     }
 
     #[test]
@@ -892,6 +944,7 @@ mod tests {
             let c = cfg();
             let a: Vec<&[u8]> = args.iter().map(|v| v.as_slice()).collect();
             let _ = parse_plan_get(&a, &c);
+            let _ = parse_plan_lookup(&a, &c);
             let _ = parse_plan_set(&a, &c);
             let _ = parse_lock(&a, &c);
             let _ = parse_unlock(&a);

@@ -39,6 +39,8 @@ pub enum Error {
     BadKey(String),
     /// A key holding a value of another Redis type.
     WrongType,
+    /// A reply whose full text (with its error code) was composed elsewhere: Redis Cluster routing, ACL refusals.
+    Raw(String),
 }
 
 impl fmt::Display for Error {
@@ -79,6 +81,7 @@ impl fmt::Display for Error {
                 "ERR kind 'planner' is read with OKOME.PLAN.GET and written with OKOME.PLAN.SET"
             ),
             Error::BadKey(msg) => write!(f, "ERR {msg}"),
+            Error::Raw(msg) => write!(f, "{msg}"),
             Error::WrongType => write!(
                 f,
                 "WRONGTYPE Operation against a key holding the wrong kind of value"

@@ -425,7 +425,10 @@ mod tests {
         assert_eq!(build(Kind::Rag, &[b"r", b"c"]).unwrap(), b"okome:rag:{r}:c");
         assert_eq!(build(Kind::Tools, &[b"7"]).unwrap(), b"okome:tools:{7}");
         assert_eq!(build(Kind::Health, &[b"n1"]).unwrap(), b"okome:health:{n1}");
-        assert_eq!(build(Kind::Rate, &[b"a"]).unwrap(), b"okome:budget:rate:{a}");
+        assert_eq!(
+            build(Kind::Rate, &[b"a"]).unwrap(),
+            b"okome:budget:rate:{a}"
+        );
         assert_eq!(
             build(Kind::Write, &[b"a"]).unwrap(),
             b"okome:budget:write:{a}"
@@ -475,7 +478,10 @@ mod tests {
         }
         // The tag is the escaped component: an id of safe bytes routes as
         // itself.
-        assert_eq!(slot(&build(Kind::Rate, &[b"agent-123"]).unwrap()), slot(b"agent-123"));
+        assert_eq!(
+            slot(&build(Kind::Rate, &[b"agent-123"]).unwrap()),
+            slot(b"agent-123")
+        );
     }
 
     #[test]

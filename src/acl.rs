@@ -1,0 +1,107 @@
+//! ACL for the keys okome derives. Redis checks the key arguments a command
+//! declares; the keys the module computes (plan keys from a prompt, locks,
+//! rate and budget windows, cache keys) are checked here against the
+//! calling user's key permissions, before anything is written.
+
+use okome_core::keys::printable;
+use okome_core::Error;
+use redis_module::{raw, Context};
+use std::ffi::{c_char, c_int};
+use std::ptr;
+
+/// What a command does to a derived key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+}
+
+/// The calling user, for the duration of one command.
+pub struct User {
+    ptr: *mut raw::RedisModuleUser,
+}
+
+impl User {
+    /// The user running this command; `None` without a client (timers) or
+    /// if the user vanished.
+    pub fn current(ctx: &Context) -> Option<User> {
+        // SAFETY: the name string is freed right after the lookup.
+        unsafe {
+            let name = raw::RedisModule_GetCurrentUserName?(ctx.ctx);
+            if name.is_null() {
+                return None;
+            }
+            let user = raw::RedisModule_GetModuleUserFromUserName.map_or(ptr::null_mut(), |f| f(name));
+            if let Some(free) = raw::RedisModule_FreeString {
+                free(ctx.ctx, name);
+            }
+            (!user.is_null()).then_some(User { ptr: user })
+        }
+    }
+
+    /// Whether the user may `access` `key`.
+    pub fn may(&self, ctx: &Context, key: &[u8], access: Access) -> bool {
+        let flags = match access {
+            Access::Read => raw::REDISMODULE_CMD_KEY_ACCESS,
+            Access::Write => raw::REDISMODULE_CMD_KEY_UPDATE,
+        };
+        // SAFETY: `ptr` is a live user; the key string is freed after use.
+        unsafe {
+            let (Some(create), Some(check), Some(free)) = (
+                raw::RedisModule_CreateString,
+                raw::RedisModule_ACLCheckKeyPermissions,
+                raw::RedisModule_FreeString,
+            ) else {
+                return false;
+            };
+            let s = create(ctx.ctx, key.as_ptr().cast::<c_char>(), key.len());
+            if s.is_null() {
+                return false;
+            }
+            let ok = check(self.ptr, s, flags as c_int) == raw::REDISMODULE_OK as c_int;
+            free(ctx.ctx, s);
+            ok
+        }
+    }
+
+    /// `NOPERM` unless the user may `access` every key.
+    pub fn require(&self, ctx: &Context, keys: &[(&[u8], Access)]) -> Result<(), Error> {
+        for &(key, access) in keys {
+            if !self.may(ctx, key, access) {
+                return Err(denied(key, access));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for User {
+    fn drop(&mut self) {
+        // SAFETY: frees the user obtained from GetModuleUserFromUserName.
+        unsafe {
+            if let Some(f) = raw::RedisModule_FreeModuleUser {
+                f(self.ptr);
+            }
+        }
+    }
+}
+
+/// The refusal for `key`.
+pub fn denied(key: &[u8], access: Access) -> Error {
+    Error::Raw(format!(
+        "NOPERM this user has no permissions to {} the '{}' key (okome derives it from the arguments)",
+        match access {
+            Access::Read => "read",
+            Access::Write => "write",
+        },
+        printable(key)
+    ))
+}
+
+/// `NOPERM` unless the calling user may access every key.
+pub fn require(ctx: &Context, keys: &[(&[u8], Access)]) -> Result<(), Error> {
+    match User::current(ctx) {
+        Some(u) => u.require(ctx, keys),
+        None => Ok(()),
+    }
+}
