@@ -15,6 +15,7 @@ fuzz_target!(|data: &[u8]| {
         assert!(!s.contains('\r') && !s.contains('\n'), "{s}");
     };
     let _ = parse_plan_get(&args, &cfg).map_err(check);
+    let _ = parse_plan_lookup(&args, &cfg).map_err(check);
     let _ = parse_plan_set(&args, &cfg).map_err(check);
     let _ = parse_lock(&args, &cfg).map_err(check);
     let _ = parse_unlock(&args).map_err(check);
