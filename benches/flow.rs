@@ -240,9 +240,9 @@ fn main() {
             .unwrap();
         std::thread::sleep(Duration::from_millis(2));
     }
-    let rate = memory_usage(&mut c, "okome:budget:rate:agent-123");
+    let rate = memory_usage(&mut c, "okome:budget:rate:{agent-123}");
     let strlen: i64 = redis::cmd("STRLEN")
-        .arg("okome:budget:rate:agent-123")
+        .arg("okome:budget:rate:{agent-123}")
         .query(&mut c)
         .unwrap();
     let (_, key, ..): (

@@ -50,9 +50,9 @@ wait $w3
 grep -q MISS "$dir/w3"
 cli OKOME.PLAN.GET m p t r REFRESHAHEAD 900000 >/dev/null
 for i in $(seq 20); do cli OKOME.RATE "agent$i" 3 60 >/dev/null; cli OKOME.WBUDGET "agent$i" 3 >/dev/null; done
-lt=$(cli --raw OKOME.LOCK okome:tools:v1)
-cli OKOME.LOCK okome:tools:v1 TTL 10000 TOKEN "$lt" >/dev/null
-cli OKOME.UNLOCK okome:tools:v1 "$lt" >/dev/null
+lt=$(cli --raw OKOME.LOCK 'okome:tools:{v1}')
+cli OKOME.LOCK 'okome:tools:{v1}' TTL 10000 TOKEN "$lt" >/dev/null
+cli OKOME.UNLOCK 'okome:tools:{v1}' "$lt" >/dev/null
 cli OKOME.CACHE.SET rag r c '{"t":1}' >/dev/null
 cli OKOME.CACHE.GET rag r c >/dev/null
 cli OKOME.RATE a 0 60 >/dev/null || true

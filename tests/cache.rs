@@ -64,7 +64,7 @@ const KINDS: &[KindCase] = &[
     KindCase {
         kind: "model_meta",
         parts: &["llama3:8b"],
-        key: "okome:model_meta:llama3%3A8b",
+        key: "okome:model_meta:{llama3%3A8b}",
         default_s: 86_400,
         ok: &[86_400],
         bad: &[86_399, 86_401, 600, 0, -86_400],
@@ -74,7 +74,7 @@ const KINDS: &[KindCase] = &[
     KindCase {
         kind: "rag",
         parts: &["repo", "chunk"],
-        key: "okome:rag:repo:chunk",
+        key: "okome:rag:{repo}:chunk",
         default_s: 3600,
         ok: &[1800, 1801, 2700, 3599, 3600],
         bad: &[1799, 3601, 0, -1, 600, 86_400],
@@ -84,7 +84,7 @@ const KINDS: &[KindCase] = &[
     KindCase {
         kind: "tools",
         parts: &["v1.2.3"],
-        key: "okome:tools:v1.2.3",
+        key: "okome:tools:{v1.2.3}",
         default_s: 600,
         ok: &[600],
         bad: &[599, 601, 30, 0],
@@ -94,7 +94,7 @@ const KINDS: &[KindCase] = &[
     KindCase {
         kind: "health",
         parts: &["node-1"],
-        key: "okome:health:node-1",
+        key: "okome:health:{node-1}",
         default_s: 30,
         ok: &[30],
         bad: &[29, 31, 1, 0, 600],
@@ -139,7 +139,7 @@ fn set_and_get_every_kind_with_its_default_ttl() {
     want.sort();
     assert_eq!(keys, want, "nothing but the four values was written");
     let scanned: Vec<String> = redis::cmd("KEYS").arg("okome:rag:*").query(&mut c).unwrap();
-    assert_eq!(scanned, ["okome:rag:repo:chunk"]);
+    assert_eq!(scanned, ["okome:rag:{repo}:chunk"]);
 }
 
 #[test]
@@ -204,28 +204,28 @@ fn set_overwrites_value_and_resets_ttl() {
         cache_set(&mut c, "rag", &["r", "c"], "1", &["TTL", "1800"]),
         1_800_000
     );
-    assert_ttl_near("first", pttl(&mut c, "okome:rag:r:c"), 1_800_000);
+    assert_ttl_near("first", pttl(&mut c, "okome:rag:{r}:c"), 1_800_000);
     assert_eq!(cache_set(&mut c, "rag", &["r", "c"], "2", &[]), 3_600_000);
     assert_eq!(
         cache_get(&mut c, "rag", &["r", "c"]).map(|(v, _)| v),
         Some("2".into())
     );
-    assert_ttl_near("second", pttl(&mut c, "okome:rag:r:c"), 3_600_000);
+    assert_ttl_near("second", pttl(&mut c, "okome:rag:{r}:c"), 3_600_000);
     assert_eq!(
         cache_set(&mut c, "rag", &["r", "c"], "3", &["TTL", "2000"]),
         2_000_000
     );
-    assert_ttl_near("third", pttl(&mut c, "okome:rag:r:c"), 2_000_000);
+    assert_ttl_near("third", pttl(&mut c, "okome:rag:{r}:c"), 2_000_000);
 
     // A plain string written without a TTL gets one when okome overwrites it.
     let _: () = redis::cmd("SET")
-        .arg("okome:tools:v1")
+        .arg("okome:tools:{v1}")
         .arg("legacy")
         .query(&mut c)
         .unwrap();
-    assert_eq!(pttl(&mut c, "okome:tools:v1"), -1);
+    assert_eq!(pttl(&mut c, "okome:tools:{v1}"), -1);
     assert_eq!(cache_set(&mut c, "tools", &["v1"], "{}", &[]), 600_000);
-    assert_ttl_near("tools", pttl(&mut c, "okome:tools:v1"), 600_000);
+    assert_ttl_near("tools", pttl(&mut c, "okome:tools:{v1}"), 600_000);
     assert_eq!(
         cache_get(&mut c, "tools", &["v1"]).map(|(v, _)| v),
         Some("{}".into())
@@ -255,7 +255,7 @@ fn values_are_stored_byte_for_byte() {
         let (got, _) = cache_get(&mut c, "tools", &[&part]).unwrap();
         assert_eq!(&got, v);
         let plain: String = redis::cmd("GET")
-            .arg(format!("okome:tools:{part}"))
+            .arg(format!("okome:tools:{{{part}}}"))
             .query(&mut c)
             .unwrap();
         assert_eq!(&plain, v);
@@ -267,23 +267,27 @@ fn components_are_escaped_and_tuples_never_collide() {
     let s = Server::start();
     let mut c = s.conn();
     let cases: &[(&str, &[&str], &str)] = &[
-        ("model_meta", &["llama3:8b"], "okome:model_meta:llama3%3A8b"),
+        (
+            "model_meta",
+            &["llama3:8b"],
+            "okome:model_meta:{llama3%3A8b}",
+        ),
         (
             "model_meta",
             &["hf.co/org/Model-7B_v2+q4@x=1"],
-            "okome:model_meta:hf.co/org/Model-7B_v2+q4@x=1",
+            "okome:model_meta:{hf.co/org/Model-7B_v2+q4@x=1}",
         ),
-        ("rag", &["a:b", "c"], "okome:rag:a%3Ab:c"),
-        ("rag", &["a", "b:c"], "okome:rag:a:b%3Ac"),
+        ("rag", &["a:b", "c"], "okome:rag:{a%3Ab}:c"),
+        ("rag", &["a", "b:c"], "okome:rag:{a}:b%3Ac"),
         (
             "rag",
             &["my repo", "*?[]{}"],
-            "okome:rag:my%20repo:%2A%3F%5B%5D%7B%7D",
+            "okome:rag:{my%20repo}:%2A%3F%5B%5D%7B%7D",
         ),
-        ("tools", &["100%"], "okome:tools:100%25"),
-        ("tools", &["100%25"], "okome:tools:100%2525"),
-        ("health", &["n\r\n1"], "okome:health:n%0D%0A1"),
-        ("health", &["caf\u{e9}"], "okome:health:caf%C3%A9"),
+        ("tools", &["100%"], "okome:tools:{100%25}"),
+        ("tools", &["100%25"], "okome:tools:{100%2525}"),
+        ("health", &["n\r\n1"], "okome:health:{n%0D%0A1}"),
+        ("health", &["caf\u{e9}"], "okome:health:{caf%C3%A9}"),
     ];
     for (i, (kind, parts, key)) in cases.iter().enumerate() {
         assert_eq!(&key_of(&mut c, kind, parts), key);
@@ -316,8 +320,8 @@ fn kinds_are_case_insensitive() {
         cache_get(&mut c, "Rag", &["r", "c"]).map(|(v, _)| v),
         Some("1".into())
     );
-    assert_eq!(key_of(&mut c, "Model_Meta", &["m"]), "okome:model_meta:m");
-    assert_eq!(key_of(&mut c, "HEALTH", &["n"]), "okome:health:n");
+    assert_eq!(key_of(&mut c, "Model_Meta", &["m"]), "okome:model_meta:{m}");
+    assert_eq!(key_of(&mut c, "HEALTH", &["n"]), "okome:health:{n}");
     // Components are not case-folded.
     assert_eq!(cache_get(&mut c, "rag", &["R", "c"]), None);
 }
@@ -331,7 +335,7 @@ fn get_of_absent_or_expired_is_nil() {
     }
     cache_set(&mut c, "health", &["n"], "{\"up\":true}", &[]);
     let _: i64 = redis::cmd("PEXPIRE")
-        .arg("okome:health:n")
+        .arg("okome:health:{n}")
         .arg(20)
         .query(&mut c)
         .unwrap();
@@ -363,7 +367,7 @@ fn key_command_for_every_kind() {
             &["llama3:8b", prompt, "v1.2.3", "abc123"]
         ),
         format!(
-            "okome:planner:llama3%3A8b:{}:v1.2.3:abc123",
+            "okome:planner:llama3%3A8b:{{{}}}:v1.2.3:abc123",
             sha256_hex(prompt)
         )
     );
@@ -371,12 +375,12 @@ fn key_command_for_every_kind() {
     let long = "x:y ".repeat(10_000);
     assert_eq!(
         key_of(&mut c, "planner", &["m", &long, "t", "r"]),
-        format!("okome:planner:m:{}:t:r", sha256_hex(&long))
+        format!("okome:planner:m:{{{}}}:t:r", sha256_hex(&long))
     );
     // sha256("abc") as a known answer.
     assert_eq!(
         key_of(&mut c, "planner", &["m", "abc", "t", "r"]),
-        "okome:planner:m:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad:t:r"
+        "okome:planner:m:{ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad}:t:r"
     );
     // Same key as PLAN.GET's.
     let m = plan_get(&mut c, &["llama3:8b", prompt, "v1.2.3", "abc123", "NOLOCK"]);
@@ -390,14 +394,14 @@ fn key_command_for_every_kind() {
     );
 
     for (kind, parts, want) in [
-        ("model_meta", &["gpt-4"][..], "okome:model_meta:gpt-4"),
-        ("rag", &["repo", "chunk"][..], "okome:rag:repo:chunk"),
-        ("tools", &["7"][..], "okome:tools:7"),
-        ("health", &["n1"][..], "okome:health:n1"),
-        ("rate", &["a:b"][..], "okome:budget:rate:a%3Ab"),
-        ("write", &["a:b"][..], "okome:budget:write:a%3Ab"),
-        ("rate", &["agent-7"][..], "okome:budget:rate:agent-7"),
-        ("WRITE", &["agent 7"][..], "okome:budget:write:agent%207"),
+        ("model_meta", &["gpt-4"][..], "okome:model_meta:{gpt-4}"),
+        ("rag", &["repo", "chunk"][..], "okome:rag:{repo}:chunk"),
+        ("tools", &["7"][..], "okome:tools:{7}"),
+        ("health", &["n1"][..], "okome:health:{n1}"),
+        ("rate", &["a:b"][..], "okome:budget:rate:{a%3Ab}"),
+        ("write", &["a:b"][..], "okome:budget:write:{a%3Ab}"),
+        ("rate", &["agent-7"][..], "okome:budget:rate:{agent-7}"),
+        ("WRITE", &["agent 7"][..], "okome:budget:write:{agent%207}"),
     ] {
         assert_eq!(key_of(&mut c, kind, parts), want, "{kind} {parts:?}");
     }

@@ -155,7 +155,7 @@ fn run(con: &mut Connection, cases: &[Case]) {
 
 /// The planner key of `(m, p, t, r)`.
 fn pk() -> String {
-    format!("okome:planner:m:{}:t:r", sha256_hex("p"))
+    format!("okome:planner:m:{{{}}}:t:r", sha256_hex("p"))
 }
 
 /// A server with some state to protect: a stored plan, a held plan lock,
@@ -175,7 +175,7 @@ fn seeded() -> (Server, Connection) {
         .query(&mut c)
         .unwrap();
     let t: Option<String> = redis::cmd("OKOME.LOCK")
-        .arg("okome:rag:r:c")
+        .arg("okome:rag:{r}:c")
         .query(&mut c)
         .unwrap();
     assert!(t.is_some());
@@ -332,38 +332,75 @@ fn malformed_keys() -> Vec<(String, String)> {
         ("okome:budget:a".into(), unknown_kind.into()),
         (format!("{}:lock", pk()), format!("{comps}, found 5")),
         (
-            format!("okome:planner:m:{h}:t"),
+            format!("okome:planner:m:{{{h}}}:t"),
             format!("{comps}, found 3"),
         ),
         (
-            format!("okome:planner:m:{h}:t:r:"),
+            format!("okome:planner:m:{{{h}}}:t:r:"),
             format!("{comps}, found 5"),
         ),
         (
-            format!("okome:planner:m:{}:t:r", h.to_uppercase()),
+            format!("okome:planner:m:{{{}}}:t:r", h.to_uppercase()),
             bad_hash.into(),
         ),
-        (format!("okome:planner:m:{}:t:r", &h[..63]), bad_hash.into()),
-        ("okome:planner:m:abc:t:r".into(), bad_hash.into()),
         (
-            format!("okome:planner::{h}:t:r"),
+            format!("okome:planner:m:{{{}}}:t:r", &h[..63]),
+            bad_hash.into(),
+        ),
+        ("okome:planner:m:{abc}:t:r".into(), bad_hash.into()),
+        (
+            format!("okome:planner::{{{h}}}:t:r"),
             "component model is empty or not canonically escaped".into(),
         ),
         (
-            format!("okome:planner:a b:{h}:t:r"),
+            format!("okome:planner:a b:{{{h}}}:t:r"),
             "component model is empty or not canonically escaped".into(),
         ),
         (
-            format!("okome:planner:a%3a:{h}:t:r"),
+            format!("okome:planner:a%3a:{{{h}}}:t:r"),
             "component model is empty or not canonically escaped".into(),
         ),
         (
-            format!("okome:planner:%41:{h}:t:r"),
+            format!("okome:planner:%41:{{{h}}}:t:r"),
             "component model is empty or not canonically escaped".into(),
         ),
         (
-            format!("okome:planner:m:{h}:t:r%2"),
+            format!("okome:planner:m:{{{h}}}:t:r%2"),
             "component repo_hash is empty or not canonically escaped".into(),
+        ),
+        // The hash tag is structural: the tagged component must be wrapped
+        // in `{...}`, and no other component may be.
+        (
+            format!("okome:planner:m:{h}:t:r"),
+            "component prompt_hash must be a hash tag {...}".into(),
+        ),
+        (
+            format!("okome:planner:m:{{{h}:t:r"),
+            "component prompt_hash must be a hash tag {...}".into(),
+        ),
+        (
+            "okome:planner:m:{}:t:r".into(),
+            "component prompt_hash is empty or not canonically escaped".into(),
+        ),
+        (
+            format!("okome:planner:{{m}}:{{{h}}}:t:r"),
+            "component model is empty or not canonically escaped".into(),
+        ),
+        (
+            "okome:tools:v1".into(),
+            "component tool_version must be a hash tag {...}".into(),
+        ),
+        (
+            "okome:rag:r:{c}".into(),
+            "component repo must be a hash tag {...}".into(),
+        ),
+        (
+            "okome:model_meta:{{m}}".into(),
+            "component model is empty or not canonically escaped".into(),
+        ),
+        (
+            "okome:budget:rate:a".into(),
+            "component agent must be a hash tag {...}".into(),
         ),
     ];
     // Long keys are shortened to 100 bytes in the reply.
@@ -576,7 +613,7 @@ fn oversized_prompt_is_refused_before_hashing() {
     assert_eq!(
         m.key,
         format!(
-            "okome:planner:m:{}:t:r",
+            "okome:planner:m:{{{}}}:t:r",
             sha256_hex(std::str::from_utf8(&at).unwrap())
         )
     );
@@ -654,12 +691,12 @@ fn plan_set_errors() {
         ));
     }
     for (key, kind) in [
-        ("okome:tools:v1", "tools"),
-        ("okome:model_meta:m", "model_meta"),
-        ("okome:rag:r:c", "rag"),
-        ("okome:health:n", "health"),
-        ("okome:budget:rate:a", "rate"),
-        ("okome:budget:write:a", "write"),
+        ("okome:tools:{v1}", "tools"),
+        ("okome:model_meta:{m}", "model_meta"),
+        ("okome:rag:{r}:c", "rag"),
+        ("okome:health:{n}", "health"),
+        ("okome:budget:rate:{a}", "rate"),
+        ("okome:budget:write:{a}", "write"),
     ] {
         cases.push(exact(
             &[b"OKOME.PLAN.SET", key.as_bytes(), b"{}"],
@@ -667,9 +704,9 @@ fn plan_set_errors() {
         ));
     }
     cases.push(exact(
-        &[b"OKOME.PLAN.SET", b"okome:tools:v1\xff", b"{}"],
+        &[b"OKOME.PLAN.SET", b"okome:tools:{v1\xff}", b"{}"],
         not_okome(
-            "okome:tools:v1\\xff",
+            "okome:tools:{v1\\xff}",
             "component tool_version is empty or not canonically escaped",
         ),
     ));
@@ -715,7 +752,7 @@ fn integers_with_leading_zeros_are_refused_like_redis() {
     let mut cases = Vec::new();
     for v in [&b"09000"[..], b"009000", b"-0", b"00"] {
         cases.push(exact(
-            &[b"OKOME.LOCK", b"okome:tools:v1", b"TTL", v],
+            &[b"OKOME.LOCK", b"okome:tools:{v1}", b"TTL", v],
             not_int("TTL"),
         ));
         cases.push(exact(
@@ -790,8 +827,8 @@ fn lock_errors() {
     // Held (rag), held via PLAN.GET (planner) and free (tools) locks alike.
     for key in [
         k.clone(),
-        "okome:rag:r:c".to_string(),
-        "okome:tools:v1".to_string(),
+        "okome:rag:{r}:c".to_string(),
+        "okome:tools:{v1}".to_string(),
     ] {
         let kb = key.as_bytes();
         cases.extend(number_cases(
@@ -821,23 +858,23 @@ fn lock_errors() {
     }
     // A lock key is not lockable: no `...:lock:lock`.
     cases.push(exact(
-        &[b"OKOME.LOCK", b"okome:rag:r:c:lock"],
+        &[b"OKOME.LOCK", b"okome:rag:{r}:c:lock"],
         not_okome(
-            "okome:rag:r:c:lock",
+            "okome:rag:{r}:c:lock",
             "kind 'rag' has 2 component(s) (repo, chunk_hash), found 3",
         ),
     ));
     cases.push(exact(
-        &[b"OKOME.LOCK", b"okome:tools:v1:lock"],
+        &[b"OKOME.LOCK", b"okome:tools:{v1}:lock"],
         not_okome(
-            "okome:tools:v1:lock",
+            "okome:tools:{v1}:lock",
             "kind 'tools' has 1 component(s) (tool_version), found 2",
         ),
     ));
     for (key, kind) in [
-        ("okome:budget:rate:a", "rate"),
-        ("okome:budget:write:a", "write"),
-        ("okome:budget:rate:a%3Ab", "rate"),
+        ("okome:budget:rate:{a}", "rate"),
+        ("okome:budget:write:{a}", "write"),
+        ("okome:budget:rate:{a%3Ab}", "rate"),
     ] {
         let msg = format!(
             "ERR '{key}' is a {kind} budget key; only cache keys (planner, model_meta, rag, \
@@ -875,13 +912,13 @@ fn unlock_errors() {
         ),
         exact(&[b"OKOME.UNLOCK", kb, b""], "ERR token must not be empty"),
         exact(
-            &[b"OKOME.UNLOCK", b"okome:rag:r:c", b""],
+            &[b"OKOME.UNLOCK", b"okome:rag:{r}:c", b""],
             "ERR token must not be empty",
         ),
         exact(
-            &[b"OKOME.UNLOCK", b"okome:rag:r:c:lock", b"t"],
+            &[b"OKOME.UNLOCK", b"okome:rag:{r}:c:lock", b"t"],
             not_okome(
-                "okome:rag:r:c:lock",
+                "okome:rag:{r}:c:lock",
                 "kind 'rag' has 2 component(s) (repo, chunk_hash), found 3",
             ),
         ),
@@ -1130,7 +1167,7 @@ fn cache_set_errors() {
         .unwrap();
     assert_eq!(ms, 600_000);
     let len: i64 = redis::cmd("STRLEN")
-        .arg("okome:tools:big")
+        .arg("okome:tools:{big}")
         .query(&mut c)
         .unwrap();
     assert_eq!(len as usize, LIMIT);
@@ -1197,7 +1234,7 @@ fn key_errors() {
 #[test]
 fn wrongtype_everywhere() {
     let (_s, mut c) = seeded();
-    let fresh = format!("okome:planner:m:{}:t:r", sha256_hex("fresh"));
+    let fresh = format!("okome:planner:m:{{{}}}:t:r", sha256_hex("fresh"));
     let fb = fresh.as_bytes();
     let lock = format!("{fresh}:lock");
     let pg: &[&[u8]] = &[b"OKOME.PLAN.GET", b"m", b"fresh", b"t", b"r"];
@@ -1257,17 +1294,17 @@ fn wrongtype_everywhere() {
     // Cache keys of every kind, holding a list, hash, set and sorted set.
     type Setup<'a> = (&'a str, &'a str, &'a [&'a [u8]], &'a [&'a [u8]]);
     let setups: [Setup; 4] = [
-        ("LPUSH", "okome:tools:v9", &[b"tools", b"v9"], &[b"x"]),
+        ("LPUSH", "okome:tools:{v9}", &[b"tools", b"v9"], &[b"x"]),
         (
             "HSET",
-            "okome:rag:r:c9",
+            "okome:rag:{r}:c9",
             &[b"rag", b"r", b"c9"],
             &[b"f", b"v"],
         ),
-        ("SADD", "okome:health:n9", &[b"health", b"n9"], &[b"x"]),
+        ("SADD", "okome:health:{n9}", &[b"health", b"n9"], &[b"x"]),
         (
             "ZADD",
-            "okome:model_meta:m9",
+            "okome:model_meta:{m9}",
             &[b"model_meta", b"m9"],
             &[b"1", b"x"],
         ),
@@ -1331,7 +1368,7 @@ fn binary_components_are_escaped() {
         .query(&mut c)
         .unwrap();
     let hash = hex::encode(sha2::Sha256::digest(prompt));
-    let want = format!("okome:planner:%FF%FEllama%3A3:{hash}:%80%00:%C3%28%0D%0A");
+    let want = format!("okome:planner:%FF%FEllama%3A3:{{{hash}}}:%80%00:%C3%28%0D%0A");
     assert_eq!(m.0, "MISS");
     assert_eq!(String::from_utf8(m.1.clone()).unwrap(), want);
 
@@ -1364,7 +1401,7 @@ fn binary_components_are_escaped() {
         .unwrap();
     assert_eq!(ms, 3_600_000);
     let v: String = redis::cmd("GET")
-        .arg("okome:rag:%00:%FF%3A%2A%3F%5B%7B%7D%20%25")
+        .arg("okome:rag:{%00}:%FF%3A%2A%3F%5B%7B%7D%20%25")
         .query(&mut c)
         .unwrap();
     assert_eq!(v, "\"v\"");
@@ -1373,7 +1410,7 @@ fn binary_components_are_escaped() {
         .arg(&b"\n\xff"[..])
         .query(&mut c)
         .unwrap();
-    assert_eq!(k, "okome:budget:write:%0A%FF");
+    assert_eq!(k, "okome:budget:write:{%0A%FF}");
 
     // No raw non-UTF-8 byte, NUL or separator reached a key.
     let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query(&mut c).unwrap();
@@ -1496,12 +1533,13 @@ fn structured_command(
     ];
     let lockable = [
         pk,
+        "okome:tools:{v1}",
+        "okome:rag:{r}:c",
+        "okome:health:{n}",
+        "okome:model_meta:{m}",
+        "okome:budget:rate:{a}",
+        "okome:tools:{v1}:lock",
         "okome:tools:v1",
-        "okome:rag:r:c",
-        "okome:health:n",
-        "okome:model_meta:m",
-        "okome:budget:rate:a",
-        "okome:tools:v1:lock",
     ];
     let comp = |rng: &mut Rng| rng.pick(&comps).to_vec();
     let num = |rng: &mut Rng| rng.pick(&nums).as_bytes().to_vec();
@@ -1673,13 +1711,15 @@ fn hostile_input_loop() {
         "llama3:8b",
         "a:b",
         "*",
+        "okome:tools:{v1}",
+        "okome:tools:{v1}:lock",
+        "okome:rag:{r}:c",
+        "okome:health:{n}",
+        "okome:model_meta:{m}",
+        "okome:budget:rate:{a}",
+        "okome:budget:write:{a}",
         "okome:tools:v1",
-        "okome:tools:v1:lock",
         "okome:rag:r:c",
-        "okome:health:n",
-        "okome:model_meta:m",
-        "okome:budget:rate:a",
-        "okome:budget:write:a",
         "okome:",
         "foo",
     ]

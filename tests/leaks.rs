@@ -104,12 +104,12 @@ fn round(s: &Server, c: &mut redis::Connection, r: usize) {
             .unwrap();
     }
     let t: Option<String> = redis::cmd("OKOME.LOCK")
-        .arg("okome:tools:v1")
+        .arg("okome:tools:{v1}")
         .query(c)
         .unwrap();
     let _: i64 = redis::cmd("OKOME.LOCK")
         .arg(&[
-            "okome:tools:v1",
+            "okome:tools:{v1}",
             "TTL",
             "10000",
             "TOKEN",
@@ -118,7 +118,7 @@ fn round(s: &Server, c: &mut redis::Connection, r: usize) {
         .query(c)
         .unwrap();
     let _: i64 = redis::cmd("OKOME.UNLOCK")
-        .arg(&["okome:tools:v1", t.as_deref().unwrap()])
+        .arg(&["okome:tools:{v1}", t.as_deref().unwrap()])
         .query(c)
         .unwrap();
     let _: i64 = redis::cmd("OKOME.CACHE.SET")

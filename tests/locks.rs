@@ -99,7 +99,7 @@ fn assert_all_locks_expire(c: &mut Connection) {
 fn acquire_extend_unlock_step_by_step() {
     let s = Server::start();
     let mut c = s.conn();
-    let key = "okome:tools:v1";
+    let key = "okome:tools:{v1}";
 
     // Acquire with the shortest TTL.
     let tok = acquire(&mut c, key, &["TTL", "8000"]).expect("free lock");
@@ -114,7 +114,7 @@ fn acquire_extend_unlock_step_by_step() {
     // Extend to the longest TTL: PTTL moves up.
     assert_eq!(extend(&mut c, key, &tok, &["TTL", "10000"]), 1);
     assert_held(&mut c, key, &tok, 10_000);
-    assert!(pttl(&mut c, "okome:tools:v1:lock") > 9000);
+    assert!(pttl(&mut c, "okome:tools:{v1}:lock") > 9000);
 
     // Extend with a wrong token: 0, holder and TTL untouched.
     for wrong in [
@@ -170,7 +170,7 @@ fn lock_ttl_bounds_are_inclusive() {
     let s = Server::start();
     let mut c = s.conn();
     for (i, ttl) in ["8000", "8001", "9999", "10000"].iter().enumerate() {
-        let key = format!("okome:health:n{i}");
+        let key = format!("okome:health:{{n{i}}}");
         let tok = acquire(&mut c, &key, &["TTL", ttl]).unwrap();
         assert_held(&mut c, &key, &tok, ttl.parse().unwrap());
         assert_eq!(extend(&mut c, &key, &tok, &["TTL", ttl]), 1);
@@ -179,14 +179,14 @@ fn lock_ttl_bounds_are_inclusive() {
     for ttl in ["7999", "10001"] {
         let e = err(
             &mut c,
-            &[b"OKOME.LOCK", b"okome:health:x", b"TTL", ttl.as_bytes()],
+            &[b"OKOME.LOCK", b"okome:health:{x}", b"TTL", ttl.as_bytes()],
         );
         assert_eq!(
             e,
             format!("ERR TTL {ttl} is out of range: must be between 8000 and 10000 ms")
         );
     }
-    assert!(!exists(&mut c, "okome:health:x:lock"));
+    assert!(!exists(&mut c, "okome:health:{x}:lock"));
     assert_all_locks_expire(&mut c);
 }
 
@@ -200,13 +200,13 @@ fn every_cache_kind_can_be_locked_independently() {
         .unwrap();
     let keys = [
         planner.as_str(),
-        "okome:model_meta:llama3%3A8b",
-        "okome:rag:repo:chunk",
-        "okome:tools:v1",
-        "okome:health:node-1",
+        "okome:model_meta:{llama3%3A8b}",
+        "okome:rag:{repo}:chunk",
+        "okome:tools:{v1}",
+        "okome:health:{node-1}",
         // Same component, other kind: another lock.
-        "okome:model_meta:v1",
-        "okome:health:v1",
+        "okome:model_meta:{v1}",
+        "okome:health:{v1}",
     ];
     let mut toks = Vec::new();
     for k in keys {
@@ -235,11 +235,14 @@ fn lock_does_not_touch_the_protected_value() {
         .query(&mut c)
         .unwrap();
     assert_eq!(ms, 1_800_000);
-    let tok = acquire(&mut c, "okome:rag:r:c", &[]).unwrap();
-    assert_eq!(extend(&mut c, "okome:rag:r:c", &tok, &["TTL", "10000"]), 1);
-    assert_eq!(unlock(&mut c, "okome:rag:r:c", &tok), 1);
-    assert_eq!(get(&mut c, "okome:rag:r:c").as_deref(), Some("{\"v\":1}"));
-    let t = pttl(&mut c, "okome:rag:r:c");
+    let tok = acquire(&mut c, "okome:rag:{r}:c", &[]).unwrap();
+    assert_eq!(
+        extend(&mut c, "okome:rag:{r}:c", &tok, &["TTL", "10000"]),
+        1
+    );
+    assert_eq!(unlock(&mut c, "okome:rag:{r}:c", &tok), 1);
+    assert_eq!(get(&mut c, "okome:rag:{r}:c").as_deref(), Some("{\"v\":1}"));
+    let t = pttl(&mut c, "okome:rag:{r}:c");
     assert!(t > 1_790_000 && t <= 1_800_000, "{t}");
 }
 
@@ -311,7 +314,7 @@ fn lock_and_plan_get_share_the_lock() {
 fn an_expired_lock_is_free_and_its_token_dead() {
     let s = Server::start();
     let mut c = s.conn();
-    let key = "okome:model_meta:m";
+    let key = "okome:model_meta:{m}";
     let old = acquire(&mut c, key, &[]).unwrap();
     let _: i64 = redis::cmd("PEXPIRE")
         .arg(format!("{key}:lock"))
@@ -347,9 +350,9 @@ fn tokens_are_unique() {
     let mut seen = HashSet::new();
     for i in 0..2000 {
         let key = if i % 2 == 0 {
-            "okome:tools:v1".to_string()
+            "okome:tools:{v1}".to_string()
         } else {
-            format!("okome:health:n{}", i % 7)
+            format!("okome:health:{{n{}}}", i % 7)
         };
         let t = acquire(&mut c, &key, &[]).unwrap_or_else(|| panic!("#{i}: {key} held"));
         assert_token(&t);
@@ -435,7 +438,7 @@ fn concurrent_lock_has_exactly_one_holder() {
     let s = Server::start();
     let mut c = s.conn();
     for round in 0..5 {
-        let key = format!("okome:rag:repo:chunk{round}");
+        let key = format!("okome:rag:{{repo}}:chunk{round}");
         let k2 = key.clone();
         let replies = race(&s, 40, move |_, con| acquire(con, &k2, &[]));
         let winners: Vec<&String> = replies.iter().flatten().collect();

@@ -467,7 +467,7 @@ fn redis_conf_lines_set_configs() {
         .unwrap();
     assert_eq!(ttl, 1_800_000);
     let pttl: i64 = redis::cmd("PTTL")
-        .arg("okome:rag:r:c")
+        .arg("okome:rag:{r}:c")
         .query(&mut c)
         .unwrap();
     assert!((1_799_000..=1_800_000).contains(&pttl), "{pttl}");
@@ -539,12 +539,12 @@ fn config_set_changes_behaviour_at_runtime() {
         .unwrap();
     assert!((8400..=8500).contains(&lock_ttl), "{lock_ttl}");
     let t = redis::cmd("OKOME.LOCK")
-        .arg("okome:tools:v9")
+        .arg("okome:tools:{v9}")
         .query::<String>(&mut c)
         .unwrap();
     assert_eq!(t.len(), 32);
     let lock_ttl: i64 = redis::cmd("PTTL")
-        .arg("okome:tools:v9:lock")
+        .arg("okome:tools:{v9}:lock")
         .query(&mut c)
         .unwrap();
     assert!(
@@ -847,31 +847,31 @@ fn info_okome_counts_a_known_workload_exactly() {
 
     // OKOME.LOCK / UNLOCK.
     let tok: String = redis::cmd("OKOME.LOCK")
-        .arg("okome:tools:v1")
+        .arg("okome:tools:{v1}")
         .query(&mut c)
         .unwrap();
     let none: Option<String> = redis::cmd("OKOME.LOCK")
-        .arg("okome:tools:v1")
+        .arg("okome:tools:{v1}")
         .query(&mut c)
         .unwrap();
     assert_eq!(none, None);
     let ext: i64 = redis::cmd("OKOME.LOCK")
-        .arg(&["okome:tools:v1", "TTL", "10000", "TOKEN", &tok])
+        .arg(&["okome:tools:{v1}", "TTL", "10000", "TOKEN", &tok])
         .query(&mut c)
         .unwrap();
     assert_eq!(ext, 1);
     let stale: i64 = redis::cmd("OKOME.LOCK")
-        .arg(&["okome:tools:v1", "TTL", "10000", "TOKEN", "other"])
+        .arg(&["okome:tools:{v1}", "TTL", "10000", "TOKEN", "other"])
         .query(&mut c)
         .unwrap();
     assert_eq!(stale, 0);
     let wrong: i64 = redis::cmd("OKOME.UNLOCK")
-        .arg(&["okome:tools:v1", "other"])
+        .arg(&["okome:tools:{v1}", "other"])
         .query(&mut c)
         .unwrap();
     assert_eq!(wrong, 0);
     let released: i64 = redis::cmd("OKOME.UNLOCK")
-        .arg(&["okome:tools:v1", &tok])
+        .arg(&["okome:tools:{v1}", &tok])
         .query(&mut c)
         .unwrap();
     assert_eq!(released, 1);
@@ -1334,12 +1334,22 @@ fn command_getkeysandflags() {
             &["okome.plan.set", "okome:planner:k", "{}"],
             &["OW", "update"],
         ),
-        (&["okome.lock", "okome:tools:v1"], &["RW", "update"]),
+        (&["okome.lock", "okome:tools:{v1}"], &["RW", "update"]),
         (
-            &["okome.lock", "okome:tools:v1", "TTL", "9000", "TOKEN", "t"],
+            &[
+                "okome.lock",
+                "okome:tools:{v1}",
+                "TTL",
+                "9000",
+                "TOKEN",
+                "t",
+            ],
             &["RW", "update"],
         ),
-        (&["okome.unlock", "okome:tools:v1", "t"], &["RW", "delete"]),
+        (
+            &["okome.unlock", "okome:tools:{v1}", "t"],
+            &["RW", "delete"],
+        ),
     ];
     for (args, flags) in cases {
         let reply: Value = redis::cmd("COMMAND")

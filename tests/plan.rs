@@ -11,7 +11,7 @@ fn miss_then_set_with_token_then_hit() {
     let a = ["llama3:8b", "Create a plan for X", "v1.2.3", "abc123"];
     let miss = plan_get(&mut c, &a);
     let key = format!(
-        "okome:planner:llama3%3A8b:{}:v1.2.3:abc123",
+        "okome:planner:llama3%3A8b:{{{}}}:v1.2.3:abc123",
         sha256_hex("Create a plan for X")
     );
     assert_eq!(miss.status, "MISS");
@@ -144,7 +144,7 @@ fn prompt_is_hashed_by_the_server_and_components_escaped() {
     assert_eq!(
         m.key,
         format!(
-            "okome:planner:a%20b%2Ac:{}:%7Bt%7D:r%3F%5B",
+            "okome:planner:a%20b%2Ac:{{{}}}:%7Bt%7D:r%3F%5B",
             sha256_hex("x")
         )
     );

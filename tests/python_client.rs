@@ -82,10 +82,10 @@ fn check_output(o: &Output) -> String {
 
     let miss = lines[0];
     assert!(
-        miss.starts_with("PLAN.GET MISS key=okome:planner:llama3%3A8b:"),
+        miss.starts_with("PLAN.GET MISS key=okome:planner:llama3%3A8b:{"),
         "{miss}"
     );
-    assert!(miss.contains(":v1.2.3:abc123 "), "{miss}");
+    assert!(miss.contains("}:v1.2.3:abc123 "), "{miss}");
     assert!(miss.contains(" lock_ms=9000 "), "{miss}");
     assert!(miss.ends_with(" rate_remaining=59"), "{miss}");
     let token = miss

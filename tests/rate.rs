@@ -33,7 +33,7 @@ fn the_seeds_check_sixty_then_429() {
     );
     assert!(reset >= retry);
     let pttl: i64 = redis::cmd("PTTL")
-        .arg("okome:budget:rate:agent-123")
+        .arg("okome:budget:rate:{agent-123}")
         .query(&mut c)
         .unwrap();
     assert!(
@@ -41,7 +41,7 @@ fn the_seeds_check_sixty_then_429() {
         "the window key expires when empty: {pttl}"
     );
     let mem: i64 = redis::cmd("MEMORY")
-        .arg(&["USAGE", "okome:budget:rate:agent-123"])
+        .arg(&["USAGE", "okome:budget:rate:{agent-123}"])
         .query(&mut c)
         .unwrap();
     assert!(mem < 600, "MEMORY USAGE for a full limit-60 window: {mem}");
@@ -147,7 +147,7 @@ fn cost_and_peek() {
     let (allowed, remaining, retry, reset) = rate(&mut c, &["nobody", "5", "60", "COST", "0"]);
     assert_eq!((allowed, remaining, retry, reset), (1, 5, 0, 0));
     let exists: i64 = redis::cmd("EXISTS")
-        .arg("okome:budget:rate:nobody")
+        .arg("okome:budget:rate:{nobody}")
         .query(&mut c)
         .unwrap();
     assert_eq!(exists, 0);
@@ -282,7 +282,7 @@ fn plan_set_with_agent_skips_when_spent_but_still_releases_the_lock() {
         .unwrap();
     assert_eq!(r, ("STORED".into(), Some(600_000), Some(2), 0));
     let pttl: i64 = redis::cmd("PTTL")
-        .arg("okome:budget:write:w2")
+        .arg("okome:budget:write:{w2}")
         .query(&mut c)
         .unwrap();
     assert!(pttl > 0 && pttl <= 1_000);
@@ -293,11 +293,11 @@ fn bad_budget_input_errors_and_writes_nothing() {
     let s = Server::start();
     let mut c = s.conn();
     redis::cmd("SET")
-        .arg(&["okome:budget:rate:foreign", "not a window"])
+        .arg(&["okome:budget:rate:{foreign}", "not a window"])
         .query::<()>(&mut c)
         .unwrap();
     redis::cmd("LPUSH")
-        .arg(&["okome:budget:rate:list", "x"])
+        .arg(&["okome:budget:rate:{list}", "x"])
         .query::<()>(&mut c)
         .unwrap();
     let before = snapshot(&mut c);
@@ -314,12 +314,12 @@ fn bad_budget_input_errors_and_writes_nothing() {
         (&[b"OKOME.RATE", b"a", b"5", b"60", b"COST", b"-1"], "ERR COST -1 is out of range: must be between 0 and 5 units (0 to the limit)"),
         (&[b"OKOME.RATE", b"a", b"5", b"60", b"COST"], "ERR syntax error: option COST needs a value"),
         (&[b"OKOME.RATE", b"a", b"5", b"60", b"BURST", b"1"], "ERR syntax error: unknown option 'BURST' (expected one of: COST)"),
-        (&[b"OKOME.RATE", b"foreign", b"5", b"60"], "ERR 'okome:budget:rate:foreign' does not hold an okome budget window (was it written by another client?)"),
+        (&[b"OKOME.RATE", b"foreign", b"5", b"60"], "ERR 'okome:budget:rate:{foreign}' does not hold an okome budget window (was it written by another client?)"),
         (&[b"OKOME.RATE", b"list", b"5", b"60"], "WRONGTYPE Operation against a key holding the wrong kind of value"),
         (&[b"OKOME.WBUDGET", b"a", b"0"], "ERR write_limit 0 is out of range: must be between 1 and 100000 units"),
         (&[b"OKOME.WBUDGET", b"a", b"3", b"WINDOW", b"0"], "ERR WINDOW 0 is out of range: must be between 1 and 31536000 seconds"),
         (&[b"OKOME.PLAN.GET", b"m", b"p", b"t", b"r", b"AGENT", b"a", b"LIMIT", b"5"], "ERR syntax error: AGENT, LIMIT and WINDOW must be given together"),
-        (&[b"OKOME.PLAN.GET", b"m", b"p", b"t", b"r", b"AGENT", b"foreign", b"LIMIT", b"5", b"WINDOW", b"5"], "ERR 'okome:budget:rate:foreign' does not hold an okome budget window (was it written by another client?)"),
+        (&[b"OKOME.PLAN.GET", b"m", b"p", b"t", b"r", b"AGENT", b"foreign", b"LIMIT", b"5", b"WINDOW", b"5"], "ERR 'okome:budget:rate:{foreign}' does not hold an okome budget window (was it written by another client?)"),
         (&[b"OKOME.PLAN.GET", b"m", b"p", b"t", b"r", b"AGENT", b"list", b"LIMIT", b"5", b"WINDOW", b"5"], "WRONGTYPE Operation against a key holding the wrong kind of value"),
     ];
     for (args, want) in cases {
@@ -358,7 +358,7 @@ fn a_replica_enforces_the_same_window() {
     }
     let acked: i64 = redis::cmd("WAIT").arg(&[1, 5000]).query(&mut pc).unwrap();
     assert_eq!(acked, 1);
-    let key = "okome:budget:rate:rep";
+    let key = "okome:budget:rate:{rep}";
     let pd: Vec<u8> = redis::cmd("DUMP").arg(key).query(&mut pc).unwrap();
     let rd: Vec<u8> = redis::cmd("DUMP").arg(key).query(&mut rc).unwrap();
     assert_eq!(pd, rd, "the window is byte-identical on the replica");

@@ -19,6 +19,7 @@ so it can be run again and again against the same server.
 """
 
 import json
+import re
 import sys
 import uuid
 
@@ -57,7 +58,8 @@ def run(url):
     status, key, value, ms, token, remaining = plan_get(r, prompt, agent)
     if status != "MISS" or value is not None or not token:
         fail("PLAN.GET", f"expected MISS with a token, got {[status, key, value, ms, token]!r}")
-    if not key.startswith("okome:planner:llama3%3A8b:") or not key.endswith(f":{TOOLSET}:{REPO}"):
+    # The prompt hash is the key's Redis Cluster hash tag: {<64 hex>}.
+    if not re.fullmatch(r"okome:planner:llama3%3A8b:\{[0-9a-f]{64}\}:" + re.escape(f"{TOOLSET}:{REPO}"), key):
         fail("PLAN.GET", f"unexpected key {key!r}")
     print(f"PLAN.GET MISS key={key} lock_ms={ms} token={token} rate_remaining={remaining}")
 

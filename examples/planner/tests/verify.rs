@@ -409,8 +409,14 @@ async fn twenty_five_concurrent_cold_requests_compute_once() {
     assert!(info(&redis, "wait_woken_hit") >= 1);
     assert_eq!(info(&redis, "wait_timed_out"), 0);
     assert_eq!(info(&redis, "waiting_clients"), 0);
-    assert!(replies[0].key().starts_with("okome:planner:llama3%3A8b:"));
-    assert!(replies[0].key().ends_with(":v1.2.3:abc123"));
+    // The prompt hash is the key's Redis Cluster hash tag.
+    let hash = replies[0]
+        .key()
+        .strip_prefix("okome:planner:llama3%3A8b:{")
+        .and_then(|k| k.strip_suffix("}:v1.2.3:abc123"))
+        .unwrap_or_else(|| panic!("unexpected key {}", replies[0].key()));
+    assert_eq!(hash.len(), 64, "{hash}");
+    assert!(hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')));
 }
 
 /// A follower whose wait times out gets 503 + Retry-After; a plan close to
