@@ -1126,7 +1126,7 @@ fn render_arg(v: &Value) -> String {
     s
 }
 
-const ARGS: [(&str, &[&str]); 9] = [
+const ARGS: [(&str, &[&str]); 10] = [
     (
         "okome.plan.get",
         &[
@@ -1134,6 +1134,16 @@ const ARGS: [(&str, &[&str]); 9] = [
             "prompt:string",
             "toolset_version:string",
             "repo_hash:string",
+            "rate:block?(agent:string=AGENT, limit:integer=LIMIT, window:integer=WINDOW)",
+            "lock:oneof?(lockttl:integer=LOCKTTL, nolock:pure-token=NOLOCK)",
+            "wait:integer=WAIT?",
+            "refreshahead:integer=REFRESHAHEAD?",
+        ],
+    ),
+    (
+        "okome.plan.lookup",
+        &[
+            "key:key#0",
             "rate:block?(agent:string=AGENT, limit:integer=LIMIT, window:integer=WINDOW)",
             "lock:oneof?(lockttl:integer=LOCKTTL, nolock:pure-token=NOLOCK)",
             "wait:integer=WAIT?",
@@ -1228,48 +1238,65 @@ fn command_docs_for_every_command() {
     }
 }
 
-/// name, arity, flags, key spec flags (for the key at argument 1).
+/// name, arity, flags, key spec (argument position, flags): a key, or for
+/// derived-key commands the routing argument (flagged `not_key`).
 type InfoRow = (
     &'static str,
     i64,
     &'static [&'static str],
-    Option<&'static [&'static str]>,
+    Option<(i64, &'static [&'static str])>,
 );
 
-const INFO: [InfoRow; 9] = [
+const INFO: [InfoRow; 10] = [
     ("okome.plan.get", -5, &["write", "denyoom", "module"], None),
+    (
+        "okome.plan.lookup",
+        -2,
+        &["write", "denyoom", "module"],
+        Some((1, &["RO", "access"])),
+    ),
     (
         "okome.plan.set",
         -3,
         &["write", "denyoom", "module"],
-        Some(&["OW", "update"]),
+        Some((1, &["OW", "update"])),
     ),
     (
         "okome.lock",
         -2,
         &["write", "denyoom", "fast", "module"],
-        Some(&["RW", "update"]),
+        Some((1, &["RW", "update"])),
     ),
     (
         "okome.unlock",
         3,
         &["write", "fast", "module"],
-        Some(&["RW", "delete"]),
+        Some((1, &["RW", "delete"])),
     ),
     (
         "okome.rate",
         -4,
         &["write", "denyoom", "fast", "module"],
-        None,
+        Some((1, &["RO", "not_key"])),
     ),
     (
         "okome.wbudget",
         -3,
         &["write", "denyoom", "fast", "module"],
-        None,
+        Some((1, &["RO", "not_key"])),
     ),
-    ("okome.cache.get", -3, &["readonly", "fast", "module"], None),
-    ("okome.cache.set", -4, &["write", "denyoom", "module"], None),
+    (
+        "okome.cache.get",
+        -3,
+        &["readonly", "fast", "module"],
+        Some((2, &["RO", "not_key"])),
+    ),
+    (
+        "okome.cache.set",
+        -4,
+        &["write", "denyoom", "module"],
+        Some((2, &["RO", "not_key"])),
+    ),
     ("okome.key", -3, &["stale", "module"], None),
 ];
 
@@ -1298,8 +1325,8 @@ fn command_info_arity_flags_and_key_specs() {
                 assert_eq!(positions, (0, 0, 0), "{name}");
                 assert!(specs.is_empty(), "{name}: {specs:?}");
             }
-            Some(kf) => {
-                assert_eq!(positions, (1, 1, 1), "{name}");
+            Some((pos, kf)) => {
+                assert_eq!(positions, (pos, pos, 1), "{name}");
                 assert_eq!(specs.len(), 1, "{name}: {specs:?}");
                 let spec = pairs(&specs[0]);
                 assert_eq!(
@@ -1311,7 +1338,7 @@ fn command_info_arity_flags_and_key_specs() {
                 let bs = pairs(field(&spec, "begin_search").unwrap());
                 assert_eq!(text(field(&bs, "type").unwrap()), "index");
                 let bs_spec = pairs(field(&bs, "spec").unwrap());
-                assert_eq!(int(field(&bs_spec, "index").unwrap()), 1);
+                assert_eq!(int(field(&bs_spec, "index").unwrap()), pos);
                 let fk = pairs(field(&spec, "find_keys").unwrap());
                 assert_eq!(text(field(&fk, "type").unwrap()), "range");
                 let fk_spec = pairs(field(&fk, "spec").unwrap());
@@ -1415,7 +1442,7 @@ fn readme_documents_exactly_the_registered_commands() {
         .arg(&["LIST", "FILTERBY", "MODULE", "okome"])
         .query(&mut c)
         .unwrap();
-    assert_eq!(registered.len(), 9, "{registered:?}");
+    assert_eq!(registered.len(), 10, "{registered:?}");
     assert_eq!(documented, registered);
 }
 
