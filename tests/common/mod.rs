@@ -56,6 +56,20 @@ pub struct Server {
     child: Child,
     pub port: u16,
     pub dir: PathBuf,
+    /// Every argument after `--port <port>`, to restart the same server.
+    args: Vec<String>,
+}
+
+fn spawn(port: u16, args: &[String]) -> Child {
+    Command::new(server_binary())
+        .arg("--port")
+        .arg(port.to_string())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn redis-server (is it installed?)")
 }
 
 impl Server {
@@ -79,27 +93,35 @@ impl Server {
         let mut last_log = String::new();
         for _attempt in 0..5 {
             let port = free_port();
-            let mut load = vec![module.display().to_string()];
-            load.extend(module_args.iter().map(|s| s.to_string()));
-            let mut cmd = Command::new(server_binary());
-            cmd.arg("--port")
-                .arg(port.to_string())
-                .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-                .args(["--daemonize", "no", "--protected-mode", "yes"])
-                .arg("--dir")
-                .arg(&dir)
-                .args(["--logfile", "server.log"])
-                .arg("--loadmodule")
-                .args(&load)
-                .args(extra)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped());
-            let child = cmd.spawn().expect("spawn redis-server (is it installed?)");
+            let mut args: Vec<String> = [
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+                "--protected-mode",
+                "yes",
+                "--logfile",
+                "server.log",
+                "--dir",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            args.push(dir.display().to_string());
+            args.push("--loadmodule".into());
+            args.push(module.display().to_string());
+            args.extend(module_args.iter().map(|s| s.to_string()));
+            args.extend(extra.iter().map(|s| s.to_string()));
+            let child = spawn(port, &args);
             let mut server = Server {
                 child,
                 port,
                 dir: dir.clone(),
+                args,
             };
             if server.wait_ready(Duration::from_secs(10)) {
                 return server;
@@ -164,6 +186,19 @@ impl Server {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Kills the server with SIGKILL (mid-workload, as a crash would) and
+    /// starts it again on the same port and directory with the same
+    /// arguments, so it reloads its AOF or RDB file.
+    pub fn crash_and_restart(&mut self) {
+        self.kill();
+        self.child = spawn(self.port, &self.args);
+        assert!(
+            self.wait_ready(Duration::from_secs(30)),
+            "restart failed:\n{}",
+            self.log()
+        );
     }
 
     /// Stderr lines, for diagnosing a crash.
