@@ -190,8 +190,8 @@ fn lookup(ctx: &Context, req: args::PlanGet, instead: &str) -> Reply {
         user.as_ref()
             .is_none_or(|u| u.may(ctx, &lock_name, Access::Write))
     };
-    let wants_lock = req.lock_ttl_ms.is_some()
-        && (value.is_none() || (req.refresh_ahead_ms > 0 && may_lock()));
+    let wants_lock =
+        req.lock_ttl_ms.is_some() && (value.is_none() || (req.refresh_ahead_ms > 0 && may_lock()));
     if wants_lock && value.is_none() && !may_lock() {
         return Err(acl::denied(&lock_name, Access::Write));
     }
