@@ -67,27 +67,54 @@ fn int_or_nil(v: Option<u64>) -> RedisValue {
     v.map_or(RedisValue::Null, |v| RedisValue::Integer(ms(v)))
 }
 
+thread_local! {
+    /// A window and an encoding buffer reused from command to command, so
+    /// that charging a warm window allocates nothing. Commands run on
+    /// Redis's main thread, one at a time.
+    static SCRATCH: std::cell::Cell<Option<(Window, Vec<u8>)>> = const { std::cell::Cell::new(None) };
+}
+
 /// An agent's window, opened for writing and decoded.
 struct Budget {
     key: Key,
     window: Window,
+    buf: Vec<u8>,
+}
+
+impl Drop for Budget {
+    fn drop(&mut self) {
+        let scratch = (
+            std::mem::take(&mut self.window),
+            std::mem::take(&mut self.buf),
+        );
+        SCRATCH.with(|s| s.set(Some(scratch)));
+    }
 }
 
 impl Budget {
     /// Opens and decodes the window at `c.key`; fails (writing nothing) on
     /// another type or on bytes that are not a window.
     fn load(ctx: &Context, c: &Charge) -> Result<Budget, Error> {
-        let key = Key::open(ctx, &c.key, true);
-        let window = match key.string()? {
-            None => Window::new(),
-            Some(bytes) => Window::decode(bytes).map_err(|_| {
-                Error::BadKey(format!(
-                    "'{}' does not hold an okome budget window (was it written by another client?)",
-                    printable(&c.key)
-                ))
-            })?,
+        let (window, buf) = SCRATCH.with(|s| s.take()).unwrap_or_default();
+        let mut b = Budget {
+            key: Key::open(ctx, &c.key, true),
+            window,
+            buf,
         };
-        Ok(Budget { key, window })
+        let decoded = match b.key.string()? {
+            None => {
+                b.window.decode_from(&[]).ok();
+                Ok(())
+            }
+            Some(bytes) => b.window.decode_from(bytes),
+        };
+        decoded.map_err(|_| {
+            Error::BadKey(format!(
+                "'{}' does not hold an okome budget window (was it written by another client?)",
+                printable(&c.key)
+            ))
+        })?;
+        Ok(b)
     }
 
     /// Charges and, on admission, stores the window with the absolute time
@@ -103,9 +130,9 @@ impl Budget {
         });
         if d.changed {
             if let Some(at) = self.window.empty_at(c.window_ms) {
-                let bytes = self.window.encode();
-                self.key.set(ctx, &bytes, at);
-                rkey::replicate_set(ctx, &c.key, &bytes, at);
+                self.window.encode_into(&mut self.buf);
+                self.key.set(ctx, &self.buf, at);
+                rkey::replicate_set(ctx, &c.key, &self.buf, at);
             }
         }
         d

@@ -13,29 +13,46 @@ use std::ptr;
 
 type Handler = fn(&Context, &[&[u8]]) -> Reply;
 
-/// The arguments as byte slices borrowed from Redis for this call.
-fn arg_slices<'a>(argv: *mut *mut raw::RedisModuleString, argc: c_int) -> Vec<&'a [u8]> {
-    let n = usize::try_from(argc).unwrap_or(0);
-    if argv.is_null() || n == 0 {
-        return Vec::new();
+/// The bytes of one argument, borrowed from Redis for this call.
+fn arg_bytes<'a>(s: *mut raw::RedisModuleString) -> &'a [u8] {
+    let mut len: usize = 0;
+    // SAFETY: `s` is a live RedisModuleString owned by the call.
+    let p = unsafe { raw::RedisModule_StringPtrLen.map_or(ptr::null(), |f| f(s, &mut len)) };
+    if p.is_null() {
+        &[][..]
+    } else {
+        // SAFETY: p points to len bytes owned by the argument.
+        unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len) }
     }
-    // SAFETY: Redis passes `argc` valid strings that outlive the call.
-    let strings = unsafe { std::slice::from_raw_parts(argv, n) };
-    strings
-        .iter()
-        .map(|&s| {
-            let mut len: usize = 0;
-            // SAFETY: `s` is a live RedisModuleString.
-            let p =
-                unsafe { raw::RedisModule_StringPtrLen.map_or(ptr::null(), |f| f(s, &mut len)) };
-            if p.is_null() {
-                &[][..]
-            } else {
-                // SAFETY: p points to len bytes owned by the argument.
-                unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len) }
-            }
-        })
-        .collect()
+}
+
+/// Up to this many arguments are gathered on the stack, without allocating.
+const STACK_ARGS: usize = 24;
+
+/// Calls `f` with the arguments after the command name.
+fn with_args<R>(
+    argv: *mut *mut raw::RedisModuleString,
+    argc: c_int,
+    f: impl FnOnce(&[&[u8]]) -> R,
+) -> R {
+    let n = usize::try_from(argc).unwrap_or(0);
+    let strings: &[*mut raw::RedisModuleString] = if argv.is_null() || n == 0 {
+        &[]
+    } else {
+        // SAFETY: Redis passes `argc` valid strings that outlive the call.
+        unsafe { std::slice::from_raw_parts(argv, n) }
+    };
+    let rest = strings.get(1..).unwrap_or_default();
+    if rest.len() <= STACK_ARGS {
+        let mut buf: [&[u8]; STACK_ARGS] = [&[]; STACK_ARGS];
+        for (slot, &s) in buf.iter_mut().zip(rest) {
+            *slot = arg_bytes(s);
+        }
+        f(buf.get(..rest.len()).unwrap_or_default())
+    } else {
+        let v: Vec<&[u8]> = rest.iter().map(|&s| arg_bytes(s)).collect();
+        f(&v)
+    }
 }
 
 pub const PANIC_REPLY: &str =
@@ -49,8 +66,7 @@ fn dispatch(
 ) -> c_int {
     let context = Context::new(ctx);
     let outcome = catch_unwind(AssertUnwindSafe(|| {
-        let args = arg_slices(argv, argc);
-        handler(&context, args.get(1..).unwrap_or_default())
+        with_args(argv, argc, |args| handler(&context, args))
     }));
     let reply: Result<RedisValue, RedisError> = match outcome {
         Ok(Ok(v)) => Ok(v),

@@ -95,6 +95,25 @@ impl Window {
 
     /// Decodes the stored form. Anything malformed is `Corrupt`.
     pub fn decode(bytes: &[u8]) -> Result<Window, Corrupt> {
+        let mut w = Window::new();
+        w.decode_from(bytes)?;
+        Ok(w)
+    }
+
+    /// [`decode`](Window::decode) into this window, reusing its storage
+    /// (the hot path allocates nothing once warm). On error the window is
+    /// left empty.
+    pub fn decode_from(&mut self, bytes: &[u8]) -> Result<(), Corrupt> {
+        self.entries.clear();
+        let r = self.decode_entries(bytes);
+        if r.is_err() {
+            self.entries.clear();
+        }
+        r
+    }
+
+    fn decode_entries(&mut self, bytes: &[u8]) -> Result<(), Corrupt> {
+        let entries = &mut self.entries;
         let (&version, mut rest) = bytes.split_first().ok_or(Corrupt)?;
         if version != FORMAT_V1 {
             return Err(Corrupt);
@@ -102,7 +121,6 @@ impl Window {
         let (head, tail) = rest.split_first_chunk::<8>().ok_or(Corrupt)?;
         rest = tail;
         let mut at = i64::from_le_bytes(*head);
-        let mut entries = VecDeque::new();
         let units = get_varint(&mut rest)?;
         if units == 0 {
             return Err(Corrupt);
@@ -120,26 +138,33 @@ impl Window {
                 .ok_or(Corrupt)?;
             entries.push_back(Entry { at, units });
         }
-        Ok(Window { entries })
+        Ok(())
     }
 
     /// The stored form; empty for an empty window (the key is deleted).
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.entries.len().saturating_mul(3).saturating_add(10));
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// [`encode`](Window::encode) into `out` (cleared first), reusing its
+    /// storage.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        out.clear();
         let mut iter = self.entries.iter();
         let Some(first) = iter.next() else {
-            return out;
+            return;
         };
         out.push(FORMAT_V1);
         out.extend_from_slice(&first.at.to_le_bytes());
-        put_varint(&mut out, first.units);
+        put_varint(out, first.units);
         let mut prev = first.at;
         for e in iter {
-            put_varint(&mut out, ms_u64(e.at.saturating_sub(prev)));
-            put_varint(&mut out, e.units);
+            put_varint(out, ms_u64(e.at.saturating_sub(prev)));
+            put_varint(out, e.units);
             prev = e.at;
         }
-        out
     }
 
     /// The entries, oldest first.
