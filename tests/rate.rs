@@ -356,6 +356,13 @@ fn a_replica_enforces_the_same_window() {
     for _ in 0..5 {
         rate(&mut pc, &["rep", "5", "60"]);
     }
+    // A lock held on the primary, which then fails.
+    let held = plan_get(&mut pc, &["m", "p", "t", "r", "LOCKTTL", "8000"]);
+    let lock_key = format!("{}:lock", held.key);
+    let lock_at: i64 = redis::cmd("PEXPIRETIME")
+        .arg(&lock_key)
+        .query(&mut pc)
+        .unwrap();
     let acked: i64 = redis::cmd("WAIT").arg(&[1, 5000]).query(&mut pc).unwrap();
     assert_eq!(acked, 1);
     let key = "okome:budget:rate:{rep}";
@@ -365,11 +372,22 @@ fn a_replica_enforces_the_same_window() {
     let pt: i64 = redis::cmd("PTTL").arg(key).query(&mut pc).unwrap();
     let rt: i64 = redis::cmd("PTTL").arg(key).query(&mut rc).unwrap();
     assert!((pt - rt).abs() < 50, "{pt} vs {rt}");
-    // Promote the replica: the full window is still enforced there.
+    // Promote the replica: the full window is still enforced there, and the
+    // old primary's lock expires at the same instant it would have there.
     redis::cmd("REPLICAOF")
         .arg(&["NO", "ONE"])
         .query::<()>(&mut rc)
         .unwrap();
+    let replica_at: i64 = redis::cmd("PEXPIRETIME")
+        .arg(&lock_key)
+        .query(&mut rc)
+        .unwrap();
+    assert_eq!(replica_at, lock_at, "the lock keeps its absolute expiry");
+    let l = plan_get(&mut rc, &["m", "p", "t", "r"]);
+    assert_eq!(
+        l.status, "LOCKED",
+        "the lock still holds on the promoted replica"
+    );
     let (allowed, remaining, retry, _) = rate(&mut rc, &["rep", "5", "60"]);
     assert_eq!((allowed, remaining), (0, 0));
     assert!(retry > 50_000);

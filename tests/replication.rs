@@ -244,6 +244,54 @@ fn workload(con: &mut redis::Connection) -> Workload {
         matches!(&got, Some((v, ms)) if v == r#"{"text":"b"}"# && (1_790_000..=1_800_000).contains(ms)),
         "{got:?}"
     );
+
+    // Stale-while-revalidate: miss 0's plan (TTL 300 s) is in a 900 s
+    // refresh zone; the refresher replaces it with its token.
+    let refresh = plan_get(con, &[&a0[..], &["REFRESHAHEAD", "900000"]].concat());
+    assert_eq!(refresh.status, "REFRESH", "{refresh:?}");
+    let v0b = r#"{"steps":["refreshed"]}"#;
+    let r = plan_set(con, &[k0, v0b, "TOKEN", refresh.token.as_deref().unwrap()]);
+    assert_eq!(r, ("STORED".into(), 600_000, None, 1));
+    w.plans.retain(|(k, _)| k != k0);
+    w.plans.push((k0.clone(), v0b.into()));
+
+    // Rate and write-budget charges, alone and inside PLAN.GET / PLAN.SET.
+    for i in 0..6 {
+        let r: (i64, i64, i64, i64) = redis::cmd("OKOME.RATE")
+            .arg(&["agent-r", "5", "60"])
+            .query(con)
+            .unwrap();
+        assert_eq!(r.0, i64::from(i < 5));
+    }
+    let r: (i64, i64, i64, i64) = redis::cmd("OKOME.WBUDGET")
+        .arg(&["agent-r", "3", "COST", "2"])
+        .query(con)
+        .unwrap();
+    assert_eq!((r.0, r.1), (1, 1));
+    let m = plan_get(
+        con,
+        &[
+            "m", "budgeted", "t", "r", "AGENT", "agent-b", "LIMIT", "10", "WINDOW", "30",
+        ],
+    );
+    assert_eq!((m.status.as_str(), m.rate_remaining), ("MISS", Some(9)));
+    let r = plan_set(
+        con,
+        &[
+            &m.key,
+            "{}",
+            "TOKEN",
+            m.token.as_deref().unwrap(),
+            "AGENT",
+            "agent-b",
+            "WLIMIT",
+            "3",
+            "WWINDOW",
+            "20",
+        ],
+    );
+    assert_eq!(r, ("STORED".into(), 600_000, Some(2), 1));
+    w.plans.push((m.key.clone(), "{}".into()));
     w
 }
 
