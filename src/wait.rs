@@ -46,7 +46,9 @@ struct Waiter {
 #[derive(Debug, Default)]
 struct Queue {
     waiters: VecDeque<Waiter>,
-    timer_armed: bool,
+    /// The pending one-shot timer for this key, stopped when the queue
+    /// empties so that nothing outlives the waiters.
+    timer: Option<raw::RedisModuleTimerID>,
 }
 
 type Slot = (c_int, Vec<u8>);
@@ -66,15 +68,32 @@ fn registry() -> MutexGuard<'static, Registry> {
 }
 
 impl Registry {
-    fn remove_bc(&mut self, bc: usize) -> Option<(Slot, Waiter)> {
+    /// Removes a waiter; also returns the timer to stop if its queue is now
+    /// empty.
+    fn remove_bc(&mut self, bc: usize) -> Option<(Slot, Waiter, Option<raw::RedisModuleTimerID>)> {
         let slot = self.by_bc.remove(&bc)?;
         let q = self.by_key.get_mut(&slot)?;
         let pos = q.waiters.iter().position(|w| w.bc == bc)?;
         let w = q.waiters.remove(pos)?;
-        if q.waiters.is_empty() && !q.timer_armed {
-            self.by_key.remove(&slot);
+        let stop = self.drop_if_empty(&slot);
+        Some((slot, w, stop))
+    }
+
+    /// Forgets the queue of `slot` if it has no waiters; returns its timer,
+    /// which the caller must stop.
+    fn drop_if_empty(&mut self, slot: &Slot) -> Option<raw::RedisModuleTimerID> {
+        if self.by_key.get(slot).is_some_and(|q| q.waiters.is_empty()) {
+            self.by_key.remove(slot).and_then(|q| q.timer)
+        } else {
+            None
         }
-        Some((slot, w))
+    }
+
+    /// Whether `slot` has waiters but no timer (so one must be armed).
+    fn needs_timer(&self, slot: &Slot) -> bool {
+        self.by_key
+            .get(slot)
+            .is_some_and(|q| !q.waiters.is_empty() && q.timer.is_none())
     }
 }
 
@@ -168,7 +187,7 @@ pub fn block(
             lock_ttl_ms,
             rate_remaining,
         });
-        !std::mem::replace(&mut q.timer_armed, true)
+        q.timer.is_none()
     };
     if arm {
         arm_timer(ctx, slot, lock_pttl);
@@ -189,14 +208,36 @@ fn unblock(bc: usize, woken: Option<Woken>) {
     }
 }
 
-/// Arms the one-shot timer that re-examines `slot` after the lock expires.
+/// Arms the one-shot timer that re-examines `slot` after the lock expires,
+/// and records it in the slot's queue.
 fn arm_timer(ctx: &Context, slot: Slot, after_ms: i64) {
     let period = after_ms.clamp(0, i64::MAX - 1).saturating_add(1);
-    let data = Box::into_raw(Box::new(slot)).cast::<c_void>();
-    // SAFETY: the callback takes ownership of `data`.
+    let data = Box::into_raw(Box::new(slot.clone())).cast::<c_void>();
+    // SAFETY: the callback (or `stop_timer`) takes ownership of `data`.
+    let id = unsafe {
+        match raw::RedisModule_CreateTimer {
+            Some(f) => f(ctx.ctx, period, Some(on_timer), data),
+            None => return,
+        }
+    };
+    if let Some(q) = registry().by_key.get_mut(&slot) {
+        q.timer = Some(id);
+    }
+}
+
+/// Stops a pending timer and frees its data.
+fn stop_timer(ctx: *mut raw::RedisModuleCtx, id: Option<raw::RedisModuleTimerID>) {
+    let Some(id) = id else {
+        return;
+    };
+    let mut data: *mut c_void = ptr::null_mut();
+    // SAFETY: `id` was returned by CreateTimer and has not fired (fired
+    // timers are forgotten in `on_timer`); on success `data` is ours.
     unsafe {
-        if let Some(f) = raw::RedisModule_CreateTimer {
-            f(ctx.ctx, period, Some(on_timer), data);
+        if let Some(f) = raw::RedisModule_StopTimer {
+            if f(ctx, id, &mut data) == raw::REDISMODULE_OK as c_int && !data.is_null() {
+                drop(Box::from_raw(data.cast::<Slot>()));
+            }
         }
     }
 }
@@ -214,20 +255,18 @@ fn settle_slot(ctx: &Context, slot: Slot) {
     let key = &slot.1;
     let has_plan = Key::open(ctx, key, false).holds() != Holds::Nothing;
     if has_plan {
-        let waiters = {
+        let (waiters, stop) = {
             let mut reg = registry();
             let Some(q) = reg.by_key.get_mut(&slot) else {
                 return;
             };
             let waiters = std::mem::take(&mut q.waiters);
-            if !q.timer_armed {
-                reg.by_key.remove(&slot);
-            }
             for w in &waiters {
                 reg.by_bc.remove(&w.bc);
             }
-            waiters
+            (waiters, reg.drop_if_empty(&slot))
         };
+        stop_timer(ctx.ctx, stop);
         for w in waiters {
             unblock(w.bc, Some(Woken::new(key, &w, Wake::Recheck)));
         }
@@ -239,35 +278,26 @@ fn settle_slot(ctx: &Context, slot: Slot) {
     if lock.holds() != Holds::Nothing {
         // Still held (or extended by a heartbeat): look again at its expiry.
         let pttl = lock.pttl(now);
-        let arm = {
-            let mut reg = registry();
-            match reg.by_key.get_mut(&slot) {
-                Some(q) if !q.waiters.is_empty() => !std::mem::replace(&mut q.timer_armed, true),
-                _ => false,
-            }
-        };
+        let arm = registry().needs_timer(&slot);
         if arm {
             arm_timer(ctx, slot, if pttl < 0 { 1_000 } else { pttl });
         }
         return;
     }
     // Free: hand it to the first waiter.
-    let (first, more) = {
+    let (first, more, stop) = {
         let mut reg = registry();
         let Some(q) = reg.by_key.get_mut(&slot) else {
             return;
         };
         let first = q.waiters.pop_front();
-        let more = !q.waiters.is_empty();
-        let arm = more && !std::mem::replace(&mut q.timer_armed, true);
-        if q.waiters.is_empty() && !q.timer_armed {
-            reg.by_key.remove(&slot);
-        }
         if let Some(w) = &first {
             reg.by_bc.remove(&w.bc);
         }
-        (first, arm)
+        let stop = reg.drop_if_empty(&slot);
+        (first, reg.needs_timer(&slot), stop)
     };
+    stop_timer(ctx.ctx, stop);
     let Some(w) = first else {
         return;
     };
@@ -377,8 +407,11 @@ extern "C" fn on_timeout(
     // SAFETY: inside a timeout callback the handle is the blocked client.
     let bc = unsafe { raw::RedisModule_GetBlockedClientHandle.map_or(ptr::null_mut(), |f| f(ctx)) };
     let found = registry().remove_bc(bc as usize);
+    if let Some((_, _, stop)) = &found {
+        stop_timer(ctx, *stop);
+    }
     let rc = guarded(ctx, |context| {
-        let Some(((_, key), w)) = &found else {
+        let Some(((_, key), w, _)) = &found else {
             return Err(Error::BadKey(
                 "okome internal error: lost wait state".into(),
             ));
@@ -402,10 +435,11 @@ extern "C" fn on_timeout(
     rc
 }
 
-extern "C" fn on_disconnect(_ctx: *mut raw::RedisModuleCtx, bc: Bc) {
+extern "C" fn on_disconnect(ctx: *mut raw::RedisModuleCtx, bc: Bc) {
     let _ = catch_unwind(AssertUnwindSafe(|| {
         let found = registry().remove_bc(bc as usize);
-        if found.is_some() {
+        if let Some((_, _, stop)) = found {
+            stop_timer(ctx, stop);
             bump(&c::wait_disconnected);
             unblock(bc as usize, None);
         }
@@ -431,7 +465,8 @@ extern "C" fn on_timer(ctx: *mut raw::RedisModuleCtx, data: *mut c_void) {
             let mut reg = registry();
             match reg.by_key.get_mut(&slot) {
                 Some(q) => {
-                    q.timer_armed = false;
+                    // This timer has fired: it must not be stopped later.
+                    q.timer = None;
                     if q.waiters.is_empty() {
                         reg.by_key.remove(&slot);
                         return;

@@ -1114,3 +1114,30 @@ fn lock_expiry_heartbeat_and_replicated_handoffs() {
     });
     println!("slow scenarios took {:?}", t.elapsed());
 }
+
+/// A waiter that timed out or disconnected leaves no timer behind: the
+/// module can be unloaded at once (Redis refuses while a timer is pending).
+#[test]
+fn waiters_leave_no_timer_behind() {
+    let s = Server::start_with(&["--enable-module-command", "yes"]);
+    let mut c = s.conn();
+    let m = plan_get(&mut c, &["m", "p", "t", "r"]);
+    assert_eq!(m.status, "MISS");
+    let timed_out = plan_get(&mut c, &["m", "p", "t", "r", "WAIT", "50"]);
+    assert_eq!(timed_out.status, "LOCKED");
+    let mut gone = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    let args = ["OKOME.PLAN.GET", "m", "p", "t", "r", "WAIT", "10000"];
+    let mut resp = format!("*{}\r\n", args.len());
+    for a in args {
+        resp += &format!("${}\r\n{a}\r\n", a.len());
+    }
+    gone.write_all(resp.as_bytes()).unwrap();
+    wait_blocked(&mut c, 1, Duration::from_secs(5));
+    drop(gone);
+    wait_blocked(&mut c, 0, Duration::from_secs(5));
+    let ok: String = redis::cmd("MODULE")
+        .arg(&["UNLOAD", "okome"])
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(ok, "OK", "no timer, no blocked client left behind");
+}
