@@ -159,3 +159,71 @@ fn prompt_is_hashed_by_the_server_and_components_escaped() {
         .unwrap();
     assert_ne!(k1, k2);
 }
+
+#[test]
+fn plan_lookup_is_plan_get_by_key() {
+    let s = Server::start();
+    let mut c = s.conn();
+    let key: String = redis::cmd("OKOME.KEY")
+        .arg(&["planner", "llama3:8b", "a prompt", "v1", "abc123"])
+        .query(&mut c)
+        .unwrap();
+    let lookup = |c: &mut redis::Connection, extra: &[&str]| -> Plan {
+        let (status, key, value, ms, token, rate_remaining): (
+            String,
+            String,
+            Option<String>,
+            Option<i64>,
+            Option<String>,
+            Option<i64>,
+        ) = redis::cmd("OKOME.PLAN.LOOKUP")
+            .arg(&key)
+            .arg(extra)
+            .query(c)
+            .unwrap();
+        Plan {
+            status,
+            key,
+            value,
+            ms,
+            token,
+            rate_remaining,
+        }
+    };
+    let m = lookup(&mut c, &["AGENT", "a", "LIMIT", "5", "WINDOW", "60"]);
+    assert_eq!(
+        (m.status.as_str(), m.key.as_str(), m.ms, m.rate_remaining),
+        ("MISS", key.as_str(), Some(9000), Some(4))
+    );
+    // The argument form and the key form are the same plan and lock.
+    let l = plan_get(&mut c, &["llama3:8b", "a prompt", "v1", "abc123"]);
+    assert_eq!(
+        (l.status.as_str(), l.key.as_str()),
+        ("LOCKED", key.as_str())
+    );
+    let _: redis::Value = redis::cmd("OKOME.PLAN.SET")
+        .arg(&[&key, "[1]", "TOKEN", m.token.as_deref().unwrap()])
+        .query(&mut c)
+        .unwrap();
+    let h = lookup(&mut c, &[]);
+    assert_eq!(
+        (h.status.as_str(), h.value.as_deref()),
+        ("HIT", Some("[1]"))
+    );
+    for (bad, want) in [
+        (
+            &b"okome:tools:{v1}"[..],
+            "ERR 'okome:tools:{v1}' is a tools key, not a planner key",
+        ),
+        (
+            b"nope",
+            "ERR 'nope' is not an okome key: it must start with 'okome:'",
+        ),
+    ] {
+        assert_eq!(err(&mut c, &[b"OKOME.PLAN.LOOKUP", bad]), want);
+    }
+    assert_eq!(
+        err(&mut c, &[b"OKOME.PLAN.LOOKUP"]),
+        "ERR wrong number of arguments for 'okome.plan.lookup' command"
+    );
+}
