@@ -3,10 +3,11 @@
 //! rate and budget windows, cache keys) are checked here against the
 //! calling user's key permissions, before anything is written.
 
+use crate::rkey::{Key, Name};
 use okome_core::keys::printable;
 use okome_core::Error;
 use redis_module::{raw, Context};
-use std::ffi::{c_char, c_int};
+use std::ffi::c_int;
 use std::ptr;
 
 /// What a command does to a derived key.
@@ -42,37 +43,24 @@ impl User {
 
     /// Whether the user may `access` `key`.
     pub fn may(&self, ctx: &Context, key: &[u8], access: Access) -> bool {
+        self.may_name(&Name::new(ctx, key), access)
+    }
+
+    /// [`User::may`] with a key name already made.
+    pub fn may_name(&self, key: &Name<'_>, access: Access) -> bool {
         let flags = match access {
             Access::Read => raw::REDISMODULE_CMD_KEY_ACCESS,
             Access::Write => raw::REDISMODULE_CMD_KEY_UPDATE,
         };
-        // SAFETY: `ptr` is a live user; the key string is freed after use.
+        if key.ptr().is_null() {
+            return false;
+        }
+        // SAFETY: `ptr` is a live user and the name a live string.
         unsafe {
-            let (Some(create), Some(check), Some(free)) = (
-                raw::RedisModule_CreateString,
-                raw::RedisModule_ACLCheckKeyPermissions,
-                raw::RedisModule_FreeString,
-            ) else {
-                return false;
-            };
-            let s = create(ctx.ctx, key.as_ptr().cast::<c_char>(), key.len());
-            if s.is_null() {
-                return false;
-            }
-            let ok = check(self.ptr, s, flags as c_int) == raw::REDISMODULE_OK as c_int;
-            free(ctx.ctx, s);
-            ok
+            raw::RedisModule_ACLCheckKeyPermissions.is_some_and(|check| {
+                check(self.ptr, key.ptr(), flags as c_int) == raw::REDISMODULE_OK as c_int
+            })
         }
-    }
-
-    /// `NOPERM` unless the user may `access` every key.
-    pub fn require(&self, ctx: &Context, keys: &[(&[u8], Access)]) -> Result<(), Error> {
-        for &(key, access) in keys {
-            if !self.may(ctx, key, access) {
-                return Err(denied(key, access));
-            }
-        }
-        Ok(())
     }
 }
 
@@ -99,10 +87,12 @@ pub fn denied(key: &[u8], access: Access) -> Error {
     ))
 }
 
-/// `NOPERM` unless the calling user may access every key.
-pub fn require(ctx: &Context, keys: &[(&[u8], Access)]) -> Result<(), Error> {
-    match User::current(ctx) {
-        Some(u) => u.require(ctx, keys),
-        None => Ok(()),
+/// Opens a derived key after checking `user` may `access` it, making its
+/// name once for both.
+pub fn open(ctx: &Context, user: Option<&User>, key: &[u8], access: Access) -> Result<Key, Error> {
+    let name = Name::new(ctx, key);
+    if user.is_some_and(|u| !u.may_name(&name, access)) {
+        return Err(denied(key, access));
     }
+    Ok(Key::open_name(ctx, &name, access == Access::Write))
 }

@@ -10,12 +10,24 @@ use okome_core::keys::{printable, slot};
 use okome_core::Error;
 use redis_module::{raw, Context};
 use std::ffi::c_char;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-/// Whether this server runs in cluster mode.
-pub fn enabled(ctx: &Context) -> bool {
+static CLUSTER: AtomicBool = AtomicBool::new(false);
+
+/// Records at load whether this server runs in cluster mode (it cannot
+/// change without a restart), so commands do not ask for every call.
+pub fn init(ctx: &Context) {
     // SAFETY: plain query of the context.
     let flags = unsafe { raw::RedisModule_GetContextFlags.map_or(0, |f| f(ctx.ctx)) } as u32;
-    flags & raw::REDISMODULE_CTX_FLAGS_CLUSTER != 0
+    CLUSTER.store(
+        flags & raw::REDISMODULE_CTX_FLAGS_CLUSTER != 0,
+        Ordering::Relaxed,
+    );
+}
+
+/// Whether this server runs in cluster mode.
+pub fn enabled() -> bool {
+    CLUSTER.load(Ordering::Relaxed)
 }
 
 /// Whether `key` is served by this node: asks Redis, which refuses a call
@@ -47,7 +59,7 @@ fn local(ctx: &Context, key: &[u8]) -> bool {
 /// the first being its main key) share a slot that this node serves.
 /// `instead` completes the error: what the caller should do.
 pub fn check(ctx: &Context, keys: &[&[u8]], instead: &str) -> Result<(), Error> {
-    if !enabled(ctx) {
+    if !enabled() {
         return Ok(());
     }
     let Some((first, rest)) = keys.split_first() else {

@@ -94,13 +94,11 @@ impl Drop for Budget {
 impl Budget {
     /// Opens and decodes the window at `c.key`; fails (writing nothing) on
     /// another type or on bytes that are not a window.
-    fn load(ctx: &Context, c: &Charge) -> Result<Budget, Error> {
+    /// `user`'s write permission on the window is checked first.
+    fn load(ctx: &Context, c: &Charge, user: Option<&acl::User>) -> Result<Budget, Error> {
+        let key = acl::open(ctx, user, &c.key, Access::Write)?;
         let (window, buf) = SCRATCH.with(|s| s.take()).unwrap_or_default();
-        let mut b = Budget {
-            key: Key::open(ctx, &c.key, true),
-            window,
-            buf,
-        };
+        let mut b = Budget { key, window, buf };
         let decoded = match b.key.string()? {
             None => {
                 b.window.decode_from(&[]).ok();
@@ -156,9 +154,9 @@ const ROUTE_BY_PART: &str = "cluster clients must route OKOME.CACHE.* by the fir
 pub fn rate(ctx: &Context, argv: &[&[u8]]) -> Reply {
     let c = args::parse_rate(argv)?;
     cluster::check(ctx, &[&c.key], ROUTE_BY_AGENT)?;
-    acl::require(ctx, &[(&c.key, Access::Write)])?;
+    let user = acl::User::current(ctx);
     let now = rkey::now_ms();
-    let d = Budget::load(ctx, &c)?.charge(ctx, &c, now);
+    let d = Budget::load(ctx, &c, user.as_ref())?.charge(ctx, &c, now);
     Ok(decision_reply(&d))
 }
 
@@ -167,9 +165,9 @@ pub fn wbudget(ctx: &Context, argv: &[&[u8]]) -> Reply {
     let cfg = config::current();
     let c = args::parse_wbudget(argv, &cfg)?;
     cluster::check(ctx, &[&c.key], ROUTE_BY_AGENT)?;
-    acl::require(ctx, &[(&c.key, Access::Write)])?;
+    let user = acl::User::current(ctx);
     let now = rkey::now_ms();
-    let d = Budget::load(ctx, &c)?.charge(ctx, &c, now);
+    let d = Budget::load(ctx, &c, user.as_ref())?.charge(ctx, &c, now);
     Ok(decision_reply(&d))
 }
 
@@ -196,19 +194,13 @@ fn lookup(ctx: &Context, req: args::PlanGet, instead: &str) -> Reply {
         None => cluster::check(ctx, &[&req.key], instead)?,
     }
     let user = acl::User::current(ctx);
-    if let Some(u) = &user {
-        u.require(ctx, &[(&req.key, Access::Read)])?;
-        if let Some(c) = &req.rate {
-            u.require(ctx, &[(&c.key, Access::Write)])?;
-        }
-    }
     let now = rkey::now_ms();
     // Open and check every key first, so a bad key writes nothing.
+    let plan = acl::open(ctx, user.as_ref(), &req.key, Access::Read)?;
     let budget = match &req.rate {
-        Some(c) => Some((Budget::load(ctx, c)?, c)),
+        Some(c) => Some((Budget::load(ctx, c, user.as_ref())?, c)),
         None => None,
     };
-    let plan = Key::open(ctx, &req.key, false);
     let value = plan.string()?;
     let lock_name = keys::lock_key(&req.key);
     // A user who may not write the lock gets hits (no refresh), and a
@@ -310,26 +302,19 @@ pub fn plan_set(ctx: &Context, argv: &[&[u8]]) -> Reply {
         )?;
     }
     let lock_name = keys::lock_key(req.key);
-    if let Some(u) = acl::User::current(ctx) {
-        if req.token.is_some() {
-            u.require(ctx, &[(&lock_name, Access::Write)])?;
-        }
-        if let Some(c) = &req.budget {
-            u.require(ctx, &[(&c.key, Access::Write)])?;
-        }
-    }
+    let user = acl::User::current(ctx);
     let now = rkey::now_ms();
     // Open and check every key first, so a bad key writes nothing.
     let plan = Key::open(ctx, req.key, true);
     plan.check_string_or_empty()?;
     let mut lock = None;
     if let Some(token) = req.token {
-        let l = Key::open(ctx, &lock_name, true);
+        let l = acl::open(ctx, user.as_ref(), &lock_name, Access::Write)?;
         let held = l.string()? == Some(token);
         lock = held.then_some(l);
     }
     let budget = match &req.budget {
-        Some(c) => Some((Budget::load(ctx, c)?, c)),
+        Some(c) => Some((Budget::load(ctx, c, user.as_ref())?, c)),
         None => None,
     };
     // Every check passed: charge, write, release.
@@ -375,8 +360,12 @@ pub fn lock(ctx: &Context, argv: &[&[u8]]) -> Reply {
     let req = args::parse_lock(argv, &cfg)?;
     let now = rkey::now_ms();
     let lock_name = keys::lock_key(req.key);
-    acl::require(ctx, &[(&lock_name, Access::Write)])?;
-    let lock = Key::open(ctx, &lock_name, true);
+    let lock = acl::open(
+        ctx,
+        acl::User::current(ctx).as_ref(),
+        &lock_name,
+        Access::Write,
+    )?;
     let current = lock.string()?;
     match req.token {
         None => {
@@ -404,8 +393,12 @@ pub fn lock(ctx: &Context, argv: &[&[u8]]) -> Reply {
 pub fn unlock(ctx: &Context, argv: &[&[u8]]) -> Reply {
     let req = args::parse_unlock(argv)?;
     let lock_name = keys::lock_key(req.key);
-    acl::require(ctx, &[(&lock_name, Access::Write)])?;
-    let lock = Key::open(ctx, &lock_name, true);
+    let lock = acl::open(
+        ctx,
+        acl::User::current(ctx).as_ref(),
+        &lock_name,
+        Access::Write,
+    )?;
     if lock.string()? != Some(req.token) {
         return Ok(RedisValue::Integer(0));
     }
@@ -421,9 +414,13 @@ pub fn unlock(ctx: &Context, argv: &[&[u8]]) -> Reply {
 pub fn cache_get(ctx: &Context, argv: &[&[u8]]) -> Reply {
     let req = args::parse_cache_get(argv)?;
     cluster::check(ctx, &[&req.key], ROUTE_BY_PART)?;
-    acl::require(ctx, &[(&req.key, Access::Read)])?;
     let now = rkey::now_ms();
-    let key = Key::open(ctx, &req.key, false);
+    let key = acl::open(
+        ctx,
+        acl::User::current(ctx).as_ref(),
+        &req.key,
+        Access::Read,
+    )?;
     Ok(match key.string()? {
         Some(v) => {
             bump(&c::cache_hits);
@@ -441,9 +438,13 @@ pub fn cache_set(ctx: &Context, argv: &[&[u8]]) -> Reply {
     let cfg = config::current();
     let req = args::parse_cache_set(argv, &cfg)?;
     cluster::check(ctx, &[&req.key], ROUTE_BY_PART)?;
-    acl::require(ctx, &[(&req.key, Access::Write)])?;
     let now = rkey::now_ms();
-    let key = Key::open(ctx, &req.key, true);
+    let key = acl::open(
+        ctx,
+        acl::User::current(ctx).as_ref(),
+        &req.key,
+        Access::Write,
+    )?;
     key.check_string_or_empty()?;
     let ttl_ms = secs_to_ms(req.ttl_s);
     let at = now.saturating_add(ttl_ms);

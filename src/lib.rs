@@ -30,6 +30,7 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
         ctx.log_warning(&format!("okome: {e}"));
         return Status::Err;
     }
+    cluster::init(ctx);
     if !stats::register(ctx.ctx) {
         ctx.log_warning("okome: could not register the INFO section");
         return Status::Err;

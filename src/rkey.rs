@@ -43,10 +43,41 @@ fn free_string(ctx: &Context, s: *mut raw::RedisModuleString) {
     }
 }
 
+/// A Redis string made from bytes, freed on drop: one key name used for
+/// several API calls (an ACL check, then opening the key).
+pub struct Name<'a> {
+    ctx: &'a Context,
+    ptr: *mut raw::RedisModuleString,
+}
+
+impl<'a> Name<'a> {
+    pub fn new(ctx: &'a Context, bytes: &[u8]) -> Name<'a> {
+        Name {
+            ctx,
+            ptr: create_string(ctx, bytes),
+        }
+    }
+
+    pub fn ptr(&self) -> *mut raw::RedisModuleString {
+        self.ptr
+    }
+}
+
+impl Drop for Name<'_> {
+    fn drop(&mut self) {
+        free_string(self.ctx, self.ptr);
+    }
+}
+
 impl Key {
     /// Opens `name` for reading, or for reading and writing.
     pub fn open(ctx: &Context, name: &[u8], write: bool) -> Key {
-        let s = create_string(ctx, name);
+        Key::open_name(ctx, &Name::new(ctx, name), write)
+    }
+
+    /// [`Key::open`] with a name already made.
+    pub fn open_name(ctx: &Context, name: &Name<'_>, write: bool) -> Key {
+        let s = name.ptr();
         let mode = if write {
             raw::REDISMODULE_READ | raw::REDISMODULE_WRITE
         } else {
@@ -61,7 +92,6 @@ impl Key {
                 _ => ptr::null_mut(),
             }
         };
-        free_string(ctx, s);
         Key { ptr }
     }
 
