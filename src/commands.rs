@@ -203,24 +203,23 @@ fn lookup(ctx: &Context, req: args::PlanGet, instead: &str) -> Reply {
     };
     let value = plan.string()?;
     let lock_name = keys::lock_key(&req.key);
-    // A user who may not write the lock gets hits (no refresh), and a
-    // NOPERM on a miss.
-    let may_lock = || {
-        user.as_ref()
-            .is_none_or(|u| u.may(ctx, &lock_name, Access::Write))
+    // A miss needs the lock (NOPERM if the user may not write it); a hit
+    // in a refresh zone takes it only if the user may (else a plain HIT).
+    let lock = match (req.lock_ttl_ms, value) {
+        (Some(_), None) => Some(acl::open(ctx, user.as_ref(), &lock_name, Access::Write)?),
+        (Some(_), Some(_))
+            if req.refresh_ahead_ms > 0
+                && user
+                    .as_ref()
+                    .is_none_or(|u| u.may(ctx, &lock_name, Access::Write)) =>
+        {
+            Some(Key::open(ctx, &lock_name, true))
+        }
+        _ => None,
     };
-    let wants_lock =
-        req.lock_ttl_ms.is_some() && (value.is_none() || (req.refresh_ahead_ms > 0 && may_lock()));
-    if wants_lock && value.is_none() && !may_lock() {
-        return Err(acl::denied(&lock_name, Access::Write));
-    }
-    let lock = if wants_lock {
-        let l = Key::open(ctx, &lock_name, true);
+    if let Some(l) = &lock {
         l.check_string_or_empty()?;
-        Some(l)
-    } else {
-        None
-    };
+    }
     let mut rate = None;
     if let Some((b, c)) = budget {
         let d = b.charge(ctx, c, now);
