@@ -21,7 +21,7 @@ fn bulk(bytes: &[u8]) -> RedisValue {
 }
 
 fn status(s: &'static str) -> RedisValue {
-    RedisValue::StringBuffer(s.as_bytes().to_vec())
+    bulk(s.as_bytes())
 }
 
 /// Milliseconds in `s` seconds, saturating.

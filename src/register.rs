@@ -110,8 +110,6 @@ pub struct Spec {
     pub name: &'static str,
     pub callback: Callback,
     pub flags: &'static str,
-    /// Position of the key argument (0: none; keys are derived).
-    pub key_pos: c_int,
     pub arity: c_int,
     pub summary: &'static str,
     pub complexity: &'static str,
@@ -124,7 +122,6 @@ pub const COMMANDS: &[Spec] = &[
         name: "okome.plan.get",
         callback: t_plan_get,
         flags: "write deny-oom",
-        key_pos: 0,
         arity: -5,
         summary: "Looks up a plan by model, prompt, toolset and repo; on a miss takes the stampede lock",
         complexity: "O(N) in the prompt size (SHA-256), plus O(L) with AGENT for L live rate-window entries",
@@ -135,7 +132,6 @@ pub const COMMANDS: &[Spec] = &[
         name: "okome.plan.lookup",
         callback: t_plan_lookup,
         flags: "write deny-oom",
-        key_pos: 1,
         arity: -2,
         summary: "OKOME.PLAN.GET by planner key (from OKOME.KEY): the form cluster clients route by key",
         complexity: "O(1), plus O(L) with AGENT for L live rate-window entries",
@@ -146,7 +142,6 @@ pub const COMMANDS: &[Spec] = &[
         name: "okome.plan.set",
         callback: t_plan_set,
         flags: "write deny-oom",
-        key_pos: 1,
         arity: -3,
         summary: "Stores a plan as JSON under a planner key, with its TTL standard, and releases the lock",
         complexity: "O(N) in the plan size (JSON validation), plus O(L) with AGENT",
@@ -157,7 +152,6 @@ pub const COMMANDS: &[Spec] = &[
         name: "okome.lock",
         callback: t_lock,
         flags: "write deny-oom fast",
-        key_pos: 1,
         arity: -2,
         summary: "Acquires the stampede lock of a key, or extends a lock held with a token",
         complexity: "O(1)",
@@ -168,7 +162,6 @@ pub const COMMANDS: &[Spec] = &[
         name: "okome.unlock",
         callback: t_unlock,
         flags: "write fast",
-        key_pos: 1,
         arity: 3,
         summary: "Releases a stampede lock if it is held with the given token",
         complexity: "O(1)",
@@ -179,7 +172,6 @@ pub const COMMANDS: &[Spec] = &[
         name: "okome.rate",
         callback: t_rate,
         flags: "write deny-oom fast",
-        key_pos: 0,
         arity: -4,
         summary: "Charges an agent's exact sliding-window rate limit; a refused call consumes nothing",
         complexity: "O(L) for L live entries in the window (at most min(limit, window in ms))",
@@ -190,7 +182,6 @@ pub const COMMANDS: &[Spec] = &[
         name: "okome.wbudget",
         callback: t_wbudget,
         flags: "write deny-oom fast",
-        key_pos: 0,
         arity: -3,
         summary: "Charges an agent's cache-write budget (an exact sliding window, 60 s by default)",
         complexity: "O(L) for L live entries in the window",
@@ -201,7 +192,6 @@ pub const COMMANDS: &[Spec] = &[
         name: "okome.cache.get",
         callback: t_cache_get,
         flags: "readonly fast",
-        key_pos: 0,
         arity: -3,
         summary: "Reads a model_meta, rag, tools or health value and its remaining TTL",
         complexity: "O(1)",
@@ -212,7 +202,6 @@ pub const COMMANDS: &[Spec] = &[
         name: "okome.cache.set",
         callback: t_cache_set,
         flags: "write deny-oom",
-        key_pos: 0,
         arity: -4,
         summary: "Stores a model_meta, rag, tools or health value as JSON with its TTL standard",
         complexity: "O(N) in the value size (JSON validation)",
@@ -223,7 +212,6 @@ pub const COMMANDS: &[Spec] = &[
         name: "okome.key",
         callback: t_key,
         flags: "allow-stale",
-        key_pos: 0,
         arity: -3,
         summary: "Returns the canonical okome key for a kind and its parts; touches no data",
         complexity: "O(N) in the size of the parts (SHA-256 of a planner prompt)",
@@ -238,6 +226,8 @@ fn register(ctx: &Context, spec: &Spec) -> Result<(), String> {
     let name = CString::new(spec.name).map_err(|e| e.to_string())?;
     let flags = CString::new(spec.flags).map_err(|e| e.to_string())?;
     let create = unsafe { raw::RedisModule_CreateCommand }.ok_or("no CreateCommand")?;
+    // Legacy key positions: those of the key spec (0 when keys are derived).
+    let key_pos = spec.key.map_or(0, |k| k.pos);
     // SAFETY: valid C strings and a callback with the expected signature.
     let rc = unsafe {
         create(
@@ -245,9 +235,9 @@ fn register(ctx: &Context, spec: &Spec) -> Result<(), String> {
             name.as_ptr(),
             Some(spec.callback),
             flags.as_ptr(),
-            spec.key_pos,
-            spec.key_pos,
-            c_int::from(spec.key_pos != 0),
+            key_pos,
+            key_pos,
+            c_int::from(key_pos != 0),
         )
     };
     if rc != raw::REDISMODULE_OK as c_int {
