@@ -42,12 +42,12 @@ impl User {
     }
 
     /// Whether the user may `access` `key`.
-    pub fn may(&self, ctx: &Context, key: &[u8], access: Access) -> bool {
-        self.may_name(&Name::new(ctx, key), access)
+    pub fn may(&self, key: &[u8], access: Access) -> bool {
+        self.may_name(&Name::new(key), access)
     }
 
     /// [`User::may`] with a key name already made.
-    pub fn may_name(&self, key: &Name<'_>, access: Access) -> bool {
+    pub fn may_name(&self, key: &Name, access: Access) -> bool {
         let flags = match access {
             Access::Read => raw::REDISMODULE_CMD_KEY_ACCESS,
             Access::Write => raw::REDISMODULE_CMD_KEY_UPDATE,
@@ -90,9 +90,9 @@ pub fn denied(key: &[u8], access: Access) -> Error {
 /// Opens a derived key after checking `user` may `access` it, making its
 /// name once for both.
 pub fn open(ctx: &Context, user: Option<&User>, key: &[u8], access: Access) -> Result<Key, Error> {
-    let name = Name::new(ctx, key);
+    let name = Name::new(key);
     if user.is_some_and(|u| !u.may_name(&name, access)) {
         return Err(denied(key, access));
     }
-    Ok(Key::open_name(ctx, &name, access == Access::Write))
+    Ok(Key::open_name(ctx, name, access == Access::Write))
 }

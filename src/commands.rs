@@ -33,13 +33,12 @@ fn ms(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// Takes the (free) lock at `lock_name` with a fresh token until
-/// `now + ttl_ms`, replicating `SET lock token PXAT t`.
-pub fn take_lock(ctx: &Context, lock: &Key, lock_name: &[u8], now: i64, ttl_ms: u64) -> Vec<u8> {
+/// Takes the (free) lock with a fresh token until `now + ttl_ms`
+/// (replicated as `SET lock token PXAT t`).
+pub fn take_lock(ctx: &Context, lock: &Key, now: i64, ttl_ms: u64) -> Vec<u8> {
     let token = rkey::new_token();
     let at = now.saturating_add(ms(ttl_ms));
     lock.set(ctx, &token, at);
-    rkey::replicate_set(ctx, lock_name, &token, at);
     bump(&c::lock_acquired);
     token
 }
@@ -130,20 +129,20 @@ impl Budget {
             if let Some(at) = self.window.empty_at(c.window_ms) {
                 self.window.encode_into(&mut self.buf);
                 self.key.set(ctx, &self.buf, at);
-                rkey::replicate_set(ctx, &c.key, &self.buf, at);
             }
         }
         d
     }
 }
 
-fn decision_reply(d: &Decision) -> RedisValue {
-    RedisValue::Array(vec![
-        RedisValue::Integer(i64::from(d.allowed)),
-        RedisValue::Integer(ms(d.remaining)),
-        RedisValue::Integer(ms(d.retry_after_ms)),
-        RedisValue::Integer(ms(d.reset_after_ms)),
-    ])
+/// `[allowed, remaining, retry_after_ms, reset_after_ms]`
+fn decision_reply(d: &Decision) -> [i64; 4] {
+    [
+        i64::from(d.allowed),
+        ms(d.remaining),
+        ms(d.retry_after_ms),
+        ms(d.reset_after_ms),
+    ]
 }
 
 /// OKOME.RATE agent limit window_s [COST n]
@@ -151,7 +150,7 @@ const ROUTE_BY_AGENT: &str = "cluster clients must route this command by its age
 
 const ROUTE_BY_PART: &str = "cluster clients must route OKOME.CACHE.* by the first part (the key's hash tag); parts made only of [A-Za-z0-9._/+@=-] route to their key's slot";
 
-pub fn rate(ctx: &Context, argv: &[&[u8]]) -> Reply {
+pub fn rate(ctx: &Context, argv: &[&[u8]]) -> Result<[i64; 4], Error> {
     let c = args::parse_rate(argv)?;
     cluster::check(ctx, &[&c.key], ROUTE_BY_AGENT)?;
     let user = acl::User::current(ctx);
@@ -161,7 +160,7 @@ pub fn rate(ctx: &Context, argv: &[&[u8]]) -> Reply {
 }
 
 /// OKOME.WBUDGET agent write_limit [WINDOW s] [COST n]
-pub fn wbudget(ctx: &Context, argv: &[&[u8]]) -> Reply {
+pub fn wbudget(ctx: &Context, argv: &[&[u8]]) -> Result<[i64; 4], Error> {
     let cfg = config::current();
     let c = args::parse_wbudget(argv, &cfg)?;
     cluster::check(ctx, &[&c.key], ROUTE_BY_AGENT)?;
@@ -211,7 +210,7 @@ fn lookup(ctx: &Context, req: args::PlanGet, instead: &str) -> Reply {
             if req.refresh_ahead_ms > 0
                 && user
                     .as_ref()
-                    .is_none_or(|u| u.may(ctx, &lock_name, Access::Write)) =>
+                    .is_none_or(|u| u.may(&lock_name, Access::Write)) =>
         {
             Some(Key::open(ctx, &lock_name, true))
         }
@@ -242,7 +241,7 @@ fn lookup(ctx: &Context, req: args::PlanGet, instead: &str) -> Reply {
         if let (Some(ttl), Some(lock)) = (req.lock_ttl_ms, &lock) {
             let in_zone = pttl >= 0 && u64::try_from(pttl).is_ok_and(|p| p < req.refresh_ahead_ms);
             if in_zone && lock.holds() == Holds::Nothing {
-                let token = take_lock(ctx, lock, &lock_name, now, ttl);
+                let token = take_lock(ctx, lock, now, ttl);
                 bump(&c::planner_refreshes);
                 return Ok(plan_reply(
                     "REFRESH",
@@ -277,7 +276,7 @@ fn lookup(ctx: &Context, req: args::PlanGet, instead: &str) -> Reply {
         bump(&c::planner_locked);
         return Ok(plan_reply("LOCKED", &req.key, None, Some(pttl), None, rate));
     }
-    let token = take_lock(ctx, &lock, &lock_name, now, ttl);
+    let token = take_lock(ctx, &lock, now, ttl);
     bump(&c::planner_misses);
     Ok(plan_reply(
         "MISS",
@@ -323,15 +322,13 @@ pub fn plan_set(ctx: &Context, argv: &[&[u8]]) -> Reply {
     if stored {
         let at = now.saturating_add(ttl_ms);
         plan.set(ctx, req.value, at);
-        rkey::replicate_set(ctx, req.key, req.value, at);
         bump(&c::plans_stored);
     } else {
         bump(&c::plans_skipped);
     }
     let released = match lock {
         Some(l) => {
-            l.delete();
-            rkey::replicate_del(ctx, &lock_name);
+            l.delete(ctx);
             bump(&c::lock_released);
             1
         }
@@ -372,7 +369,7 @@ pub fn lock(ctx: &Context, argv: &[&[u8]]) -> Reply {
                 bump(&c::lock_contended);
                 return Ok(RedisValue::Null);
             }
-            let token = take_lock(ctx, &lock, &lock_name, now, req.ttl_ms);
+            let token = take_lock(ctx, &lock, now, req.ttl_ms);
             Ok(RedisValue::StringBuffer(token))
         }
         Some(token) => {
@@ -380,8 +377,7 @@ pub fn lock(ctx: &Context, argv: &[&[u8]]) -> Reply {
                 return Ok(RedisValue::Integer(0));
             }
             let at = now.saturating_add(ms(req.ttl_ms));
-            lock.set_abs_expire(at);
-            rkey::replicate_pexpireat(ctx, &lock_name, at);
+            lock.set_abs_expire(ctx, at);
             bump(&c::lock_extended);
             Ok(RedisValue::Integer(1))
         }
@@ -401,8 +397,7 @@ pub fn unlock(ctx: &Context, argv: &[&[u8]]) -> Reply {
     if lock.string()? != Some(req.token) {
         return Ok(RedisValue::Integer(0));
     }
-    lock.delete();
-    rkey::replicate_del(ctx, &lock_name);
+    lock.delete(ctx);
     bump(&c::lock_released);
     drop(lock);
     wait::settle(ctx, req.key);
@@ -448,7 +443,6 @@ pub fn cache_set(ctx: &Context, argv: &[&[u8]]) -> Reply {
     let ttl_ms = secs_to_ms(req.ttl_s);
     let at = now.saturating_add(ttl_ms);
     key.set(ctx, req.value, at);
-    rkey::replicate_set(ctx, &req.key, req.value, at);
     bump(&c::cache_stored);
     Ok(RedisValue::Integer(ttl_ms))
 }

@@ -1,12 +1,14 @@
 //! A small RAII wrapper over the low-level key API, working on byte slices,
 //! plus the clock, random tokens and effect replication.
 //!
-//! Keys written through the low-level API are not propagated by Redis: every
-//! write made here must be followed by a [`replicate`] of its effect.
+//! Keys written through the low-level API are not propagated by Redis, so
+//! every write method of [`Key`] also replicates its effect, with absolute
+//! times: `SET key value PXAT t`, `PEXPIREAT key t` or `DEL key`.
 
 use redis_module::{raw, Context};
 use std::os::raw::{c_char, c_int, c_longlong};
 use std::ptr;
+use std::sync::atomic::{AtomicPtr, Ordering};
 
 /// What a key holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,45 +18,40 @@ pub enum Holds {
     Other,
 }
 
-/// An open key; closed on drop.
-pub struct Key {
-    ptr: *mut raw::RedisModuleKey,
-}
-
-fn create_string(ctx: &Context, bytes: &[u8]) -> *mut raw::RedisModuleString {
+fn create_string(ctx: *mut raw::RedisModuleCtx, bytes: &[u8]) -> *mut raw::RedisModuleString {
     // SAFETY: the API is initialised at load time; ptr/len describe `bytes`.
+    // A NULL context is allowed: the string is then not auto-memory managed.
     unsafe {
         match raw::RedisModule_CreateString {
-            Some(f) => f(ctx.ctx, bytes.as_ptr().cast::<c_char>(), bytes.len()),
+            Some(f) => f(ctx, bytes.as_ptr().cast::<c_char>(), bytes.len()),
             None => ptr::null_mut(),
         }
     }
 }
 
-fn free_string(ctx: &Context, s: *mut raw::RedisModuleString) {
+fn free_string(ctx: *mut raw::RedisModuleCtx, s: *mut raw::RedisModuleString) {
     if s.is_null() {
         return;
     }
     // SAFETY: `s` was created by `create_string` with the same context.
     unsafe {
         if let Some(f) = raw::RedisModule_FreeString {
-            f(ctx.ctx, s);
+            f(ctx, s);
         }
     }
 }
 
-/// A Redis string made from bytes, freed on drop: one key name used for
-/// several API calls (an ACL check, then opening the key).
-pub struct Name<'a> {
-    ctx: &'a Context,
+/// A key name as a Redis string, made once from bytes and freed on drop:
+/// used for the ACL check, to open the key and to replicate its writes.
+/// Made without a context, so it may outlive none and needs none.
+pub struct Name {
     ptr: *mut raw::RedisModuleString,
 }
 
-impl<'a> Name<'a> {
-    pub fn new(ctx: &'a Context, bytes: &[u8]) -> Name<'a> {
+impl Name {
+    pub fn new(bytes: &[u8]) -> Name {
         Name {
-            ctx,
-            ptr: create_string(ctx, bytes),
+            ptr: create_string(ptr::null_mut(), bytes),
         }
     }
 
@@ -63,27 +60,33 @@ impl<'a> Name<'a> {
     }
 }
 
-impl Drop for Name<'_> {
+impl Drop for Name {
     fn drop(&mut self) {
-        free_string(self.ctx, self.ptr);
+        free_string(ptr::null_mut(), self.ptr);
     }
+}
+
+/// An open key and its name; closed on drop.
+pub struct Key {
+    ptr: *mut raw::RedisModuleKey,
+    name: Name,
 }
 
 impl Key {
     /// Opens `name` for reading, or for reading and writing.
     pub fn open(ctx: &Context, name: &[u8], write: bool) -> Key {
-        Key::open_name(ctx, &Name::new(ctx, name), write)
+        Key::open_name(ctx, Name::new(name), write)
     }
 
     /// [`Key::open`] with a name already made.
-    pub fn open_name(ctx: &Context, name: &Name<'_>, write: bool) -> Key {
+    pub fn open_name(ctx: &Context, name: Name, write: bool) -> Key {
         let s = name.ptr();
         let mode = if write {
             raw::REDISMODULE_READ | raw::REDISMODULE_WRITE
         } else {
             raw::REDISMODULE_READ
         };
-        // SAFETY: OpenKey retains the name, so it can be freed right after.
+        // SAFETY: `s` is a live string; the key keeps its own reference.
         let ptr = unsafe {
             match raw::RedisModule_OpenKey {
                 Some(f) if !s.is_null() => {
@@ -92,7 +95,7 @@ impl Key {
                 _ => ptr::null_mut(),
             }
         };
-        Key { ptr }
+        Key { ptr, name }
     }
 
     pub fn holds(&self) -> Holds {
@@ -157,7 +160,8 @@ impl Key {
             .map_or(-1, |t| t.saturating_sub(now).max(0))
     }
 
-    /// Stores `value` with an absolute expiry (Unix ms).
+    /// Stores `value` with an absolute expiry (Unix ms) and replicates
+    /// `SET key value PXAT expire_at`.
     ///
     /// Writes in place (`StringTruncate` + DMA) rather than through
     /// `StringSet`: an existing string is resized and overwritten without
@@ -168,16 +172,17 @@ impl Key {
             return;
         }
         if value.is_empty() || !self.write_in_place(value) {
-            let s = create_string(ctx, value);
+            let s = create_string(ctx.ctx, value);
             // SAFETY: key opened for writing; StringSet retains `s`.
             unsafe {
                 if let Some(f) = raw::RedisModule_StringSet {
                     f(self.ptr, s);
                 }
             }
-            free_string(ctx, s);
+            free_string(ctx.ctx, s);
         }
-        self.set_abs_expire(expire_at);
+        self.expire(expire_at);
+        self.replicate_set(ctx, value, expire_at);
     }
 
     fn write_in_place(&self, value: &[u8]) -> bool {
@@ -205,7 +210,13 @@ impl Key {
         true
     }
 
-    pub fn set_abs_expire(&self, expire_at: i64) {
+    /// Sets an absolute expiry (Unix ms) and replicates `PEXPIREAT`.
+    pub fn set_abs_expire(&self, ctx: &Context, expire_at: i64) {
+        self.expire(expire_at);
+        self.replicate_pexpireat(ctx, expire_at);
+    }
+
+    fn expire(&self, expire_at: i64) {
         if self.ptr.is_null() {
             return;
         }
@@ -217,10 +228,12 @@ impl Key {
         }
     }
 
-    pub fn delete(&self) {
+    /// Deletes the key and replicates `DEL`.
+    pub fn delete(&self, ctx: &Context) {
         if self.ptr.is_null() {
             return;
         }
+        self.replicate_del(ctx);
         // SAFETY: key opened for writing.
         unsafe {
             if let Some(f) = raw::RedisModule_DeleteKey {
@@ -266,55 +279,77 @@ pub fn new_token() -> Vec<u8> {
     buf
 }
 
-/// Propagates `SET key value PXAT expire_at` to replicas and the AOF.
-pub fn replicate_set(ctx: &Context, key: &[u8], value: &[u8], expire_at: i64) {
-    // SAFETY: "bbcl" = buffer, buffer, C string, long long.
-    unsafe {
-        if let Some(f) = raw::RedisModule_Replicate {
-            f(
-                ctx.ctx,
-                c"SET".as_ptr(),
-                c"bbcl".as_ptr(),
-                key.as_ptr().cast::<c_char>(),
-                key.len(),
-                value.as_ptr().cast::<c_char>(),
-                value.len(),
-                c"PXAT".as_ptr(),
-                expire_at as c_longlong,
-            );
-        }
+/// The argument `PXAT`, made once: every `SET` effect shares it.
+fn pxat_arg() -> *mut raw::RedisModuleString {
+    static PXAT: AtomicPtr<raw::RedisModuleString> = AtomicPtr::new(ptr::null_mut());
+    let p = PXAT.load(Ordering::Relaxed);
+    if !p.is_null() {
+        return p;
     }
+    // Commands run on the main thread only, so this is made once; never freed.
+    let p = create_string(ptr::null_mut(), b"PXAT");
+    PXAT.store(p, Ordering::Relaxed);
+    p
 }
 
-/// Propagates `PEXPIREAT key expire_at`.
-pub fn replicate_pexpireat(ctx: &Context, key: &[u8], expire_at: i64) {
-    // SAFETY: "bl" = buffer, long long.
-    unsafe {
-        if let Some(f) = raw::RedisModule_Replicate {
-            f(
-                ctx.ctx,
-                c"PEXPIREAT".as_ptr(),
-                c"bl".as_ptr(),
-                key.as_ptr().cast::<c_char>(),
-                key.len(),
-                expire_at as c_longlong,
-            );
+impl Key {
+    /// Propagates `SET key value PXAT expire_at` to replicas and the AOF.
+    /// The key's name and `PXAT` are passed as strings already made, so
+    /// Redis copies only the value and the time.
+    fn replicate_set(&self, ctx: &Context, value: &[u8], expire_at: i64) {
+        let (name, pxat) = (self.name.ptr(), pxat_arg());
+        if name.is_null() || pxat.is_null() {
+            return;
+        }
+        // SAFETY: "sbsl" = string, buffer, string, long long; both strings
+        // are live and Redis takes its own references.
+        unsafe {
+            if let Some(f) = raw::RedisModule_Replicate {
+                f(
+                    ctx.ctx,
+                    c"SET".as_ptr(),
+                    c"sbsl".as_ptr(),
+                    name,
+                    value.as_ptr().cast::<c_char>(),
+                    value.len(),
+                    pxat,
+                    expire_at as c_longlong,
+                );
+            }
         }
     }
-}
 
-/// Propagates `DEL key`.
-pub fn replicate_del(ctx: &Context, key: &[u8]) {
-    // SAFETY: "b" = buffer.
-    unsafe {
-        if let Some(f) = raw::RedisModule_Replicate {
-            f(
-                ctx.ctx,
-                c"DEL".as_ptr(),
-                c"b".as_ptr(),
-                key.as_ptr().cast::<c_char>(),
-                key.len(),
-            );
+    /// Propagates `PEXPIREAT key expire_at`.
+    fn replicate_pexpireat(&self, ctx: &Context, expire_at: i64) {
+        let name = self.name.ptr();
+        if name.is_null() {
+            return;
+        }
+        // SAFETY: "sl" = string, long long.
+        unsafe {
+            if let Some(f) = raw::RedisModule_Replicate {
+                f(
+                    ctx.ctx,
+                    c"PEXPIREAT".as_ptr(),
+                    c"sl".as_ptr(),
+                    name,
+                    expire_at as c_longlong,
+                );
+            }
+        }
+    }
+
+    /// Propagates `DEL key`.
+    fn replicate_del(&self, ctx: &Context) {
+        let name = self.name.ptr();
+        if name.is_null() {
+            return;
+        }
+        // SAFETY: "s" = string.
+        unsafe {
+            if let Some(f) = raw::RedisModule_Replicate {
+                f(ctx.ctx, c"DEL".as_ptr(), c"s".as_ptr(), name);
+            }
         }
     }
 }

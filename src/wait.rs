@@ -301,7 +301,7 @@ fn settle_slot(ctx: &Context, slot: Slot) {
     let Some(w) = first else {
         return;
     };
-    let token = take_lock(ctx, &lock, &lock_name, now, w.lock_ttl_ms);
+    let token = take_lock(ctx, &lock, now, w.lock_ttl_ms);
     drop(lock);
     unblock(w.bc, Some(Woken::new(key, &w, Wake::Handoff(token))));
     if more {
@@ -386,7 +386,7 @@ fn recheck(ctx: &Context, w: &Woken) -> Reply {
             w.rate_remaining,
         ));
     }
-    let token = take_lock(ctx, &lock, &lock_name, now, w.lock_ttl_ms);
+    let token = take_lock(ctx, &lock, now, w.lock_ttl_ms);
     let ttl = i64::try_from(w.lock_ttl_ms).unwrap_or(i64::MAX);
     bump(&c::planner_misses);
     Ok(plan_reply(

@@ -198,11 +198,13 @@ pub fn build(kind: Kind, parts: &[&[u8]]) -> Result<Vec<u8>> {
             parts.len()
         )));
     }
+    // prefix, ':', path, then ':' and the part for each, the tag's braces,
+    // and room for a few escapes (ids like `agent:42` escape their ':').
     let cap = parts.iter().fold(
         PREFIX
             .len()
             .saturating_add(kind.path().len())
-            .saturating_add(1),
+            .saturating_add(3 + 16),
         |acc, p| acc.saturating_add(p.len()).saturating_add(1),
     );
     let mut key = Vec::with_capacity(cap);
