@@ -122,13 +122,15 @@ fn hex_digit(n: u8) -> u8 {
 
 /// Appends the escaped form of `component` to `out`.
 pub fn escape_into(out: &mut Vec<u8>, component: &[u8]) {
-    for &b in component {
-        if is_safe(b) {
-            out.push(b);
-        } else {
-            out.push(b'%');
-            out.push(hex_digit(b >> 4));
-            out.push(hex_digit(b & 0x0f));
+    // Copy runs of safe bytes at once: each chunk ends with the byte to
+    // escape, except perhaps the last.
+    for chunk in component.split_inclusive(|&b| !is_safe(b)) {
+        match chunk.split_last() {
+            Some((&b, run)) if !is_safe(b) => {
+                out.extend_from_slice(run);
+                out.extend_from_slice(&[b'%', hex_digit(b >> 4), hex_digit(b & 0x0f)]);
+            }
+            _ => out.extend_from_slice(chunk),
         }
     }
 }
