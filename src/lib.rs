@@ -38,11 +38,17 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
     register::register_all(ctx)
 }
 
+fn deinit(_ctx: &Context) -> Status {
+    rkey::release_shared();
+    Status::Ok
+}
+
 redis_module! {
     name: "okome",
     version: 1,
     allocator: (redis_module::alloc::RedisAlloc, redis_module::alloc::RedisAlloc),
     data_types: [],
     init: init,
+    deinit: deinit,
     commands: [],
 }

@@ -279,17 +279,27 @@ pub fn new_token() -> Vec<u8> {
     buf
 }
 
-/// The argument `PXAT`, made once: every `SET` effect shares it.
+/// The argument `PXAT`, made on first use and shared by every `SET` effect.
+static PXAT: AtomicPtr<raw::RedisModuleString> = AtomicPtr::new(ptr::null_mut());
+
 fn pxat_arg() -> *mut raw::RedisModuleString {
-    static PXAT: AtomicPtr<raw::RedisModuleString> = AtomicPtr::new(ptr::null_mut());
     let p = PXAT.load(Ordering::Relaxed);
     if !p.is_null() {
         return p;
     }
-    // Commands run on the main thread only, so this is made once; never freed.
+    // Commands run on the main thread only, so this is made once; it is
+    // freed by `release_shared` at MODULE UNLOAD.
     let p = create_string(ptr::null_mut(), b"PXAT");
     PXAT.store(p, Ordering::Relaxed);
     p
+}
+
+/// Frees the strings shared across commands (at MODULE UNLOAD).
+pub fn release_shared() {
+    free_string(
+        ptr::null_mut(),
+        PXAT.swap(ptr::null_mut(), Ordering::Relaxed),
+    );
 }
 
 impl Key {

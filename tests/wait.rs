@@ -1140,4 +1140,23 @@ fn waiters_leave_no_timer_behind() {
         .query(&mut c)
         .unwrap();
     assert_eq!(ok, "OK", "no timer, no blocked client left behind");
+    // Loaded again, it makes its shared strings afresh: writes and their
+    // replication work as before.
+    let path = module_path();
+    let ok: String = redis::cmd("MODULE")
+        .arg("LOAD")
+        .arg(path.to_str().unwrap())
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(ok, "OK");
+    let d: Vec<i64> = redis::cmd("OKOME.RATE")
+        .arg(&["a", "2", "60"])
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(d, vec![1, 1, 0, 60000]);
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg("okome:budget:rate:{a}")
+        .query(&mut c)
+        .unwrap();
+    assert!((59_000..=60_000).contains(&pttl), "PTTL {pttl}");
 }
