@@ -5,28 +5,11 @@
 mod common;
 use common::*;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn rmw_module() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "--quiet", "-p", "okome-bench-rmw"])
-        .current_dir(root)
-        .status()
-        .expect("run cargo build");
-    assert!(status.success(), "cargo build of bench/rmw failed");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    target.join("debug").join("libokome_bench_rmw.so")
-}
 
 #[test]
 fn ceiling_commands_read_modify_write_expire_and_replicate_effects() {
-    let rmw = rmw_module();
+    let rmw = build_cdylib("okome-bench-rmw", "libokome_bench_rmw.so");
     let rmw = rmw.to_str().expect("utf-8 path");
     let primary = Server::start_with(&["--loadmodule", rmw, "--repl-diskless-sync-delay", "0"]);
     let port = primary.port.to_string();

@@ -21,22 +21,28 @@ pub fn module_path() -> PathBuf {
             assert!(p.exists(), "OKOME_MODULE={} does not exist", p.display());
             return p;
         }
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "okome", "--lib"])
-            .current_dir(root)
-            .status()
-            .expect("run cargo build");
-        assert!(status.success(), "cargo build of the module failed");
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root.join("target"));
-        let p = target.join("debug").join("libokome.so");
-        assert!(p.exists(), "{} missing after build", p.display());
-        p
+        build_cdylib("okome", "libokome.so")
     })
     .clone()
+}
+
+/// Builds the workspace's cdylib `package` (debug) and returns the path of
+/// its `lib_file`.
+pub fn build_cdylib(package: &str, lib_file: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--quiet", "-p", package, "--lib"])
+        .current_dir(root)
+        .status()
+        .expect("run cargo build");
+    assert!(status.success(), "cargo build of {package} failed");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let p = target.join("debug").join(lib_file);
+    assert!(p.exists(), "{} missing after build", p.display());
+    p
 }
 
 /// The server binary: `$REDIS_SERVER` or `redis-server` on the PATH.
