@@ -26,6 +26,33 @@ def cli(port, *args):
                           capture_output=True, text=True).stdout.strip()
 
 
+def start_server(modules, extra=(), ready="PONG"):
+    """A redis-server on a free loopback port with `modules` loaded, once it
+    answers PING (or, for a replica, once its link is up)."""
+    port = free_port()
+    d = tempfile.mkdtemp(prefix="okome-bench-")
+    args = ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+            "--save", "", "--appendonly", "no", "--dir", d, *extra]
+    for m in modules:
+        args += ["--loadmodule", m]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL)
+    for _ in range(200):
+        try:
+            if ready == "PONG" and cli(port, "PING") == "PONG":
+                break
+            if ready == "link" and "master_link_status:up" in cli(port, "INFO", "replication"):
+                break
+        except subprocess.CalledProcessError:
+            pass
+        time.sleep(0.05)
+    return proc, port
+
+
+def stop(proc):
+    proc.terminate()
+    proc.wait()
+
+
 def bench(port, requests, pipeline, args):
     out = subprocess.run(
         ["redis-benchmark", "-p", str(port), "-c", "50", "-n", str(requests),
@@ -44,20 +71,8 @@ def main():
 
     subprocess.run(["cargo", "build", "--quiet", "--release", "-p", "okome-bench-rmw"],
                    cwd=ROOT, check=True)
-    port = free_port()
-    d = tempfile.mkdtemp(prefix="okome-bench-")
-    srv = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                            "--save", "", "--appendonly", "no", "--dir", d,
-                            "--loadmodule", MODULE, "--loadmodule", RMW],
-                           stdout=subprocess.DEVNULL)
+    srv, port = start_server([MODULE, RMW])
     try:
-        for _ in range(100):
-            try:
-                if cli(port, "PING") == "PONG":
-                    break
-            except subprocess.CalledProcessError:
-                pass
-            time.sleep(0.05)
         fixed = cli(port, "SCRIPT", "LOAD", open(os.path.join(ROOT, "bench", "lua_fixed_window.lua")).read())
         sliding = cli(port, "SCRIPT", "LOAD", open(os.path.join(ROOT, "bench", "lua_sliding_log.lua")).read())
         prompt_1k = "p" * 1024
@@ -67,8 +82,9 @@ def main():
             key = cli(port, "OKOME.KEY", "planner", "llama3:8b", prompt, "v1", "repo")
             cli(port, "OKOME.PLAN.SET", key, plan, "TTL", "900")
         cli(port, "SET", "plainplan", plan)
-        # Budget windows stay small and never fill: limit 1e5 over 1 s per
-        # random agent keeps every call admitted (the write path).
+        # Rate windows: limit 60 per 60 s over 100 000 random agents, a few
+        # calls per agent per round, so every call is admitted and writes
+        # (the write path; a refused call writes nothing and is cheaper).
         cases = {
             "INCR": ["INCR", "ctr:__rand_int__"],
             "OKOME.RATE": ["OKOME.RATE", "agent:__rand_int__", "60", "60"],
@@ -93,57 +109,37 @@ def main():
                 for name, args in cases.items():
                     results.setdefault((pipeline, name), []).append(
                         bench(port, a.requests, pipeline, args))
-                    # Keep memory flat between rounds.
+                # Keep memory flat between rounds.
                 cli(port, "EVAL", "for _,k in ipairs(redis.call('KEYS','ctr:*')) do redis.call('DEL',k) end", "0")
         med = {k: statistics.median(v) for k, v in results.items()}
-        # Counters on versus compiled out, interleaved on two servers.
+        # Counters on versus compiled out, interleaved on two fresh servers
+        # (the first server's keyspace has grown by now: a fair pair starts
+        # from the same state).
         subprocess.run(["cargo", "build", "--quiet", "--release", "-p", "okome", "--features",
                         "no-stats", "--target-dir", os.path.join(ROOT, "target", "nostats")],
                        cwd=ROOT, check=True)
-        nport = free_port()
-        ndir = tempfile.mkdtemp(prefix="okome-bench-nostats-")
-        nos = subprocess.Popen(["redis-server", "--port", str(nport), "--bind", "127.0.0.1",
-                                "--save", "", "--appendonly", "no", "--dir", ndir, "--loadmodule",
-                                os.path.join(ROOT, "target", "nostats", "release", "libokome.so")],
-                               stdout=subprocess.DEVNULL)
+        withs, wport = start_server([MODULE])
+        nos, nport = start_server([os.path.join(ROOT, "target", "nostats", "release", "libokome.so")])
         try:
-            for _ in range(100):
-                try:
-                    if cli(nport, "PING") == "PONG":
-                        break
-                except subprocess.CalledProcessError:
-                    pass
-                time.sleep(0.05)
-            key = cli(nport, "OKOME.KEY", "planner", "llama3:8b", prompt_1k, "v1", "repo")
-            cli(nport, "OKOME.PLAN.SET", key, plan, "TTL", "900")
+            for p in (wport, nport):
+                key = cli(p, "OKOME.KEY", "planner", "llama3:8b", prompt_1k, "v1", "repo")
+                cli(p, "OKOME.PLAN.SET", key, plan, "TTL", "900")
             pairs = {}
             for r in range(a.rounds):
                 for name in ("OKOME.RATE", "OKOME.PLAN.GET hit, 1 KB prompt"):
-                    w = bench(port, a.requests, 16, cases[name])
+                    w = bench(wport, a.requests, 16, cases[name])
                     wo = bench(nport, a.requests, 16, cases[name])
                     pairs.setdefault(name, ([], []))
                     pairs[name][0].append(w)
                     pairs[name][1].append(wo)
             counters = {k: (statistics.median(v[0]), statistics.median(v[1])) for k, v in pairs.items()}
         finally:
-            nos.terminate()
-            nos.wait()
+            stop(withs)
+            stop(nos)
         version = cli(port, "INFO", "server").split("redis_version:")[1].split()[0]
         # The same with a replica attached: every write is also propagated.
-        rport = free_port()
-        rdir = tempfile.mkdtemp(prefix="okome-bench-replica-")
-        rep = subprocess.Popen(["redis-server", "--port", str(rport), "--bind", "127.0.0.1",
-                                "--save", "", "--appendonly", "no", "--dir", rdir,
-                                "--replicaof", "127.0.0.1", str(port),
-                                "--loadmodule", MODULE], stdout=subprocess.DEVNULL)
+        rep, _ = start_server([MODULE], ["--replicaof", "127.0.0.1", str(port)], ready="link")
         try:
-            for _ in range(200):
-                try:
-                    if "master_link_status:up" in cli(rport, "INFO", "replication"):
-                        break
-                except subprocess.CalledProcessError:
-                    pass
-                time.sleep(0.05)
             replicated = {}
             for r in range(a.rounds):
                 for name in ("INCR", "OKOME.RATE", "Lua fixed window",
@@ -151,11 +147,9 @@ def main():
                     replicated.setdefault(name, []).append(bench(port, a.requests, 16, cases[name]))
             rmed = {k: statistics.median(v) for k, v in replicated.items()}
         finally:
-            rep.terminate()
-            rep.wait()
+            stop(rep)
     finally:
-        srv.terminate()
-        srv.wait()
+        stop(srv)
 
     lines = ["# okome benchmark results", "",
              f"Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}; "
