@@ -43,7 +43,7 @@ fn free_string(ctx: *mut raw::RedisModuleCtx, s: *mut raw::RedisModuleString) {
 
 /// A key name as a Redis string, made once from bytes and freed on drop:
 /// used for the ACL check, to open the key and to replicate its writes.
-/// Made without a context, so it may outlive none and needs none.
+/// Made without a context, so it is tied to none (and freed without one).
 pub struct Name {
     ptr: *mut raw::RedisModuleString,
 }
