@@ -1,6 +1,7 @@
 //! The benchmark's ceiling commands (bench/rmw) do what `make bench` says
-//! they do: a bare read-modify-write, and the same with an absolute expiry
-//! replicated as `SET ... PXAT`. The ratios in bench/RESULTS.md rest on it.
+//! they do: a bare read-modify-write, the same with an absolute expiry
+//! replicated as `SET ... PXAT`, and that on a key derived from an id. The
+//! ratios in bench/RESULTS.md rest on it.
 
 mod common;
 use common::*;
@@ -74,6 +75,21 @@ fn ceiling_commands_read_modify_write_expire_and_replicate_effects() {
     assert_eq!(at_p, at_r);
     let on_replica: Vec<u8> = redis::cmd("GET").arg("x").query(&mut r).expect("get");
     assert_eq!(on_replica, 2u64.to_le_bytes());
+
+    // RMW.INCREXD derives its key from the id, as OKOME.RATE does.
+    for want in 1..=2i64 {
+        let got: i64 = redis::cmd("RMW.INCREXD")
+            .arg("agent:7")
+            .arg(60000)
+            .query(&mut p)
+            .expect("increxd");
+        assert_eq!(got, want);
+    }
+    let derived = "okome:budget:ceil:{agent%3A7}";
+    let value: Vec<u8> = redis::cmd("GET").arg(derived).query(&mut p).expect("get");
+    assert_eq!(value, 2u64.to_le_bytes());
+    let ttl: i64 = redis::cmd("PTTL").arg(derived).query(&mut p).expect("pttl");
+    assert!((59_000..=60_000).contains(&ttl), "PTTL {ttl}");
 
     let _: i64 = redis::cmd("RPUSH")
         .arg("l")

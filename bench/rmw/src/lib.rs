@@ -9,6 +9,11 @@
 //! - `RMW.INCREX key ms`: the same, plus what any exact, expiring window
 //!   replicated as an effect must also do: set an absolute expiry and
 //!   replicate `SET key value PXAT t`.
+//! - `RMW.INCREXD id ms`: `RMW.INCREX` on a key derived from `id`, as
+//!   `OKOME.RATE` derives its window from the agent id:
+//!   `okome:budget:ceil:{<id with ':' as %3A>}`. The key is not an argument,
+//!   so the server cannot see it before the command runs (Valkey 8+
+//!   prefetches declared keys of pipelined commands; derived keys miss it).
 
 use redis_module::raw;
 use std::os::raw::{c_char, c_int, c_longlong};
@@ -27,16 +32,68 @@ macro_rules! api {
     };
 }
 
+/// `okome:budget:ceil:{<id>}` with `:` in the id escaped as `%3A`, as a
+/// new string (freed by the caller).
+unsafe fn derived_key(
+    ctx: *mut raw::RedisModuleCtx,
+    id: *mut raw::RedisModuleString,
+) -> *mut raw::RedisModuleString {
+    let mut len = 0usize;
+    let p = match raw::RedisModule_StringPtrLen {
+        Some(f) => f(id, &mut len),
+        None => return ptr::null_mut(),
+    };
+    if p.is_null() {
+        return ptr::null_mut();
+    }
+    let id = std::slice::from_raw_parts(p.cast::<u8>(), len);
+    let mut key = Vec::with_capacity(len + 32);
+    key.extend_from_slice(b"okome:budget:ceil:{");
+    for &b in id {
+        if b == b':' {
+            key.extend_from_slice(b"%3A");
+        } else {
+            key.push(b);
+        }
+    }
+    key.push(b'}');
+    match raw::RedisModule_CreateString {
+        Some(f) => f(ctx, key.as_ptr().cast::<c_char>(), key.len()),
+        None => ptr::null_mut(),
+    }
+}
+
 unsafe fn rmw(
     ctx: *mut raw::RedisModuleCtx,
     argv: *mut *mut raw::RedisModuleString,
     argc: c_int,
     expire: bool,
+    derived: bool,
 ) -> c_int {
     if argc != if expire { 3 } else { 2 } {
         return api!(RedisModule_WrongArity)(ctx);
     }
-    let name = *argv.add(1);
+    let name = if derived {
+        derived_key(ctx, *argv.add(1))
+    } else {
+        *argv.add(1)
+    };
+    if name.is_null() {
+        return api!(RedisModule_ReplyWithError)(ctx, c"ERR no key".as_ptr());
+    }
+    let reply = rmw_key(ctx, name, argv, expire);
+    if derived {
+        api!(RedisModule_FreeString)(ctx, name);
+    }
+    reply
+}
+
+unsafe fn rmw_key(
+    ctx: *mut raw::RedisModuleCtx,
+    name: *mut raw::RedisModuleString,
+    argv: *mut *mut raw::RedisModuleString,
+    expire: bool,
+) -> c_int {
     let mut ttl: c_longlong = 0;
     if expire && api!(RedisModule_StringToLongLong)(*argv.add(2), &mut ttl) != OK {
         return api!(RedisModule_ReplyWithError)(ctx, c"ERR ms is not an integer".as_ptr());
@@ -95,7 +152,7 @@ extern "C" fn incr(
     argc: c_int,
 ) -> c_int {
     // SAFETY: called by Redis with a live context and `argc` arguments.
-    unsafe { rmw(ctx, argv, argc, false) }
+    unsafe { rmw(ctx, argv, argc, false, false) }
 }
 
 extern "C" fn increx(
@@ -104,7 +161,16 @@ extern "C" fn increx(
     argc: c_int,
 ) -> c_int {
     // SAFETY: as for `incr`.
-    unsafe { rmw(ctx, argv, argc, true) }
+    unsafe { rmw(ctx, argv, argc, true, false) }
+}
+
+extern "C" fn increxd(
+    ctx: *mut raw::RedisModuleCtx,
+    argv: *mut *mut raw::RedisModuleString,
+    argc: c_int,
+) -> c_int {
+    // SAFETY: as for `incr`.
+    unsafe { rmw(ctx, argv, argc, true, true) }
 }
 
 type Callback = unsafe extern "C" fn(
@@ -126,9 +192,15 @@ pub unsafe extern "C" fn RedisModule_OnLoad(
         return ERR;
     }
     let create = api!(RedisModule_CreateCommand);
-    let commands: [(&std::ffi::CStr, Callback); 2] = [(c"rmw.incr", incr), (c"rmw.increx", increx)];
-    for (name, f) in commands {
-        if create(ctx, name.as_ptr(), Some(f), c"write fast".as_ptr(), 1, 1, 1) != OK {
+    // Name, callback, first key (0: the key is derived, none is declared).
+    let commands: [(&std::ffi::CStr, Callback, c_int); 3] = [
+        (c"rmw.incr", incr, 1),
+        (c"rmw.increx", increx, 1),
+        (c"rmw.increxd", increxd, 0),
+    ];
+    for (name, f, key) in commands {
+        let flags = c"write fast".as_ptr();
+        if create(ctx, name.as_ptr(), Some(f), flags, key, key, key) != OK {
             return ERR;
         }
     }
