@@ -65,6 +65,17 @@ def bench(port, requests, pipeline, args):
     return float(rows[-1][1])
 
 
+def reproduce(out):
+    """The command that writes `out` again."""
+    default = os.path.join(ROOT, "bench", "RESULTS.md")
+    if SERVER == "redis-server" and os.path.abspath(out) == default:
+        return "make bench"
+    cmd = f"python3 bench/bench.py --out {os.path.relpath(out, ROOT)}"
+    if SERVER != "redis-server":
+        cmd = f"REDIS_SERVER=<path to {os.path.basename(SERVER)}> {cmd}"
+    return cmd
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
@@ -165,7 +176,7 @@ def main():
              f"Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}; "
              f"{version}; redis-benchmark -c 50 -n {a.requests} -r 100000; "
              f"{a.rounds} interleaved rounds, medians.", "",
-             "Reproduce: `make bench`.", "",
+             f"Reproduce: `{reproduce(a.out)}`.", "",
              "| command | -P | ops/s (median) | vs INCR | vs GET |",
              "|---|---|---|---|---|"]
     for pipeline in (1, 16):
