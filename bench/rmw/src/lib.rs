@@ -19,6 +19,10 @@ use redis_module::raw;
 use std::os::raw::{c_char, c_int, c_longlong};
 use std::ptr;
 
+/// Rust allocations go through Redis's allocator, as okome's do.
+#[global_allocator]
+static ALLOC: redis_module::alloc::RedisAlloc = redis_module::alloc::RedisAlloc;
+
 const OK: c_int = raw::REDISMODULE_OK as c_int;
 const ERR: c_int = raw::REDISMODULE_ERR as c_int;
 
