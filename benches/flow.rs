@@ -75,6 +75,27 @@ struct Flow {
     miss_us: Vec<f64>,
 }
 
+/// `[status, key, value, ms, token, rate_remaining]` of `OKOME.PLAN.GET`.
+type PlanReply = (
+    String,
+    String,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    Option<i64>,
+);
+
+/// The flow's lookup: `OKOME.PLAN.GET` for `prompt`, charging agent-1.
+fn plan_get(c: &mut redis::Connection, prompt: &str) -> PlanReply {
+    redis::cmd("OKOME.PLAN.GET")
+        .arg(&[
+            "gpt-4", prompt, "v1.2.3", "abc123", "AGENT", "agent-1", "LIMIT", "100000", "WINDOW",
+            "60",
+        ])
+        .query(c)
+        .unwrap()
+}
+
 fn okome_flow(c: &mut redis::Connection, n: usize, tag: &str) -> Flow {
     let mut f = Flow {
         hit_us: vec![],
@@ -83,20 +104,7 @@ fn okome_flow(c: &mut redis::Connection, n: usize, tag: &str) -> Flow {
     for i in 0..n {
         let prompt = format!("{tag} prompt {i}");
         let t = Instant::now();
-        let (status, key, _v, _ms, token, _r): (
-            String,
-            String,
-            Option<String>,
-            Option<i64>,
-            Option<String>,
-            Option<i64>,
-        ) = redis::cmd("OKOME.PLAN.GET")
-            .arg(&[
-                "gpt-4", &prompt, "v1.2.3", "abc123", "AGENT", "agent-1", "LIMIT", "100000",
-                "WINDOW", "60",
-            ])
-            .query(c)
-            .unwrap();
+        let (status, key, _v, _ms, token, _r) = plan_get(c, &prompt);
         assert_eq!(status, "MISS");
         let _: redis::Value = redis::cmd("OKOME.PLAN.SET")
             .arg(&[
@@ -115,20 +123,7 @@ fn okome_flow(c: &mut redis::Connection, n: usize, tag: &str) -> Flow {
             .unwrap();
         f.miss_us.push(t.elapsed().as_secs_f64() * 1e6);
         let t = Instant::now();
-        let (status, ..): (
-            String,
-            String,
-            Option<String>,
-            Option<i64>,
-            Option<String>,
-            Option<i64>,
-        ) = redis::cmd("OKOME.PLAN.GET")
-            .arg(&[
-                "gpt-4", &prompt, "v1.2.3", "abc123", "AGENT", "agent-1", "LIMIT", "100000",
-                "WINDOW", "60",
-            ])
-            .query(c)
-            .unwrap();
+        let (status, ..) = plan_get(c, &prompt);
         assert_eq!(status, "HIT");
         f.hit_us.push(t.elapsed().as_secs_f64() * 1e6);
     }
