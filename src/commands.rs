@@ -4,9 +4,11 @@
 use crate::acl::{self, Access};
 use crate::cluster;
 use crate::config;
+use crate::reply::{bulk, int_or_nil, ms, status, Reply};
 use crate::rkey::{self, Holds, Key};
+use crate::server::{self, Refusal};
 use crate::stats::{bump, c};
-use crate::wait;
+use crate::wait::{self, Served, Verdict};
 use okome_core::args;
 use okome_core::args::Charge;
 use okome_core::keys::{self, printable};
@@ -14,23 +16,9 @@ use okome_core::limiter::{Decision, Window};
 use okome_core::Error;
 use redis_module::{Context, RedisValue};
 
-pub type Reply = Result<RedisValue, Error>;
-
-fn bulk(bytes: &[u8]) -> RedisValue {
-    RedisValue::StringBuffer(bytes.to_vec())
-}
-
-fn status(s: &'static str) -> RedisValue {
-    bulk(s.as_bytes())
-}
-
 /// Milliseconds in `s` seconds, saturating.
 fn secs_to_ms(s: u64) -> i64 {
     i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX)
-}
-
-fn ms(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 /// Takes the (free) lock with a fresh token until `now + ttl_ms`
@@ -41,6 +29,28 @@ pub fn take_lock(ctx: &Context, lock: &Key, now: i64, ttl_ms: u64) -> Vec<u8> {
     lock.set(ctx, &token, at);
     bump(&c::lock_acquired);
     token
+}
+
+/// Whether a lock is held, and for how long (ms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LockState {
+    Free,
+    Held(i64),
+}
+
+/// The state of an open lock. A lock without a TTL (written by another
+/// client: okome never writes one) would block its key forever: it gets
+/// the lock standard's default TTL now (replicated `PEXPIREAT`), if `heal`.
+fn lock_state(ctx: &Context, lock: &Key, now: i64, heal: bool) -> LockState {
+    if lock.holds() == Holds::Nothing {
+        return LockState::Free;
+    }
+    if lock.abs_expire().is_none() && heal {
+        let ttl = config::current().lock_ttl_ms.default;
+        lock.set_abs_expire(ctx, now.saturating_add(ms(ttl)));
+        bump(&c::locks_healed);
+    }
+    LockState::Held(lock.pttl(now))
 }
 
 /// `[status, key, value, ms, token, rate_remaining]`
@@ -60,10 +70,6 @@ pub fn plan_reply(
         token.map_or(RedisValue::Null, bulk),
         int_or_nil(rate_remaining),
     ])
-}
-
-fn int_or_nil(v: Option<u64>) -> RedisValue {
-    v.map_or(RedisValue::Null, |v| RedisValue::Integer(ms(v)))
 }
 
 thread_local! {
@@ -187,30 +193,43 @@ pub fn plan_lookup(ctx: &Context, argv: &[&[u8]]) -> Reply {
     lookup(ctx, req, LOOKUP_INSTEAD)
 }
 
-fn lookup(ctx: &Context, req: args::PlanGet, instead: &str) -> Reply {
-    match &req.rate {
-        Some(c) => cluster::check(ctx, &[&req.key, &c.key], instead)?,
-        None => cluster::check(ctx, &[&req.key], instead)?,
-    }
-    let user = acl::User::current(ctx);
-    let now = rkey::now_ms();
-    // Open and check every key first, so a bad key writes nothing.
-    let plan = acl::open(ctx, user.as_ref(), &req.key, Access::Read)?;
-    let budget = match &req.rate {
-        Some(c) => Some((Budget::load(ctx, c, user.as_ref())?, c)),
-        None => None,
-    };
-    let value = plan.string()?;
-    let lock_name = keys::lock_key(&req.key);
-    // A miss needs the lock (NOPERM if the user may not write it); a hit
-    // in a refresh zone takes it only if the user may (else a plain HIT).
-    let lock = match (req.lock_ttl_ms, value) {
-        (Some(_), None) => Some(acl::open(ctx, user.as_ref(), &lock_name, Access::Write)?),
-        (Some(_), Some(_))
-            if req.refresh_ahead_ms > 0
-                && user
-                    .as_ref()
-                    .is_none_or(|u| u.may(&lock_name, Access::Write)) =>
+/// What a lookup asks for once the agent is charged: shared by a fresh
+/// `PLAN.GET`/`PLAN.LOOKUP` and a follower woken from `WAIT`.
+#[derive(Debug, Clone)]
+struct Ask {
+    key: Vec<u8>,
+    /// TTL of the lock taken on a miss; `None` with `NOLOCK`.
+    lock_ttl_ms: Option<u64>,
+    refresh_ahead_ms: u64,
+    /// `WAIT ms`; `None` for a woken follower, which may not block again.
+    wait_ms: Option<u64>,
+    /// The agent's remaining rate, charged by the first call.
+    rate: Option<u64>,
+}
+
+/// Who is asking: a command Redis let run, or a follower woken from a
+/// wait, whose reply runs outside any command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Command,
+    Woken,
+}
+
+/// Opens the lock of `ask.key` when the lookup may need it: for writing on
+/// a miss (`NOPERM` if the user may not), or in a refresh zone only if the
+/// user may write it (else the hit stays a plain `HIT`).
+fn open_lock(
+    ctx: &Context,
+    user: Option<&acl::User>,
+    ask: &Ask,
+    hit: bool,
+) -> Result<Option<Key>, Error> {
+    let lock_name = keys::lock_key(&ask.key);
+    let lock = match (ask.lock_ttl_ms, hit) {
+        (Some(_), false) => Some(acl::open(ctx, user, &lock_name, Access::Write)?),
+        (Some(_), true)
+            if ask.refresh_ahead_ms > 0
+                && user.is_none_or(|u| u.may(&lock_name, Access::Write)) =>
         {
             Some(Key::open(ctx, &lock_name, true))
         }
@@ -219,73 +238,254 @@ fn lookup(ctx: &Context, req: args::PlanGet, instead: &str) -> Reply {
     if let Some(l) = &lock {
         l.check_string_or_empty()?;
     }
-    let mut rate = None;
+    Ok(lock)
+}
+
+fn lookup(ctx: &Context, req: args::PlanGet, instead: &str) -> Reply {
+    match &req.rate {
+        Some(c) => cluster::check(ctx, &[&req.key, &c.key], instead)?,
+        None => cluster::check(ctx, &[&req.key], instead)?,
+    }
+    let user = acl::User::current(ctx);
+    let now = rkey::now_ms();
+    let mut ask = Ask {
+        key: req.key,
+        lock_ttl_ms: req.lock_ttl_ms,
+        refresh_ahead_ms: req.refresh_ahead_ms,
+        wait_ms: req.wait_ms,
+        rate: None,
+    };
+    // Open and check every key first, so a bad key writes nothing.
+    let plan = acl::open(ctx, user.as_ref(), &ask.key, Access::Read)?;
+    let budget = match &req.rate {
+        Some(c) => Some((Budget::load(ctx, c, user.as_ref())?, c)),
+        None => None,
+    };
+    let hit = plan.string()?.is_some();
+    let lock = open_lock(ctx, user.as_ref(), &ask, hit)?;
+    // The lookup is flagged `write` but not `deny-oom`, so that hits are
+    // served when memory is full: refuse here a call that must write (a
+    // charge, or a lock on a miss), before it writes anything.
+    let refusal = server::command_refusal(ctx);
+    if let Some(r) = refusal {
+        if budget.is_some() {
+            return Err(r.error("the agent's rate window"));
+        }
+        if !hit && lock.as_ref().is_some_and(|l| l.holds() == Holds::Nothing) {
+            return Err(r.error("the stampede lock of a miss"));
+        }
+    }
     if let Some((b, c)) = budget {
         let d = b.charge(ctx, c, now);
         if !d.allowed {
             bump(&c::planner_limited);
             return Ok(plan_reply(
                 "LIMITED",
-                &req.key,
+                &ask.key,
                 None,
                 Some(ms(d.retry_after_ms)),
                 None,
                 Some(d.remaining),
             ));
         }
-        rate = Some(d.remaining);
+        ask.rate = Some(d.remaining);
     }
+    decide(ctx, &ask, &plan, lock, now, Origin::Command, refusal).0
+}
+
+/// The planner's answer to a lookup whose keys are open and checked:
+/// `HIT`, `REFRESH`, `MISS`, `LOCKED`, or block until one of them.
+/// `refusal` says whether (and why) this node may not write now.
+fn decide(
+    ctx: &Context,
+    ask: &Ask,
+    plan: &Key,
+    lock: Option<Key>,
+    now: i64,
+    origin: Origin,
+    refusal: Option<Refusal>,
+) -> (Reply, Served) {
+    let value = match plan.string() {
+        Ok(v) => v,
+        Err(e) => return (Err(e), Served::Other),
+    };
+    // A command may always heal a lock without a TTL (PEXPIREAT frees
+    // memory, never grows it); a woken follower only if this node may write.
+    let heal = origin == Origin::Command || refusal.is_none();
+    let key = ask.key.as_slice();
     if let Some(v) = value {
         let pttl = plan.pttl(now);
-        // Stale-while-revalidate: one caller in the refresh zone recomputes.
-        if let (Some(ttl), Some(lock)) = (req.lock_ttl_ms, &lock) {
-            let in_zone = pttl >= 0 && u64::try_from(pttl).is_ok_and(|p| p < req.refresh_ahead_ms);
-            if in_zone && lock.holds() == Holds::Nothing {
+        // Stale-while-revalidate: one caller in the refresh zone recomputes;
+        // not while this node may not write (the plan is served as a HIT).
+        if let (Some(ttl), Some(lock), None) = (ask.lock_ttl_ms, &lock, refusal) {
+            let in_zone = pttl >= 0 && u64::try_from(pttl).is_ok_and(|p| p < ask.refresh_ahead_ms);
+            if in_zone && lock_state(ctx, lock, now, heal) == LockState::Free {
                 let token = take_lock(ctx, lock, now, ttl);
                 bump(&c::planner_refreshes);
-                return Ok(plan_reply(
-                    "REFRESH",
-                    &req.key,
-                    Some(v),
-                    Some(pttl),
-                    Some(&token),
-                    rate,
-                ));
+                return (
+                    Ok(plan_reply(
+                        "REFRESH",
+                        key,
+                        Some(v),
+                        Some(pttl),
+                        Some(&token),
+                        ask.rate,
+                    )),
+                    Served::Leader,
+                );
             }
         }
         bump(&c::planner_hits);
-        return Ok(plan_reply("HIT", &req.key, Some(v), Some(pttl), None, rate));
+        return (
+            Ok(plan_reply("HIT", key, Some(v), Some(pttl), None, ask.rate)),
+            Served::Hit,
+        );
     }
-    let (Some(ttl), Some(lock)) = (req.lock_ttl_ms, lock) else {
+    let (Some(ttl), Some(lock)) = (ask.lock_ttl_ms, lock) else {
         bump(&c::planner_misses);
-        return Ok(plan_reply("MISS", &req.key, None, None, None, rate));
+        return (
+            Ok(plan_reply("MISS", key, None, None, None, ask.rate)),
+            Served::Other,
+        );
     };
-    if lock.string()?.is_some() {
-        let pttl = lock.pttl(now);
-        bump(&c::lock_contended);
-        if let Some(wait_ms) = req.wait_ms {
-            if wait::can_block(ctx) {
-                drop(lock);
-                drop(plan);
-                if wait::block(ctx, &req.key, ttl, rate, wait_ms, pttl) {
-                    bump(&c::wait_blocked);
-                    return Ok(RedisValue::NoReply);
+    match lock_state(ctx, &lock, now, heal) {
+        LockState::Held(pttl) => {
+            bump(&c::lock_contended);
+            if let Some(wait_ms) = ask.wait_ms {
+                if wait::can_block(ctx) {
+                    drop(lock);
+                    let waiter = Box::new(Follower { ask: ask.clone() });
+                    let probe_in = if pttl < 0 {
+                        RETRY_MS
+                    } else {
+                        pttl.saturating_add(1)
+                    };
+                    if wait::block(ctx, key, wait_ms, waiter, probe, probe_in).is_ok() {
+                        return (Ok(RedisValue::NoReply), Served::Other);
+                    }
                 }
             }
+            bump(&c::planner_locked);
+            (
+                Ok(plan_reply("LOCKED", key, None, Some(pttl), None, ask.rate)),
+                Served::Other,
+            )
         }
-        bump(&c::planner_locked);
-        return Ok(plan_reply("LOCKED", &req.key, None, Some(pttl), None, rate));
+        LockState::Free => {
+            if let Some(r) = refusal {
+                // Only a woken follower gets here (a command refused
+                // earlier): no lock now, so it is answered LOCKED, and the
+                // next caller after writes resume takes the lock.
+                let _ = r;
+                bump(&c::planner_locked);
+                return (
+                    Ok(plan_reply("LOCKED", key, None, Some(-2), None, ask.rate)),
+                    Served::Other,
+                );
+            }
+            let token = take_lock(ctx, &lock, now, ttl);
+            bump(&c::planner_misses);
+            (
+                Ok(plan_reply(
+                    "MISS",
+                    key,
+                    None,
+                    Some(ms(ttl)),
+                    Some(&token),
+                    ask.rate,
+                )),
+                Served::Leader,
+            )
+        }
     }
-    let token = take_lock(ctx, &lock, now, ttl);
-    bump(&c::planner_misses);
-    Ok(plan_reply(
-        "MISS",
-        &req.key,
-        None,
-        Some(ms(ttl)),
-        Some(&token),
-        rate,
-    ))
+}
+
+/// How soon a key's waiters are looked at again while this node may not
+/// write (a pause, a replica, loading, memory full), or while a lock has
+/// no expiry that can be read.
+const RETRY_MS: i64 = 50;
+
+/// A `PLAN.GET ... WAIT` follower.
+struct Follower {
+    ask: Ask,
+}
+
+impl wait::Waiter for Follower {
+    /// Looks again, exactly as a fresh lookup would (without charging the
+    /// agent again, and without blocking again).
+    fn woken(&self, ctx: &Context) -> (Reply, Served) {
+        let ask = Ask {
+            wait_ms: None,
+            ..self.ask.clone()
+        };
+        let user = acl::User::current(ctx);
+        let now = rkey::now_ms();
+        let opened = acl::open(ctx, user.as_ref(), &ask.key, Access::Read).and_then(|plan| {
+            let hit = plan.string()?.is_some();
+            Ok((plan, hit))
+        });
+        let (plan, hit) = match opened {
+            Ok(v) => v,
+            Err(e) => return (Err(e), Served::Other),
+        };
+        let refusal = server::background_refusal(ctx);
+        match open_lock(ctx, user.as_ref(), &ask, hit) {
+            Ok(lock) => decide(ctx, &ask, &plan, lock, now, Origin::Woken, refusal),
+            Err(e) => (Err(e), Served::Other),
+        }
+    }
+
+    /// `LOCKED` with the lock's remaining TTL (`-2` if it is gone).
+    fn expired(&self, ctx: &Context) -> Reply {
+        let lock = Key::open(ctx, &keys::lock_key(&self.ask.key), false);
+        let pttl = match lock.holds() {
+            Holds::Nothing => -2,
+            _ => lock.pttl(rkey::now_ms()),
+        };
+        bump(&c::planner_locked);
+        Ok(plan_reply(
+            "LOCKED",
+            &self.ask.key,
+            None,
+            Some(pttl),
+            None,
+            self.ask.rate,
+        ))
+    }
+}
+
+/// Whom to wake among the followers of planner key `key`: everybody once
+/// the plan is there; the first in line once the lock is free and this
+/// node may write (its reply takes the lock); else nobody until the lock
+/// expires or writes are allowed again.
+fn probe(ctx: &Context, key: &[u8]) -> Verdict {
+    if Key::open(ctx, key, false).holds() != Holds::Nothing {
+        return Verdict::WakeAll;
+    }
+    let writable = server::background_refusal(ctx).is_none();
+    let lock_name = keys::lock_key(key);
+    let now = rkey::now_ms();
+    let lock = Key::open(ctx, &lock_name, false);
+    if lock.holds() == Holds::Nothing {
+        return if writable {
+            Verdict::WakeFirst
+        } else {
+            Verdict::ProbeIn(RETRY_MS)
+        };
+    }
+    match lock.abs_expire() {
+        Some(at) => Verdict::ProbeIn(at.saturating_sub(now).max(0).saturating_add(1)),
+        None if writable => {
+            drop(lock);
+            let lock = Key::open(ctx, &lock_name, true);
+            match lock_state(ctx, &lock, now, true) {
+                LockState::Held(pttl) if pttl >= 0 => Verdict::ProbeIn(pttl.saturating_add(1)),
+                LockState::Held(_) => Verdict::ProbeIn(RETRY_MS),
+                LockState::Free => Verdict::WakeFirst,
+            }
+        }
+        None => Verdict::ProbeIn(RETRY_MS),
+    }
 }
 
 /// OKOME.PLAN.SET key plan_json [TTL s] [TOKEN token] [AGENT id WLIMIT n [WWINDOW s]]
@@ -308,8 +508,11 @@ pub fn plan_set(ctx: &Context, argv: &[&[u8]]) -> Reply {
     let mut lock = None;
     if let Some(token) = req.token {
         let l = acl::open(ctx, user.as_ref(), &lock_name, Access::Write)?;
-        let held = l.string()? == Some(token);
-        lock = held.then_some(l);
+        if l.string()? == Some(token) {
+            lock = Some(l);
+        } else {
+            lock_state(ctx, &l, now, true);
+        }
     }
     let budget = match &req.budget {
         Some(c) => Some((Budget::load(ctx, c, user.as_ref())?, c)),
@@ -336,7 +539,7 @@ pub fn plan_set(ctx: &Context, argv: &[&[u8]]) -> Reply {
     };
     drop(plan);
     if stored || released == 1 {
-        wait::settle(ctx, req.key);
+        wait::wake(ctx, req.key);
     }
     Ok(RedisValue::Array(vec![
         status(if stored { "STORED" } else { "SKIPPED" }),
@@ -363,6 +566,9 @@ pub fn lock(ctx: &Context, argv: &[&[u8]]) -> Reply {
         Access::Write,
     )?;
     let current = lock.string()?;
+    if current.is_some_and(|t| req.token != Some(t)) {
+        lock_state(ctx, &lock, now, true);
+    }
     match req.token {
         None => {
             if current.is_some() {
@@ -395,12 +601,13 @@ pub fn unlock(ctx: &Context, argv: &[&[u8]]) -> Reply {
         Access::Write,
     )?;
     if lock.string()? != Some(req.token) {
+        lock_state(ctx, &lock, rkey::now_ms(), true);
         return Ok(RedisValue::Integer(0));
     }
     lock.delete(ctx);
     bump(&c::lock_released);
     drop(lock);
-    wait::settle(ctx, req.key);
+    wait::wake(ctx, req.key);
     Ok(RedisValue::Integer(1))
 }
 

@@ -18,7 +18,9 @@ mod commands;
 mod config;
 mod docs;
 mod register;
+mod reply;
 mod rkey;
+mod server;
 mod stats;
 mod wait;
 
@@ -31,9 +33,25 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
         return Status::Err;
     }
     cluster::init(ctx);
+    stats::reset();
     if !stats::register(ctx.ctx) {
         ctx.log_warning("okome: could not register the INFO section");
         return Status::Err;
+    }
+    if !stats::watch_evictions(ctx.ctx) || !wait::init(ctx) {
+        ctx.log_warning("okome: could not subscribe to server events");
+        return Status::Err;
+    }
+    // okome signals the keys it changes itself, so that a key opened for
+    // writing but left as it was fires no WATCH.
+    // SAFETY: called from OnLoad.
+    unsafe {
+        if let Some(f) = redis_module::raw::RedisModule_SetModuleOptions {
+            f(
+                ctx.ctx,
+                redis_module::raw::REDISMODULE_OPTION_NO_IMPLICIT_SIGNAL_MODIFIED as i32,
+            );
+        }
     }
     register::register_all(ctx)
 }

@@ -5,6 +5,7 @@
 
 use crate::commands;
 use crate::docs;
+use crate::reply::PANIC_REPLY;
 use redis_module::{raw, Context, RedisError, RedisValue, Status};
 use std::ffi::CString;
 use std::os::raw::{c_char, c_int};
@@ -88,9 +89,6 @@ fn with_args<R>(
     }
 }
 
-pub const PANIC_REPLY: &str =
-    "ERR okome internal error: the command was aborted and wrote nothing further; please report it";
-
 fn dispatch<T: Respond>(
     ctx: *mut raw::RedisModuleCtx,
     argv: *mut *mut raw::RedisModuleString,
@@ -152,7 +150,7 @@ pub const COMMANDS: &[Spec] = &[
     Spec {
         name: "okome.plan.get",
         callback: t_plan_get,
-        flags: "write deny-oom",
+        flags: "write",
         arity: -5,
         summary: "Looks up a plan by model, prompt, toolset and repo; on a miss takes the stampede lock",
         complexity: "O(N) in the prompt size (SHA-256), plus O(L) with AGENT for L live rate-window entries",
@@ -162,7 +160,7 @@ pub const COMMANDS: &[Spec] = &[
     Spec {
         name: "okome.plan.lookup",
         callback: t_plan_lookup,
-        flags: "write deny-oom",
+        flags: "write",
         arity: -2,
         summary: "OKOME.PLAN.GET by planner key (from OKOME.KEY): the form cluster clients route by key",
         complexity: "O(1), plus O(L) with AGENT for L live rate-window entries",

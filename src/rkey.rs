@@ -6,7 +6,11 @@
 //! times: `SET key value PXAT t`, `PEXPIREAT key t` or `DEL key`.
 
 use redis_module::{raw, Context};
+use std::ffi::CStr;
 use std::os::raw::{c_char, c_int, c_longlong};
+
+/// The notification of a new expiry (`expire`, a generic event).
+const EXPIRE_EVENT: (i32, &CStr) = (raw::REDISMODULE_NOTIFY_GENERIC, c"expire");
 use std::ptr;
 use std::sync::atomic::{AtomicPtr, Ordering};
 
@@ -183,6 +187,10 @@ impl Key {
         }
         self.expire(expire_at);
         self.replicate_set(ctx, value, expire_at);
+        self.changed(
+            ctx,
+            &[(raw::REDISMODULE_NOTIFY_STRING, c"set"), EXPIRE_EVENT],
+        );
     }
 
     fn write_in_place(&self, value: &[u8]) -> bool {
@@ -214,6 +222,7 @@ impl Key {
     pub fn set_abs_expire(&self, ctx: &Context, expire_at: i64) {
         self.expire(expire_at);
         self.replicate_pexpireat(ctx, expire_at);
+        self.changed(ctx, &[EXPIRE_EVENT]);
     }
 
     fn expire(&self, expire_at: i64) {
@@ -238,6 +247,30 @@ impl Key {
         unsafe {
             if let Some(f) = raw::RedisModule_DeleteKey {
                 f(self.ptr);
+            }
+        }
+        self.changed(ctx, &[(raw::REDISMODULE_NOTIFY_GENERIC, c"del")]);
+    }
+
+    /// Tells Redis the key changed, as a built-in write would: `WATCH` and
+    /// client-side caching see it (`signalModifiedKey`), and keyspace
+    /// notifications fire (`events`, in order). okome sets
+    /// `NO_IMPLICIT_SIGNAL_MODIFIED`, so a key opened for writing but left
+    /// unchanged (a refused charge, a held lock) signals nothing.
+    fn changed(&self, ctx: &Context, events: &[(i32, &CStr)]) {
+        let name = self.name.ptr();
+        if name.is_null() {
+            return;
+        }
+        // SAFETY: a live context and key name; event names are C strings.
+        unsafe {
+            if let Some(f) = raw::RedisModule_SignalModifiedKey {
+                f(ctx.ctx, name);
+            }
+            if let Some(f) = raw::RedisModule_NotifyKeyspaceEvent {
+                for (kind, event) in events {
+                    f(ctx.ctx, *kind, event.as_ptr(), name);
+                }
             }
         }
     }

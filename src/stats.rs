@@ -29,10 +29,15 @@ counters!(
     lock_extended,
     lock_released,
     wait_blocked,
+    wait_woken,
     wait_woken_hit,
     wait_woken_leader,
+    wait_woken_other,
     wait_timed_out,
     wait_disconnected,
+    wait_unblocked,
+    locks_healed,
+    windows_evicted,
     rate_allowed,
     rate_limited,
     wbudget_allowed,
@@ -53,6 +58,49 @@ counters!(
 pub fn bump(c: &AtomicU64) {
     if cfg!(not(feature = "no-stats")) {
         c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+    }
+}
+
+/// Sets every counter to zero (at load: `INFO okome` counts since the
+/// module loaded, also after `MODULE UNLOAD` and `MODULE LOAD`).
+pub fn reset() {
+    for (_, c) in ALL {
+        c.store(0, Ordering::Relaxed);
+    }
+}
+
+/// Keyspace events okome listens to: evictions of its rate and write
+/// windows (an evicted window forgets what it admitted).
+extern "C" fn on_evicted(
+    _ctx: *mut raw::RedisModuleCtx,
+    _type: c_int,
+    _event: *const c_char,
+    key: *mut raw::RedisModuleString,
+) -> c_int {
+    let mut len: usize = 0;
+    // SAFETY: `key` is a live string for the duration of the callback.
+    let p = unsafe { raw::RedisModule_StringPtrLen.map_or(std::ptr::null(), |f| f(key, &mut len)) };
+    if !p.is_null() {
+        // SAFETY: p points to len bytes owned by `key`.
+        let name = unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len) };
+        if name.starts_with(b"okome:budget:") {
+            bump(&c::windows_evicted);
+        }
+    }
+    raw::REDISMODULE_OK as c_int
+}
+
+/// Subscribes to evictions (at load).
+pub fn watch_evictions(ctx: *mut raw::RedisModuleCtx) -> bool {
+    // SAFETY: called from OnLoad with a callback of the expected signature.
+    unsafe {
+        raw::RedisModule_SubscribeToKeyspaceEvents.is_some_and(|f| {
+            f(
+                ctx,
+                raw::REDISMODULE_NOTIFY_EVICTED as c_int,
+                Some(on_evicted),
+            ) == raw::REDISMODULE_OK as c_int
+        })
     }
 }
 

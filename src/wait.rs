@@ -1,131 +1,156 @@
-//! Server-side waiting for `OKOME.PLAN.GET ... WAIT ms`.
+//! Blocked clients, knowing nothing of plans: a client blocks on a key,
+//! and gets exactly one reply — when it is woken, at its deadline, or when
+//! `CLIENT UNBLOCK` ends its wait — or none if it disconnects.
 //!
-//! A follower that finds the lock held is blocked with `RM_BlockClient` and
-//! queued, per planner key, in FIFO order. Nothing polls: the events that
-//! can end a wait call [`settle`] for the key —
+//! The owner of a key (the planner, for `PLAN.GET ... WAIT`) supplies two
+//! things: a [`Waiter`], which says what a woken or expired client replies
+//! (the planner answers a woken client through the same code path as a
+//! fresh call), and a [`Probe`], which looks at the key and says whom to
+//! wake: everybody, the first in line, or nobody yet (look again later).
+//! This is the shape of Redis's own blocking commands: `blocked.c` blocks,
+//! times out and unblocks; each command type says how to serve a client.
 //!
-//! - `OKOME.PLAN.SET` stored the plan: every waiter is woken and replies
-//!   `HIT` with the plan;
-//! - the lock was released (`OKOME.UNLOCK`, or `PLAN.SET ... TOKEN` whose
-//!   plan was skipped): the lock is taken, in the same atomic step, on
-//!   behalf of the first waiter, which replies `MISS` with that token; the
-//!   others keep waiting for the new leader;
-//! - the lock expired (its leader died): a one-shot timer armed at the
-//!   lock's expiry does the same hand-over; a heartbeat that extended the
-//!   lock just re-arms it.
+//! Exactly one reply, by construction:
+//! - Redis's own timeout is not used (clients block with no timeout):
+//!   Redis answers its sweep's timed-out clients itself, and a client whose
+//!   deadline passed just after the module unblocked it would get no reply
+//!   at all. Here a module timer per waiter serves the deadline instead.
+//! - Every `RM_UnblockClient` with a reply happens from a timer (a probe or
+//!   a deadline), never from a command: a command that may end a wait
+//!   ([`wake`]) arms the key's probe to run at once. Redis serves a client
+//!   unblocked in a timer right after the timers run, before any other
+//!   command can touch it.
+//! - A waiter leaves the registry exactly once (woken, expired, unblocked
+//!   or disconnected), and only the one who removed it unblocks it.
+//! - Nothing is written for a client before its reply callback runs: a
+//!   lock is taken for a woken client only by the reply that carries its
+//!   token, so a client that vanished in between costs no ghost lock.
 //!
-//! `RM_BlockClientOnKeys` is not used because Redis 7.0 serves module
-//! clients blocked on a key only while that key exists, and the plan key
-//! does not exist while followers wait for it.
+//! `RM_BlockClientOnKeys` is not used: Redis 7.0 serves module clients
+//! blocked on a key only while that key exists, and the plan key does not
+//! exist while followers wait for it.
 //!
-//! A waiter that times out replies `LOCKED`; one that disconnects is
-//! dropped from the queue. Every blocked client is released with
-//! `RM_UnblockClient` exactly once, so nothing leaks.
+//! Counters: every blocked client ends in exactly one of `wait_woken`,
+//! `wait_timed_out`, `wait_disconnected` or `wait_unblocked`.
 
-use crate::commands::{plan_reply, take_lock, Reply};
-use crate::rkey::{self, Holds, Key};
+use crate::reply::{Reply, PANIC_REPLY};
 use crate::stats::{bump, c};
-use okome_core::keys;
-use okome_core::Error;
 use redis_module::{raw, Context, RedisError};
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
 use std::os::raw::{c_int, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
-use std::sync::{Mutex, MutexGuard};
 
 type Bc = *mut raw::RedisModuleBlockedClient;
+type TimerId = raw::RedisModuleTimerID;
 
-#[derive(Debug, Clone, Copy)]
-struct Waiter {
-    bc: usize,
-    lock_ttl_ms: u64,
-    rate_remaining: Option<u64>,
+/// How a woken client was served, for `INFO okome`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Served {
+    /// It got the value it waited for.
+    Hit,
+    /// It got the lock (a token) and becomes the leader.
+    Leader,
+    /// Anything else (the key's state changed again, an error).
+    Other,
 }
 
-#[derive(Debug, Default)]
-struct Queue {
-    waiters: VecDeque<Waiter>,
-    /// The pending one-shot timer for this key, stopped when the queue
-    /// empties so that nothing outlives the waiters.
-    timer: Option<raw::RedisModuleTimerID>,
+/// What a blocked client replies.
+pub trait Waiter {
+    /// The reply of a client that was woken: the owner looks again, as a
+    /// fresh call would.
+    fn woken(&self, ctx: &Context) -> (Reply, Served);
+    /// The reply at its deadline, or for `CLIENT UNBLOCK [TIMEOUT]`.
+    fn expired(&self, ctx: &Context) -> Reply;
 }
 
+/// What the owner of a key decides when its waiters are looked at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Wake every waiter (the value they wait for is there).
+    WakeAll,
+    /// Wake the first waiter (it may take over); the others keep waiting
+    /// and are looked at again once it has been served.
+    WakeFirst,
+    /// Nobody yet: look again in this many ms.
+    ProbeIn(i64),
+}
+
+/// Looks at a key (in the db of its waiters) and says whom to wake.
+pub type Probe = fn(&Context, &[u8]) -> Verdict;
+
+/// A waiting client's queue: the db and key it waits on.
 type Slot = (c_int, Vec<u8>);
 
-struct Registry {
-    by_key: BTreeMap<Slot, Queue>,
-    by_bc: BTreeMap<usize, Slot>,
+struct Entry {
+    bc: Bc,
+    slot: Slot,
+    client_id: u64,
+    deadline: Option<TimerId>,
+    waiter: Box<dyn Waiter>,
 }
 
-static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
-    by_key: BTreeMap::new(),
-    by_bc: BTreeMap::new(),
-});
+struct Queue {
+    /// Waiter ids in arrival order.
+    ids: VecDeque<u64>,
+    probe: Probe,
+    /// The pending probe timer, stopped when the queue empties so that
+    /// nothing outlives the waiters.
+    timer: Option<TimerId>,
+}
 
-fn registry() -> MutexGuard<'static, Registry> {
-    REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
+#[derive(Default)]
+struct Registry {
+    next_id: u64,
+    entries: BTreeMap<u64, Entry>,
+    by_bc: BTreeMap<usize, u64>,
+    queues: BTreeMap<Slot, Queue>,
+}
+
+thread_local! {
+    /// Blocked clients are made, woken and freed on Redis's main thread.
+    static REGISTRY: RefCell<Registry> = RefCell::new(Registry::default());
+    /// The client Redis is freeing right now (from the client-change
+    /// event), to tell a disconnection from `CLIENT UNBLOCK ... ERROR`.
+    static FREEING: Cell<u64> = const { Cell::new(0) };
+}
+
+fn with_registry<R>(f: impl FnOnce(&mut Registry) -> R) -> R {
+    REGISTRY.with(|r| f(&mut r.borrow_mut()))
+}
+
+/// What leaving the registry left to do: timers to stop.
+#[derive(Default)]
+struct Leftover {
+    /// Probe timers: their data is a boxed [`Slot`].
+    probes: Vec<TimerId>,
+    /// Deadline timers: their data is a plain waiter id.
+    deadlines: Vec<TimerId>,
 }
 
 impl Registry {
-    /// Removes a waiter; also returns the timer to stop if its queue is now
-    /// empty.
-    fn remove_bc(&mut self, bc: usize) -> Option<(Slot, Waiter, Option<raw::RedisModuleTimerID>)> {
-        let slot = self.by_bc.remove(&bc)?;
-        let q = self.by_key.get_mut(&slot)?;
-        let pos = q.waiters.iter().position(|w| w.bc == bc)?;
-        let w = q.waiters.remove(pos)?;
-        let stop = self.drop_if_empty(&slot);
-        Some((slot, w, stop))
-    }
-
-    /// Forgets the queue of `slot` if it has no waiters; returns its timer,
-    /// which the caller must stop.
-    fn drop_if_empty(&mut self, slot: &Slot) -> Option<raw::RedisModuleTimerID> {
-        if self.by_key.get(slot).is_some_and(|q| q.waiters.is_empty()) {
-            self.by_key.remove(slot).and_then(|q| q.timer)
-        } else {
-            None
+    /// Removes waiter `id` from its queue; the deadline timer and, if the
+    /// queue is now empty, its probe timer go to `left`.
+    fn remove(&mut self, id: u64, left: &mut Leftover) -> Option<Entry> {
+        let e = self.entries.remove(&id)?;
+        self.by_bc.remove(&(e.bc as usize));
+        left.deadlines.extend(e.deadline);
+        if let Some(q) = self.queues.get_mut(&e.slot) {
+            q.ids.retain(|&i| i != id);
+            if q.ids.is_empty() {
+                if let Some(q) = self.queues.remove(&e.slot) {
+                    left.probes.extend(q.timer);
+                }
+            }
         }
-    }
-
-    /// Whether `slot` has waiters but no timer (so one must be armed).
-    fn needs_timer(&self, slot: &Slot) -> bool {
-        self.by_key
-            .get(slot)
-            .is_some_and(|q| !q.waiters.is_empty() && q.timer.is_none())
+        Some(e)
     }
 }
 
-/// What a woken waiter replies.
-enum Wake {
-    /// Look again: normally the plan is there now.
-    Recheck,
-    /// The lock was taken for this waiter with this token.
-    Handoff(Vec<u8>),
-}
-
-struct Woken {
-    key: Vec<u8>,
-    lock_ttl_ms: u64,
-    rate_remaining: Option<u64>,
-    wake: Wake,
-}
-
-impl Woken {
-    fn new(key: &[u8], w: &Waiter, wake: Wake) -> Woken {
-        Woken {
-            key: key.to_vec(),
-            lock_ttl_ms: w.lock_ttl_ms,
-            rate_remaining: w.rate_remaining,
-            wake,
-        }
-    }
-}
-
-/// Number of clients currently waiting.
+/// Number of clients waiting now.
 pub fn waiting() -> usize {
-    registry().by_bc.len()
+    with_registry(|r| r.entries.len())
 }
 
 /// Whether this context may block (not inside MULTI, a script or a
@@ -145,168 +170,260 @@ fn selected_db(ctx: &Context) -> c_int {
     unsafe { raw::RedisModule_GetSelectedDb.map_or(0, |f| f(ctx.ctx)) }
 }
 
-/// Blocks the calling client until the plan at `key` is stored, the lock is
-/// handed to it, or `wait_ms` pass. Returns false if Redis refused to block.
-pub fn block(
-    ctx: &Context,
-    key: &[u8],
-    lock_ttl_ms: u64,
-    rate_remaining: Option<u64>,
-    wait_ms: u64,
-    lock_pttl: i64,
-) -> bool {
-    // SAFETY: callbacks have the expected signatures; the timeout is > 0.
-    let bc = unsafe {
-        match raw::RedisModule_BlockClient {
-            Some(f) => f(
-                ctx.ctx,
-                Some(on_reply),
-                Some(on_timeout),
-                Some(free_woken),
-                i64::try_from(wait_ms).unwrap_or(i64::MAX),
-            ),
-            None => ptr::null_mut(),
-        }
-    };
-    if bc.is_null() {
-        return false;
-    }
-    // SAFETY: `bc` was just returned by BlockClient.
-    unsafe {
-        if let Some(f) = raw::RedisModule_SetDisconnectCallback {
-            f(bc, Some(on_disconnect));
-        }
-    }
-    let slot = (selected_db(ctx), key.to_vec());
-    let arm = {
-        let mut reg = registry();
-        reg.by_bc.insert(bc as usize, slot.clone());
-        let q = reg.by_key.entry(slot.clone()).or_default();
-        q.waiters.push_back(Waiter {
-            bc: bc as usize,
-            lock_ttl_ms,
-            rate_remaining,
-        });
-        q.timer.is_none()
-    };
-    if arm {
-        arm_timer(ctx, slot, lock_pttl);
-    }
-    true
+fn create_timer(
+    ctx: *mut raw::RedisModuleCtx,
+    after_ms: i64,
+    cb: extern "C" fn(*mut raw::RedisModuleCtx, *mut c_void),
+    data: *mut c_void,
+) -> Option<TimerId> {
+    let period = after_ms.clamp(0, i64::MAX / 2);
+    // SAFETY: the callback takes `data` back (or `stop_timers` frees it).
+    unsafe { raw::RedisModule_CreateTimer.map(|f| f(ctx, period, Some(cb), data)) }
 }
 
-fn unblock(bc: usize, woken: Option<Woken>) {
-    let data = woken.map_or(ptr::null_mut(), |w| {
-        Box::into_raw(Box::new(w)).cast::<c_void>()
-    });
-    // SAFETY: `bc` is a blocked client not yet unblocked (it was in the
-    // registry, and is removed from it before this call).
-    unsafe {
-        if let Some(f) = raw::RedisModule_UnblockClient {
-            f(bc as Bc, data);
-        }
-    }
-}
-
-/// Arms the one-shot timer that re-examines `slot` after the lock expires,
-/// and records it in the slot's queue.
-fn arm_timer(ctx: &Context, slot: Slot, after_ms: i64) {
-    let period = after_ms.clamp(0, i64::MAX - 1).saturating_add(1);
-    let data = Box::into_raw(Box::new(slot.clone())).cast::<c_void>();
-    // SAFETY: the callback (or `stop_timer`) takes ownership of `data`.
-    let id = unsafe {
-        match raw::RedisModule_CreateTimer {
-            Some(f) => f(ctx.ctx, period, Some(on_timer), data),
-            None => return,
-        }
-    };
-    if let Some(q) = registry().by_key.get_mut(&slot) {
-        q.timer = Some(id);
-    }
-}
-
-/// Stops a pending timer and frees its data.
-fn stop_timer(ctx: *mut raw::RedisModuleCtx, id: Option<raw::RedisModuleTimerID>) {
-    let Some(id) = id else {
+/// Stops timers that have not fired and frees the data of probe timers.
+fn stop_timers(ctx: *mut raw::RedisModuleCtx, left: Leftover) {
+    let Some(stop) = (unsafe { raw::RedisModule_StopTimer }) else {
         return;
     };
-    let mut data: *mut c_void = ptr::null_mut();
-    // SAFETY: `id` was returned by CreateTimer and has not fired (fired
-    // timers are forgotten in `on_timer`); on success `data` is ours.
-    unsafe {
-        if let Some(f) = raw::RedisModule_StopTimer {
-            if f(ctx, id, &mut data) == raw::REDISMODULE_OK as c_int && !data.is_null() {
+    for (id, is_probe) in left
+        .probes
+        .into_iter()
+        .map(|id| (id, true))
+        .chain(left.deadlines.into_iter().map(|id| (id, false)))
+    {
+        let mut data: *mut c_void = ptr::null_mut();
+        // SAFETY: `id` came from CreateTimer and was forgotten when it
+        // fired, so it has not; on success `data` is ours.
+        unsafe {
+            if stop(ctx, id, &mut data) == raw::REDISMODULE_OK as c_int
+                && is_probe
+                && !data.is_null()
+            {
                 drop(Box::from_raw(data.cast::<Slot>()));
             }
         }
     }
 }
 
-/// Called after anything that may end waits on `key` in the current db:
-/// a stored plan, a released lock. Cheap when nobody waits.
-pub fn settle(ctx: &Context, key: &[u8]) {
-    if registry().by_bc.is_empty() {
-        return;
+/// Blocks the calling client on `key` for at most `wait_ms`; `probe`
+/// first looks at the key after `probe_in_ms`. Hands `waiter` back if Redis
+/// refused to block.
+pub fn block(
+    ctx: &Context,
+    key: &[u8],
+    wait_ms: u64,
+    waiter: Box<dyn Waiter>,
+    probe: Probe,
+    probe_in_ms: i64,
+) -> Result<(), Box<dyn Waiter>> {
+    // SAFETY: callbacks have the expected signatures; timeout 0 is "none".
+    let bc = unsafe {
+        match raw::RedisModule_BlockClient {
+            Some(f) => f(
+                ctx.ctx,
+                Some(on_reply),
+                Some(on_unblock_timeout),
+                Some(free_delivery),
+                0,
+            ),
+            None => ptr::null_mut(),
+        }
+    };
+    if bc.is_null() {
+        return Err(waiter);
     }
-    settle_slot(ctx, (selected_db(ctx), key.to_vec()));
+    // SAFETY: `bc` was just returned by BlockClient; the context has a client.
+    let client_id = unsafe {
+        if let Some(f) = raw::RedisModule_SetDisconnectCallback {
+            f(bc, Some(on_disconnect));
+        }
+        raw::RedisModule_GetClientId.map_or(0, |f| f(ctx.ctx))
+    };
+    let slot = (selected_db(ctx), key.to_vec());
+    let id = with_registry(|r| {
+        r.next_id = r.next_id.wrapping_add(1);
+        r.next_id
+    });
+    let deadline = create_timer(
+        ctx.ctx,
+        i64::try_from(wait_ms).unwrap_or(i64::MAX),
+        on_deadline,
+        id as usize as *mut c_void,
+    );
+    let arm = with_registry(|r| {
+        r.by_bc.insert(bc as usize, id);
+        r.entries.insert(
+            id,
+            Entry {
+                bc,
+                slot: slot.clone(),
+                client_id,
+                deadline,
+                waiter,
+            },
+        );
+        let q = r.queues.entry(slot.clone()).or_insert_with(|| Queue {
+            ids: VecDeque::new(),
+            probe,
+            timer: None,
+        });
+        q.ids.push_back(id);
+        q.timer.is_none()
+    });
+    if arm {
+        schedule(ctx.ctx, slot, probe_in_ms);
+    }
+    bump(&c::wait_blocked);
+    Ok(())
 }
 
-fn settle_slot(ctx: &Context, slot: Slot) {
-    let key = &slot.1;
-    let has_plan = Key::open(ctx, key, false).holds() != Holds::Nothing;
-    if has_plan {
-        let (waiters, stop) = {
-            let mut reg = registry();
-            let Some(q) = reg.by_key.get_mut(&slot) else {
-                return;
-            };
-            let waiters = std::mem::take(&mut q.waiters);
-            for w in &waiters {
-                reg.by_bc.remove(&w.bc);
-            }
-            (waiters, reg.drop_if_empty(&slot))
-        };
-        stop_timer(ctx.ctx, stop);
-        for w in waiters {
-            unblock(w.bc, Some(Woken::new(key, &w, Wake::Recheck)));
-        }
+/// Something that may end waits on `key` (in the current db) happened: the
+/// key's probe runs at once, from a timer. Cheap when nobody waits.
+pub fn wake(ctx: &Context, key: &[u8]) {
+    if with_registry(|r| r.queues.is_empty()) {
         return;
     }
-    let lock_name = keys::lock_key(key);
-    let lock = Key::open(ctx, &lock_name, true);
-    let now = rkey::now_ms();
-    if lock.holds() != Holds::Nothing {
-        // Still held (or extended by a heartbeat): look again at its expiry.
-        let pttl = lock.pttl(now);
-        let arm = registry().needs_timer(&slot);
-        if arm {
-            arm_timer(ctx, slot, if pttl < 0 { 1_000 } else { pttl });
+    let slot = (selected_db(ctx), key.to_vec());
+    if with_registry(|r| r.queues.contains_key(&slot)) {
+        schedule(ctx.ctx, slot, 0);
+    }
+}
+
+/// (Re)arms the probe timer of `slot` to run in `after_ms`.
+fn schedule(ctx: *mut raw::RedisModuleCtx, slot: Slot, after_ms: i64) {
+    let mut left = Leftover::default();
+    let exists = with_registry(|r| match r.queues.get_mut(&slot) {
+        Some(q) => {
+            left.probes.extend(q.timer.take());
+            true
         }
+        None => false,
+    });
+    stop_timers(ctx, left);
+    if !exists {
         return;
     }
-    // Free: hand it to the first waiter.
-    let (first, more, stop) = {
-        let mut reg = registry();
-        let Some(q) = reg.by_key.get_mut(&slot) else {
-            return;
-        };
-        let first = q.waiters.pop_front();
-        if let Some(w) = &first {
-            reg.by_bc.remove(&w.bc);
-        }
-        let stop = reg.drop_if_empty(&slot);
-        (first, reg.needs_timer(&slot), stop)
-    };
-    stop_timer(ctx.ctx, stop);
-    let Some(w) = first else {
+    let data = Box::into_raw(Box::new(slot.clone()));
+    let Some(id) = create_timer(ctx, after_ms, on_probe, data.cast::<c_void>()) else {
+        // SAFETY: the timer was not made, so `data` is still ours.
+        drop(unsafe { Box::from_raw(data) });
         return;
     };
-    let token = take_lock(ctx, &lock, now, w.lock_ttl_ms);
-    drop(lock);
-    unblock(w.bc, Some(Woken::new(key, &w, Wake::Handoff(token))));
+    with_registry(|r| {
+        if let Some(q) = r.queues.get_mut(&slot) {
+            q.timer = Some(id);
+        }
+    });
+}
+
+/// What an unblocked client's reply callback gets.
+struct Delivery {
+    waiter: Box<dyn Waiter>,
+    woken: bool,
+    /// Set once the reply callback ran; a delivery freed without it means
+    /// the client went away first.
+    replied: Cell<bool>,
+}
+
+fn unblock(bc: Bc, delivery: Option<Delivery>) {
+    let data = delivery.map_or(ptr::null_mut(), |d| {
+        Box::into_raw(Box::new(d)).cast::<c_void>()
+    });
+    // SAFETY: `bc` is a blocked client not yet unblocked: it was in the
+    // registry and has just been removed from it by the caller.
+    unsafe {
+        if let Some(f) = raw::RedisModule_UnblockClient {
+            f(bc, data);
+        }
+    }
+}
+
+extern "C" fn on_probe(ctx: *mut raw::RedisModuleCtx, data: *mut c_void) {
+    if data.is_null() {
+        return;
+    }
+    // SAFETY: `data` came from Box::into_raw in `schedule`.
+    let slot = *unsafe { Box::from_raw(data.cast::<Slot>()) };
+    let _ = catch_unwind(AssertUnwindSafe(|| probe_slot(ctx, slot)));
+}
+
+fn probe_slot(ctx: *mut raw::RedisModuleCtx, slot: Slot) {
+    let probe = with_registry(|r| {
+        let q = r.queues.get_mut(&slot)?;
+        // This timer has fired: it must not be stopped later.
+        q.timer = None;
+        Some(q.probe)
+    });
+    let Some(probe) = probe else {
+        return;
+    };
+    // SAFETY: selecting the db the waiters are in (a timer's own context).
+    unsafe {
+        if let Some(f) = raw::RedisModule_SelectDb {
+            f(ctx, slot.0);
+        }
+    }
+    let context = Context::new(ctx);
+    let verdict = probe(&context, &slot.1);
+    let mut left = Leftover::default();
+    let (woken, more) = with_registry(|r| {
+        let ids: Vec<u64> = match (verdict, r.queues.get(&slot)) {
+            (Verdict::WakeAll, Some(q)) => q.ids.iter().copied().collect(),
+            (Verdict::WakeFirst, Some(q)) => q.ids.front().copied().into_iter().collect(),
+            _ => Vec::new(),
+        };
+        let woken: Vec<Entry> = ids
+            .into_iter()
+            .filter_map(|id| r.remove(id, &mut left))
+            .collect();
+        (woken, r.queues.contains_key(&slot))
+    });
+    stop_timers(ctx, left);
+    for e in woken {
+        unblock(
+            e.bc,
+            Some(Delivery {
+                waiter: e.waiter,
+                woken: true,
+                replied: Cell::new(false),
+            }),
+        );
+    }
     if more {
-        arm_timer(ctx, slot, i64::try_from(w.lock_ttl_ms).unwrap_or(i64::MAX));
+        let after = match verdict {
+            // Look again once the woken client has been served (Redis
+            // serves it before the next timers run).
+            Verdict::WakeAll | Verdict::WakeFirst => 1,
+            Verdict::ProbeIn(ms) => ms,
+        };
+        schedule(ctx, slot, after);
     }
+}
+
+extern "C" fn on_deadline(ctx: *mut raw::RedisModuleCtx, data: *mut c_void) {
+    let id = data as usize as u64;
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        let mut left = Leftover::default();
+        let found = with_registry(|r| {
+            // This timer has fired: it must not be stopped later.
+            if let Some(e) = r.entries.get_mut(&id) {
+                e.deadline = None;
+            }
+            r.remove(id, &mut left)
+        });
+        stop_timers(ctx, left);
+        if let Some(e) = found {
+            unblock(
+                e.bc,
+                Some(Delivery {
+                    waiter: e.waiter,
+                    woken: false,
+                    replied: Cell::new(false),
+                }),
+            );
+        }
+    }));
 }
 
 /// Runs `f`, turning a panic into an error reply.
@@ -315,7 +432,7 @@ fn guarded(ctx: *mut raw::RedisModuleCtx, f: impl FnOnce(&Context) -> Reply) -> 
     let reply = match catch_unwind(AssertUnwindSafe(|| f(&context))) {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(RedisError::String(e.to_string())),
-        Err(_) => Err(RedisError::Str(crate::register::PANIC_REPLY)),
+        Err(_) => Err(RedisError::Str(PANIC_REPLY)),
     };
     context.reply(reply) as c_int
 }
@@ -326,161 +443,120 @@ extern "C" fn on_reply(
     _argc: c_int,
 ) -> c_int {
     guarded(ctx, |context| {
-        // SAFETY: the private data is the `Woken` given to UnblockClient.
-        let woken = unsafe {
+        // SAFETY: the private data is the `Delivery` given to UnblockClient.
+        let delivery = unsafe {
             raw::RedisModule_GetBlockedClientPrivateData
                 .map_or(ptr::null_mut(), |f| f(context.ctx))
-                .cast::<Woken>()
+                .cast::<Delivery>()
                 .as_ref()
         };
-        let Some(w) = woken else {
-            return Err(Error::BadKey(
+        let Some(d) = delivery else {
+            return Err(okome_core::Error::BadKey(
                 "okome internal error: lost wait state".into(),
             ));
         };
-        match &w.wake {
-            Wake::Handoff(token) => {
-                bump(&c::wait_woken_leader);
-                bump(&c::planner_misses);
-                Ok(plan_reply(
-                    "MISS",
-                    &w.key,
-                    None,
-                    Some(i64::try_from(w.lock_ttl_ms).unwrap_or(i64::MAX)),
-                    Some(token),
-                    w.rate_remaining,
-                ))
-            }
-            Wake::Recheck => recheck(context, w),
+        d.replied.set(true);
+        if !d.woken {
+            bump(&c::wait_timed_out);
+            return d.waiter.expired(context);
         }
+        let (reply, served) = d.waiter.woken(context);
+        bump(&c::wait_woken);
+        bump(match served {
+            Served::Hit => &c::wait_woken_hit,
+            Served::Leader => &c::wait_woken_leader,
+            Served::Other => &c::wait_woken_other,
+        });
+        reply
     })
 }
 
-/// A woken waiter looks again: normally a `HIT`; if the plan vanished in
-/// the meantime, it behaves like a fresh lookup.
-fn recheck(ctx: &Context, w: &Woken) -> Reply {
-    let now = rkey::now_ms();
-    let plan = Key::open(ctx, &w.key, false);
-    if let Some(v) = plan.string()? {
-        bump(&c::wait_woken_hit);
-        bump(&c::planner_hits);
-        return Ok(plan_reply(
-            "HIT",
-            &w.key,
-            Some(v),
-            Some(plan.pttl(now)),
-            None,
-            w.rate_remaining,
-        ));
-    }
-    let lock_name = keys::lock_key(&w.key);
-    let lock = Key::open(ctx, &lock_name, true);
-    if lock.string()?.is_some() {
-        bump(&c::planner_locked);
-        return Ok(plan_reply(
-            "LOCKED",
-            &w.key,
-            None,
-            Some(lock.pttl(now)),
-            None,
-            w.rate_remaining,
-        ));
-    }
-    let token = take_lock(ctx, &lock, now, w.lock_ttl_ms);
-    let ttl = i64::try_from(w.lock_ttl_ms).unwrap_or(i64::MAX);
-    bump(&c::planner_misses);
-    Ok(plan_reply(
-        "MISS",
-        &w.key,
-        None,
-        Some(ttl),
-        Some(&token),
-        w.rate_remaining,
-    ))
-}
-
-extern "C" fn on_timeout(
+/// `CLIENT UNBLOCK <id> [TIMEOUT]`: the client replies as at its deadline.
+extern "C" fn on_unblock_timeout(
     ctx: *mut raw::RedisModuleCtx,
     _argv: *mut *mut raw::RedisModuleString,
     _argc: c_int,
 ) -> c_int {
     // SAFETY: inside a timeout callback the handle is the blocked client.
     let bc = unsafe { raw::RedisModule_GetBlockedClientHandle.map_or(ptr::null_mut(), |f| f(ctx)) };
-    let found = registry().remove_bc(bc as usize);
-    if let Some((_, _, stop)) = &found {
-        stop_timer(ctx, *stop);
-    }
-    let rc = guarded(ctx, |context| {
-        let Some(((_, key), w, _)) = &found else {
-            return Err(Error::BadKey(
-                "okome internal error: lost wait state".into(),
-            ));
-        };
-        let now = rkey::now_ms();
-        let lock = Key::open(context, &keys::lock_key(key), false);
-        bump(&c::wait_timed_out);
-        bump(&c::planner_locked);
-        Ok(plan_reply(
-            "LOCKED",
-            key,
-            None,
-            Some(lock.pttl(now)),
-            None,
-            w.rate_remaining,
-        ))
+    let mut left = Leftover::default();
+    let found = with_registry(|r| {
+        let id = *r.by_bc.get(&(bc as usize))?;
+        r.remove(id, &mut left)
     });
-    if !bc.is_null() {
-        unblock(bc as usize, None);
-    }
+    stop_timers(ctx, left);
+    let Some(e) = found else {
+        // Not ours to answer (already woken): Redis only calls this for a
+        // client that has not been unblocked, so this does not happen.
+        return raw::REDISMODULE_OK as c_int;
+    };
+    bump(&c::wait_unblocked);
+    let rc = guarded(ctx, |context| e.waiter.expired(context));
+    unblock(e.bc, None);
     rc
 }
 
+/// The client disconnected, or `CLIENT UNBLOCK <id> ERROR` ended its wait
+/// (Redis replies the error itself).
 extern "C" fn on_disconnect(ctx: *mut raw::RedisModuleCtx, bc: Bc) {
     let _ = catch_unwind(AssertUnwindSafe(|| {
-        let found = registry().remove_bc(bc as usize);
-        if let Some((_, _, stop)) = found {
-            stop_timer(ctx, stop);
-            bump(&c::wait_disconnected);
-            unblock(bc as usize, None);
+        let mut left = Leftover::default();
+        let found = with_registry(|r| {
+            let id = *r.by_bc.get(&(bc as usize))?;
+            r.remove(id, &mut left)
+        });
+        stop_timers(ctx, left);
+        if let Some(e) = found {
+            let gone = FREEING.with(Cell::get) == e.client_id && e.client_id != 0;
+            bump(if gone {
+                &c::wait_disconnected
+            } else {
+                &c::wait_unblocked
+            });
+            unblock(e.bc, None);
         }
     }));
 }
 
-extern "C" fn free_woken(_ctx: *mut raw::RedisModuleCtx, data: *mut c_void) {
-    if !data.is_null() {
-        // SAFETY: `data` came from Box::into_raw in `unblock`.
-        drop(unsafe { Box::from_raw(data.cast::<Woken>()) });
-    }
-}
-
-extern "C" fn on_timer(ctx: *mut raw::RedisModuleCtx, data: *mut c_void) {
+extern "C" fn free_delivery(_ctx: *mut raw::RedisModuleCtx, data: *mut c_void) {
     if data.is_null() {
         return;
     }
-    // SAFETY: `data` came from Box::into_raw in `arm_timer`.
-    let slot = *unsafe { Box::from_raw(data.cast::<Slot>()) };
-    let _ = catch_unwind(AssertUnwindSafe(|| {
-        let context = Context::new(ctx);
-        {
-            let mut reg = registry();
-            match reg.by_key.get_mut(&slot) {
-                Some(q) => {
-                    // This timer has fired: it must not be stopped later.
-                    q.timer = None;
-                    if q.waiters.is_empty() {
-                        reg.by_key.remove(&slot);
-                        return;
-                    }
-                }
-                None => return,
-            }
-        }
-        // SAFETY: selecting the db the waiters are in.
-        unsafe {
-            if let Some(f) = raw::RedisModule_SelectDb {
-                f(ctx, slot.0);
-            }
-        }
-        settle_slot(&context, slot);
-    }));
+    // SAFETY: `data` came from Box::into_raw in `unblock`.
+    let d = unsafe { Box::from_raw(data.cast::<Delivery>()) };
+    if !d.replied.get() {
+        // Unblocked with a reply, but the client went away before Redis
+        // could serve it: nothing was written for it.
+        bump(&c::wait_disconnected);
+    }
+}
+
+/// The client-change event: remembers which client Redis is freeing, so
+/// that [`on_disconnect`] can tell a disconnection from `CLIENT UNBLOCK`.
+extern "C" fn on_client_change(
+    _ctx: *mut raw::RedisModuleCtx,
+    _eid: raw::RedisModuleEvent,
+    subevent: u64,
+    data: *mut c_void,
+) {
+    if subevent != raw::REDISMODULE_SUBEVENT_CLIENT_CHANGE_DISCONNECTED || data.is_null() {
+        return;
+    }
+    // SAFETY: for this event the data is a RedisModuleClientInfo.
+    let id = unsafe { (*data.cast::<raw::RedisModuleClientInfo>()).id };
+    FREEING.with(|f| f.set(id));
+}
+
+/// Subscribes to the events the machinery needs (at load).
+pub fn init(ctx: &Context) -> bool {
+    let event = raw::RedisModuleEvent {
+        id: raw::REDISMODULE_EVENT_CLIENT_CHANGE,
+        dataver: 1,
+    };
+    // SAFETY: a valid event and a callback with the expected signature.
+    unsafe {
+        raw::RedisModule_SubscribeToServerEvent.is_some_and(|f| {
+            f(ctx.ctx, event, Some(on_client_change)) == raw::REDISMODULE_OK as c_int
+        })
+    }
 }

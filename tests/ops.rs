@@ -315,7 +315,7 @@ fn info(c: &mut Connection) -> BTreeMap<String, String> {
 }
 
 /// Every counter of src/stats.rs, in its order.
-const COUNTERS: [&str; 24] = [
+const COUNTERS: [&str; 29] = [
     "planner_hits",
     "planner_misses",
     "planner_refreshes",
@@ -326,10 +326,15 @@ const COUNTERS: [&str; 24] = [
     "lock_extended",
     "lock_released",
     "wait_blocked",
+    "wait_woken",
     "wait_woken_hit",
     "wait_woken_leader",
+    "wait_woken_other",
     "wait_timed_out",
     "wait_disconnected",
+    "wait_unblocked",
+    "locks_healed",
+    "windows_evicted",
     "rate_allowed",
     "rate_limited",
     "wbudget_allowed",
@@ -960,6 +965,7 @@ fn info_okome_counts_a_known_workload_exactly() {
             ("wait_blocked", 1),
             ("plans_stored", 1),
             ("lock_released", 1),
+            ("wait_woken", 1),
             ("wait_woken_hit", 1),
             ("planner_hits", 1),
         ],
@@ -992,6 +998,7 @@ fn info_okome_counts_a_known_workload_exactly() {
             ("lock_contended", 1),
             ("wait_blocked", 1),
             ("lock_released", 1),
+            ("wait_woken", 1),
             ("wait_woken_leader", 1),
         ],
     );
@@ -1029,10 +1036,15 @@ fn info_okome_counts_a_known_workload_exactly() {
         ("lock_extended", 1),
         ("lock_released", 5),
         ("wait_blocked", 4),
+        ("wait_woken", 2),
         ("wait_woken_hit", 1),
         ("wait_woken_leader", 1),
+        ("wait_woken_other", 0),
         ("wait_timed_out", 1),
         ("wait_disconnected", 1),
+        ("wait_unblocked", 0),
+        ("locks_healed", 0),
+        ("windows_evicted", 0),
         ("rate_allowed", 3),
         ("rate_limited", 2),
         ("wbudget_allowed", 2),
@@ -1248,11 +1260,11 @@ type InfoRow = (
 );
 
 const INFO: [InfoRow; 10] = [
-    ("okome.plan.get", -5, &["write", "denyoom", "module"], None),
+    ("okome.plan.get", -5, &["write", "module"], None),
     (
         "okome.plan.lookup",
         -2,
-        &["write", "denyoom", "module"],
+        &["write", "module"],
         Some((1, &["RO", "access"])),
     ),
     (
