@@ -547,16 +547,42 @@ extern "C" fn on_client_change(
     FREEING.with(|f| f.set(id));
 }
 
+/// `FLUSHALL`/`FLUSHDB` done, or `SWAPDB`: the keys waited on may have
+/// changed all at once, so every queue is looked at now rather than when
+/// its lock would have expired.
+extern "C" fn on_keyspace_swapped(
+    ctx: *mut raw::RedisModuleCtx,
+    eid: raw::RedisModuleEvent,
+    subevent: u64,
+    _data: *mut c_void,
+) {
+    if eid.id == raw::REDISMODULE_EVENT_FLUSHDB && subevent != raw::REDISMODULE_SUBEVENT_FLUSHDB_END
+    {
+        return;
+    }
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        let slots: Vec<Slot> = with_registry(|r| r.queues.keys().cloned().collect());
+        for slot in slots {
+            schedule(ctx, slot, 0);
+        }
+    }));
+}
+
 /// Subscribes to the events the machinery needs (at load).
 pub fn init(ctx: &Context) -> bool {
-    let event = raw::RedisModuleEvent {
-        id: raw::REDISMODULE_EVENT_CLIENT_CHANGE,
-        dataver: 1,
-    };
-    // SAFETY: a valid event and a callback with the expected signature.
-    unsafe {
-        raw::RedisModule_SubscribeToServerEvent.is_some_and(|f| {
-            f(ctx.ctx, event, Some(on_client_change)) == raw::REDISMODULE_OK as c_int
-        })
-    }
+    type Callback =
+        extern "C" fn(*mut raw::RedisModuleCtx, raw::RedisModuleEvent, u64, *mut c_void);
+    let events: [(u64, Callback); 3] = [
+        (raw::REDISMODULE_EVENT_CLIENT_CHANGE, on_client_change),
+        (raw::REDISMODULE_EVENT_FLUSHDB, on_keyspace_swapped),
+        (raw::REDISMODULE_EVENT_SWAPDB, on_keyspace_swapped),
+    ];
+    events.into_iter().all(|(id, cb)| {
+        let event = raw::RedisModuleEvent { id, dataver: 1 };
+        // SAFETY: a valid event and a callback with the expected signature.
+        unsafe {
+            raw::RedisModule_SubscribeToServerEvent
+                .is_some_and(|f| f(ctx.ctx, event, Some(cb)) == raw::REDISMODULE_OK as c_int)
+        }
+    })
 }
