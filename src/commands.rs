@@ -418,6 +418,10 @@ impl wait::Waiter for Follower {
             wait_ms: None,
             ..self.ask.clone()
         };
+        // The slot may have moved to another node while it waited.
+        if let Err(e) = cluster::check(ctx, &[&ask.key], LOOKUP_INSTEAD) {
+            return (Err(e), Served::Other);
+        }
         let user = acl::User::current(ctx);
         let now = rkey::now_ms();
         let opened = acl::open(ctx, user.as_ref(), &ask.key, Access::Read).and_then(|plan| {
