@@ -392,3 +392,139 @@ fn a_replica_enforces_the_same_window() {
     assert_eq!((allowed, remaining), (0, 0));
     assert!(retry > 50_000);
 }
+
+/// Issue 11, item 5: a well-formed window whose newest entry lies beyond the
+/// clock-skew allowance in the future (hand-made, written by another client,
+/// or under a clock that far ahead) is refused with an error naming the key;
+/// it is neither charged nor extended (no `PXAT 9223372036854775807`), and
+/// nothing else is written. Within the allowance it is honoured, and the
+/// window then expires within window + allowance.
+#[test]
+fn a_window_from_the_future_is_refused_and_left_as_it_is() {
+    use okome_core::limiter::{Window, CLOCK_SKEW_ALLOWANCE_MS, FORMAT_V1};
+    let s = Server::start();
+    let mut c = s.conn();
+    // The stored form by hand: version, the one entry's time (i64 little-
+    // endian), its units (LEB128). Well-formed: only its time is wrong.
+    let window = |at: i64| {
+        let mut b = vec![FORMAT_V1];
+        b.extend_from_slice(&at.to_le_bytes());
+        b.push(1);
+        assert!(Window::decode(&b).is_ok(), "a well-formed window");
+        b
+    };
+    let server_now = |c: &mut redis::Connection| {
+        let (s, us): (i64, i64) = redis::cmd("TIME").query(c).unwrap();
+        s * 1_000 + us / 1_000
+    };
+    let now = server_now(&mut c);
+    let windows = [
+        ("okome:budget:rate:{a}", window(i64::MAX - 1_000)),
+        // A server ten minutes ahead wrote it.
+        ("okome:budget:rate:{b}", window(now + 600_000)),
+        ("okome:budget:write:{w}", window(i64::MAX)),
+    ];
+    for (key, bytes) in &windows {
+        redis::cmd("SET")
+            .arg(key)
+            .arg(bytes)
+            .query::<()>(&mut c)
+            .unwrap();
+    }
+    let dumps = |c: &mut redis::Connection| {
+        windows
+            .iter()
+            .map(|(key, _)| {
+                let dump: Vec<u8> = redis::cmd("DUMP").arg(key).query(c).unwrap();
+                let pttl: i64 = redis::cmd("PTTL").arg(key).query(c).unwrap();
+                (dump, pttl)
+            })
+            .collect::<Vec<_>>()
+    };
+    let before_dumps = dumps(&mut c);
+    assert!(before_dumps.iter().all(|(_, pttl)| *pttl == -1));
+    let plan_key: Vec<u8> = redis::cmd("OKOME.KEY")
+        .arg(&["planner", "m", "p", "t", "r"])
+        .query(&mut c)
+        .unwrap();
+    let before = snapshot(&mut c);
+    let cases: &[(&[&[u8]], &str)] = &[
+        (&[b"OKOME.RATE", b"a", b"5", b"60"], "okome:budget:rate:{a}"),
+        (
+            &[b"OKOME.RATE", b"a", b"5", b"60", b"COST", b"0"],
+            "okome:budget:rate:{a}",
+        ),
+        (&[b"OKOME.RATE", b"b", b"5", b"60"], "okome:budget:rate:{b}"),
+        (&[b"OKOME.WBUDGET", b"w", b"5"], "okome:budget:write:{w}"),
+        // The one-round-trip forms: no lock taken, no plan stored.
+        (
+            &[
+                b"OKOME.PLAN.GET",
+                b"m",
+                b"p",
+                b"t",
+                b"r",
+                b"AGENT",
+                b"a",
+                b"LIMIT",
+                b"5",
+                b"WINDOW",
+                b"60",
+            ],
+            "okome:budget:rate:{a}",
+        ),
+        (
+            &[
+                b"OKOME.PLAN.SET",
+                &plan_key,
+                b"{}",
+                b"AGENT",
+                b"w",
+                b"WLIMIT",
+                b"5",
+            ],
+            "okome:budget:write:{w}",
+        ),
+    ];
+    for (args, key) in cases {
+        let e = err(&mut c, args);
+        let shown = args
+            .iter()
+            .map(|a| String::from_utf8_lossy(a))
+            .collect::<Vec<_>>();
+        assert!(e.starts_with("ERR "), "{shown:?}: {e}");
+        assert!(
+            e.contains(&format!("'{key}'")),
+            "names the key: {shown:?}: {e}"
+        );
+        assert!(
+            e.contains("future") && e.contains("clock"),
+            "says why: {shown:?}: {e}"
+        );
+    }
+    assert_eq!(
+        dumps(&mut c),
+        before_dumps,
+        "the windows are left as they were"
+    );
+    assert_eq!(snapshot(&mut c), before, "nothing else was written");
+
+    // Within the allowance (a clock half of it ahead): honoured, counted
+    // from the entry's time, and the window expires within window +
+    // allowance of now.
+    let now = server_now(&mut c);
+    let key = "okome:budget:rate:{c}";
+    redis::cmd("SET")
+        .arg(key)
+        .arg(window(now + CLOCK_SKEW_ALLOWANCE_MS / 2))
+        .query::<()>(&mut c)
+        .unwrap();
+    let (allowed, remaining, _, reset) = rate(&mut c, &["c", "5", "60"]);
+    assert_eq!((allowed, remaining), (1, 3));
+    assert!(reset <= 60_000 + CLOCK_SKEW_ALLOWANCE_MS, "{reset}");
+    let at: i64 = redis::cmd("PEXPIRETIME").arg(key).query(&mut c).unwrap();
+    assert!(
+        at > now && at <= server_now(&mut c) + 60_000 + CLOCK_SKEW_ALLOWANCE_MS,
+        "expires within window + allowance: {at} (now {now})"
+    );
+}

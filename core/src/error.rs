@@ -41,6 +41,10 @@ pub enum Error {
     WrongType,
     /// A reply whose full text (with its error code) was composed elsewhere: Redis Cluster routing, ACL refusals.
     Raw(String),
+    /// A budget window (at the printable `key`) whose newest entry lies
+    /// `ahead_ms` in the future, beyond the clock-skew allowance: see
+    /// [`crate::limiter::Window::check_times`].
+    WindowAhead { key: String, ahead_ms: u64 },
 }
 
 impl fmt::Display for Error {
@@ -82,6 +86,13 @@ impl fmt::Display for Error {
             ),
             Error::BadKey(msg) => write!(f, "ERR {msg}"),
             Error::Raw(msg) => write!(f, "{msg}"),
+            Error::WindowAhead { key, ahead_ms } => write!(
+                f,
+                "ERR '{key}' holds an okome budget window whose newest entry is {ahead_ms} ms \
+                 in the future, beyond the {allowance} ms clock-skew allowance (written by \
+                 another client, or under a clock that far ahead?); nothing was charged or written",
+                allowance = crate::limiter::CLOCK_SKEW_ALLOWANCE_MS
+            ),
             Error::WrongType => write!(
                 f,
                 "WRONGTYPE Operation against a key holding the wrong kind of value"
