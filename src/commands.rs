@@ -100,7 +100,14 @@ impl Budget {
     /// Opens and decodes the window at `c.key`; fails (writing nothing) on
     /// another type or on bytes that are not a window.
     /// `user`'s write permission on the window is checked first.
-    fn load(ctx: &Context, c: &Charge, user: Option<&acl::User>) -> Result<Budget, Error> {
+    /// A window stamped beyond the clock-skew allowance (hand-made bytes,
+    /// or a clock far behind) is refused too: charging it would extend it.
+    fn load(
+        ctx: &Context,
+        c: &Charge,
+        user: Option<&acl::User>,
+        now: i64,
+    ) -> Result<Budget, Error> {
         let key = acl::open(ctx, user, &c.key, Access::Write)?;
         let (window, buf) = SCRATCH.with(|s| s.take()).unwrap_or_default();
         let mut b = Budget { key, window, buf };
@@ -117,6 +124,7 @@ impl Budget {
                 printable(&c.key)
             ))
         })?;
+        b.window.check_times(now).map_err(|a| a.error(&c.key))?;
         Ok(b)
     }
 
@@ -161,7 +169,7 @@ pub fn rate(ctx: &Context, argv: &[&[u8]]) -> Result<[i64; 4], Error> {
     cluster::check(ctx, &[&c.key], ROUTE_BY_AGENT)?;
     let user = acl::User::current(ctx);
     let now = rkey::now_ms();
-    let d = Budget::load(ctx, &c, user.as_ref())?.charge(ctx, &c, now);
+    let d = Budget::load(ctx, &c, user.as_ref(), now)?.charge(ctx, &c, now);
     Ok(decision_reply(&d))
 }
 
@@ -172,7 +180,7 @@ pub fn wbudget(ctx: &Context, argv: &[&[u8]]) -> Result<[i64; 4], Error> {
     cluster::check(ctx, &[&c.key], ROUTE_BY_AGENT)?;
     let user = acl::User::current(ctx);
     let now = rkey::now_ms();
-    let d = Budget::load(ctx, &c, user.as_ref())?.charge(ctx, &c, now);
+    let d = Budget::load(ctx, &c, user.as_ref(), now)?.charge(ctx, &c, now);
     Ok(decision_reply(&d))
 }
 
@@ -258,7 +266,7 @@ fn lookup(ctx: &Context, req: args::PlanGet, instead: &str) -> Reply {
     // Open and check every key first, so a bad key writes nothing.
     let plan = acl::open(ctx, user.as_ref(), &ask.key, Access::Read)?;
     let budget = match &req.rate {
-        Some(c) => Some((Budget::load(ctx, c, user.as_ref())?, c)),
+        Some(c) => Some((Budget::load(ctx, c, user.as_ref(), now)?, c)),
         None => None,
     };
     let hit = plan.string()?.is_some();
@@ -519,7 +527,7 @@ pub fn plan_set(ctx: &Context, argv: &[&[u8]]) -> Reply {
         }
     }
     let budget = match &req.budget {
-        Some(c) => Some((Budget::load(ctx, c, user.as_ref())?, c)),
+        Some(c) => Some((Budget::load(ctx, c, user.as_ref(), now)?, c)),
         None => None,
     };
     // Every check passed: charge, write, release.
