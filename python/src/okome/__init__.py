@@ -1,0 +1,87 @@
+"""okome for Python: the okome Redis module's commands, typed; the planner's
+leader/follower protocol in one call; the seed's ``cache`` and ``budget``
+helpers as drop-ins.
+
+::
+
+    import redis, okome
+
+    planner = okome.Planner(redis.Redis())
+    result = planner.get_or_compute("llama3:8b", prompt, "v1", repo_hash, compute, agent="agent-123")
+    result.plan, result.headers   # {"X-OKOME-Cache": "MISS", "X-OKOME-Cache-Key": ..., ...}
+
+``okome.aio`` has the same over ``redis.asyncio``.
+"""
+
+from __future__ import annotations
+
+from ._config import configure, redis_url
+from ._keys import planner_key, prompt_hash
+from .client import Okome
+from .errors import (
+    ArgumentError,
+    ConfigurationError,
+    CrossSlotError,
+    InternalError,
+    InvalidJSONError,
+    KeyFormatError,
+    ModuleNotLoadedError,
+    NotCacheableError,
+    OkomeError,
+    OOMError,
+    OutOfRangeError,
+    PermissionDeniedError,
+    PlanLocked,
+    PlannerError,
+    RateLimited,
+    TooLargeError,
+    WrongSlotError,
+    WrongTypeError,
+)
+from .planner import PlanResult, Planner
+from .replies import (
+    CacheEntry,
+    PlanReply,
+    PlanSetReply,
+    PlanStatus,
+    RateReply,
+    RawJSON,
+    StoreStatus,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ArgumentError",
+    "CacheEntry",
+    "ConfigurationError",
+    "CrossSlotError",
+    "InternalError",
+    "InvalidJSONError",
+    "KeyFormatError",
+    "ModuleNotLoadedError",
+    "NotCacheableError",
+    "OOMError",
+    "Okome",
+    "OkomeError",
+    "OutOfRangeError",
+    "PermissionDeniedError",
+    "PlanLocked",
+    "PlanReply",
+    "PlanResult",
+    "PlanSetReply",
+    "PlanStatus",
+    "Planner",
+    "PlannerError",
+    "RateLimited",
+    "RateReply",
+    "RawJSON",
+    "StoreStatus",
+    "TooLargeError",
+    "WrongSlotError",
+    "WrongTypeError",
+    "configure",
+    "planner_key",
+    "prompt_hash",
+    "redis_url",
+]

@@ -1,0 +1,288 @@
+"""What each okome method sends, independent of I/O.
+
+Each builder is a generator: it yields the :class:`Call` objects to run (one
+for almost every method; two where Redis Cluster must split an agent charge
+from a plan in another slot) and returns the method's result. The sync and
+the asyncio client drive the same builders, so both send exactly the same
+commands.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import Any, Callable, TypeVar
+
+from . import _keys
+from .errors import ArgumentError
+from .replies import (
+    CacheEntry,
+    PlanReply,
+    PlanSetReply,
+    PlanStatus,
+    RateReply,
+    StoreStatus,
+    encode_json,
+    parse_bool,
+    parse_cache_get,
+    parse_int,
+    parse_opt_text,
+    parse_plan,
+    parse_plan_set,
+    parse_rate,
+    parse_text,
+)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Call:
+    """One command: its arguments, how to parse the reply, the key whose slot
+    serves it on a cluster (``None``: any node), and how long it may block in
+    the server (``WAIT``)."""
+
+    args: tuple[Any, ...]
+    parse: Callable[[Any], Any]
+    route: str | None = None
+    wait_ms: int | None = None
+
+
+Steps = Generator[Call, Any, T]
+
+
+def _one(call: Call) -> Steps[Any]:
+    result = yield call
+    return result
+
+
+def _local(fn: Callable[[], T]) -> T:
+    """A key computed locally; its errors read like the server's."""
+    try:
+        return fn()
+    except ValueError as e:
+        raise ArgumentError(str(e)) from None
+
+
+def _charge_options(agent: Any, limit: int | None, window: int | None) -> list[Any]:
+    if agent is None:
+        if limit is not None or window is not None:
+            raise ValueError("limit and window need an agent")
+        return []
+    if limit is None or window is None:
+        raise ValueError("agent needs limit and window (AGENT id LIMIT n WINDOW s)")
+    return ["AGENT", agent, "LIMIT", limit, "WINDOW", window]
+
+
+def _lookup_options(
+    lock_ttl_ms: int | None, nolock: bool, wait_ms: int | None, refresh_ahead_ms: int | None
+) -> list[Any]:
+    out: list[Any] = []
+    if nolock:
+        if lock_ttl_ms is not None:
+            raise ValueError("lock_ttl_ms and nolock exclude each other")
+        out.append("NOLOCK")
+    elif lock_ttl_ms is not None:
+        out += ["LOCKTTL", lock_ttl_ms]
+    if wait_ms:
+        out += ["WAIT", wait_ms]
+    if refresh_ahead_ms is not None:
+        out += ["REFRESHAHEAD", refresh_ahead_ms]
+    return out
+
+
+def _same_slot(a: str, b: str) -> bool:
+    return _keys.slot(a) == _keys.slot(b)
+
+
+def plan_get(
+    cluster: bool,
+    model: Any,
+    prompt: Any,
+    toolset_version: Any,
+    repo_hash: Any,
+    *,
+    agent: Any,
+    limit: int | None,
+    window: int | None,
+    lock_ttl_ms: int | None,
+    nolock: bool,
+    wait_ms: int | None,
+    refresh_ahead_ms: int | None,
+) -> Steps[PlanReply]:
+    if cluster:
+        # No client can route the argument form; the key is computed here
+        # (as the module does) and looked up on the node that serves it.
+        key = _local(lambda: _keys.planner_key(model, prompt, toolset_version, repo_hash))
+        reply: PlanReply = yield from plan_lookup(
+            True,
+            key,
+            agent=agent,
+            limit=limit,
+            window=window,
+            lock_ttl_ms=lock_ttl_ms,
+            nolock=nolock,
+            wait_ms=wait_ms,
+            refresh_ahead_ms=refresh_ahead_ms,
+        )
+        return reply
+    args = (
+        "OKOME.PLAN.GET",
+        model,
+        prompt,
+        toolset_version,
+        repo_hash,
+        *_charge_options(agent, limit, window),
+        *_lookup_options(lock_ttl_ms, nolock, wait_ms, refresh_ahead_ms),
+    )
+    result: PlanReply = yield Call(args, parse_plan, None, wait_ms or None)
+    return result
+
+
+def plan_lookup(
+    cluster: bool,
+    key: str,
+    *,
+    agent: Any,
+    limit: int | None,
+    window: int | None,
+    lock_ttl_ms: int | None,
+    nolock: bool,
+    wait_ms: int | None,
+    refresh_ahead_ms: int | None,
+) -> Steps[PlanReply]:
+    charge = _charge_options(agent, limit, window)
+    options = _lookup_options(lock_ttl_ms, nolock, wait_ms, refresh_ahead_ms)
+    split = (
+        cluster
+        and agent is not None
+        and not _same_slot(_local(lambda: _keys.agent_key("rate", agent)), key)
+    )
+    if not split:
+        result: PlanReply = yield Call(
+            ("OKOME.PLAN.LOOKUP", key, *charge, *options), parse_plan, key, wait_ms or None
+        )
+        return result
+    # The agent's window lives in another slot: one command cannot touch
+    # both (CROSSSLOT), so charge on the agent's node first, then look up.
+    assert limit is not None and window is not None
+    rate: RateReply = yield from _rate(agent, limit, window, None)
+    if not rate.allowed:
+        return PlanReply(
+            status=PlanStatus.LIMITED,
+            key=key,
+            plan=None,
+            raw=None,
+            ttl_ms=None,
+            lock_ttl_ms=None,
+            retry_after_ms=rate.retry_after_ms,
+            token=None,
+            rate_remaining=rate.remaining,
+        )
+    reply: PlanReply = yield Call(
+        ("OKOME.PLAN.LOOKUP", key, *options), parse_plan, key, wait_ms or None
+    )
+    return dataclasses.replace(reply, rate_remaining=rate.remaining)
+
+
+def plan_set(
+    cluster: bool,
+    key: str,
+    plan: Any,
+    *,
+    ttl: int | None,
+    token: str | None,
+    agent: Any,
+    write_limit: int | None,
+    write_window: int | None,
+) -> Steps[PlanSetReply]:
+    value = encode_json(plan)
+    base: list[Any] = ["OKOME.PLAN.SET", key, value]
+    if ttl is not None:
+        base += ["TTL", ttl]
+    if token is not None:
+        base += ["TOKEN", token]
+    if agent is None:
+        if write_limit is not None or write_window is not None:
+            raise ValueError("write_limit and write_window need an agent")
+        result: PlanSetReply = yield Call(tuple(base), parse_plan_set, key)
+        return result
+    if write_limit is None:
+        raise ValueError("agent needs write_limit (AGENT id WLIMIT n)")
+    split = cluster and not _same_slot(_local(lambda: _keys.agent_key("write", agent)), key)
+    if not split:
+        charge: list[Any] = ["AGENT", agent, "WLIMIT", write_limit]
+        if write_window is not None:
+            charge += ["WWINDOW", write_window]
+        result = yield Call((*base, *charge), parse_plan_set, key)
+        return result
+    # As in plan_lookup: charge on the agent's node, then store (or, with
+    # the budget spent, only release the lock, as PLAN.SET ... AGENT does).
+    budget: RateReply = yield from _wbudget(agent, write_limit, write_window, None)
+    if not budget.allowed:
+        released = False
+        if token is not None:
+            released = yield Call(("OKOME.UNLOCK", key, token), parse_bool, key)
+        return PlanSetReply(StoreStatus.SKIPPED, None, budget.remaining, released)
+    stored: PlanSetReply = yield Call(tuple(base), parse_plan_set, key)
+    return dataclasses.replace(stored, wbudget_remaining=budget.remaining)
+
+
+def lock(key: str, ttl_ms: int | None) -> Steps[str | None]:
+    args: tuple[Any, ...] = ("OKOME.LOCK", key) if ttl_ms is None else ("OKOME.LOCK", key, "TTL", ttl_ms)
+    return _one(Call(args, parse_opt_text, key))
+
+
+def extend_lock(key: str, token: str, ttl_ms: int | None) -> Steps[bool]:
+    ttl: tuple[Any, ...] = () if ttl_ms is None else ("TTL", ttl_ms)
+    return _one(Call(("OKOME.LOCK", key, *ttl, "TOKEN", token), parse_bool, key))
+
+
+def unlock(key: str, token: str) -> Steps[bool]:
+    return _one(Call(("OKOME.UNLOCK", key, token), parse_bool, key))
+
+
+def _rate(agent: Any, limit: int, window: int, cost: int | None) -> Steps[RateReply]:
+    route = _local(lambda: _keys.agent_key("rate", agent))
+    extra: tuple[Any, ...] = () if cost is None else ("COST", cost)
+    return _one(Call(("OKOME.RATE", agent, limit, window, *extra), parse_rate, route))
+
+
+def _wbudget(agent: Any, write_limit: int, window: int | None, cost: int | None) -> Steps[RateReply]:
+    route = _local(lambda: _keys.agent_key("write", agent))
+    extra: list[Any] = []
+    if window is not None:
+        extra += ["WINDOW", window]
+    if cost is not None:
+        extra += ["COST", cost]
+    return _one(Call(("OKOME.WBUDGET", agent, write_limit, *extra), parse_rate, route))
+
+
+rate = _rate
+wbudget = _wbudget
+
+
+def _cache_route(kind: Any, parts: tuple[Any, ...]) -> str | None:
+    try:
+        return _keys.build(_keys.to_bytes(kind).decode("utf-8", "replace").lower(), parts)
+    except ValueError:
+        return None  # let the server say what is wrong with it
+
+
+def cache_get(kind: Any, parts: tuple[Any, ...]) -> Steps[CacheEntry | None]:
+    return _one(Call(("OKOME.CACHE.GET", kind, *parts), parse_cache_get, _cache_route(kind, parts)))
+
+
+def cache_set(kind: Any, parts: tuple[Any, ...], value: Any, ttl: int | None) -> Steps[int]:
+    extra: tuple[Any, ...] = () if ttl is None else ("TTL", ttl)
+    args = ("OKOME.CACHE.SET", kind, *parts, encode_json(value), *extra)
+    return _one(Call(args, parse_int, _cache_route(kind, parts)))
+
+
+def key(kind: Any, parts: tuple[Any, ...]) -> Steps[str]:
+    return _one(Call(("OKOME.KEY", kind, *parts), parse_text, None))
+
+
+def info() -> Steps[Any]:
+    return _one(Call(("INFO", "okome"), lambda r: r, None))

@@ -1,0 +1,217 @@
+"""``okome.Okome``: one method per okome command, over redis-py's sync clients."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import _commands as cmd
+from . import _keys
+from ._commands import Steps, T
+from ._sync import transport
+from .replies import CacheEntry, PlanReply, PlanSetReply, RateReply
+
+
+def parse_info(raw: Any) -> dict[str, Any]:
+    """``INFO okome`` as a dict, with or without redis-py's INFO parsing."""
+    if isinstance(raw, dict):
+        return {str(k): v for k, v in raw.items()}
+    out: dict[str, Any] = {}
+    text = raw.decode() if isinstance(raw, bytes) else str(raw)
+    for line in text.splitlines():
+        if ":" in line and not line.startswith("#"):
+            k, v = line.split(":", 1)
+            try:
+                out[k] = int(v)
+            except ValueError:
+                try:
+                    out[k] = float(v)
+                except ValueError:
+                    out[k] = v
+    return out
+
+
+class Okome:
+    """okome's commands over a ``redis.Redis`` or ``redis.cluster.RedisCluster``.
+
+    >>> ok = Okome(redis.Redis())
+    >>> ok.plan_get("llama3:8b", "Create a plan", "v1", "abc123", agent="a", limit=60, window=60)
+    PlanReply(status=<PlanStatus.MISS: 'MISS'>, key='okome:planner:llama3%3A8b:{...}:v1:abc123', ...)
+
+    Works with and without ``decode_responses=True``. On a cluster every call
+    goes to the node that serves its key in one round trip (the planner key
+    is computed locally, as the module computes it). Calls with ``wait_ms``
+    block in the server; they get a connection of their own and a read
+    timeout above the wait, and are never re-sent by redis-py's retry.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self._transport = transport(client)
+
+    @property
+    def is_cluster(self) -> bool:
+        return self._transport.cluster
+
+    def _drive(self, steps: Steps[T]) -> T:
+        try:
+            call = next(steps)
+            while True:
+                call = steps.send(self._transport.execute(call))
+        except StopIteration as done:
+            result: T = done.value
+            return result
+
+    # -- the planner ---------------------------------------------------------
+
+    def plan_get(
+        self,
+        model: str | bytes,
+        prompt: str | bytes,
+        toolset_version: str | bytes,
+        repo_hash: str | bytes,
+        *,
+        agent: str | bytes | None = None,
+        limit: int | None = None,
+        window: int | None = None,
+        lock_ttl_ms: int | None = None,
+        nolock: bool = False,
+        wait_ms: int | None = None,
+        refresh_ahead_ms: int | None = None,
+    ) -> PlanReply:
+        """``OKOME.PLAN.GET model prompt toolset_version repo_hash [AGENT agent
+        LIMIT limit WINDOW window] [LOCKTTL ms | NOLOCK] [WAIT ms] [REFRESHAHEAD ms]``.
+
+        On a cluster: ``OKOME.PLAN.LOOKUP`` with the key computed locally, on
+        the node serving it (and ``OKOME.RATE`` on the agent's node first when
+        the agent's window is in another slot)."""
+        return self._drive(
+            cmd.plan_get(
+                self.is_cluster,
+                model,
+                prompt,
+                toolset_version,
+                repo_hash,
+                agent=agent,
+                limit=limit,
+                window=window,
+                lock_ttl_ms=lock_ttl_ms,
+                nolock=nolock,
+                wait_ms=wait_ms,
+                refresh_ahead_ms=refresh_ahead_ms,
+            )
+        )
+
+    def plan_lookup(
+        self,
+        key: str,
+        *,
+        agent: str | bytes | None = None,
+        limit: int | None = None,
+        window: int | None = None,
+        lock_ttl_ms: int | None = None,
+        nolock: bool = False,
+        wait_ms: int | None = None,
+        refresh_ahead_ms: int | None = None,
+    ) -> PlanReply:
+        """``OKOME.PLAN.LOOKUP key [options]``: :meth:`plan_get` by planner key."""
+        return self._drive(
+            cmd.plan_lookup(
+                self.is_cluster,
+                key,
+                agent=agent,
+                limit=limit,
+                window=window,
+                lock_ttl_ms=lock_ttl_ms,
+                nolock=nolock,
+                wait_ms=wait_ms,
+                refresh_ahead_ms=refresh_ahead_ms,
+            )
+        )
+
+    def plan_set(
+        self,
+        key: str,
+        plan: Any,
+        *,
+        ttl: int | None = None,
+        token: str | None = None,
+        agent: str | bytes | None = None,
+        write_limit: int | None = None,
+        write_window: int | None = None,
+    ) -> PlanSetReply:
+        """``OKOME.PLAN.SET key plan_json [TTL s] [TOKEN token] [AGENT agent
+        WLIMIT write_limit [WWINDOW write_window]]``. ``plan`` is encoded with
+        ``json.dumps`` (pass :class:`okome.RawJSON` or bytes to send JSON text as is)."""
+        return self._drive(
+            cmd.plan_set(
+                self.is_cluster,
+                key,
+                plan,
+                ttl=ttl,
+                token=token,
+                agent=agent,
+                write_limit=write_limit,
+                write_window=write_window,
+            )
+        )
+
+    # -- locks -----------------------------------------------------------------
+
+    def lock(self, key: str, *, ttl_ms: int | None = None) -> str | None:
+        """``OKOME.LOCK key [TTL ms]``: a new token, or ``None`` if the lock is held."""
+        return self._drive(cmd.lock(key, ttl_ms))
+
+    def extend_lock(self, key: str, token: str, *, ttl_ms: int | None = None) -> bool:
+        """``OKOME.LOCK key [TTL ms] TOKEN token``: extend a lock you hold (a heartbeat)."""
+        return self._drive(cmd.extend_lock(key, token, ttl_ms))
+
+    def unlock(self, key: str, token: str) -> bool:
+        """``OKOME.UNLOCK key token``: release if held with ``token``."""
+        return self._drive(cmd.unlock(key, token))
+
+    # -- budgets ---------------------------------------------------------------
+
+    def rate(
+        self, agent: str | bytes, limit: int, window: int, *, cost: int | None = None
+    ) -> RateReply:
+        """``OKOME.RATE agent limit window [COST n]``: exact sliding window."""
+        return self._drive(cmd.rate(agent, limit, window, cost))
+
+    def wbudget(
+        self,
+        agent: str | bytes,
+        write_limit: int,
+        *,
+        window: int | None = None,
+        cost: int | None = None,
+    ) -> RateReply:
+        """``OKOME.WBUDGET agent write_limit [WINDOW s] [COST n]``."""
+        return self._drive(cmd.wbudget(agent, write_limit, window, cost))
+
+    # -- other caches ----------------------------------------------------------
+
+    def cache_get(self, kind: str, *parts: str | bytes) -> CacheEntry | None:
+        """``OKOME.CACHE.GET kind part...``: the entry, or ``None``."""
+        return self._drive(cmd.cache_get(kind, parts))
+
+    def cache_set(self, kind: str, *parts: str | bytes, value: Any, ttl: int | None = None) -> int:
+        """``OKOME.CACHE.SET kind part... value_json [TTL s]``: the TTL stored, in ms."""
+        return self._drive(cmd.cache_set(kind, parts, value, ttl))
+
+    # -- keys and counters -----------------------------------------------------
+
+    def key(self, kind: str, *parts: str | bytes) -> str:
+        """``OKOME.KEY kind part...``: the canonical key (for ``planner``: model,
+        prompt, toolset_version, repo_hash)."""
+        return self._drive(cmd.key(kind, parts))
+
+    @staticmethod
+    def planner_key(
+        model: str | bytes, prompt: str | bytes, toolset_version: str | bytes, repo_hash: str | bytes
+    ) -> str:
+        """The planner key, computed locally (no round trip), as ``OKOME.KEY planner`` does."""
+        return _keys.planner_key(model, prompt, toolset_version, repo_hash)
+
+    def stats(self) -> dict[str, Any]:
+        """``INFO okome`` (on a cluster: of the default node)."""
+        return parse_info(self._drive(cmd.info()))

@@ -1,0 +1,213 @@
+"""okome's exceptions.
+
+Error replies from the module become :class:`OkomeError` subclasses that keep
+the server's message (``str(e)`` is the message without its code, as in
+redis-py; ``e.server_message`` is the reply as sent, code included). Each
+also subclasses redis-py's ``ResponseError`` (and, where redis-py has a more
+specific class, that class too), so existing ``except`` clauses keep working.
+
+The planner's outcomes that are not errors of the server (``429``, a wait
+that timed out) are :class:`PlannerError` subclasses carrying the HTTP
+headers to answer with.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+from redis import exceptions as rex
+
+
+class OkomeError(rex.ResponseError):
+    """An error reply from an okome command."""
+
+    code: str
+    message: str
+
+    def __init__(self, message: str, code: str = "ERR") -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+    @property
+    def server_message(self) -> str:
+        """The error reply as the server sent it, code first (``ERR ...``)."""
+        return f"{self.code} {self.message}"
+
+
+class ArgumentError(OkomeError):
+    """An argument was refused: syntax, arity, a non-integer, a value out of
+    range, an empty component or token. Nothing was written."""
+
+
+class OutOfRangeError(ArgumentError):
+    """An integer outside its allowed range (a TTL outside the standard, ...)."""
+
+
+class InvalidJSONError(ArgumentError):
+    """A value that must be JSON is not."""
+
+
+class TooLargeError(ArgumentError):
+    """A prompt or value larger than ``okome.max-prompt-bytes`` / ``max-value-bytes``."""
+
+
+class KeyFormatError(ArgumentError):
+    """A key argument that is not a well-formed okome key of the expected kind."""
+
+
+class NotCacheableError(ArgumentError):
+    """The seed's hard rule: okome caches only planner, model_meta, rag, tools
+    and health data; never file writes, git operations, builds, agent memory
+    or tool execution results."""
+
+
+class WrongTypeError(OkomeError):
+    """The key holds a value of another Redis type (``WRONGTYPE``)."""
+
+
+class WrongSlotError(OkomeError):
+    """``OKOME.PLAN.GET`` sent to a cluster node that does not serve the plan's slot."""
+
+
+class CrossSlotError(OkomeError, rex.ClusterCrossSlotError):  # type: ignore[misc]
+    """A command touching two slots (``AGENT`` with a plan in another slot)."""
+
+
+class PermissionDeniedError(OkomeError, rex.NoPermissionError):
+    """The ACL user may not touch a key okome derives (``NOPERM``)."""
+
+
+class OOMError(OkomeError, rex.OutOfMemoryError):
+    """Memory is full and the call had to write (``OOM``)."""
+
+
+class ModuleNotLoadedError(OkomeError):
+    """The server does not know the okome commands."""
+
+
+class InternalError(OkomeError):
+    """``ERR okome internal error``: a bug in the module, reported as an error reply."""
+
+
+class ConfigurationError(ValueError):
+    """A client configuration okome refuses to run a call on, with the reason."""
+
+
+def translate(e: rex.ResponseError) -> Exception:
+    """The okome exception for an error reply redis-py raised."""
+    if isinstance(e, OkomeError) or type(e) not in _TRANSLATED:
+        return e  # MOVED, ASK, READONLY, ...: redis-py's own classes
+    text = str(e.args[0]) if e.args else str(e)
+    code = getattr(e, "status_code", None)
+    cls: type[OkomeError] = OkomeError
+    if isinstance(e, rex.NoPermissionError):
+        code, cls = "NOPERM", PermissionDeniedError
+    elif isinstance(e, rex.OutOfMemoryError):
+        code, cls = "OOM", OOMError
+    elif isinstance(e, rex.ClusterCrossSlotError):
+        code, cls = "CROSSSLOT", CrossSlotError
+    elif text.startswith("WRONGTYPE "):
+        code, text, cls = "WRONGTYPE", text[len("WRONGTYPE ") :], WrongTypeError
+    elif text.startswith("CROSSSLOT "):
+        code, text, cls = "CROSSSLOT", text[len("CROSSSLOT ") :], CrossSlotError
+    else:
+        cls = _classify(text)
+    out = cls(text, code if isinstance(code, str) and code else "ERR")
+    out.__cause__ = e
+    return out
+
+
+_TRANSLATED = (
+    rex.ResponseError,
+    rex.NoPermissionError,
+    rex.OutOfMemoryError,
+    rex.ClusterCrossSlotError,
+)
+
+
+def _classify(text: str) -> type[OkomeError]:
+    low = text.lower()
+    if low.startswith("unknown command") and "okome." in low:
+        return ModuleNotLoadedError
+    if low.startswith("okome internal error"):
+        return InternalError
+    if low.startswith("okome: ") and "does not serve" in low:
+        return WrongSlotError
+    if low.startswith("kind ") and ("not cacheable" in low or "is read with" in low):
+        return NotCacheableError
+    if low.startswith("value is not valid json"):
+        return InvalidJSONError
+    if "is out of range" in low:
+        return OutOfRangeError
+    if "bytes, larger than the" in low:
+        return TooLargeError
+    if "is not an okome key" in low or (
+        "' is a " in low and (" key, not a " in low or "budget key;" in low)
+    ):
+        return KeyFormatError
+    if (
+        low.startswith("syntax error")
+        or low.startswith("wrong number of arguments")
+        or "is not an integer" in low
+        or "must not be empty" in low
+    ):
+        return ArgumentError
+    return OkomeError
+
+
+def _ceil_s(ms: int) -> int:
+    return max(1, math.ceil(ms / 1000))
+
+
+class PlannerError(Exception):
+    """A planner request that did not produce a plan, with the HTTP answer."""
+
+    status_code: int = 503
+
+    def __init__(self, message: str, *, key: str | None, headers: Mapping[str, str]) -> None:
+        super().__init__(message)
+        self.key = key
+        self.headers: dict[str, str] = dict(headers)
+
+
+class RateLimited(PlannerError):
+    """The agent is over its rate limit (``LIMITED``): answer ``429`` with
+    :attr:`headers` (``Retry-After`` in whole seconds, rounded up)."""
+
+    status_code = 429
+
+    def __init__(
+        self, retry_after_ms: int, *, key: str | None = None, agent: str | None = None
+    ) -> None:
+        self.retry_after_ms = retry_after_ms
+        self.retry_after = _ceil_s(retry_after_ms)
+        self.agent = agent
+        headers = {"Retry-After": str(self.retry_after), "X-OKOME-Agent-Rate-Remaining": "0"}
+        if key is not None:
+            headers["X-OKOME-Cache-Key"] = key
+        super().__init__(
+            f"rate limit exceeded for agent {agent!r}: retry after {retry_after_ms} ms",
+            key=key,
+            headers=headers,
+        )
+
+
+class PlanLocked(PlannerError):
+    """Another caller holds the plan's lock and the wait timed out
+    (``LOCKED``): answer ``503`` with ``Retry-After``."""
+
+    status_code = 503
+
+    def __init__(self, lock_ttl_ms: int | None, *, key: str, rate_remaining: int | None) -> None:
+        self.lock_ttl_ms = lock_ttl_ms
+        self.retry_after = _ceil_s(lock_ttl_ms if lock_ttl_ms and lock_ttl_ms > 0 else 1000)
+        headers = {"Retry-After": str(self.retry_after), "X-OKOME-Cache-Key": key}
+        if rate_remaining is not None:
+            headers["X-OKOME-Agent-Rate-Remaining"] = str(rate_remaining)
+        super().__init__(
+            f"the plan {key!r} is being computed by another caller (lock TTL {lock_ttl_ms} ms)",
+            key=key,
+            headers=headers,
+        )

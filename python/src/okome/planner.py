@@ -1,0 +1,325 @@
+"""``okome.Planner``: README's "Leader and followers" protocol in one call."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .client import Okome
+from .errors import PlanLocked, RateLimited
+from .replies import PlanReply, PlanStatus, StoreStatus, encode_json
+
+log = logging.getLogger("okome")
+
+
+@dataclass(frozen=True)
+class PlanResult:
+    """What a planner request answers with."""
+
+    plan: Any
+    """The plan (decoded JSON when served from the cache, as computed otherwise)."""
+    status: PlanStatus
+    """``HIT``, ``REFRESH`` (served from the cache, recomputing in the
+    background) or ``MISS`` (this call computed it)."""
+    key: str
+    """The planner key."""
+    rate_remaining: int | None
+    """The agent's remaining rate, ``None`` without an agent."""
+    computed: bool
+    """Whether this call ran ``compute``."""
+    stored: StoreStatus | None = None
+    """For a computed plan: ``STORED``, or ``SKIPPED`` (the write budget is spent)."""
+    ttl_ms: int | None = None
+    """For a served plan: its remaining TTL."""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    """``X-OKOME-Cache`` (``HIT``/``MISS``), ``X-OKOME-Cache-Key``,
+    ``X-OKOME-Agent-Rate-Remaining`` (with an agent), ``X-OKOME-Cache-Write``
+    (``STORED``/``SKIPPED``, for a computed plan)."""
+
+    @property
+    def cache(self) -> str:
+        """``HIT`` or ``MISS``, as ``X-OKOME-Cache`` says."""
+        return "MISS" if self.status is PlanStatus.MISS else "HIT"
+
+
+def make_headers(
+    status: PlanStatus, key: str, rate_remaining: int | None, stored: StoreStatus | None
+) -> dict[str, str]:
+    headers = {
+        "X-OKOME-Cache": "MISS" if status is PlanStatus.MISS else "HIT",
+        "X-OKOME-Cache-Key": key,
+    }
+    if rate_remaining is not None:
+        headers["X-OKOME-Agent-Rate-Remaining"] = str(rate_remaining)
+    if stored is not None:
+        headers["X-OKOME-Cache-Write"] = stored.value
+    return headers
+
+
+def served(reply: PlanReply) -> PlanResult:
+    return PlanResult(
+        plan=reply.plan,
+        status=reply.status,
+        key=reply.key,
+        rate_remaining=reply.rate_remaining,
+        computed=False,
+        ttl_ms=reply.ttl_ms,
+        headers=make_headers(reply.status, reply.key, reply.rate_remaining, None),
+    )
+
+
+def computed(reply: PlanReply, plan: Any, stored: StoreStatus) -> PlanResult:
+    return PlanResult(
+        plan=plan,
+        status=PlanStatus.MISS,
+        key=reply.key,
+        rate_remaining=reply.rate_remaining,
+        computed=True,
+        stored=stored,
+        headers=make_headers(PlanStatus.MISS, reply.key, reply.rate_remaining, stored),
+    )
+
+
+def refused(reply: PlanReply, agent: Any) -> Exception:
+    """The exception for a ``LIMITED`` or ``LOCKED`` reply."""
+    if reply.status is PlanStatus.LIMITED:
+        return RateLimited(reply.retry_after_ms or 0, key=reply.key, agent=_agent_text(agent))
+    return PlanLocked(reply.lock_ttl_ms, key=reply.key, rate_remaining=reply.rate_remaining)
+
+
+def _agent_text(agent: Any) -> str | None:
+    if agent is None:
+        return None
+    return agent.decode("utf-8", "replace") if isinstance(agent, bytes) else str(agent)
+
+
+def heartbeat_interval(lock_ttl_ms: int | None, heartbeat_ms: int | None) -> float:
+    """Seconds between lock extensions: a third of the lock's TTL by default."""
+    if heartbeat_ms is not None:
+        return max(heartbeat_ms, 1) / 1000.0
+    return max(lock_ttl_ms or 9000, 30) / 3000.0
+
+
+@dataclass(frozen=True)
+class Options:
+    """A planner's settings (every ``get_or_compute`` keyword that is ``None``
+    takes the planner's value)."""
+
+    limit: int = 60
+    window: int = 60
+    write_limit: int | None = 30
+    write_window: int | None = None
+    wait_ms: int = 10_000
+    refresh_ahead_ms: int = 60_000
+    ttl: int | None = None
+    lock_ttl_ms: int | None = None
+    heartbeat_ms: int | None = None
+
+    def merge(self, **overrides: Any) -> Options:
+        values = {k: v for k, v in overrides.items() if v is not None}
+        return Options(**{**self.__dict__, **values})
+
+
+class Planner:
+    """The planner protocol over a sync client.
+
+    ``get_or_compute`` makes one ``PLAN.GET ... WAIT ... REFRESHAHEAD ...``
+    per request and then:
+
+    - ``HIT``: returns the cached plan;
+    - ``MISS`` with a token (this call leads): runs ``compute()`` while a
+      thread extends the lock every third of its TTL (``OKOME.LOCK key TTL ms
+      TOKEN t``), then one ``PLAN.SET key plan TOKEN t AGENT a WLIMIT n``,
+      which answers every waiting follower at once. If ``compute`` raises,
+      ``OKOME.UNLOCK`` hands the lock to the longest-waiting follower at once
+      and the exception propagates;
+    - ``REFRESH``: returns the cached plan and recomputes it in a background
+      thread (exactly one caller gets ``REFRESH``); see :meth:`wait_background`;
+    - ``LIMITED``: raises :class:`okome.RateLimited` (``429``, ``Retry-After``);
+    - ``LOCKED`` (the wait timed out): raises :class:`okome.PlanLocked` (``503``).
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        limit: int = 60,
+        window: int = 60,
+        write_limit: int | None = 30,
+        write_window: int | None = None,
+        wait_ms: int = 10_000,
+        refresh_ahead_ms: int = 60_000,
+        ttl: int | None = None,
+        lock_ttl_ms: int | None = None,
+        heartbeat_ms: int | None = None,
+    ) -> None:
+        self.okome = client if isinstance(client, Okome) else Okome(client)
+        self.options = Options(
+            limit=limit,
+            window=window,
+            write_limit=write_limit,
+            write_window=write_window,
+            wait_ms=wait_ms,
+            refresh_ahead_ms=refresh_ahead_ms,
+            ttl=ttl,
+            lock_ttl_ms=lock_ttl_ms,
+            heartbeat_ms=heartbeat_ms,
+        )
+        self._background: set[threading.Thread] = set()
+        self._lock = threading.Lock()
+
+    def get_or_compute(
+        self,
+        model: str,
+        prompt: str,
+        toolset_version: str,
+        repo_hash: str,
+        compute: Callable[[], Any],
+        *,
+        agent: str | None = None,
+        limit: int | None = None,
+        window: int | None = None,
+        write_limit: int | None = None,
+        write_window: int | None = None,
+        wait_ms: int | None = None,
+        refresh_ahead_ms: int | None = None,
+        ttl: int | None = None,
+        lock_ttl_ms: int | None = None,
+        heartbeat_ms: int | None = None,
+    ) -> PlanResult:
+        """The plan for ``(model, prompt, toolset_version, repo_hash)``: from the
+        cache, from the caller computing it right now, or from ``compute()``."""
+        o = self.options.merge(
+            limit=limit,
+            window=window,
+            write_limit=write_limit,
+            write_window=write_window,
+            wait_ms=wait_ms,
+            refresh_ahead_ms=refresh_ahead_ms,
+            ttl=ttl,
+            lock_ttl_ms=lock_ttl_ms,
+            heartbeat_ms=heartbeat_ms,
+        )
+        reply = self.okome.plan_get(
+            model,
+            prompt,
+            toolset_version,
+            repo_hash,
+            agent=agent,
+            limit=o.limit if agent is not None else None,
+            window=o.window if agent is not None else None,
+            lock_ttl_ms=o.lock_ttl_ms,
+            wait_ms=o.wait_ms or None,
+            refresh_ahead_ms=o.refresh_ahead_ms,
+        )
+        if reply.status is PlanStatus.HIT:
+            return served(reply)
+        if reply.status is PlanStatus.REFRESH:
+            self._refresh_in_background(reply, compute, agent, o)
+            return served(reply)
+        if reply.status is PlanStatus.MISS:
+            plan, stored = self._lead(reply, compute, agent, o)
+            return computed(reply, plan, stored)
+        raise refused(reply, agent)
+
+    def _lead(
+        self, reply: PlanReply, compute: Callable[[], Any], agent: Any, o: Options
+    ) -> tuple[Any, StoreStatus]:
+        """Compute under the lock ``reply`` granted, then store and release it."""
+        token = reply.token
+        beat = None
+        if token is not None:
+            lock_ttl = reply.lock_ttl_ms or o.lock_ttl_ms  # REFRESH carries the plan's TTL
+            beat = _Heartbeat(
+                self.okome,
+                reply.key,
+                token,
+                lock_ttl,
+                heartbeat_interval(lock_ttl, o.heartbeat_ms),
+            )
+            beat.start()
+        try:
+            try:
+                plan = compute()
+                encode_json(plan)  # refuse an unencodable plan while we hold the lock
+            finally:
+                if beat is not None:
+                    beat.stop()
+            set_reply = self.okome.plan_set(
+                reply.key,
+                plan,
+                ttl=o.ttl,
+                token=token,
+                agent=agent if o.write_limit is not None else None,
+                write_limit=o.write_limit if agent is not None else None,
+                write_window=o.write_window if agent is not None else None,
+            )
+        except BaseException:
+            if token is not None:
+                self._release(reply.key, token)
+            raise
+        return plan, set_reply.status
+
+    def _release(self, key: str, token: str) -> None:
+        try:
+            self.okome.unlock(key, token)
+        except Exception:
+            log.exception("okome: could not release the lock of %s", key)
+
+    def _refresh_in_background(
+        self, reply: PlanReply, compute: Callable[[], Any], agent: Any, o: Options
+    ) -> None:
+        def run() -> None:
+            try:
+                self._lead(reply, compute, agent, o)
+            except Exception:
+                log.exception("okome: background refresh of %s failed", reply.key)
+            finally:
+                with self._lock:
+                    self._background.discard(threading.current_thread())
+
+        thread = threading.Thread(target=run, name=f"okome-refresh {reply.key}", daemon=True)
+        with self._lock:
+            self._background.add(thread)
+        thread.start()
+
+    def wait_background(self, timeout: float | None = None) -> bool:
+        """Wait for the background refreshes started so far; ``True`` if all ended."""
+        with self._lock:
+            threads = list(self._background)
+        for t in threads:
+            t.join(timeout)
+        return not any(t.is_alive() for t in threads)
+
+
+class _Heartbeat:
+    """Extends a lock every ``interval`` s while the leader computes."""
+
+    def __init__(
+        self, okome: Okome, key: str, token: str, ttl_ms: int | None, interval: float
+    ) -> None:
+        self.okome, self.key, self.token, self.ttl_ms = okome, key, token, ttl_ms
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"okome-heartbeat {key}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                held = self.okome.extend_lock(self.key, self.token, ttl_ms=self.ttl_ms)
+            except Exception:
+                log.exception("okome: heartbeat of %s failed", self.key)
+                continue
+            if not held:
+                log.warning("okome: lost the lock of %s while computing", self.key)
+                return

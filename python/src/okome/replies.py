@@ -1,0 +1,227 @@
+"""okome's replies as frozen dataclasses.
+
+Every parser accepts what redis-py returns with or without
+``decode_responses=True`` (``bytes`` or ``str``), over RESP2 or RESP3.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+
+class PlanStatus(str, Enum):
+    """Field 1 of ``OKOME.PLAN.GET`` / ``OKOME.PLAN.LOOKUP``."""
+
+    HIT = "HIT"
+    """The plan is cached: :attr:`PlanReply.plan` holds it."""
+    REFRESH = "REFRESH"
+    """Cached but about to expire: serve it, recompute with the token."""
+    MISS = "MISS"
+    """Not cached: with a token, this caller computes it (it holds the lock)."""
+    LOCKED = "LOCKED"
+    """Another caller holds the lock (and the wait, if any, timed out)."""
+    LIMITED = "LIMITED"
+    """The agent is over its rate limit; nothing else happened."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class StoreStatus(str, Enum):
+    """Field 1 of ``OKOME.PLAN.SET``."""
+
+    STORED = "STORED"
+    SKIPPED = "SKIPPED"
+    """The agent's write budget is spent: the plan was not stored."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class RawJSON(str):
+    """JSON text to store as is (no ``json.dumps``)."""
+
+
+def ceil_seconds(ms: int) -> int:
+    """Milliseconds as whole seconds, rounded up (``Retry-After``), at least 1."""
+    return max(1, math.ceil(ms / 1000))
+
+
+@dataclass(frozen=True)
+class PlanReply:
+    """``OKOME.PLAN.GET`` / ``OKOME.PLAN.LOOKUP``: ``[status, key, value, ms, token, rate_remaining]``."""
+
+    status: PlanStatus
+    key: str
+    """The planner key (``X-OKOME-Cache-Key``)."""
+    plan: Any
+    """The cached plan, decoded from JSON (``HIT``/``REFRESH``), else ``None``."""
+    raw: str | None
+    """The cached plan's JSON text as stored (``HIT``/``REFRESH``), else ``None``."""
+    ttl_ms: int | None
+    """``HIT``/``REFRESH``: the plan's remaining TTL."""
+    lock_ttl_ms: int | None
+    """``MISS``: the TTL of the lock just taken (``None`` with ``nolock``).
+    ``LOCKED``: the lock's remaining TTL (``-2``: gone, not yet handed over)."""
+    retry_after_ms: int | None
+    """``LIMITED``: when the agent's next request fits."""
+    token: str | None
+    """``MISS``/``REFRESH``: the lock token to store with (``plan_set(..., token=)``)."""
+    rate_remaining: int | None
+    """The agent's remaining rate (``X-OKOME-Agent-Rate-Remaining``); ``None`` without ``agent``."""
+
+    @property
+    def found(self) -> bool:
+        """Whether a plan was served (``HIT`` or ``REFRESH``)."""
+        return self.status in (PlanStatus.HIT, PlanStatus.REFRESH)
+
+    @property
+    def retry_after(self) -> int | None:
+        """``LIMITED``: ``Retry-After`` in whole seconds, rounded up."""
+        return None if self.retry_after_ms is None else ceil_seconds(self.retry_after_ms)
+
+
+@dataclass(frozen=True)
+class PlanSetReply:
+    """``OKOME.PLAN.SET``: ``[status, ttl_ms, wbudget_remaining, lock_released]``."""
+
+    status: StoreStatus
+    ttl_ms: int | None
+    """``STORED``: the TTL the plan was stored with."""
+    wbudget_remaining: int | None
+    """The agent's remaining write budget; ``None`` without ``agent``."""
+    lock_released: bool
+    """Whether the lock was still held with the token and is now released."""
+
+    @property
+    def stored(self) -> bool:
+        return self.status is StoreStatus.STORED
+
+
+@dataclass(frozen=True)
+class RateReply:
+    """``OKOME.RATE`` / ``OKOME.WBUDGET``: ``[allowed, remaining, retry_after_ms, reset_after_ms]``."""
+
+    allowed: bool
+    remaining: int
+    """Units still admissible now (``X-OKOME-Agent-Rate-Remaining``)."""
+    retry_after_ms: int
+    """0 when allowed; else exactly when the cost will fit."""
+    reset_after_ms: int
+    """Until the window is empty."""
+
+    @property
+    def retry_after(self) -> int:
+        """``Retry-After`` in whole seconds, rounded up (0 when allowed)."""
+        return 0 if self.allowed else ceil_seconds(self.retry_after_ms)
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """``OKOME.CACHE.GET``: ``[value, ttl_ms]``."""
+
+    value: Any
+    """The value, decoded from JSON."""
+    raw: str
+    """The value's JSON text as stored."""
+    ttl_ms: int
+
+
+def text(x: Any) -> str:
+    if isinstance(x, (bytes, bytearray, memoryview)):
+        return bytes(x).decode("utf-8", "surrogateescape")
+    return str(x)
+
+
+def opt_text(x: Any) -> str | None:
+    return None if x is None else text(x)
+
+
+def opt_int(x: Any) -> int | None:
+    return None if x is None else int(x)
+
+
+def decode_json(raw: str) -> Any:
+    return json.loads(raw)
+
+
+def encode_json(value: Any) -> str | bytes:
+    """A value as the JSON text to store: :class:`RawJSON`, ``bytes`` and
+    ``bytearray`` are sent as they are, anything else through ``json.dumps``."""
+    if isinstance(value, RawJSON):
+        return str(value)
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _list(reply: Any, n: int, what: str) -> list[Any]:
+    if not isinstance(reply, (list, tuple)) or len(reply) != n:
+        raise ValueError(f"unexpected reply to {what}: {reply!r}")
+    return list(reply)
+
+
+def parse_plan(reply: Any) -> PlanReply:
+    status_s, key, value, ms, token, remaining = _list(reply, 6, "OKOME.PLAN.GET")
+    status = PlanStatus(text(status_s))
+    raw = opt_text(value)
+    msv = opt_int(ms)
+    return PlanReply(
+        status=status,
+        key=text(key),
+        plan=None if raw is None else decode_json(raw),
+        raw=raw,
+        ttl_ms=msv if status in (PlanStatus.HIT, PlanStatus.REFRESH) else None,
+        lock_ttl_ms=msv if status in (PlanStatus.MISS, PlanStatus.LOCKED) else None,
+        retry_after_ms=msv if status is PlanStatus.LIMITED else None,
+        token=opt_text(token),
+        rate_remaining=opt_int(remaining),
+    )
+
+
+def parse_plan_set(reply: Any) -> PlanSetReply:
+    status, ttl_ms, remaining, released = _list(reply, 4, "OKOME.PLAN.SET")
+    return PlanSetReply(
+        status=StoreStatus(text(status)),
+        ttl_ms=opt_int(ttl_ms),
+        wbudget_remaining=opt_int(remaining),
+        lock_released=bool(int(released)),
+    )
+
+
+def parse_rate(reply: Any) -> RateReply:
+    allowed, remaining, retry_ms, reset_ms = _list(reply, 4, "OKOME.RATE")
+    return RateReply(
+        allowed=bool(int(allowed)),
+        remaining=int(remaining),
+        retry_after_ms=int(retry_ms),
+        reset_after_ms=int(reset_ms),
+    )
+
+
+def parse_cache_get(reply: Any) -> CacheEntry | None:
+    if reply is None:
+        return None
+    value, ttl_ms = _list(reply, 2, "OKOME.CACHE.GET")
+    raw = text(value)
+    return CacheEntry(value=decode_json(raw), raw=raw, ttl_ms=int(ttl_ms))
+
+
+def parse_bool(reply: Any) -> bool:
+    return bool(int(reply))
+
+
+def parse_int(reply: Any) -> int:
+    return int(reply)
+
+
+def parse_text(reply: Any) -> str:
+    return text(reply)
+
+
+def parse_opt_text(reply: Any) -> str | None:
+    return opt_text(reply)
