@@ -4,6 +4,9 @@ PORT ?= 6379
 CARGO ?= cargo
 RELEASE_LIB := target/release/libokome.so
 DEBUG_LIB := target/debug/libokome.so
+PYTHON ?= python3
+VENV := target/venv
+VENV_PY := $(VENV)/bin/python
 
 .DEFAULT_GOAL := help
 
@@ -24,6 +27,21 @@ run: build ## Start redis-server on 127.0.0.1:$(PORT) (foreground) with the modu
 test: deps ## Build, then run every unit and integration test
 	$(CARGO) build -p okome
 	OKOME_MODULE=$(CURDIR)/$(DEBUG_LIB) $(CARGO) test --workspace
+	$(MAKE) --no-print-directory python-test
+
+# target/venv: the Python package's test and lint tools (python/requirements-dev.txt).
+$(VENV)/.installed: python/requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV_PY) -m pip install -q --disable-pip-version-check -r python/requirements-dev.txt
+	touch $@
+
+python-install: $(VENV)/.installed
+	$(VENV_PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation --force-reinstall ./python
+	rm -rf python/build python/src/okome.egg-info
+
+python-test: deps python-install ## Python package tests (pytest, real servers) in target/venv
+	$(CARGO) build -p okome
+	cd python && OKOME_MODULE=$${OKOME_MODULE:-$(CURDIR)/$(DEBUG_LIB)} ../$(VENV_PY) -m pytest -q -p no:cacheprovider --timeout 120
 
 test-compat: deps ## Run the integration suite on Redis 7.0 and Valkey 9 (and $$COMPAT_SERVERS)
 	bash scripts/compat.sh
@@ -48,6 +66,13 @@ fuzz: ## Fuzz the pure core (grammar, keys, limiter) with cargo fuzz, FUZZ_SECON
 lint: deps ## cargo fmt --check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(MAKE) --no-print-directory python-lint
+
+python-lint: python-install ## ruff (lint + format check) and mypy --strict on python/ and examples/fastapi
+	cd python && ../$(VENV_PY) -m ruff check . ../examples/fastapi
+	cd python && ../$(VENV_PY) -m ruff format --check . ../examples/fastapi
+	cd python && ../$(VENV_PY) -m mypy
+	cd python && ../$(VENV_PY) -m mypy --strict ../examples/fastapi
 
 fmt: ## Format the code
 	$(CARGO) fmt --all
@@ -55,4 +80,4 @@ fmt: ## Format the code
 clean: ## Remove build output
 	$(CARGO) clean
 
-.PHONY: help deps build run test test-compat leak-check bench fuzz lint fmt clean
+.PHONY: help deps build run test test-compat leak-check bench fuzz lint fmt clean python-install python-test python-lint

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing okome needs on Debian: redis-server
 # (and redis-tools: redis-cli, redis-benchmark), libclang-dev (bindgen), and
-# python3 with redis-py (python3-redis) for examples/python and its test.
+# python3 with redis-py (python3-redis) for examples/python and its test, and
+# python3-venv for the Python package's virtualenv.
 # Idempotent: does nothing when everything is already present.
 set -euo pipefail
 
@@ -19,6 +20,11 @@ has_redis_py() { "$1" -c 'import redis' >/dev/null 2>&1; }
 if ! { [ -x /usr/bin/python3 ] && has_redis_py /usr/bin/python3; } &&
   ! { command -v python3 >/dev/null 2>&1 && has_redis_py python3; }; then
   need+=(python3 python3-redis)
+fi
+# `make python-test` / `make lint` make a virtualenv (target/venv) with
+# `python3 -m venv`, which on Debian's python3 needs python3-venv (ensurepip).
+if ! command -v python3 >/dev/null 2>&1 || ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+  need+=(python3 python3-venv)
 fi
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

@@ -34,7 +34,9 @@ def test_plan_get_miss_set_hit(ok, server):
     assert 0 < other.lock_ttl_ms <= 9000 and other.rate_remaining == 59
 
     plan = {"steps": ["open login.tsx", "add form"], "note": "é"}
-    stored = ok.plan_set(miss.key, plan, ttl=600, token=miss.token, agent="agent-123", write_limit=30)
+    stored = ok.plan_set(
+        miss.key, plan, ttl=600, token=miss.token, agent="agent-123", write_limit=30
+    )
     assert stored == okome.PlanSetReply(StoreStatus.STORED, 600_000, 29, True)
     assert stored.stored
 
@@ -69,7 +71,9 @@ def test_plan_options(ok):
 
 def test_limited(ok):
     for i in range(3):
-        r = ok.plan_get(MODEL, "p-limit", TOOLSET, REPO, agent="lim", limit=3, window=60, nolock=True)
+        r = ok.plan_get(
+            MODEL, "p-limit", TOOLSET, REPO, agent="lim", limit=3, window=60, nolock=True
+        )
         assert r.rate_remaining == 2 - i
     r = ok.plan_get(MODEL, "p-limit", TOOLSET, REPO, agent="lim", limit=3, window=60)
     assert r.status is PlanStatus.LIMITED

@@ -115,9 +115,7 @@ def test_raising_compute_hands_over_at_once(server):
 
 def test_long_compute_keeps_its_lock_by_heartbeats(start_server):
     # A lock standard of 300-1000 ms, so a 2.5 s computation outlives the lock 3 times over.
-    server = start_server(
-        "lock-ttl-min", "300", "lock-ttl-default", "600", "lock-ttl-max", "1000"
-    )
+    server = start_server("lock-ttl-min", "300", "lock-ttl-default", "600", "lock-ttl-max", "1000")
     planner = okome.Planner(server.client())
     compute = Counter(delay=2.5, plan={"slow": True})
     key = okome.planner_key(MODEL, "slow", TOOLSET, REPO)

@@ -7,7 +7,7 @@ helpers as drop-ins.
     import redis, okome
 
     planner = okome.Planner(redis.Redis())
-    result = planner.get_or_compute("llama3:8b", prompt, "v1", repo_hash, compute, agent="agent-123")
+    result = planner.get_or_compute("llama3:8b", prompt, "v1", repo, compute, agent="agent-1")
     result.plan, result.headers   # {"X-OKOME-Cache": "MISS", "X-OKOME-Cache-Key": ..., ...}
 
 ``okome.aio`` has the same over ``redis.asyncio``.
@@ -38,7 +38,7 @@ from .errors import (
     WrongSlotError,
     WrongTypeError,
 )
-from .planner import PlanResult, Planner
+from .planner import Planner, PlanResult
 from .replies import (
     CacheEntry,
     PlanReply,

@@ -230,7 +230,9 @@ def plan_set(
 
 
 def lock(key: str, ttl_ms: int | None) -> Steps[str | None]:
-    args: tuple[Any, ...] = ("OKOME.LOCK", key) if ttl_ms is None else ("OKOME.LOCK", key, "TTL", ttl_ms)
+    args: tuple[Any, ...] = (
+        ("OKOME.LOCK", key) if ttl_ms is None else ("OKOME.LOCK", key, "TTL", ttl_ms)
+    )
     return _one(Call(args, parse_opt_text, key))
 
 
@@ -249,7 +251,9 @@ def _rate(agent: Any, limit: int, window: int, cost: int | None) -> Steps[RateRe
     return _one(Call(("OKOME.RATE", agent, limit, window, *extra), parse_rate, route))
 
 
-def _wbudget(agent: Any, write_limit: int, window: int | None, cost: int | None) -> Steps[RateReply]:
+def _wbudget(
+    agent: Any, write_limit: int, window: int | None, cost: int | None
+) -> Steps[RateReply]:
     route = _local(lambda: _keys.agent_key("write", agent))
     extra: list[Any] = []
     if window is not None:

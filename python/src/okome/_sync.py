@@ -189,6 +189,7 @@ def transport(client: Any) -> Standalone | Cluster:
     if isinstance(client, redis.Redis):
         return Standalone(client)
     raise TypeError(
-        f"okome.Okome needs a redis.Redis or redis.cluster.RedisCluster, got {type(client).__name__}"
+        "okome.Okome needs a redis.Redis or redis.cluster.RedisCluster, "
+        f"got {type(client).__name__}"
         " (for redis.asyncio clients use okome.aio.Okome)"
     )

@@ -315,7 +315,10 @@ class Okome:
 
     @staticmethod
     def planner_key(
-        model: str | bytes, prompt: str | bytes, toolset_version: str | bytes, repo_hash: str | bytes
+        model: str | bytes,
+        prompt: str | bytes,
+        toolset_version: str | bytes,
+        repo_hash: str | bytes,
     ) -> str:
         """The planner key, computed locally (no round trip)."""
         return _keys.planner_key(model, prompt, toolset_version, repo_hash)

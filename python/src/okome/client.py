@@ -34,8 +34,8 @@ class Okome:
     """okome's commands over a ``redis.Redis`` or ``redis.cluster.RedisCluster``.
 
     >>> ok = Okome(redis.Redis())
-    >>> ok.plan_get("llama3:8b", "Create a plan", "v1", "abc123", agent="a", limit=60, window=60)
-    PlanReply(status=<PlanStatus.MISS: 'MISS'>, key='okome:planner:llama3%3A8b:{...}:v1:abc123', ...)
+    >>> ok.plan_get("llama3:8b", "Create a plan", "v1", "abc123")
+    PlanReply(status=<PlanStatus.MISS: 'MISS'>, key='okome:planner:llama3%3A8b:{...}...', ...)
 
     Works with and without ``decode_responses=True``. On a cluster every call
     goes to the node that serves its key in one round trip (the planner key
@@ -207,7 +207,10 @@ class Okome:
 
     @staticmethod
     def planner_key(
-        model: str | bytes, prompt: str | bytes, toolset_version: str | bytes, repo_hash: str | bytes
+        model: str | bytes,
+        prompt: str | bytes,
+        toolset_version: str | bytes,
+        repo_hash: str | bytes,
     ) -> str:
         """The planner key, computed locally (no round trip), as ``OKOME.KEY planner`` does."""
         return _keys.planner_key(model, prompt, toolset_version, repo_hash)

@@ -71,7 +71,7 @@ class WrongSlotError(OkomeError):
     """``OKOME.PLAN.GET`` sent to a cluster node that does not serve the plan's slot."""
 
 
-class CrossSlotError(OkomeError, rex.ClusterCrossSlotError):  # type: ignore[misc]
+class CrossSlotError(OkomeError, rex.ClusterCrossSlotError):
     """A command touching two slots (``AGENT`` with a plan in another slot)."""
 
 

@@ -304,7 +304,9 @@ class _Heartbeat:
         self.okome, self.key, self.token, self.ttl_ms = okome, key, token, ttl_ms
         self.interval = interval
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"okome-heartbeat {key}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name=f"okome-heartbeat {key}", daemon=True
+        )
 
     def start(self) -> None:
         self._thread.start()

@@ -53,7 +53,8 @@ def ceil_seconds(ms: int) -> int:
 
 @dataclass(frozen=True)
 class PlanReply:
-    """``OKOME.PLAN.GET`` / ``OKOME.PLAN.LOOKUP``: ``[status, key, value, ms, token, rate_remaining]``."""
+    """``OKOME.PLAN.GET`` / ``OKOME.PLAN.LOOKUP``:
+    ``[status, key, value, ms, token, rate_remaining]``."""
 
     status: PlanStatus
     key: str
@@ -104,7 +105,8 @@ class PlanSetReply:
 
 @dataclass(frozen=True)
 class RateReply:
-    """``OKOME.RATE`` / ``OKOME.WBUDGET``: ``[allowed, remaining, retry_after_ms, reset_after_ms]``."""
+    """``OKOME.RATE`` / ``OKOME.WBUDGET``:
+    ``[allowed, remaining, retry_after_ms, reset_after_ms]``."""
 
     allowed: bool
     remaining: int

@@ -1,0 +1,235 @@
+"""Redis Cluster: every call goes straight to the node serving its key, in
+one round trip (counted per node with INFO commandstats), and MOVED / ASK
+during a resharding are followed."""
+
+from __future__ import annotations
+
+import asyncio
+
+import redis
+import redis.asyncio.cluster as acluster
+from redis.cluster import RedisCluster
+
+import okome
+import okome.aio
+from okome import PlanStatus
+
+MODEL, TOOLSET, REPO = "llama3:8b", "v1", "abc123"
+
+
+def diff(before: list[dict[str, int]], after: list[dict[str, int]]) -> list[dict[str, int]]:
+    return [
+        {k: v - b.get(k, 0) for k, v in a.items() if v != b.get(k, 0)}
+        for b, a in zip(before, after)
+    ]
+
+
+def owner_index(cluster, key: str) -> int:
+    """The node serving ``key``'s slot now (from CLUSTER SLOTS of each node)."""
+    c = cluster.nodes[0].client()
+    slot = c.execute_command("CLUSTER", "KEYSLOT", key)
+    for lo, hi, primary, *_ in c.execute_command("CLUSTER", "SLOTS"):
+        if lo <= slot <= hi:
+            return [n.port for n in cluster.nodes].index(int(primary[1]))
+    raise AssertionError(slot)
+
+
+def cluster_client(cluster, **kw) -> RedisCluster:
+    """A cluster client with a connection to every primary already open, so
+    that the counts below are of requests, not of connection handshakes."""
+    rc = RedisCluster(host="127.0.0.1", port=cluster.nodes[0].port, **kw)
+    for node in rc.get_primaries():
+        rc.get_redis_connection(node).ping()
+    cluster.commands()  # the counting connections, opened too
+    return rc
+
+
+def test_keys_computed_locally_match_the_module(cluster):
+    ok = okome.Okome(cluster_client(cluster))
+    for prompt in ["plan the login page", "ünïcode: {braces} [x] *?", "a" * 5000]:
+        assert ok.key("planner", "llama3:8b", prompt, "v1.2", "r:1") == okome.planner_key(
+            "llama3:8b", prompt, "v1.2", "r:1"
+        )
+
+
+def test_hit_is_one_round_trip_on_the_owner(cluster):
+    cluster.flush()
+    ok = okome.Okome(cluster_client(cluster, decode_responses=True))
+    prompt = "plan the login page"
+    key = okome.planner_key(MODEL, prompt, TOOLSET, REPO)
+    owner = owner_index(cluster, key)
+
+    before = cluster.commands()
+    miss = ok.plan_get(MODEL, prompt, TOOLSET, REPO)
+    assert miss.status is PlanStatus.MISS and miss.key == key
+    assert ok.plan_set(key, {"steps": [1]}, token=miss.token).stored
+    after = cluster.commands()
+    expected = [{} for _ in range(3)]
+    expected[owner] = {"okome.plan.lookup": 1, "okome.plan.set": 1}
+    assert diff(before, after) == expected
+
+    before = cluster.commands()
+    hit = ok.plan_get(MODEL, prompt, TOOLSET, REPO)
+    assert hit.status is PlanStatus.HIT and hit.plan == {"steps": [1]}
+    expected[owner] = {"okome.plan.lookup": 1}
+    assert diff(before, cluster.commands()) == expected
+    # The keys are where they belong: the plan on its owner, nothing elsewhere.
+    for i, n in enumerate(cluster.nodes):
+        assert n.client().dbsize() == (1 if i == owner else 0)
+
+
+def test_agents_are_charged_on_their_own_node(cluster):
+    cluster.flush()
+    ok = okome.Okome(cluster_client(cluster))
+    prompt = "agents"
+    key = okome.planner_key(MODEL, prompt, TOOLSET, REPO)
+    agent = next(
+        f"agent-{i}"
+        for i in range(100)
+        if owner_index(cluster, f"okome:budget:rate:{{agent-{i}}}") != owner_index(cluster, key)
+    )
+    agent_node = owner_index(cluster, f"okome:budget:rate:{{{agent}}}")
+    plan_node = owner_index(cluster, key)
+
+    before = cluster.commands()
+    r = ok.rate(agent, 5, 60)
+    assert r.allowed and r.remaining == 4
+    expected = [{} for _ in range(3)]
+    expected[agent_node] = {"okome.rate": 1}
+    assert diff(before, cluster.commands()) == expected
+
+    planner = okome.Planner(cluster_client(cluster), limit=5, window=60, write_limit=2)
+    first = planner.get_or_compute(MODEL, prompt, TOOLSET, REPO, lambda: {"p": 1}, agent=agent)
+    assert first.computed and first.rate_remaining == 3 and first.headers["X-OKOME-Cache"] == "MISS"
+    before = cluster.commands()
+    second = planner.get_or_compute(MODEL, prompt, TOOLSET, REPO, lambda: {"p": 2}, agent=agent)
+    assert (
+        second.status is PlanStatus.HIT and second.plan == {"p": 1} and second.rate_remaining == 2
+    )
+    expected = [{} for _ in range(3)]
+    expected[agent_node] = {"okome.rate": 1}
+    expected[plan_node] = {"okome.plan.lookup": 1}
+    assert diff(before, cluster.commands()) == expected
+    # Over the limit: LIMITED, and no lookup at all.
+    for _ in range(2):
+        planner.get_or_compute(MODEL, prompt, TOOLSET, REPO, lambda: {}, agent=agent)
+    try:
+        planner.get_or_compute(MODEL, prompt, TOOLSET, REPO, lambda: {}, agent=agent)
+        raise AssertionError("not limited")
+    except okome.RateLimited as e:
+        assert e.retry_after == 60
+    # A write budget in another slot: WBUDGET on the agent's node, then PLAN.SET.
+    m = ok.plan_get(MODEL, "wb", TOOLSET, REPO)
+    writer = next(
+        f"writer-{i}"
+        for i in range(100)
+        if owner_index(cluster, f"okome:budget:write:{{writer-{i}}}") != owner_index(cluster, m.key)
+    )
+    stored = ok.plan_set(m.key, {}, token=m.token, agent=writer, write_limit=1)
+    assert stored == okome.PlanSetReply(okome.StoreStatus.STORED, 600_000, 0, True)
+    token = ok.lock(m.key)
+    assert token is not None
+    skipped = ok.plan_set(m.key, {"x": 1}, token=token, agent=writer, write_limit=1)
+    assert skipped == okome.PlanSetReply(okome.StoreStatus.SKIPPED, None, 0, True)
+
+
+def _setslot(cluster, slot: int, *args: object, nodes=None) -> None:
+    for n in nodes or cluster.nodes:
+        n.client().execute_command("CLUSTER", "SETSLOT", slot, *args)
+
+
+def _move(cluster, slot: int, src: int, dst: int, keys: list[str]) -> None:
+    a, b = cluster.nodes[src], cluster.nodes[dst]
+    _setslot(cluster, slot, "IMPORTING", cluster.node_id(a), nodes=[b])
+    _setslot(cluster, slot, "MIGRATING", cluster.node_id(b), nodes=[a])
+    present = [k for k in keys if a.client().exists(k)]
+    if present:
+        a.client().execute_command("MIGRATE", "127.0.0.1", b.port, "", 0, 5000, "KEYS", *present)
+    _setslot(cluster, slot, "NODE", cluster.node_id(b))
+
+
+def test_moved_and_ask_are_followed(cluster):
+    cluster.flush()
+    rc = cluster_client(cluster)
+    ok = okome.Okome(rc)
+    prompt = "resharding"
+    key = okome.planner_key(MODEL, prompt, TOOLSET, REPO)
+    slot = okome._keys.slot(key)
+    src = owner_index(cluster, key)
+    dst = (src + 1) % 3
+    m = ok.plan_get(MODEL, prompt, TOOLSET, REPO)
+    ok.plan_set(key, {"v": 1}, token=m.token)
+    assert ok.plan_get(MODEL, prompt, TOOLSET, REPO).status is PlanStatus.HIT
+
+    # ASK: the slot is migrating and the plan already moved.
+    a, b = cluster.nodes[src], cluster.nodes[dst]
+    _setslot(cluster, slot, "IMPORTING", cluster.node_id(a), nodes=[b])
+    _setslot(cluster, slot, "MIGRATING", cluster.node_id(b), nodes=[a])
+    a.client().execute_command("MIGRATE", "127.0.0.1", b.port, "", 0, 5000, "KEYS", key)
+    before = cluster.commands()
+    hit = ok.plan_get(MODEL, prompt, TOOLSET, REPO)
+    assert hit.status is PlanStatus.HIT and hit.plan == {"v": 1}
+    d = diff(before, cluster.commands())
+    assert d[dst] == {"asking": 1, "okome.plan.lookup": 1}
+
+    # MOVED: the slot now belongs to dst, the client's map still says src.
+    _setslot(cluster, slot, "NODE", cluster.node_id(b))
+    hit = ok.plan_get(MODEL, prompt, TOOLSET, REPO)
+    assert hit.status is PlanStatus.HIT and hit.plan == {"v": 1}
+    before = cluster.commands()
+    assert ok.plan_get(MODEL, prompt, TOOLSET, REPO).status is PlanStatus.HIT
+    expected = [{} for _ in range(3)]
+    expected[dst] = {"okome.plan.lookup": 1}
+    assert diff(before, cluster.commands()) == expected  # the map was updated
+
+    # A blocking call is redirected too.
+    w = ok.plan_get(MODEL, "other", TOOLSET, REPO, wait_ms=1000)
+    assert w.status is PlanStatus.MISS
+
+    _move(cluster, slot, dst, src, [key])
+    assert ok.plan_get(MODEL, prompt, TOOLSET, REPO).plan == {"v": 1}
+
+
+def test_asyncio_cluster(cluster):
+    cluster.flush()
+
+    async def main() -> None:
+        rc = acluster.RedisCluster(host="127.0.0.1", port=cluster.nodes[0].port)
+        ok = okome.aio.Okome(rc)
+        prompt = "async cluster"
+        key = okome.planner_key(MODEL, prompt, TOOLSET, REPO)
+        owner = owner_index(cluster, key)
+        planner = okome.aio.Planner(ok)
+        first = await planner.get_or_compute(MODEL, prompt, TOOLSET, REPO, lambda: {"a": 1})
+        assert first.computed
+        before = cluster.commands()
+        hit = await planner.get_or_compute(MODEL, prompt, TOOLSET, REPO, lambda: {"a": 2})
+        assert hit.status is PlanStatus.HIT and hit.plan == {"a": 1}
+        expected = [{} for _ in range(3)]
+        expected[owner] = {"okome.plan.lookup": 1}
+        assert diff(before, cluster.commands()) == expected
+        # MOVED, followed.
+        slot = okome._keys.slot(key)
+        dst = (owner + 1) % 3
+        _move(cluster, slot, owner, dst, [key])
+        assert (await ok.plan_lookup(key)).plan == {"a": 1}
+        _move(cluster, slot, dst, owner, [key])
+        assert (await ok.plan_lookup(key)).plan == {"a": 1}
+        assert (await ok.rate("async-agent", 2, 60)).remaining == 1
+        await rc.aclose()
+
+    asyncio.run(main())
+
+
+def test_plan_get_argument_form_would_be_refused(cluster):
+    """Why the client routes by a locally computed key: the argument form on
+    a node that does not serve the slot is refused by the module."""
+    key = okome.planner_key(MODEL, "x", TOOLSET, REPO)
+    other = cluster.nodes[(owner_index(cluster, key) + 1) % 3]
+    try:
+        okome.Okome(other.client()).plan_get(MODEL, "x", TOOLSET, REPO)
+        raise AssertionError("not refused")
+    except okome.WrongSlotError as e:
+        assert "OKOME.PLAN.LOOKUP" in str(e)
+    except redis.exceptions.ResponseError as e:  # pragma: no cover - the message changed
+        raise AssertionError(f"unexpected {e!r}") from e
