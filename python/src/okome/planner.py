@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -131,7 +132,7 @@ class Planner:
 
     - ``HIT``: returns the cached plan;
     - ``MISS`` with a token (this call leads): runs ``compute()`` while a
-      thread extends the lock every third of its TTL (``OKOME.LOCK key TTL ms
+      heartbeat thread extends the lock every third of its TTL (``OKOME.LOCK key TTL ms
       TOKEN t``), then one ``PLAN.SET key plan TOKEN t AGENT a WLIMIT n``,
       which answers every waiting follower at once. If ``compute`` raises,
       ``OKOME.UNLOCK`` hands the lock to the longest-waiting follower at once
@@ -170,6 +171,7 @@ class Planner:
         )
         self._background: set[threading.Thread] = set()
         self._lock = threading.Lock()
+        self._heartbeats = _Heartbeats(self.okome)
 
     def get_or_compute(
         self,
@@ -230,24 +232,18 @@ class Planner:
     ) -> tuple[Any, StoreStatus]:
         """Compute under the lock ``reply`` granted, then store and release it."""
         token = reply.token
-        beat = None
+        lease = None
         if token is not None:
             lock_ttl = reply.lock_ttl_ms or o.lock_ttl_ms  # REFRESH carries the plan's TTL
-            beat = _Heartbeat(
-                self.okome,
-                reply.key,
-                token,
-                lock_ttl,
-                heartbeat_interval(lock_ttl, o.heartbeat_ms),
-            )
-            beat.start()
+            interval = heartbeat_interval(lock_ttl, o.heartbeat_ms)
+            lease = self._heartbeats.add(reply.key, token, lock_ttl, interval)
         try:
             try:
                 plan = compute()
                 encode_json(plan)  # refuse an unencodable plan while we hold the lock
             finally:
-                if beat is not None:
-                    beat.stop()
+                if lease is not None:
+                    self._heartbeats.remove(lease)
             set_reply = self.okome.plan_set(
                 reply.key,
                 plan,
@@ -295,33 +291,63 @@ class Planner:
         return not any(t.is_alive() for t in threads)
 
 
-class _Heartbeat:
-    """Extends a lock every ``interval`` s while the leader computes."""
+class _Lease:
+    """A lock being kept alive."""
 
-    def __init__(
-        self, okome: Okome, key: str, token: str, ttl_ms: int | None, interval: float
-    ) -> None:
-        self.okome, self.key, self.token, self.ttl_ms = okome, key, token, ttl_ms
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, name=f"okome-heartbeat {key}", daemon=True
-        )
+    def __init__(self, key: str, token: str, ttl_ms: int | None, interval: float) -> None:
+        self.key, self.token, self.ttl_ms, self.interval = key, token, ttl_ms, interval
+        self.due = time.monotonic() + interval
+        self.active = True
 
-    def start(self) -> None:
-        self._thread.start()
 
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
+class _Heartbeats:
+    """One thread per planner extends every lock whose computation is still
+    running (``OKOME.LOCK key TTL ms TOKEN t`` every ``interval``); starting
+    a thread per miss would cost more than the miss's two round trips."""
+
+    def __init__(self, okome: Okome) -> None:
+        self.okome = okome
+        self._cond = threading.Condition()
+        self._leases: set[_Lease] = set()
+        self._thread: threading.Thread | None = None
+
+    def add(self, key: str, token: str, ttl_ms: int | None, interval: float) -> _Lease:
+        lease = _Lease(key, token, ttl_ms, interval)
+        with self._cond:
+            self._leases.add(lease)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="okome-heartbeat", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify()
+        return lease
+
+    def remove(self, lease: _Lease) -> None:
+        with self._cond:
+            lease.active = False
+            self._leases.discard(lease)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                held = self.okome.extend_lock(self.key, self.token, ttl_ms=self.ttl_ms)
-            except Exception:
-                log.exception("okome: heartbeat of %s failed", self.key)
-                continue
-            if not held:
-                log.warning("okome: lost the lock of %s while computing", self.key)
-                return
+        while True:
+            with self._cond:
+                now = time.monotonic()
+                due = [lease for lease in self._leases if lease.due <= now]
+                if not due:
+                    nxt = min((lease.due for lease in self._leases), default=None)
+                    self._cond.wait(None if nxt is None else nxt - now)
+                    continue
+                for lease in due:
+                    lease.due = now + lease.interval
+            for lease in due:
+                self._extend(lease)
+
+    def _extend(self, lease: _Lease) -> None:
+        try:
+            held = self.okome.extend_lock(lease.key, lease.token, ttl_ms=lease.ttl_ms)
+        except Exception:
+            log.exception("okome: heartbeat of %s failed", lease.key)
+            return
+        if not held and lease.active:
+            log.warning("okome: lost the lock of %s while computing", lease.key)
+            self.remove(lease)
