@@ -5,6 +5,7 @@ during a resharding are followed."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import redis
 import redis.asyncio.cluster as acluster
@@ -136,6 +137,20 @@ def test_agents_are_charged_on_their_own_node(cluster):
 def _setslot(cluster, slot: int, *args: object, nodes=None) -> None:
     for n in nodes or cluster.nodes:
         n.client().execute_command("CLUSTER", "SETSLOT", slot, *args)
+    if args[0] == "NODE":
+        # Wait until every node agrees on the new owner.
+        port = next(n.port for n in cluster.nodes if cluster.node_id(n) == args[1])
+        deadline = time.monotonic() + 10
+        while not all(_owner_port(n, slot) == port for n in cluster.nodes):
+            assert time.monotonic() < deadline, "the nodes never agreed on the slot's owner"
+            time.sleep(0.02)
+
+
+def _owner_port(node, slot: int) -> int | None:
+    for lo, hi, primary, *_ in node.client().execute_command("CLUSTER", "SLOTS"):
+        if lo <= slot <= hi:
+            return int(primary[1])
+    return None
 
 
 def _move(cluster, slot: int, src: int, dst: int, keys: list[str]) -> None:

@@ -228,9 +228,11 @@ def test_the_trap_is_real_without_okome(server):
     lead = ok.plan_get(MODEL, "raw", TOOLSET, REPO)
     threading.Timer(2.5, lambda: ok.plan_set(lead.key, {}, token=lead.token)).start()
     raw = server.client(socket_timeout=1)
+    timed_out = False
     try:
         raw.execute_command("OKOME.PLAN.GET", MODEL, "raw", TOOLSET, REPO, "WAIT", 5000)
     except redis.exceptions.TimeoutError:
-        pass
+        timed_out = True
     time.sleep(2.6)
-    assert server.calls("okome.plan.get") > 2  # sent again by redis-py's retry
+    # Cut at 1 s (redis-py 5), or sent again by redis-py's retry (6 and later).
+    assert timed_out or server.calls("okome.plan.get") > 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import time
 from typing import Any
 
 import redis
@@ -12,7 +13,14 @@ from redis.cluster import RedisCluster
 from . import errors
 from ._commands import Call
 
-MAX_REDIRECTS = 5
+MAX_REDIRECTS = 16  # as redis-py's RedisClusterRequestTTL
+
+
+def redirect_pause(attempt: int) -> float:
+    """Seconds to wait before following redirection number ``attempt``: none
+    for the first two (a resharding answers MOVED or ASK once), then a short,
+    growing pause while the nodes agree on the slot's owner."""
+    return 0.0 if attempt < 2 else min(0.025 * attempt, 0.25)
 
 
 def read_timeout(socket_timeout: float | None, wait_ms: int) -> float:
@@ -159,7 +167,9 @@ class Cluster:
         else:
             node = rc.nodes_manager.get_node_from_slot(_slot(call.route))
         asking = False
-        for _ in range(MAX_REDIRECTS):
+        for attempt in range(MAX_REDIRECTS):
+            if redirect_pause(attempt):
+                time.sleep(redirect_pause(attempt))
             try:
                 raw = call_on(rc.get_redis_connection(node), call, asking=asking)
                 return call.parse(raw)

@@ -16,7 +16,7 @@ from redis.asyncio.cluster import RedisCluster
 from . import _commands as cmd
 from . import _keys, errors
 from ._commands import Call, Steps, T
-from ._sync import MAX_REDIRECTS, _needs_command_name, read_timeout
+from ._sync import MAX_REDIRECTS, _needs_command_name, read_timeout, redirect_pause
 from .client import parse_info
 from .planner import (
     Options,
@@ -135,7 +135,9 @@ class _Cluster:
         else:
             node = rc.nodes_manager.get_node_from_slot(_keys.slot(call.route))
         asking = False
-        for _ in range(MAX_REDIRECTS):
+        for attempt in range(MAX_REDIRECTS):
+            if redirect_pause(attempt):
+                await asyncio.sleep(redirect_pause(attempt))
             try:
                 return call.parse(await _call_on_node(node, call, asking))
             except rex.MovedError as e:
