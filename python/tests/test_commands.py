@@ -15,9 +15,12 @@ from okome import PlanStatus, StoreStatus
 MODEL, PROMPT, TOOLSET, REPO = "llama3:8b", "Create a plan for the login page", "v1.2.3", "abc123"
 
 
-@pytest.fixture(params=[False, True], ids=["bytes", "decoded"])
+@pytest.fixture(
+    params=[{}, {"decode_responses": True}, {"protocol": 3}],
+    ids=["bytes", "decoded", "resp3"],
+)
 def ok(request, server) -> okome.Okome:
-    return okome.Okome(server.client(decode_responses=request.param))
+    return okome.Okome(server.client(**request.param))
 
 
 def test_plan_get_miss_set_hit(ok, server):
