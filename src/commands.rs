@@ -4,6 +4,7 @@
 use crate::acl::{self, Access};
 use crate::cluster;
 use crate::config;
+use crate::ledger::{Entry, Ledger};
 use crate::reply::{bulk, int_or_nil, ms, status, Reply};
 use crate::rkey::{self, Holds, Key};
 use crate::server::{self, Refusal};
@@ -504,11 +505,15 @@ fn probe(ctx: &Context, key: &[u8]) -> Verdict {
 pub fn plan_set(ctx: &Context, argv: &[&[u8]]) -> Reply {
     let cfg = config::current();
     let req = args::parse_plan_set(argv, &cfg)?;
-    if let Some(c) = &req.budget {
+    if let Some(ledger) = &req.ledger {
+        let mut both: Vec<&[u8]> = vec![req.key, ledger];
+        if let Some(c) = &req.budget {
+            both.push(&c.key);
+        }
         cluster::check(
             ctx,
-            &[req.key, &c.key],
-            "in a cluster, charge the write budget with OKOME.WBUDGET <agent> ... (routed by agent), then OKOME.PLAN.SET without AGENT",
+            &both,
+            "in a cluster, charge the write budget with OKOME.WBUDGET <agent> ... (routed by agent), then OKOME.PLAN.SET without AGENT, then record the plan on the agent's node with OKOME.AGENT.RECORD <agent> <key> PXAT <the plan's PEXPIRETIME>",
         )?;
     }
     let lock_name = keys::lock_key(req.key);
@@ -530,7 +535,11 @@ pub fn plan_set(ctx: &Context, argv: &[&[u8]]) -> Reply {
         Some(c) => Some((Budget::load(ctx, c, user.as_ref(), now)?, c)),
         None => None,
     };
-    // Every check passed: charge, write, release.
+    let ledger = match &req.ledger {
+        Some(l) => Some(Ledger::open(ctx, user.as_ref(), l, Access::Write)?),
+        None => None,
+    };
+    // Every check passed: charge, write, record, release.
     let decision = budget.map(|(b, c)| b.charge(ctx, c, now));
     let stored = decision.as_ref().is_none_or(|d| d.allowed);
     let ttl_ms = secs_to_ms(req.ttl_s);
@@ -538,6 +547,9 @@ pub fn plan_set(ctx: &Context, argv: &[&[u8]]) -> Reply {
         let at = now.saturating_add(ttl_ms);
         plan.set(ctx, req.value, at);
         bump(&c::plans_stored);
+        if let Some(l) = &ledger {
+            record(ctx, l, req.key, at, now, &cfg);
+        }
     } else {
         bump(&c::plans_skipped);
     }
@@ -650,19 +662,25 @@ pub fn cache_get(ctx: &Context, argv: &[&[u8]]) -> Reply {
 pub fn cache_set(ctx: &Context, argv: &[&[u8]]) -> Reply {
     let cfg = config::current();
     let req = args::parse_cache_set(argv, &cfg)?;
-    cluster::check(ctx, &[&req.key], ROUTE_BY_PART)?;
+    match &req.ledger {
+        Some(l) => cluster::check(ctx, &[&req.key, l], CACHE_SET_AGENT)?,
+        None => cluster::check(ctx, &[&req.key], ROUTE_BY_PART)?,
+    }
     let now = rkey::now_ms();
-    let key = acl::open(
-        ctx,
-        acl::User::current(ctx).as_ref(),
-        &req.key,
-        Access::Write,
-    )?;
+    let user = acl::User::current(ctx);
+    let key = acl::open(ctx, user.as_ref(), &req.key, Access::Write)?;
     key.check_string_or_empty()?;
+    let ledger = match &req.ledger {
+        Some(l) => Some(Ledger::open(ctx, user.as_ref(), l, Access::Write)?),
+        None => None,
+    };
     let ttl_ms = secs_to_ms(req.ttl_s);
     let at = now.saturating_add(ttl_ms);
     key.set(ctx, req.value, at);
     bump(&c::cache_stored);
+    if let Some(l) = &ledger {
+        record(ctx, l, &req.key, at, now, &cfg);
+    }
     Ok(RedisValue::Integer(ttl_ms))
 }
 
@@ -670,4 +688,193 @@ pub fn cache_set(ctx: &Context, argv: &[&[u8]]) -> Reply {
 pub fn key(_ctx: &Context, argv: &[&[u8]]) -> Reply {
     let cfg = config::current();
     Ok(RedisValue::StringBuffer(args::parse_key(argv, &cfg)?))
+}
+
+const CACHE_SET_AGENT: &str = "cluster clients must route OKOME.CACHE.SET by the first part (the key's hash tag); with AGENT the agent's ledger must share its slot: in a cluster, store without AGENT, then record the key on the agent's node with OKOME.AGENT.RECORD <agent> <key> PXAT <the key's PEXPIRETIME>";
+
+/// Records `key`, expiring at `at`, in an open ledger.
+fn record(
+    ctx: &Context,
+    ledger: &Ledger,
+    key: &[u8],
+    at: i64,
+    now: i64,
+    cfg: &okome_core::config::Config,
+) -> u64 {
+    let r = ledger.record(ctx, key, at, now, cfg.ledger_max_keys);
+    bump(&c::ledger_records);
+    for _ in 0..r.dropped {
+        bump(&c::ledger_dropped);
+    }
+    r.size
+}
+
+/// Whether this node serves `key`'s slot (always outside a cluster).
+fn served(ctx: &Context, key: &[u8]) -> bool {
+    cluster::check(ctx, &[key], "").is_ok()
+}
+
+/// OKOME.AGENT.RECORD agent key [PXAT ms]
+pub fn agent_record(ctx: &Context, argv: &[&[u8]]) -> Reply {
+    let cfg = config::current();
+    let req = args::parse_agent_record(argv)?;
+    cluster::check(ctx, &[&req.ledger], ROUTE_BY_AGENT)?;
+    let user = acl::User::current(ctx);
+    let now = rkey::now_ms();
+    let shown = printable(req.key);
+    let at = if served(ctx, req.key) {
+        let key = acl::open(ctx, user.as_ref(), req.key, Access::Read)?;
+        if key.string()?.is_none() {
+            return Err(Error::BadKey(format!(
+                "key '{shown}' does not exist: only a key that holds a value can be recorded"
+            )));
+        }
+        let Some(at) = key.abs_expire() else {
+            return Err(Error::BadKey(format!(
+                "key '{shown}' has no TTL: okome writes every cache key with one, so this key was written some other way and cannot be recorded"
+            )));
+        };
+        if let Some(p) = req.pxat.filter(|&p| p != at) {
+            return Err(Error::BadKey(format!(
+                "PXAT {p} is not the expiry of '{shown}', which expires at {at}"
+            )));
+        }
+        at
+    } else {
+        let Some(p) = req.pxat else {
+            return Err(Error::Raw(format!(
+                "ERR okome: '{shown}' is in slot {}, which this node does not serve; in a cluster, record a key served by another node with OKOME.AGENT.RECORD <agent> <key> PXAT <its PEXPIRETIME on its node>",
+                keys::slot(req.key)
+            )));
+        };
+        args::check_pxat(req.kind, p, now, &cfg)?;
+        p
+    };
+    let ledger = Ledger::open(ctx, user.as_ref(), &req.ledger, Access::Write)?;
+    let size = record(ctx, &ledger, req.key, at, now, &cfg);
+    Ok(RedisValue::Array(vec![
+        RedisValue::Integer(at.saturating_sub(now).max(0)),
+        RedisValue::Integer(ms(size)),
+    ]))
+}
+
+/// What a ledger entry's key holds now, as `AGENT.KEYS` and `AGENT.PURGE`
+/// see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Still holds the agent's write (the expiry recorded): purged.
+    Current,
+    /// Written again since (another expiry): left alone.
+    Rewritten,
+    /// No longer exists (expired, deleted).
+    Gone,
+    /// In a slot another node serves (a cluster).
+    Elsewhere,
+}
+
+impl State {
+    fn name(self) -> &'static str {
+        match self {
+            State::Current => "current",
+            State::Rewritten => "rewritten",
+            State::Gone => "gone",
+            State::Elsewhere => "elsewhere",
+        }
+    }
+}
+
+/// The state of `e`'s key, after checking `user` may `access` it.
+fn state(
+    ctx: &Context,
+    user: Option<&acl::User>,
+    e: &Entry,
+    now: i64,
+    access: Access,
+) -> Result<State, Error> {
+    if e.expiry_ms < now {
+        return Ok(State::Gone);
+    }
+    if !served(ctx, &e.key) {
+        return Ok(State::Elsewhere);
+    }
+    let key = acl::open(ctx, user, &e.key, access)?;
+    Ok(if key.holds() == Holds::Nothing {
+        State::Gone
+    } else if key.abs_expire() == Some(e.expiry_ms) {
+        State::Current
+    } else {
+        State::Rewritten
+    })
+}
+
+/// OKOME.AGENT.KEYS agent [COUNT n] [CURSOR c]
+pub fn agent_keys(ctx: &Context, argv: &[&[u8]]) -> Reply {
+    let req = args::parse_agent_keys(argv)?;
+    cluster::check(ctx, &[&req.ledger], ROUTE_BY_AGENT)?;
+    let user = acl::User::current(ctx);
+    let now = rkey::now_ms();
+    let ledger = Ledger::open(ctx, user.as_ref(), &req.ledger, Access::Read)?;
+    let (entries, next) = ledger.page(ctx, now, req.count, req.cursor.as_ref())?;
+    drop(ledger);
+    let mut items = Vec::with_capacity(entries.len());
+    for e in &entries {
+        let st = state(ctx, user.as_ref(), e, now, Access::Read)?;
+        items.push(RedisValue::Array(vec![
+            bulk(&e.key),
+            RedisValue::Integer(e.expiry_ms.saturating_sub(now).max(0)),
+            status(st.name()),
+        ]));
+    }
+    let cursor = next.map_or_else(|| b"0".to_vec(), |c| c.encode());
+    Ok(RedisValue::Array(vec![
+        RedisValue::StringBuffer(cursor),
+        RedisValue::Array(items),
+    ]))
+}
+
+/// OKOME.AGENT.PURGE agent [COUNT n]
+pub fn agent_purge(ctx: &Context, argv: &[&[u8]]) -> Reply {
+    let req = args::parse_agent_purge(argv)?;
+    cluster::check(ctx, &[&req.ledger], ROUTE_BY_AGENT)?;
+    let user = acl::User::current(ctx);
+    let now = rkey::now_ms();
+    let ledger = Ledger::open(ctx, user.as_ref(), &req.ledger, Access::Write)?;
+    let total = ledger.len();
+    let entries = ledger.oldest(ctx, req.count)?;
+    // Look at every key first (ACL included), so a refusal writes nothing.
+    let mut states = Vec::with_capacity(entries.len());
+    for e in &entries {
+        states.push(state(ctx, user.as_ref(), e, now, Access::Write)?);
+    }
+    let (mut deleted, mut left, mut gone) = (0i64, 0i64, 0i64);
+    let mut elsewhere = Vec::new();
+    for (e, st) in entries.iter().zip(&states) {
+        match st {
+            State::Current => {
+                let key = Key::open(ctx, &e.key, true);
+                key.delete(ctx);
+                drop(key);
+                deleted += 1;
+                bump(&c::ledger_purged);
+                if e.kind == keys::Kind::Planner {
+                    wait::wake(ctx, &e.key);
+                }
+            }
+            State::Rewritten => left += 1,
+            State::Gone => gone += 1,
+            State::Elsewhere => elsewhere.push(RedisValue::Array(vec![
+                bulk(&e.key),
+                RedisValue::Integer(e.expiry_ms),
+            ])),
+        }
+    }
+    ledger.remove_oldest(ctx, &entries);
+    let remaining = total.saturating_sub(entries.len() as u64);
+    Ok(RedisValue::Array(vec![
+        RedisValue::Integer(deleted),
+        RedisValue::Integer(left),
+        RedisValue::Integer(gone),
+        RedisValue::Integer(ms(remaining)),
+        RedisValue::Array(elsewhere),
+    ]))
 }

@@ -189,9 +189,15 @@ pub const PLAN_GET: &[Arg] = &[
 ];
 
 const WBUDGET_BLOCK: &[Arg] = &[
-    arg("agent", Str).token("AGENT"),
     arg("wlimit", Int).token("WLIMIT"),
     arg("wwindow", Int).token("WWINDOW").optional(),
+];
+
+/// `AGENT id [WLIMIT n [WWINDOW s]]`: record the plan in the agent's
+/// ledger, and optionally charge its write budget.
+const PLAN_SET_AGENT: &[Arg] = &[
+    arg("agent", Str).token("AGENT"),
+    arg("wbudget", Block).optional().sub(WBUDGET_BLOCK),
 ];
 
 pub const PLAN_SET: &[Arg] = &[
@@ -199,7 +205,7 @@ pub const PLAN_SET: &[Arg] = &[
     arg("plan_json", Str),
     arg("ttl", Int).token("TTL").optional(),
     arg("token", Str).token("TOKEN").optional(),
-    arg("wbudget", Block).optional().sub(WBUDGET_BLOCK),
+    arg("agent", Block).optional().sub(PLAN_SET_AGENT),
 ];
 
 pub const LOCK: &[Arg] = &[
@@ -231,9 +237,27 @@ pub const CACHE_SET: &[Arg] = &[
     arg("part", Str).multiple(),
     arg("value_json", Str),
     arg("ttl", Int).token("TTL").optional(),
+    arg("agent", Str).token("AGENT").optional(),
 ];
 
 pub const KEY: &[Arg] = &[arg("kind", Str), arg("part", Str).multiple()];
+
+pub const AGENT_RECORD: &[Arg] = &[
+    arg("agent", Str),
+    arg("key", Str),
+    arg("pxat", Int).token("PXAT").optional(),
+];
+
+pub const AGENT_KEYS: &[Arg] = &[
+    arg("agent", Str),
+    arg("count", Int).token("COUNT").optional(),
+    arg("cursor", Str).token("CURSOR").optional(),
+];
+
+pub const AGENT_PURGE: &[Arg] = &[
+    arg("agent", Str),
+    arg("count", Int).token("COUNT").optional(),
+];
 
 pub const PLAN_LOOKUP: &[Arg] = &[
     arg("key", Key),

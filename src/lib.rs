@@ -17,6 +17,7 @@ mod cluster;
 mod commands;
 mod config;
 mod docs;
+mod ledger;
 mod register;
 mod reply;
 mod rkey;

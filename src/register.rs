@@ -130,6 +130,9 @@ trampoline!(t_cache_set, commands::cache_set);
 trampoline!(t_key, commands::key);
 trampoline!(t_rate, commands::rate);
 trampoline!(t_wbudget, commands::wbudget);
+trampoline!(t_agent_record, commands::agent_record);
+trampoline!(t_agent_keys, commands::agent_keys);
+trampoline!(t_agent_purge, commands::agent_purge);
 
 type Callback =
     extern "C" fn(*mut raw::RedisModuleCtx, *mut *mut raw::RedisModuleString, c_int) -> c_int;
@@ -246,6 +249,36 @@ pub const COMMANDS: &[Spec] = &[
         complexity: "O(N) in the size of the parts (SHA-256 of a planner prompt)",
         args: docs::KEY,
         key: None,
+    },
+    Spec {
+        name: "okome.agent.record",
+        callback: t_agent_record,
+        flags: "write deny-oom",
+        arity: -3,
+        summary: "Records a cache key an agent wrote in its ledger (okome:budget:keys:{agent}), with the key's expiry",
+        complexity: "O(log N) for N entries in the ledger, plus O(E log N) for E expired entries pruned",
+        args: docs::AGENT_RECORD,
+        key: Some(docs::AGENT_ROUTE),
+    },
+    Spec {
+        name: "okome.agent.keys",
+        callback: t_agent_keys,
+        flags: "readonly",
+        arity: -2,
+        summary: "Lists an agent's live ledger entries, latest-expiring first, with remaining TTLs and states, paged",
+        complexity: "O(log N + C) for C entries returned of N in the ledger",
+        args: docs::AGENT_KEYS,
+        key: Some(docs::AGENT_ROUTE),
+    },
+    Spec {
+        name: "okome.agent.purge",
+        callback: t_agent_purge,
+        flags: "write",
+        arity: -2,
+        summary: "Deletes the keys still holding an agent's writes (at most COUNT ledger entries per call), then its ledger",
+        complexity: "O(C log N) for C entries looked at (COUNT, 1000 by default) of N in the ledger",
+        args: docs::AGENT_PURGE,
+        key: Some(docs::AGENT_ROUTE),
     },
 ];
 

@@ -102,13 +102,28 @@ impl Key {
         Key { ptr, name }
     }
 
-    pub fn holds(&self) -> Holds {
+    /// The open key, for the typed APIs of other modules (`ledger`'s
+    /// sorted set); null if Redis refused to open it.
+    pub fn raw(&self) -> *mut raw::RedisModuleKey {
+        self.ptr
+    }
+
+    /// The key's name.
+    pub fn name(&self) -> &Name {
+        &self.name
+    }
+
+    /// `RedisModule_KeyType` of the key (`REDISMODULE_KEYTYPE_*`).
+    pub fn key_type(&self) -> isize {
         if self.ptr.is_null() {
-            return Holds::Nothing;
+            return raw::REDISMODULE_KEYTYPE_EMPTY;
         }
         // SAFETY: `ptr` is an open key.
-        let t = unsafe { raw::RedisModule_KeyType.map_or(0, |f| f(self.ptr)) };
-        match t as isize {
+        unsafe { raw::RedisModule_KeyType.map_or(0, |f| f(self.ptr)) as isize }
+    }
+
+    pub fn holds(&self) -> Holds {
+        match self.key_type() {
             raw::REDISMODULE_KEYTYPE_EMPTY => Holds::Nothing,
             raw::REDISMODULE_KEYTYPE_STRING => Holds::String,
             _ => Holds::Other,
@@ -257,7 +272,7 @@ impl Key {
     /// notifications fire (`events`, in order). okome sets
     /// `NO_IMPLICIT_SIGNAL_MODIFIED`, so a key opened for writing but left
     /// unchanged (a refused charge, a held lock) signals nothing.
-    fn changed(&self, ctx: &Context, events: &[(i32, &CStr)]) {
+    pub fn changed(&self, ctx: &Context, events: &[(i32, &CStr)]) {
         let name = self.name.ptr();
         if name.is_null() {
             return;

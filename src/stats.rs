@@ -47,6 +47,9 @@ counters!(
     cache_hits,
     cache_misses,
     cache_stored,
+    ledger_records,
+    ledger_dropped,
+    ledger_purged,
     errors,
 );
 
@@ -70,7 +73,8 @@ pub fn reset() {
 }
 
 /// Keyspace events okome listens to: evictions of its rate and write
-/// windows (an evicted window forgets what it admitted).
+/// windows (an evicted window forgets what it admitted; agent ledgers,
+/// also under `okome:budget:`, are not windows).
 extern "C" fn on_evicted(
     _ctx: *mut raw::RedisModuleCtx,
     _type: c_int,
@@ -83,7 +87,7 @@ extern "C" fn on_evicted(
     if !p.is_null() {
         // SAFETY: p points to len bytes owned by `key`.
         let name = unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len) };
-        if name.starts_with(b"okome:budget:") {
+        if name.starts_with(b"okome:budget:rate:") || name.starts_with(b"okome:budget:write:") {
             bump(&c::windows_evicted);
         }
     }

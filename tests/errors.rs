@@ -320,7 +320,7 @@ fn malformed_keys() -> Vec<(String, String)> {
     let bad_hash = "prompt_hash must be 64 lowercase hex digits (SHA-256)";
     let start = "it must start with 'okome:'";
     let unknown_kind =
-        "unknown kind (planner, model_meta, rag, tools, health, budget:rate, budget:write)";
+        "unknown kind (planner, model_meta, rag, tools, health, budget:rate, budget:write, budget:keys)";
     let mut v: Vec<(String, String)> = vec![
         ("foo".into(), start.into()),
         ("".into(), start.into()),

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 // ---------------------------------------------------------------- helpers
 
 /// Every tunable of `okome_core::config::params()` with its default.
-const DEFAULTS: [(&str, &str); 22] = [
+const DEFAULTS: [(&str, &str); 23] = [
     ("planner-ttl-min", "300"),
     ("planner-ttl-default", "600"),
     ("planner-ttl-max", "900"),
@@ -44,6 +44,7 @@ const DEFAULTS: [(&str, &str); 22] = [
     ("max-prompt-bytes", "4194304"),
     ("max-value-bytes", "4194304"),
     ("refresh-ahead-ms", "0"),
+    ("ledger-max-keys", "1000"),
 ];
 
 /// The defaults as `CONFIG GET okome.*` shows them.
@@ -315,7 +316,7 @@ fn info(c: &mut Connection) -> BTreeMap<String, String> {
 }
 
 /// Every counter of src/stats.rs, in its order.
-const COUNTERS: [&str; 29] = [
+const COUNTERS: [&str; 32] = [
     "planner_hits",
     "planner_misses",
     "planner_refreshes",
@@ -344,6 +345,9 @@ const COUNTERS: [&str; 29] = [
     "cache_hits",
     "cache_misses",
     "cache_stored",
+    "ledger_records",
+    "ledger_dropped",
+    "ledger_purged",
     "errors",
 ];
 
@@ -845,6 +849,7 @@ fn info_okome_counts_a_known_workload_exactly() {
         &[
             ("plans_stored", 1),
             ("wbudget_allowed", 1),
+            ("ledger_records", 1),
             ("plans_skipped", 1),
             ("wbudget_refused", 1),
         ],
@@ -913,6 +918,39 @@ fn info_okome_counts_a_known_workload_exactly() {
         &mut exp,
         "CACHE miss, set, hit",
         &[("cache_misses", 1), ("cache_stored", 1), ("cache_hits", 1)],
+    );
+
+    // The agent ledger: three CACHE.SET ... AGENT into a ledger of at most
+    // two (one dropped), an AGENT.RECORD of a recorded key, a PURGE.
+    config_set(&mut c, &["okome.ledger-max-keys", "2"]).unwrap();
+    for v in ["l1", "l2", "l3"] {
+        let ttl: i64 = redis::cmd("OKOME.CACHE.SET")
+            .arg(&["tools", v, "{}", "AGENT", "lg"])
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(ttl, 600_000);
+    }
+    let (_, size): (i64, i64) = redis::cmd("OKOME.AGENT.RECORD")
+        .arg(&["lg", "okome:tools:{l3}"])
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(size, 2);
+    let purged: (i64, i64, i64, i64, Vec<(String, i64)>) = redis::cmd("OKOME.AGENT.PURGE")
+        .arg("lg")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(purged, (2, 0, 0, 0, vec![]));
+    config_set(&mut c, &["okome.ledger-max-keys", "1000"]).unwrap();
+    step(
+        &mut c,
+        &mut exp,
+        "the agent ledger",
+        &[
+            ("cache_stored", 3),
+            ("ledger_records", 4),
+            ("ledger_dropped", 1),
+            ("ledger_purged", 2),
+        ],
     );
 
     // Error replies from handlers: counted, and nothing else is.
@@ -1053,7 +1091,10 @@ fn info_okome_counts_a_known_workload_exactly() {
         ("plans_skipped", 1),
         ("cache_hits", 1),
         ("cache_misses", 1),
-        ("cache_stored", 1),
+        ("cache_stored", 4),
+        ("ledger_records", 5),
+        ("ledger_dropped", 1),
+        ("ledger_purged", 2),
         ("errors", 2),
     ]
     .into_iter()
@@ -1138,7 +1179,7 @@ fn render_arg(v: &Value) -> String {
     s
 }
 
-const ARGS: [(&str, &[&str]); 10] = [
+const ARGS: [(&str, &[&str]); 13] = [
     (
         "okome.plan.get",
         &[
@@ -1169,7 +1210,7 @@ const ARGS: [(&str, &[&str]); 10] = [
             "plan_json:string",
             "ttl:integer=TTL?",
             "token:string=TOKEN?",
-            "wbudget:block?(agent:string=AGENT, wlimit:integer=WLIMIT, wwindow:integer=WWINDOW?)",
+            "agent:block?(agent:string=AGENT, wbudget:block?(wlimit:integer=WLIMIT, wwindow:integer=WWINDOW?))",
         ],
     ),
     (
@@ -1203,9 +1244,19 @@ const ARGS: [(&str, &[&str]); 10] = [
             "part:string...",
             "value_json:string",
             "ttl:integer=TTL?",
+            "agent:string=AGENT?",
         ],
     ),
     ("okome.key", &["kind:string", "part:string..."]),
+    (
+        "okome.agent.record",
+        &["agent:string", "key:string", "pxat:integer=PXAT?"],
+    ),
+    (
+        "okome.agent.keys",
+        &["agent:string", "count:integer=COUNT?", "cursor:string=CURSOR?"],
+    ),
+    ("okome.agent.purge", &["agent:string", "count:integer=COUNT?"]),
 ];
 
 #[test]
@@ -1259,7 +1310,7 @@ type InfoRow = (
     Option<(i64, &'static [&'static str])>,
 );
 
-const INFO: [InfoRow; 10] = [
+const INFO: [InfoRow; 13] = [
     ("okome.plan.get", -5, &["write", "module"], None),
     (
         "okome.plan.lookup",
@@ -1310,6 +1361,24 @@ const INFO: [InfoRow; 10] = [
         Some((2, &["RO", "not_key"])),
     ),
     ("okome.key", -3, &["stale", "module"], None),
+    (
+        "okome.agent.record",
+        -3,
+        &["write", "denyoom", "module"],
+        Some((1, &["RO", "not_key"])),
+    ),
+    (
+        "okome.agent.keys",
+        -2,
+        &["readonly", "module"],
+        Some((1, &["RO", "not_key"])),
+    ),
+    (
+        "okome.agent.purge",
+        -2,
+        &["write", "module"],
+        Some((1, &["RO", "not_key"])),
+    ),
 ];
 
 #[test]
@@ -1454,7 +1523,7 @@ fn readme_documents_exactly_the_registered_commands() {
         .arg(&["LIST", "FILTERBY", "MODULE", "okome"])
         .query(&mut c)
         .unwrap();
-    assert_eq!(registered.len(), 10, "{registered:?}");
+    assert_eq!(registered.len(), 13, "{registered:?}");
     assert_eq!(documented, registered);
 }
 

@@ -347,6 +347,8 @@ pub struct PlanSet<'a> {
     pub token: Option<&'a [u8]>,
     /// One write charged to the agent's write budget.
     pub budget: Option<Charge>,
+    /// With `AGENT id`: the agent's ledger, where the stored plan is recorded.
+    pub ledger: Option<Vec<u8>>,
 }
 
 pub const PLAN_SET: &str = "okome.plan.set";
@@ -369,7 +371,7 @@ pub fn parse_plan_set<'a>(args: &[&'a [u8]], cfg: &Config) -> Result<PlanSet<'a>
         }
     }
     let budget = match (agent, wlimit) {
-        (None, None) if wwindow.is_none() => None,
+        (_, None) if wwindow.is_none() => None,
         (Some(agent), Some(limit)) => Some(Charge {
             key: budget_key(Kind::Write, agent)?,
             limit,
@@ -378,10 +380,11 @@ pub fn parse_plan_set<'a>(args: &[&'a [u8]], cfg: &Config) -> Result<PlanSet<'a>
         }),
         _ => {
             return Err(Error::Syntax(
-                "AGENT and WLIMIT must be given together (WWINDOW is optional)".into(),
+                "WLIMIT needs AGENT, and WWINDOW needs AGENT and WLIMIT".into(),
             ))
         }
     };
+    let ledger = agent.map(ledger_key).transpose()?;
     keys::parse_kind(key, Kind::Planner)?;
     check_value(value, cfg)?;
     Ok(PlanSet {
@@ -390,6 +393,7 @@ pub fn parse_plan_set<'a>(args: &[&'a [u8]], cfg: &Config) -> Result<PlanSet<'a>
         ttl_s,
         token: tok,
         budget,
+        ledger,
     })
 }
 
@@ -407,12 +411,18 @@ pub const LOCK: &str = "okome.lock";
 
 /// Checks that `key` is a cacheable okome key (one that can be locked).
 fn lockable(key: &[u8]) -> Result<()> {
+    cache_key_kind(key, "locked").map(|_| ())
+}
+
+/// The kind of `key` if it is a cacheable okome key; else an error saying
+/// that only cache keys can be `what` (locked, recorded).
+fn cache_key_kind(key: &[u8], what: &str) -> Result<Kind> {
     let kind = keys::parse(key)?;
     if kind.cacheable() {
-        Ok(())
+        Ok(kind)
     } else {
         Err(Error::BadKey(format!(
-            "'{}' is a {} budget key; only cache keys (planner, model_meta, rag, tools, health) can be locked",
+            "'{}' is a {} budget key; only cache keys (planner, model_meta, rag, tools, health) can be {what}",
             printable(key),
             kind.name()
         )))
@@ -464,7 +474,7 @@ pub fn parse_unlock<'a>(args: &[&'a [u8]]) -> Result<Unlock<'a>> {
 fn cache_kind(name: &[u8]) -> Result<Kind> {
     match Kind::from_name(name)? {
         Kind::Planner => Err(Error::PlannerViaCache),
-        Kind::Rate | Kind::Write => Err(Error::NotCacheable(printable(name))),
+        Kind::Rate | Kind::Write | Kind::Ledger => Err(Error::NotCacheable(printable(name))),
         k => Ok(k),
     }
 }
@@ -497,6 +507,8 @@ pub struct CacheSet<'a> {
     pub key: Vec<u8>,
     pub value: &'a [u8],
     pub ttl_s: u64,
+    /// With `AGENT id`: the agent's ledger, where the stored value is recorded.
+    pub ledger: Option<Vec<u8>>,
 }
 
 pub const CACHE_SET: &str = "okome.cache.set";
@@ -519,8 +531,12 @@ pub fn parse_cache_set<'a>(args: &[&'a [u8]], cfg: &Config) -> Result<CacheSet<'
         .ok_or(Error::NotCacheable(kind.name().into()))?;
     let mut opts = Options::new(rest);
     let mut ttl_s = standard.default;
-    while opts.next(&["TTL"])?.is_some() {
-        ttl_s = standard.check("TTL", opts.int("TTL")?, "seconds")?;
+    let mut ledger = None;
+    while let Some(opt) = opts.next(&["TTL", "AGENT"])? {
+        match opt {
+            "TTL" => ttl_s = standard.check("TTL", opts.int("TTL")?, "seconds")?,
+            _ => ledger = Some(ledger_key(opts.value("AGENT")?)?),
+        }
     }
     let key = keys::build(kind, parts)?;
     check_value(value, cfg)?;
@@ -529,6 +545,7 @@ pub fn parse_cache_set<'a>(args: &[&'a [u8]], cfg: &Config) -> Result<CacheSet<'
         key,
         value,
         ttl_s,
+        ledger,
     })
 }
 
@@ -556,6 +573,174 @@ pub fn parse_key(args: &[&[u8]], cfg: &Config) -> Result<Vec<u8>> {
         }
         k => keys::build(k, parts),
     }
+}
+
+/// The ledger of `agent`: `okome:budget:keys:{<agent>}`.
+pub fn ledger_key(agent: &[u8]) -> Result<Vec<u8>> {
+    budget_key(Kind::Ledger, agent)
+}
+
+/// `OKOME.AGENT.RECORD agent key [PXAT ms]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentRecord<'a> {
+    pub ledger: Vec<u8>,
+    /// The recorded key: a cacheable okome key.
+    pub key: &'a [u8],
+    pub kind: Kind,
+    /// The key's absolute expiry (Unix ms), for a key this node cannot
+    /// read (in a cluster, a key served by another node).
+    pub pxat: Option<i64>,
+}
+
+pub const AGENT_RECORD: &str = "okome.agent.record";
+
+pub fn parse_agent_record<'a>(args: &[&'a [u8]]) -> Result<AgentRecord<'a>> {
+    let [agent, key, rest @ ..] = args else {
+        return Err(Error::Arity(AGENT_RECORD));
+    };
+    let mut opts = Options::new(rest);
+    let mut pxat = None;
+    while opts.next(&["PXAT"])?.is_some() {
+        let at = crate::config::Standard::new(1, 1, i64::MAX.unsigned_abs()).check(
+            "PXAT",
+            opts.int("PXAT")?,
+            "ms (a Unix time, as PEXPIRETIME gives it)",
+        )?;
+        pxat = Some(i64::try_from(at).unwrap_or(i64::MAX));
+    }
+    let ledger = ledger_key(agent)?;
+    let kind = cache_key_kind(key, "recorded")?;
+    Ok(AgentRecord {
+        ledger,
+        key,
+        kind,
+        pxat,
+    })
+}
+
+/// Checks an expiry given with `PXAT` for a key of `kind` that this node
+/// cannot read: it lies after `now`, and no further ahead than the kind's
+/// longest TTL plus the clock-skew allowance (the key's node may run a
+/// slightly different clock).
+pub fn check_pxat(kind: Kind, at: i64, now: i64, cfg: &Config) -> Result<()> {
+    let longest = cfg
+        .ttl(kind)
+        .map_or(0, |s| s.max.saturating_mul(1000))
+        .saturating_add(crate::limiter::CLOCK_SKEW_ALLOWANCE_MS.unsigned_abs());
+    let ahead = u64::try_from(at.saturating_sub(now)).unwrap_or(0);
+    if at > now && ahead <= longest {
+        return Ok(());
+    }
+    Err(Error::BadKey(format!(
+        "PXAT {at} is not the expiry of a live {} key: it must lie after now ({now}) and at most {longest} ms ahead (the kind's longest TTL plus the clock-skew allowance)",
+        kind.name()
+    )))
+}
+
+/// A position in a ledger, newest first: the last entry a page returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    /// The entry's recorded expiry (its score), Unix ms.
+    pub expiry_ms: i64,
+    /// The entry's key (its member).
+    pub key: Vec<u8>,
+}
+
+impl Cursor {
+    /// `<expiry_ms>:<key>`, as `OKOME.AGENT.KEYS` replies it.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = self.expiry_ms.to_string().into_bytes();
+        out.push(b':');
+        out.extend_from_slice(&self.key);
+        out
+    }
+
+    /// The inverse of [`Cursor::encode`]; `0` (start over) is `None`.
+    pub fn decode(arg: &[u8]) -> Result<Option<Cursor>> {
+        if arg == b"0" {
+            return Ok(None);
+        }
+        let bad = || {
+            Error::Syntax(format!(
+                "CURSOR '{}' is not a cursor OKOME.AGENT.KEYS replied (0 starts from the newest key)",
+                printable(arg)
+            ))
+        };
+        let colon = arg.iter().position(|&b| b == b':').ok_or_else(bad)?;
+        let (score, key) = (arg.get(..colon), arg.get(colon.saturating_add(1)..));
+        let (Some(score), Some(key)) = (score, key) else {
+            return Err(bad());
+        };
+        let expiry_ms = parse_int("CURSOR", score).map_err(|_| bad())?;
+        if expiry_ms <= 0 || key.is_empty() {
+            return Err(bad());
+        }
+        Ok(Some(Cursor {
+            expiry_ms,
+            key: key.to_vec(),
+        }))
+    }
+}
+
+/// `OKOME.AGENT.KEYS agent [COUNT n] [CURSOR c]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentKeys {
+    pub ledger: Vec<u8>,
+    pub count: u64,
+    pub cursor: Option<Cursor>,
+}
+
+pub const AGENT_KEYS: &str = "okome.agent.keys";
+
+/// Default and largest `COUNT` of `OKOME.AGENT.KEYS`.
+pub const KEYS_COUNT: crate::config::Standard = crate::config::Standard::new(1, 100, 10_000);
+
+pub fn parse_agent_keys(args: &[&[u8]]) -> Result<AgentKeys> {
+    let [agent, rest @ ..] = args else {
+        return Err(Error::Arity(AGENT_KEYS));
+    };
+    let mut opts = Options::new(rest);
+    let mut count = KEYS_COUNT.default;
+    let mut cursor = None;
+    while let Some(opt) = opts.next(&["COUNT", "CURSOR"])? {
+        match opt {
+            "COUNT" => count = KEYS_COUNT.check("COUNT", opts.int("COUNT")?, "keys")?,
+            _ => cursor = Cursor::decode(opts.value("CURSOR")?)?,
+        }
+    }
+    Ok(AgentKeys {
+        ledger: ledger_key(agent)?,
+        count,
+        cursor,
+    })
+}
+
+/// `OKOME.AGENT.PURGE agent [COUNT n]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentPurge {
+    pub ledger: Vec<u8>,
+    /// Most ledger entries looked at in this call.
+    pub count: u64,
+}
+
+pub const AGENT_PURGE: &str = "okome.agent.purge";
+
+/// Default and largest `COUNT` of `OKOME.AGENT.PURGE`.
+pub const PURGE_COUNT: crate::config::Standard = crate::config::Standard::new(1, 1000, 100_000);
+
+pub fn parse_agent_purge(args: &[&[u8]]) -> Result<AgentPurge> {
+    let [agent, rest @ ..] = args else {
+        return Err(Error::Arity(AGENT_PURGE));
+    };
+    let mut opts = Options::new(rest);
+    let mut count = PURGE_COUNT.default;
+    while opts.next(&["COUNT"])?.is_some() {
+        count = PURGE_COUNT.check("COUNT", opts.int("COUNT")?, "keys")?;
+    }
+    Ok(AgentPurge {
+        ledger: ledger_key(agent)?,
+        count,
+    })
 }
 
 #[cfg(test)]
@@ -915,6 +1100,116 @@ mod tests {
     }
 
     #[test]
+    fn agent_option_records_in_the_ledger() {
+        let c = cfg();
+        let k = pk();
+        let s = parse_plan_set(&[&k, b"{}", b"AGENT", b"a:1"], &c).unwrap();
+        assert_eq!(
+            (s.budget, s.ledger),
+            (None, Some(b"okome:budget:keys:{a%3A1}".to_vec()))
+        );
+        let s = parse_plan_set(&[&k, b"{}", b"AGENT", b"a", b"WLIMIT", b"3"], &c).unwrap();
+        assert!(s.budget.is_some());
+        assert_eq!(s.ledger, Some(b"okome:budget:keys:{a}".to_vec()));
+        assert_eq!(parse_plan_set(&[&k, b"{}"], &c).unwrap().ledger, None);
+        assert_eq!(
+            parse_plan_set(&[&k, b"{}", b"AGENT", b""], &c),
+            Err(Error::Empty("agent"))
+        );
+        let e = parse_plan_set(&[&k, b"{}", b"AGENT", b"a", b"WWINDOW", b"5"], &c)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "ERR syntax error: WLIMIT needs AGENT, and WWINDOW needs AGENT and WLIMIT"
+        );
+        let s = parse_cache_set(
+            &[b"tools", b"v1", b"{}", b"agent", b"a", b"TTL", b"600"],
+            &c,
+        )
+        .unwrap();
+        assert_eq!(s.ledger, Some(b"okome:budget:keys:{a}".to_vec()));
+        assert_eq!(
+            parse_cache_set(&[b"tools", b"v1", b"{}", b"AGENT", b""], &c),
+            Err(Error::Empty("agent"))
+        );
+        assert!(matches!(
+            parse_cache_set(&[b"ledger", b"a", b"{}"], &c),
+            Err(Error::NotCacheable(_))
+        ));
+    }
+
+    #[test]
+    fn agent_commands() {
+        let c = cfg();
+        let k = pk();
+        let r = parse_agent_record(&[b"a", &k]).unwrap();
+        assert_eq!(
+            (r.ledger.as_slice(), r.kind, r.pxat),
+            (&b"okome:budget:keys:{a}"[..], Kind::Planner, None)
+        );
+        let r = parse_agent_record(&[b"a", b"okome:tools:{v}", b"PXAT", b"1700000000000"]).unwrap();
+        assert_eq!((r.kind, r.pxat), (Kind::Tools, Some(1_700_000_000_000)));
+        let e = |a: &[&[u8]]| parse_agent_record(a).unwrap_err().to_string();
+        assert_eq!(
+            e(&[b"a"]),
+            "ERR wrong number of arguments for 'okome.agent.record' command"
+        );
+        assert_eq!(e(&[b"", &k]), "ERR agent must not be empty");
+        assert_eq!(
+            e(&[b"a", b"okome:budget:rate:{a}"]),
+            "ERR 'okome:budget:rate:{a}' is a rate budget key; only cache keys (planner, model_meta, rag, tools, health) can be recorded"
+        );
+        assert_eq!(
+            e(&[b"a", b"okome:budget:keys:{b}"]),
+            "ERR 'okome:budget:keys:{b}' is a ledger budget key; only cache keys (planner, model_meta, rag, tools, health) can be recorded"
+        );
+        assert!(e(&[b"a", b"foo"]).starts_with("ERR 'foo' is not an okome key"));
+        assert!(e(&[b"a", &k, b"PXAT", b"0"]).starts_with("ERR PXAT 0 is out of range"));
+        // PXAT of a key another node serves: after now, within its kind's
+        // longest TTL plus the clock-skew allowance.
+        let now = 1_700_000_000_000;
+        assert!(check_pxat(Kind::Planner, now + 1, now, &c).is_ok());
+        assert!(check_pxat(Kind::Planner, now + 960_000, now, &c).is_ok());
+        assert!(check_pxat(Kind::Planner, now + 960_001, now, &c).is_err());
+        assert!(check_pxat(Kind::Health, now + 90_001, now, &c).is_err());
+        assert!(check_pxat(Kind::Planner, now, now, &c).is_err());
+
+        let kq = parse_agent_keys(&[b"a"]).unwrap();
+        assert_eq!((kq.count, kq.cursor), (100, None));
+        let cur = Cursor {
+            expiry_ms: 1_700_000_000_000,
+            key: k.clone(),
+        };
+        let kq = parse_agent_keys(&[b"a", b"CURSOR", &cur.encode(), b"COUNT", b"5"]).unwrap();
+        assert_eq!((kq.count, kq.cursor), (5, Some(cur)));
+        assert_eq!(Cursor::decode(b"0"), Ok(None));
+        for bad in [
+            &b""[..],
+            b"x",
+            b"12",
+            b":k",
+            b"0:k",
+            b"-1:k",
+            b"01:k",
+            b"12:",
+        ] {
+            assert!(
+                matches!(Cursor::decode(bad), Err(Error::Syntax(_))),
+                "{}",
+                printable(bad)
+            );
+        }
+        assert!(parse_agent_keys(&[b"a", b"COUNT", b"0"]).is_err());
+        assert!(parse_agent_keys(&[b"a", b"COUNT", b"10001"]).is_err());
+        assert_eq!(parse_agent_purge(&[b"a"]).unwrap().count, 1000);
+        assert_eq!(parse_agent_purge(&[b"a", b"count", b"7"]).unwrap().count, 7);
+        assert!(parse_agent_purge(&[b"a", b"COUNT", b"100001"]).is_err());
+        assert_eq!(parse_agent_purge(&[]), Err(Error::Arity(AGENT_PURGE)));
+        assert_eq!(parse_agent_keys(&[b""]), Err(Error::Empty("agent")));
+    }
+
+    #[test]
     fn key_command() {
         let c = cfg();
         assert_eq!(
@@ -953,6 +1248,12 @@ mod tests {
             let _ = parse_key(&a, &c);
             let _ = parse_rate(&a);
             let _ = parse_wbudget(&a, &c);
+            let _ = parse_agent_record(&a);
+            let _ = parse_agent_keys(&a);
+            let _ = parse_agent_purge(&a);
+            if let Some(first) = a.first() {
+                let _ = Cursor::decode(first);
+            }
         }
     }
 }

@@ -64,7 +64,13 @@ pub struct Config {
     pub max_value_bytes: u64,
     /// Default `REFRESHAHEAD`, milliseconds (0: off).
     pub refresh_ahead_ms: u64,
+    /// Most keys an agent's ledger holds; when full, the soonest-expiring
+    /// member is dropped to make room for a new one.
+    pub ledger_max_keys: u64,
 }
+
+/// Default of `okome.ledger-max-keys`.
+pub const DEFAULT_LEDGER_MAX_KEYS: u64 = 1000;
 
 impl Default for Config {
     fn default() -> Self {
@@ -79,6 +85,7 @@ impl Default for Config {
             max_prompt_bytes: DEFAULT_MAX_BYTES,
             max_value_bytes: DEFAULT_MAX_BYTES,
             refresh_ahead_ms: 0,
+            ledger_max_keys: DEFAULT_LEDGER_MAX_KEYS,
         }
     }
 }
@@ -93,7 +100,7 @@ impl Config {
             Kind::Rag => Some(self.rag_ttl),
             Kind::Tools => Some(self.tools_ttl),
             Kind::Health => Some(self.health_ttl),
-            Kind::Rate | Kind::Write => None,
+            Kind::Rate | Kind::Write | Kind::Ledger => None,
         }
     }
 }
@@ -261,6 +268,15 @@ pub fn params() -> Vec<Param> {
         help: "default REFRESHAHEAD of OKOME.PLAN.GET, milliseconds (0: off)",
         get: |c| c.refresh_ahead_ms,
         set: |c, v| c.refresh_ahead_ms = v,
+    });
+    v.push(Param {
+        name: "ledger-max-keys",
+        min: 1,
+        max: 100_000,
+        memory: false,
+        help: "most keys an agent ledger (okome:budget:keys:{agent}) holds; the soonest-expiring is dropped when full",
+        get: |c| c.ledger_max_keys,
+        set: |c, v| c.ledger_max_keys = v,
     });
     v
 }

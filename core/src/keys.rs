@@ -24,11 +24,13 @@ pub enum Kind {
     Health,
     Rate,
     Write,
+    /// An agent's ledger: the keys okome wrote on its behalf.
+    Ledger,
 }
 
 impl Kind {
     /// Every kind, in documentation order.
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Planner,
         Kind::ModelMeta,
         Kind::Rag,
@@ -36,6 +38,7 @@ impl Kind {
         Kind::Health,
         Kind::Rate,
         Kind::Write,
+        Kind::Ledger,
     ];
 
     /// The kinds whose values can be written through `OKOME.CACHE.SET`.
@@ -51,6 +54,7 @@ impl Kind {
             Kind::Health => "health",
             Kind::Rate => "rate",
             Kind::Write => "write",
+            Kind::Ledger => "ledger",
         }
     }
 
@@ -64,6 +68,7 @@ impl Kind {
             Kind::Health => "health",
             Kind::Rate => "budget:rate",
             Kind::Write => "budget:write",
+            Kind::Ledger => "budget:keys",
         }
     }
 
@@ -77,7 +82,7 @@ impl Kind {
             Kind::Rag => &["repo", "chunk_hash"],
             Kind::Tools => &["tool_version"],
             Kind::Health => &["node"],
-            Kind::Rate | Kind::Write => &["agent"],
+            Kind::Rate | Kind::Write | Kind::Ledger => &["agent"],
         }
     }
 
@@ -94,7 +99,7 @@ impl Kind {
 
     /// Whether values of this kind are cached data (and so may be locked).
     pub fn cacheable(self) -> bool {
-        !matches!(self, Kind::Rate | Kind::Write)
+        !matches!(self, Kind::Rate | Kind::Write | Kind::Ledger)
     }
 
     /// The kind named `name` (case-insensitive). Anything else is refused
@@ -299,7 +304,7 @@ pub fn parse(key: &[u8]) -> Result<Kind> {
             Some((k, comps))
         })
         .ok_or_else(|| {
-            bad("unknown kind (planner, model_meta, rag, tools, health, budget:rate, budget:write)")
+            bad("unknown kind (planner, model_meta, rag, tools, health, budget:rate, budget:write, budget:keys)")
         })?;
     let segments: Vec<&[u8]> = comps.split(|&b| b == b':').collect();
     let names = kind.components();
@@ -437,6 +442,12 @@ mod tests {
             build(Kind::Write, &[b"a"]).unwrap(),
             b"okome:budget:write:{a}"
         );
+        assert_eq!(
+            build(Kind::Ledger, &[b"a:b"]).unwrap(),
+            b"okome:budget:keys:{a%3Ab}"
+        );
+        assert_eq!(parse(b"okome:budget:keys:{a}"), Ok(Kind::Ledger));
+        assert!(!Kind::Ledger.cacheable());
     }
 
     #[test]

@@ -1,0 +1,493 @@
+//! The agent ledger: which keys okome wrote on an agent's behalf.
+//!
+//! A plain Redis sorted set at `okome:budget:keys:{<agent>}` (so `ZRANGE`
+//! and redis-cli read it): member = the written key, score = that key's
+//! absolute expiry (Unix ms) as written. Its own TTL is its highest score:
+//! the ledger expires with its latest-expiring entry. Entries whose expiry
+//! has passed are pruned as new ones arrive, and the set holds at most
+//! `okome.ledger-max-keys` entries (the soonest-expiring is dropped to make
+//! room).
+//!
+//! Written through the low-level sorted-set API, so every change is
+//! replicated here as its effect, with absolute bounds only — `ZADD key
+//! score member`, `ZREMRANGEBYSCORE key -inf <t>`, `ZREMRANGEBYRANK key 0
+//! <n>`, `PEXPIREAT key t`, `DEL key` — which a replica or an AOF replay
+//! applies to the same set with the same result. Each change signals the
+//! key and fires the keyspace event of the built-in command it replicates.
+//!
+//! A ledger okome did not write is refused, writing nothing: a key of
+//! another type, a sorted set without a TTL or whose TTL is not its highest
+//! score, and (when read) an entry that is not a cache key with an integer
+//! expiry.
+
+use crate::acl::{self, Access, User};
+use crate::rkey::{Key, Name};
+use okome_core::args::Cursor;
+use okome_core::keys::{self, printable, Kind};
+use okome_core::Error;
+use redis_module::{raw, Context};
+use std::ffi::{c_char, c_int, c_longlong, CStr};
+use std::ptr;
+
+const ZSET: i32 = raw::REDISMODULE_NOTIFY_ZSET;
+const GENERIC: i32 = raw::REDISMODULE_NOTIFY_GENERIC;
+
+/// One ledger entry: a key and its expiry as written (Unix ms).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub key: Vec<u8>,
+    pub kind: Kind,
+    pub expiry_ms: i64,
+}
+
+/// What recording did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recorded {
+    /// Entries dropped because the ledger was full.
+    pub dropped: u64,
+    /// Entries in the ledger now.
+    pub size: u64,
+}
+
+/// An agent's ledger, open and checked.
+pub struct Ledger {
+    key: Key,
+    name: Vec<u8>,
+}
+
+fn type_name(t: isize) -> &'static str {
+    match t {
+        raw::REDISMODULE_KEYTYPE_STRING => "a string",
+        raw::REDISMODULE_KEYTYPE_LIST => "a list",
+        raw::REDISMODULE_KEYTYPE_HASH => "a hash",
+        raw::REDISMODULE_KEYTYPE_SET => "a set",
+        raw::REDISMODULE_KEYTYPE_STREAM => "a stream",
+        raw::REDISMODULE_KEYTYPE_MODULE => "a module type",
+        _ => "another type",
+    }
+}
+
+/// The bytes of a string Redis handed out, then the string freed.
+fn take_string(ctx: &Context, s: *mut raw::RedisModuleString) -> Option<Vec<u8>> {
+    if s.is_null() {
+        return None;
+    }
+    let mut len: usize = 0;
+    // SAFETY: `s` is a live string we own; freed right after the copy.
+    unsafe {
+        let p = raw::RedisModule_StringPtrLen.map_or(ptr::null(), |f| f(s, &mut len));
+        let out = if p.is_null() {
+            Vec::new()
+        } else {
+            std::slice::from_raw_parts(p.cast::<u8>(), len).to_vec()
+        };
+        if let Some(free) = raw::RedisModule_FreeString {
+            free(ctx.ctx, s);
+        }
+        Some(out)
+    }
+}
+
+/// A score that okome could have written: a whole, positive number of ms.
+fn expiry_of(score: f64) -> Option<i64> {
+    // 2^53: every integer below it is exact in a double.
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    (score.is_finite() && score.fract() == 0.0 && score > 0.0 && score < EXACT)
+        .then_some(score as i64)
+}
+
+impl Ledger {
+    /// Opens the ledger at `name` after checking `user` may `access` it,
+    /// and checks it is empty or an okome ledger.
+    pub fn open(
+        ctx: &Context,
+        user: Option<&User>,
+        name: &[u8],
+        access: Access,
+    ) -> Result<Ledger, Error> {
+        let key = acl::open(ctx, user, name, access)?;
+        let l = Ledger {
+            key,
+            name: name.to_vec(),
+        };
+        l.check_shape(ctx)?;
+        Ok(l)
+    }
+
+    /// The error for a ledger okome did not write.
+    fn garbage(&self, why: &str) -> Error {
+        Error::BadKey(format!(
+            "'{}' does not hold an okome agent ledger ({why}; was it written by another client?); nothing was written; DEL it to start a new ledger",
+            printable(&self.name)
+        ))
+    }
+
+    fn check_shape(&self, ctx: &Context) -> Result<(), Error> {
+        match self.key.key_type() {
+            raw::REDISMODULE_KEYTYPE_EMPTY => Ok(()),
+            raw::REDISMODULE_KEYTYPE_ZSET => {
+                let Some(ttl_at) = self.key.abs_expire() else {
+                    return Err(self.garbage("a sorted set without a TTL"));
+                };
+                let top = self.last(ctx).map(|(score, _)| score);
+                match top.and_then(expiry_of) {
+                    Some(t) if t == ttl_at => Ok(()),
+                    _ => Err(self.garbage(&format!(
+                        "a sorted set whose TTL ({ttl_at}) is not its highest score ({})",
+                        top.map_or("none".into(), |s| s.to_string())
+                    ))),
+                }
+            }
+            t => Err(self.garbage(&format!("{}, not a sorted set", type_name(t)))),
+        }
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> u64 {
+        if self.key.raw().is_null() {
+            return 0;
+        }
+        // SAFETY: an open key.
+        unsafe { raw::RedisModule_ValueLength.map_or(0, |f| f(self.key.raw())) as u64 }
+    }
+
+    /// The highest entry, if any.
+    fn last(&self, ctx: &Context) -> Option<(f64, Vec<u8>)> {
+        let mut out = None;
+        self.scan(ctx, f64::NEG_INFINITY, f64::INFINITY, false, |s, m| {
+            out = Some((s, m.to_vec()));
+            false
+        });
+        out
+    }
+
+    /// Calls `f` with the entries whose score is in `[min, max]`, ascending
+    /// or descending, until it returns false. The set must not change
+    /// meanwhile.
+    fn scan(
+        &self,
+        ctx: &Context,
+        min: f64,
+        max: f64,
+        ascending: bool,
+        mut f: impl FnMut(f64, &[u8]) -> bool,
+    ) {
+        let k = self.key.raw();
+        if k.is_null() || self.key.key_type() != raw::REDISMODULE_KEYTYPE_ZSET {
+            return;
+        }
+        // SAFETY: an open sorted set; the range is stopped before return,
+        // and every element string is freed by `take_string`.
+        unsafe {
+            let (Some(first), Some(last), Some(cur), Some(next), Some(prev), Some(end), Some(stop)) = (
+                raw::RedisModule_ZsetFirstInScoreRange,
+                raw::RedisModule_ZsetLastInScoreRange,
+                raw::RedisModule_ZsetRangeCurrentElement,
+                raw::RedisModule_ZsetRangeNext,
+                raw::RedisModule_ZsetRangePrev,
+                raw::RedisModule_ZsetRangeEndReached,
+                raw::RedisModule_ZsetRangeStop,
+            ) else {
+                return;
+            };
+            let start = if ascending { first } else { last };
+            if start(k, min, max, 0, 0) != raw::REDISMODULE_OK as c_int {
+                return;
+            }
+            while end(k) == 0 {
+                let mut score = 0.0;
+                let Some(member) = take_string(ctx, cur(k, &mut score)) else {
+                    break;
+                };
+                if !f(score, &member) {
+                    break;
+                }
+                let more = if ascending { next(k) } else { prev(k) };
+                if more == 0 {
+                    break;
+                }
+            }
+            stop(k);
+        }
+    }
+
+    /// Checks an entry read from the ledger.
+    fn entry(&self, score: f64, member: &[u8]) -> Result<Entry, Error> {
+        let expiry_ms = expiry_of(score).ok_or_else(|| {
+            self.garbage(&format!(
+                "entry '{}' has score {score}, not an expiry in Unix ms",
+                printable(member)
+            ))
+        })?;
+        let kind = keys::parse(member)
+            .ok()
+            .filter(|k| k.cacheable())
+            .ok_or_else(|| {
+                self.garbage(&format!(
+                    "entry '{}' is not an okome cache key",
+                    printable(member)
+                ))
+            })?;
+        Ok(Entry {
+            key: member.to_vec(),
+            kind,
+            expiry_ms,
+        })
+    }
+
+    /// Up to `n` entries, soonest-expiring first, each checked.
+    pub fn oldest(&self, ctx: &Context, n: u64) -> Result<Vec<Entry>, Error> {
+        let mut out = Vec::new();
+        let mut bad = None;
+        self.scan(ctx, f64::NEG_INFINITY, f64::INFINITY, true, |s, m| {
+            match self.entry(s, m) {
+                Ok(e) => out.push(e),
+                Err(e) => bad = Some(e),
+            }
+            bad.is_none() && (out.len() as u64) < n
+        });
+        match bad {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+
+    /// One page of the entries still live at `now`, latest-expiring first,
+    /// after `cursor`; and the cursor of the next page, if there is one.
+    pub fn page(
+        &self,
+        ctx: &Context,
+        now: i64,
+        n: u64,
+        cursor: Option<&Cursor>,
+    ) -> Result<(Vec<Entry>, Option<Cursor>), Error> {
+        let max = cursor.map_or(f64::INFINITY, |c| c.expiry_ms as f64);
+        let mut out: Vec<Entry> = Vec::new();
+        let mut more = false;
+        let mut bad = None;
+        self.scan(ctx, now as f64, max, false, |s, m| {
+            if let Some(c) = cursor {
+                // Descending by (score, member): skip up to the cursor.
+                if expiry_of(s) == Some(c.expiry_ms) && m >= c.key.as_slice() {
+                    return true;
+                }
+            }
+            if out.len() as u64 >= n {
+                more = true;
+                return false;
+            }
+            match self.entry(s, m) {
+                Ok(e) => out.push(e),
+                Err(e) => bad = Some(e),
+            }
+            bad.is_none()
+        });
+        if let Some(e) = bad {
+            return Err(e);
+        }
+        let next = if more {
+            out.last().map(|e| Cursor {
+                expiry_ms: e.expiry_ms,
+                key: e.key.clone(),
+            })
+        } else {
+            None
+        };
+        Ok((out, next))
+    }
+
+    /// Records `member`, expiring at `expire_at`: prunes entries expired at
+    /// `now`, makes room if the ledger holds `max_keys` entries, adds or
+    /// updates the entry, and sets the ledger's TTL to its highest score.
+    pub fn record(
+        &self,
+        ctx: &Context,
+        member: &[u8],
+        expire_at: i64,
+        now: i64,
+        max_keys: u64,
+    ) -> Recorded {
+        let mut dropped = 0;
+        // Entries whose key has expired: score < now (a key expiring at
+        // `now` is still alive).
+        let cutoff = now.saturating_sub(1);
+        let expired = self.members(ctx, f64::NEG_INFINITY, cutoff as f64, u64::MAX);
+        if !expired.is_empty() {
+            self.remove(&expired);
+            self.replicate(ctx, c"ZREMRANGEBYSCORE", &Arg::MinusInf, cutoff);
+            self.emptied_or(ctx, c"zremrangebyscore");
+        }
+        let m = Name::new(member);
+        if self.score(&m).is_none() {
+            let len = self.len();
+            if len >= max_keys {
+                let n = len - max_keys.saturating_sub(1);
+                let oldest = self.members(ctx, f64::NEG_INFINITY, f64::INFINITY, n);
+                self.remove(&oldest);
+                dropped = oldest.len() as u64;
+                self.replicate(
+                    ctx,
+                    c"ZREMRANGEBYRANK",
+                    &Arg::Int(0),
+                    dropped.saturating_sub(1) as i64,
+                );
+                self.emptied_or(ctx, c"zremrangebyrank");
+            }
+        }
+        let mut flags: c_int = 0;
+        // SAFETY: the key is open for writing and empty or a sorted set.
+        let added = unsafe {
+            raw::RedisModule_ZsetAdd.is_some_and(|f| {
+                f(self.key.raw(), expire_at as f64, m.ptr(), &mut flags)
+                    == raw::REDISMODULE_OK as c_int
+            })
+        };
+        let zadd_flags = (raw::REDISMODULE_ZADD_ADDED | raw::REDISMODULE_ZADD_UPDATED) as c_int;
+        if added && flags & zadd_flags != 0 {
+            self.replicate_zadd(ctx, expire_at, member);
+            self.key.changed(ctx, &[(ZSET, c"zadd")]);
+        }
+        if let Some(top) = self.last(ctx).and_then(|(s, _)| expiry_of(s)) {
+            if self.key.abs_expire() != Some(top) {
+                self.key.set_abs_expire(ctx, top);
+            }
+        }
+        Recorded {
+            dropped,
+            size: self.len(),
+        }
+    }
+
+    /// Removes the `n` soonest-expiring entries (the ones [`Ledger::oldest`]
+    /// gave), or deletes the ledger if that is all of them.
+    pub fn remove_oldest(&self, ctx: &Context, entries: &[Entry]) {
+        if entries.is_empty() {
+            return;
+        }
+        if entries.len() as u64 >= self.len() {
+            self.key.delete(ctx);
+            return;
+        }
+        let members: Vec<Vec<u8>> = entries.iter().map(|e| e.key.clone()).collect();
+        self.remove(&members);
+        self.replicate(
+            ctx,
+            c"ZREMRANGEBYRANK",
+            &Arg::Int(0),
+            (members.len() as i64).saturating_sub(1),
+        );
+        self.emptied_or(ctx, c"zremrangebyrank");
+    }
+
+    /// Members with a score in `[min, max]`, ascending, at most `n`.
+    fn members(&self, ctx: &Context, min: f64, max: f64, n: u64) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        if n == 0 {
+            return out;
+        }
+        self.scan(ctx, min, max, true, |_, m| {
+            out.push(m.to_vec());
+            (out.len() as u64) < n
+        });
+        out
+    }
+
+    fn score(&self, member: &Name) -> Option<f64> {
+        let mut score = 0.0;
+        // SAFETY: an open key and a live string.
+        let ok = unsafe {
+            raw::RedisModule_ZsetScore.is_some_and(|f| {
+                f(self.key.raw(), member.ptr(), &mut score) == raw::REDISMODULE_OK as c_int
+            })
+        };
+        ok.then_some(score)
+    }
+
+    fn remove(&self, members: &[Vec<u8>]) {
+        for m in members {
+            let name = Name::new(m);
+            let mut deleted: c_int = 0;
+            // SAFETY: an open key and a live string; a set emptied by the
+            // last removal is deleted by Redis.
+            unsafe {
+                if let Some(f) = raw::RedisModule_ZsetRem {
+                    f(self.key.raw(), name.ptr(), &mut deleted);
+                }
+            }
+        }
+    }
+
+    /// Signals a removal as the built-in `event` does, plus `del` if it
+    /// emptied (and so deleted) the set.
+    fn emptied_or(&self, ctx: &Context, event: &'static CStr) {
+        if self.len() == 0 {
+            self.key.changed(ctx, &[(ZSET, event), (GENERIC, c"del")]);
+        } else {
+            self.key.changed(ctx, &[(ZSET, event)]);
+        }
+    }
+
+    /// Propagates `<cmd> key <a> <b>` (two bounds).
+    fn replicate(&self, ctx: &Context, cmd: &CStr, a: &Arg, b: i64) {
+        let name = self.key.name().ptr();
+        if name.is_null() {
+            return;
+        }
+        // SAFETY: "scl" = string, C string, long long; "sll" = string and
+        // two long longs. Redis copies the arguments.
+        unsafe {
+            if let Some(f) = raw::RedisModule_Replicate {
+                match a {
+                    Arg::MinusInf => {
+                        f(
+                            ctx.ctx,
+                            cmd.as_ptr(),
+                            c"scl".as_ptr(),
+                            name,
+                            c"-inf".as_ptr(),
+                            b as c_longlong,
+                        );
+                    }
+                    Arg::Int(v) => {
+                        f(
+                            ctx.ctx,
+                            cmd.as_ptr(),
+                            c"sll".as_ptr(),
+                            name,
+                            *v as c_longlong,
+                            b as c_longlong,
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Propagates `ZADD key expire_at member`.
+    fn replicate_zadd(&self, ctx: &Context, expire_at: i64, member: &[u8]) {
+        let name = self.key.name().ptr();
+        if name.is_null() {
+            return;
+        }
+        // SAFETY: "slb" = string, long long, buffer + length.
+        unsafe {
+            if let Some(f) = raw::RedisModule_Replicate {
+                f(
+                    ctx.ctx,
+                    c"ZADD".as_ptr(),
+                    c"slb".as_ptr(),
+                    name,
+                    expire_at as c_longlong,
+                    member.as_ptr().cast::<c_char>(),
+                    member.len(),
+                );
+            }
+        }
+    }
+}
+
+/// The first bound of a replicated range.
+enum Arg {
+    MinusInf,
+    Int(i64),
+}
