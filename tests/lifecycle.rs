@@ -306,6 +306,21 @@ fn wait_followers_blocked(admin: &mut Connection, fs: &mut [&mut Follower]) {
     }
 }
 
+/// A primary and a writable replica (`replica-read-only no`) in sync.
+fn primary_and_writable_replica() -> (Server, Server) {
+    let primary = server(&["--repl-diskless-sync-delay", "0"]);
+    let pport = primary.port.to_string();
+    let replica = server(&[
+        "--replicaof",
+        "127.0.0.1",
+        &pport,
+        "--replica-read-only",
+        "no",
+    ]);
+    wait_link_up(&mut replica.conn(), Duration::from_secs(10));
+    (primary, replica)
+}
+
 fn wait_link_up(replica: &mut Connection, within: Duration) {
     let deadline = Instant::now() + within;
     loop {
@@ -491,17 +506,8 @@ fn failover_to_a_stopped_replica_across_the_lock_expiry() {
 /// follower gets `LOCKED` at its deadline.
 #[test]
 fn replica_turned_read_only_across_the_lock_expiry() {
-    let primary = server(&["--repl-diskless-sync-delay", "0"]);
-    let pport = primary.port.to_string();
-    let mut replica = server(&[
-        "--replicaof",
-        "127.0.0.1",
-        &pport,
-        "--replica-read-only",
-        "no",
-    ]);
+    let (primary, mut replica) = primary_and_writable_replica();
     let mut r = replica.conn();
-    wait_link_up(&mut r, Duration::from_secs(10));
     let mut leader = replica.conn();
     let miss = get_plan(&mut leader, "replica", &["LOCKTTL", "500"]);
     let t0 = Instant::now();
@@ -531,17 +537,8 @@ fn replica_turned_read_only_across_the_lock_expiry() {
 /// and both followers are handed their lock.
 #[test]
 fn replica_promoted_hands_the_lock_over() {
-    let primary = server(&["--repl-diskless-sync-delay", "0"]);
-    let pport = primary.port.to_string();
-    let mut replica = server(&[
-        "--replicaof",
-        "127.0.0.1",
-        &pport,
-        "--replica-read-only",
-        "no",
-    ]);
+    let (primary, mut replica) = primary_and_writable_replica();
     let mut r = replica.conn();
-    wait_link_up(&mut r, Duration::from_secs(10));
     let mut p = primary.conn();
 
     let mut leader = replica.conn();
