@@ -506,7 +506,7 @@ fn failover_to_a_stopped_replica_across_the_lock_expiry() {
 /// follower gets `LOCKED` at its deadline.
 #[test]
 fn replica_turned_read_only_across_the_lock_expiry() {
-    let (primary, mut replica) = primary_and_writable_replica();
+    let (_primary, mut replica) = primary_and_writable_replica();
     let mut r = replica.conn();
     let mut leader = replica.conn();
     let miss = get_plan(&mut leader, "replica", &["LOCKTTL", "500"]);
