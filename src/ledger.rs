@@ -17,8 +17,9 @@
 //!
 //! A ledger okome did not write is refused, writing nothing: a key of
 //! another type, a sorted set without a TTL or whose TTL is not its highest
-//! score, and (when read) an entry that is not a cache key with an integer
-//! expiry.
+//! score, and an entry that is not a cache key with an integer expiry (the
+//! first and last entries are checked whenever the ledger is opened, every
+//! other entry when it is read).
 
 use crate::acl::{self, Access, User};
 use crate::rkey::{Key, Name};
@@ -129,14 +130,21 @@ impl Ledger {
                 let Some(ttl_at) = self.key.abs_expire() else {
                     return Err(self.garbage("a sorted set without a TTL"));
                 };
-                let top = self.last(ctx).map(|(score, _)| score);
-                match top.and_then(expiry_of) {
-                    Some(t) if t == ttl_at => Ok(()),
-                    _ => Err(self.garbage(&format!(
+                // The first and last entries are read anyway when the
+                // ledger is written: check them as entries too.
+                let (Some((top, last)), Some((low, first))) = (self.last(ctx), self.first(ctx))
+                else {
+                    return Err(self.garbage("an empty sorted set"));
+                };
+                self.entry(low, &first)?;
+                let newest = self.entry(top, &last)?;
+                if newest.expiry_ms != ttl_at {
+                    return Err(self.garbage(&format!(
                         "a sorted set whose TTL ({ttl_at}) is not its highest score ({})",
-                        top.map_or("none".into(), |s| s.to_string())
-                    ))),
+                        newest.expiry_ms
+                    )));
                 }
+                Ok(())
             }
             t => Err(self.garbage(&format!("{}, not a sorted set", type_name(t)))),
         }
@@ -155,6 +163,16 @@ impl Ledger {
     fn last(&self, ctx: &Context) -> Option<(f64, Vec<u8>)> {
         let mut out = None;
         self.scan(ctx, f64::NEG_INFINITY, f64::INFINITY, false, |s, m| {
+            out = Some((s, m.to_vec()));
+            false
+        });
+        out
+    }
+
+    /// The lowest entry, if any.
+    fn first(&self, ctx: &Context) -> Option<(f64, Vec<u8>)> {
+        let mut out = None;
+        self.scan(ctx, f64::NEG_INFINITY, f64::INFINITY, true, |s, m| {
             out = Some((s, m.to_vec()));
             false
         });
