@@ -63,6 +63,11 @@ def test_every_method(server, decode):
         entry = await ok.cache_get("health", "node-1")
         assert entry is not None and entry.value == {"ok": True}
         assert (await ok.stats())["okome_planner_hits"] == 1
+        assert (await ok.agent_record("a", key)).ledger_size == 1  # PLAN.SET AGENT recorded it
+        await ok.cache_set("tools", "v2", value=[1], agent="a")
+        assert {e.key async for e in ok.iter_agent_keys("a", count=1)} == {key, "okome:tools:{v2}"}
+        assert (await ok.agent_keys("a")).cursor is None
+        assert (await ok.agent_purge("a")).deleted == 2
         with pytest.raises(okome.NotCacheableError):
             await ok.cache_set("builds", "x", value={})
         await c.aclose()

@@ -12,7 +12,9 @@ import redis.asyncio.cluster as acluster
 from redis.cluster import RedisCluster
 
 import okome
+import okome._config
 import okome.aio
+import okome.budget
 from okome import PlanStatus
 
 MODEL, TOOLSET, REPO = "llama3:8b", "v1", "abc123"
@@ -248,3 +250,54 @@ def test_plan_get_argument_form_would_be_refused(cluster):
         assert "OKOME.PLAN.LOOKUP" in str(e)
     except redis.exceptions.ResponseError as e:  # pragma: no cover - the message changed
         raise AssertionError(f"unexpected {e!r}") from e
+
+
+def test_agent_ledger_across_slots(cluster):
+    """With the plan and the agent's ledger in different slots, the client
+    stores on the plan's node (reading its expiry in the same round trip) and
+    records it on the agent's node with PXAT, as the module's README says."""
+    cluster.flush()
+    ok = okome.Okome(cluster_client(cluster))
+    m = ok.plan_get(MODEL, "ledger", TOOLSET, REPO)
+    plan_node = owner_index(cluster, m.key)
+    agent = next(
+        f"ledger-agent-{i}"
+        for i in range(100)
+        if owner_index(cluster, f"okome:budget:keys:{{ledger-agent-{i}}}") != plan_node
+    )
+    agent_node = owner_index(cluster, f"okome:budget:keys:{{{agent}}}")
+    before = cluster.commands()
+    stored = ok.plan_set(m.key, {"v": 1}, token=m.token, agent=agent, write_limit=5)
+    assert stored.stored and stored.wbudget_remaining == 4 and stored.lock_released
+    expected = [{} for _ in range(3)]
+    expected[agent_node] = {"okome.wbudget": 1, "okome.agent.record": 1}
+    expected[plan_node] = {"okome.plan.set": 1, "pexpiretime": 1}
+    assert diff(before, cluster.commands()) == expected
+    expiry = cluster.nodes[plan_node].client().pexpiretime(m.key)
+    ledger = cluster.nodes[agent_node].client(decode_responses=True)
+    assert ledger.zrange(f"okome:budget:keys:{{{agent}}}", 0, -1, withscores=True) == [
+        (m.key, float(expiry))
+    ]
+    (entry,) = ok.agent_keys(agent).entries
+    assert entry.key == m.key and entry.state is okome.LedgerState.ELSEWHERE
+
+    # cache_set with an agent, and the seed's record_agent_key, across slots too.
+    tools_key = ok.key("tools", "vX")
+    ok.cache_set("tools", "vX", value={"t": 1}, agent=agent)
+    other = next(
+        f"rag-{i}"
+        for i in range(100)
+        if owner_index(cluster, f"okome:rag:{{rag-{i}}}:c") != agent_node
+    )
+    ok.cache_set("rag", other, "c", value={"r": 1})
+    okome.configure(ok)
+    try:
+        okome.budget.record_agent_key(agent, f"okome:rag:{{{other}}}:c")
+    finally:
+        okome._config.reset()
+    keys = {e.key for e in ok.iter_agent_keys(agent)}
+    assert keys == {m.key, f"okome:rag:{{{other}}}:c", tools_key}
+    purged = ok.agent_purge(agent)
+    assert purged.remaining == 0
+    # Keys other nodes serve come back with their recorded expiry.
+    assert dict(purged.elsewhere)[m.key] == expiry

@@ -4,6 +4,7 @@ without decode_responses, and the module's errors as okome exceptions."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import redis
@@ -207,3 +208,33 @@ def test_single_connection_client_refuses_wait(server):
 def test_wrong_client_type():
     with pytest.raises(TypeError, match="okome.aio.Okome"):
         okome.Okome(redis.asyncio.Redis())
+
+
+def test_agent_ledger(ok, server):
+    m = ok.plan_get(MODEL, "ledger-1", TOOLSET, REPO)
+    s = ok.plan_set(m.key, {"bad": 1}, token=m.token, agent="agent-bad")  # ledger, no budget
+    assert s.stored and s.wbudget_remaining is None
+    assert ok.cache_set("tools", "v9", value={"t": 1}, agent="agent-bad") == 600_000
+    m2 = ok.plan_get(MODEL, "ledger-2", TOOLSET, REPO)
+    ok.plan_set(m2.key, {"ok": 1}, token=m2.token)
+    rec = ok.agent_record("agent-bad", m2.key)
+    assert rec.ledger_size == 3 and 590_000 < rec.ttl_ms <= 600_000
+    page = ok.agent_keys("agent-bad", count=2)
+    assert len(page.entries) == 2 and page.cursor is not None
+    rest = ok.agent_keys("agent-bad", count=2, cursor=page.cursor)
+    assert len(rest.entries) == 1 and rest.cursor is None
+    entries = list(ok.iter_agent_keys("agent-bad", count=1))
+    assert {e.key for e in entries} == {m.key, m2.key, "okome:tools:{v9}"}
+    assert all(e.state is okome.LedgerState.CURRENT for e in entries)
+    # Another agent rewrites one: the purge leaves it, deletes the others. (A
+    # rewrite is told apart by its new expiry: not in the same millisecond.)
+    time.sleep(0.005)
+    ok.plan_set(m2.key, {"ok": 2}, agent="agent-good")
+    states = {e.key: e.state for e in ok.iter_agent_keys("agent-bad")}
+    assert states[m2.key] == "rewritten"
+    purged = ok.agent_purge("agent-bad")
+    assert purged == okome.PurgeReply(deleted=2, left=1, gone=0, remaining=0, elsewhere=[])
+    assert ok.plan_lookup(m2.key, nolock=True).plan == {"ok": 2}
+    assert ok.plan_lookup(m.key, nolock=True).status is PlanStatus.MISS
+    assert ok.key("ledger", "agent-bad") == "okome:budget:keys:{agent-bad}"
+    assert server.client().exists("okome:budget:keys:{agent-bad}") == 0

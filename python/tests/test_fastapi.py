@@ -65,9 +65,11 @@ def test_seed_verification(client, server):
     r = server.client(decode_responses=True)
     assert r.keys("okome:planner:*") == [key]
     assert sorted(r.keys("okome:budget:*")) == [
+        "okome:budget:keys:{test-agent}",  # the agent's ledger: the plan it wrote
         "okome:budget:rate:{test-agent}",
         "okome:budget:write:{test-agent}",
     ]
+    assert r.zrange("okome:budget:keys:{test-agent}", 0, -1) == [key]
     assert r.keys("*:lock") == []
 
 

@@ -139,13 +139,21 @@ def test_locks_and_json_helpers(seed_env):
         set_json(key, {}, ttl_seconds=60)  # outside the planner standard (300-900 s)
 
 
-def test_record_agent_key_is_client_side(seed_env):
+def test_record_agent_key_is_the_modules_ledger(seed_env):
     from okome.budget import agent_keys, record_agent_key
+    from okome.cache import key_planner, set_json
 
-    record_agent_key("agent-123", "okome:planner:a:{b}:c:d")
+    plan_key = key_planner("gpt-4", "p", "v1", "abc123")
+    set_json(plan_key, {"steps": []}, ttl_seconds=600)
+    set_json("okome:tools:{v7}", {"tools": []})
+    record_agent_key("agent-123", plan_key)
     record_agent_key("agent-123", "okome:tools:{v7}")
-    assert agent_keys("agent-123") == {"okome:planner:a:{b}:c:d", "okome:tools:{v7}"}
-    assert 0 < seed_env.client().ttl("okome:budget:keys:{agent-123}") <= 86_400
+    assert agent_keys("agent-123") == {plan_key, "okome:tools:{v7}"}
+    ledger = "okome:budget:keys:{agent-123}"
+    assert seed_env.client().type(ledger) == b"zset"
+    assert 590 < seed_env.client().ttl(ledger) <= 600  # expires with its latest key
+    with pytest.raises(okome.OkomeError):
+        record_agent_key("agent-123", "okome:tools:{absent}")  # not written: refused
 
 
 def test_configure_wins_over_the_url(server, monkeypatch):

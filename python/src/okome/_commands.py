@@ -18,18 +18,24 @@ from . import _keys
 from .errors import ArgumentError
 from .replies import (
     CacheEntry,
+    LedgerPage,
+    LedgerRecord,
     PlanReply,
     PlanSetReply,
     PlanStatus,
+    PurgeReply,
     RateReply,
     StoreStatus,
     encode_json,
     parse_bool,
     parse_cache_get,
     parse_int,
+    parse_ledger_page,
+    parse_ledger_record,
     parse_opt_text,
     parse_plan,
     parse_plan_set,
+    parse_purge,
     parse_rate,
     parse_text,
 )
@@ -40,13 +46,15 @@ T = TypeVar("T")
 @dataclass(frozen=True)
 class Call:
     """One command: its arguments, how to parse the reply, the key whose slot
-    serves it on a cluster (``None``: any node), and how long it may block in
-    the server (``WAIT``)."""
+    serves it on a cluster (``None``: any node), how long it may block in the
+    server (``WAIT``), and commands pipelined after it in the same round trip
+    (then ``parse`` gets the list of all replies)."""
 
     args: tuple[Any, ...]
     parse: Callable[[Any], Any]
     route: str | None = None
     wait_ms: int | None = None
+    more: tuple[tuple[Any, ...], ...] = ()
 
 
 Steps = Generator[Call, Any, T]
@@ -203,30 +211,93 @@ def plan_set(
         base += ["TTL", ttl]
     if token is not None:
         base += ["TOKEN", token]
-    if agent is None:
-        if write_limit is not None or write_window is not None:
-            raise ValueError("write_limit and write_window need an agent")
+    if agent is None and (write_limit is not None or write_window is not None):
+        raise ValueError("write_limit and write_window need an agent")
+    if write_window is not None and write_limit is None:
+        raise ValueError("write_window needs write_limit")
+    split = (
+        cluster
+        and agent is not None
+        and not _same_slot(_local(lambda: _keys.agent_key("ledger", agent)), key)
+    )
+    if not split:
+        if agent is not None:
+            base += ["AGENT", agent]
+            if write_limit is not None:
+                base += ["WLIMIT", write_limit]
+            if write_window is not None:
+                base += ["WWINDOW", write_window]
         result: PlanSetReply = yield Call(tuple(base), parse_plan_set, key)
         return result
-    if write_limit is None:
-        raise ValueError("agent needs write_limit (AGENT id WLIMIT n)")
-    split = cluster and not _same_slot(_local(lambda: _keys.agent_key("write", agent)), key)
-    if not split:
-        charge: list[Any] = ["AGENT", agent, "WLIMIT", write_limit]
-        if write_window is not None:
-            charge += ["WWINDOW", write_window]
-        result = yield Call((*base, *charge), parse_plan_set, key)
-        return result
-    # As in plan_lookup: charge on the agent's node, then store (or, with
-    # the budget spent, only release the lock, as PLAN.SET ... AGENT does).
-    budget: RateReply = yield from _wbudget(agent, write_limit, write_window, None)
-    if not budget.allowed:
-        released = False
-        if token is not None:
-            released = yield Call(("OKOME.UNLOCK", key, token), parse_bool, key)
-        return PlanSetReply(StoreStatus.SKIPPED, None, budget.remaining, released)
-    stored: PlanSetReply = yield Call(tuple(base), parse_plan_set, key)
-    return dataclasses.replace(stored, wbudget_remaining=budget.remaining)
+    # The agent's write budget and ledger live in another slot than the plan:
+    # one command cannot touch both (CROSSSLOT). As README's "Redis Cluster"
+    # under OKOME.AGENT.* says: charge on the agent's node, store (reading the
+    # plan's absolute expiry in the same round trip) on the plan's node, then
+    # record it in the agent's ledger with PXAT.
+    remaining = None
+    if write_limit is not None:
+        budget: RateReply = yield from _wbudget(agent, write_limit, write_window, None)
+        if not budget.allowed:
+            released = False
+            if token is not None:
+                released = yield Call(("OKOME.UNLOCK", key, token), parse_bool, key)
+            return PlanSetReply(StoreStatus.SKIPPED, None, budget.remaining, released)
+        remaining = budget.remaining
+    stored: PlanSetReply
+    stored, expiry = yield Call(
+        tuple(base), _with_expiry(parse_plan_set), key, None, (("PEXPIRETIME", key),)
+    )
+    if stored.stored:
+        yield from _record_at(agent, key, expiry)
+    return dataclasses.replace(stored, wbudget_remaining=remaining)
+
+
+def _with_expiry(parse: Callable[[Any], T]) -> Callable[[Any], tuple[T, int]]:
+    """Parses ``[reply, PEXPIRETIME reply]``."""
+
+    def both(replies: Any) -> tuple[T, int]:
+        return parse(replies[0]), int(replies[1])
+
+    return both
+
+
+def _record_at(agent: Any, key: str, expiry: int) -> Steps[LedgerRecord]:
+    ledger = _local(lambda: _keys.agent_key("ledger", agent))
+    args = ("OKOME.AGENT.RECORD", agent, key, "PXAT", expiry)
+    result: LedgerRecord = yield Call(args, parse_ledger_record, ledger)
+    return result
+
+
+def agent_record(cluster: bool, agent: Any, key: str, pxat: int | None) -> Steps[LedgerRecord]:
+    ledger = _local(lambda: _keys.agent_key("ledger", agent))
+    if pxat is None and cluster and not _same_slot(ledger, key):
+        # The agent's node cannot read a key another node serves: read its
+        # absolute expiry there first.
+        expiry = yield Call(("PEXPIRETIME", key), parse_int, key)
+        if expiry < 0:
+            raise ArgumentError(f"'{key}' does not exist or has no TTL: nothing to record")
+        pxat = expiry
+    extra: tuple[Any, ...] = () if pxat is None else ("PXAT", pxat)
+    result: LedgerRecord = yield Call(
+        ("OKOME.AGENT.RECORD", agent, key, *extra), parse_ledger_record, ledger
+    )
+    return result
+
+
+def agent_keys(agent: Any, count: int | None, cursor: str | None) -> Steps[LedgerPage]:
+    ledger = _local(lambda: _keys.agent_key("ledger", agent))
+    extra: list[Any] = []
+    if count is not None:
+        extra += ["COUNT", count]
+    if cursor is not None:
+        extra += ["CURSOR", cursor]
+    return _one(Call(("OKOME.AGENT.KEYS", agent, *extra), parse_ledger_page, ledger))
+
+
+def agent_purge(agent: Any, count: int | None) -> Steps[PurgeReply]:
+    ledger = _local(lambda: _keys.agent_key("ledger", agent))
+    extra: tuple[Any, ...] = () if count is None else ("COUNT", count)
+    return _one(Call(("OKOME.AGENT.PURGE", agent, *extra), parse_purge, ledger))
 
 
 def lock(key: str, ttl_ms: int | None) -> Steps[str | None]:
@@ -278,10 +349,25 @@ def cache_get(kind: Any, parts: tuple[Any, ...]) -> Steps[CacheEntry | None]:
     return _one(Call(("OKOME.CACHE.GET", kind, *parts), parse_cache_get, _cache_route(kind, parts)))
 
 
-def cache_set(kind: Any, parts: tuple[Any, ...], value: Any, ttl: int | None) -> Steps[int]:
+def cache_set(
+    cluster: bool, kind: Any, parts: tuple[Any, ...], value: Any, ttl: int | None, agent: Any
+) -> Steps[int]:
     extra: tuple[Any, ...] = () if ttl is None else ("TTL", ttl)
     args = ("OKOME.CACHE.SET", kind, *parts, encode_json(value), *extra)
-    return _one(Call(args, parse_int, _cache_route(kind, parts)))
+    route = _cache_route(kind, parts)
+    if agent is None:
+        result: int = yield Call(args, parse_int, route)
+        return result
+    ledger = _local(lambda: _keys.agent_key("ledger", agent))
+    if not cluster or route is None or _same_slot(ledger, route):
+        result = yield Call((*args, "AGENT", agent), parse_int, route)
+        return result
+    # As plan_set: store and read the expiry on the key's node, record on the agent's.
+    ttl_ms, expiry = yield Call(
+        args, _with_expiry(parse_int), route, None, (("PEXPIRETIME", route),)
+    )
+    yield from _record_at(agent, route, expiry)
+    return int(ttl_ms)
 
 
 def key(kind: Any, parts: tuple[Any, ...]) -> Steps[str]:

@@ -28,6 +28,7 @@ KINDS: dict[str, tuple[str, tuple[str, ...], int]] = {
     "health": ("health", ("node",), 0),
     "rate": ("budget:rate", ("agent",), 0),
     "write": ("budget:write", ("agent",), 0),
+    "ledger": ("budget:keys", ("agent",), 0),
 }
 CACHE_KINDS = ("model_meta", "rag", "tools", "health")
 
@@ -91,7 +92,8 @@ def planner_key(model: Part, prompt: Part, toolset_version: Part, repo_hash: Par
 
 
 def agent_key(kind: str, agent: Part) -> str:
-    """``okome:budget:rate:{<agent>}`` (kind ``rate``) or ``okome:budget:write:{<agent>}``."""
+    """``okome:budget:rate:{<agent>}`` (kind ``rate``), ``okome:budget:write:{<agent>}``
+    (``write``) or ``okome:budget:keys:{<agent>}`` (``ledger``): all in the agent's slot."""
     return build(kind, (agent,))
 
 

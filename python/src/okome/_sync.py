@@ -97,8 +97,13 @@ def call_on(client: redis.Redis, call: Call, *, asking: bool = False) -> Any:
     blocking command again after a socket timeout, and the server would
     treat it as a new caller.
     """
-    if call.wait_ms is None and not asking:
+    if call.wait_ms is None and not asking and not call.more:
         return client.execute_command(*call.args)
+    if getattr(client, "connection", None) is not None and call.wait_ms is None:
+        pipe = client.pipeline(transaction=False)
+        for args in (call.args, *call.more):
+            pipe.execute_command(*args)
+        return pipe.execute()
     if getattr(client, "connection", None) is not None:
         raise errors.ConfigurationError(
             "okome: a WAIT blocks its connection until the plan is stored, so it needs a "
@@ -108,15 +113,26 @@ def call_on(client: redis.Redis, call: Call, *, asking: bool = False) -> Any:
     conn = get_connection(pool)
     clean = False
     try:
+        commands = [call.args, *call.more]
         if asking:
-            conn.send_packed_command(conn.pack_commands([("ASKING",), call.args]))
+            commands.insert(0, ("ASKING",))
+        conn.send_packed_command(conn.pack_commands(commands))
+        if asking:
             conn.read_response()
-        else:
-            conn.send_command(*call.args)
-        timeout = read_timeout(conn.socket_timeout, call.wait_ms or 0)
-        reply = _read(conn, timeout)
+        replies, error = [], None
+        for i in range(1 + len(call.more)):
+            try:
+                if i == 0 and call.wait_ms is not None:
+                    replies.append(_read(conn, read_timeout(conn.socket_timeout, call.wait_ms)))
+                else:
+                    replies.append(conn.read_response())
+            except rex.ResponseError as e:
+                replies.append(e)
+                error = error or e
         clean = True
-        return reply
+        if error is not None:
+            raise error
+        return replies if call.more else replies[0]
     except rex.ResponseError:
         clean = True
         raise

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+from collections.abc import AsyncIterator
 from typing import Any, Callable
 
 import redis.asyncio as aredis
@@ -26,7 +27,18 @@ from .planner import (
     refused,
     served,
 )
-from .replies import CacheEntry, PlanReply, PlanSetReply, PlanStatus, RateReply, StoreStatus
+from .replies import (
+    CacheEntry,
+    LedgerEntry,
+    LedgerPage,
+    LedgerRecord,
+    PlanReply,
+    PlanSetReply,
+    PlanStatus,
+    PurgeReply,
+    RateReply,
+    StoreStatus,
+)
 from .replies import encode_json as _encode_json
 
 log = logging.getLogger("okome")
@@ -41,20 +53,41 @@ async def _get_connection(pool: Any) -> Any:
 
 
 async def _blocking(conn: Any, call: Call, asking: bool) -> Any:
-    """Send ``call`` on ``conn`` and read its reply with a timeout above its
-    wait. Raises with ``conn`` possibly holding an unread reply: the caller
-    must then disconnect it."""
+    """Send ``call`` (and what is pipelined with it) on ``conn`` and read the
+    replies, the first with a timeout above its wait. Raises a ``ResponseError``
+    only once every reply is read; raises anything else with ``conn`` possibly
+    holding an unread reply: the caller must then disconnect it."""
+    commands = [call.args, *call.more]
     if asking:
-        await conn.send_packed_command(conn.pack_commands([("ASKING",), call.args]))
+        commands.insert(0, ("ASKING",))
+    await conn.send_packed_command(conn.pack_commands(commands))
+    if asking:
         await conn.read_response()
-    else:
-        await conn.send_command(*call.args)
-    return await conn.read_response(timeout=read_timeout(conn.socket_timeout, call.wait_ms or 0))
+    replies: list[Any] = []
+    error: rex.ResponseError | None = None
+    for i in range(1 + len(call.more)):
+        try:
+            if i == 0 and call.wait_ms is not None:
+                timeout = read_timeout(conn.socket_timeout, call.wait_ms)
+                replies.append(await conn.read_response(timeout=timeout))
+            else:
+                replies.append(await conn.read_response())
+        except rex.ResponseError as e:
+            replies.append(e)
+            error = error or e
+    if error is not None:
+        raise error
+    return replies if call.more else replies[0]
 
 
 async def _call_on(client: aredis.Redis, call: Call) -> Any:
-    if call.wait_ms is None:
+    if call.wait_ms is None and not call.more:
         return await client.execute_command(*call.args)
+    if getattr(client, "connection", None) is not None and call.wait_ms is None:
+        pipe = client.pipeline(transaction=False)
+        for args in (call.args, *call.more):
+            pipe.execute_command(*args)
+        return await pipe.execute()
     if getattr(client, "connection", None) is not None:
         raise errors.ConfigurationError(
             "okome: a WAIT blocks its connection until the plan is stored, so it needs a "
@@ -77,7 +110,7 @@ async def _call_on(client: aredis.Redis, call: Call) -> Any:
 
 
 async def _call_on_node(node: Any, call: Call, asking: bool) -> Any:
-    if call.wait_ms is None and not asking:
+    if call.wait_ms is None and not asking and not call.more:
         return await node.execute_command(*call.args)
     conn = node.acquire_connection()
     clean = False
@@ -306,10 +339,44 @@ class Okome:
         return await self._drive(cmd.cache_get(kind, parts))
 
     async def cache_set(
-        self, kind: str, *parts: str | bytes, value: Any, ttl: int | None = None
+        self,
+        kind: str,
+        *parts: str | bytes,
+        value: Any,
+        ttl: int | None = None,
+        agent: str | bytes | None = None,
     ) -> int:
         """See :meth:`okome.Okome.cache_set`."""
-        return await self._drive(cmd.cache_set(kind, parts, value, ttl))
+        return await self._drive(cmd.cache_set(self.is_cluster, kind, parts, value, ttl, agent))
+
+    async def agent_record(
+        self, agent: str | bytes, key: str, *, pxat: int | None = None
+    ) -> LedgerRecord:
+        """See :meth:`okome.Okome.agent_record`."""
+        return await self._drive(cmd.agent_record(self.is_cluster, agent, key, pxat))
+
+    async def agent_keys(
+        self, agent: str | bytes, *, count: int | None = None, cursor: str | None = None
+    ) -> LedgerPage:
+        """See :meth:`okome.Okome.agent_keys`."""
+        return await self._drive(cmd.agent_keys(agent, count, cursor))
+
+    async def iter_agent_keys(
+        self, agent: str | bytes, *, count: int | None = None
+    ) -> AsyncIterator[LedgerEntry]:
+        """See :meth:`okome.Okome.iter_agent_keys`."""
+        cursor: str | None = None
+        while True:
+            page = await self.agent_keys(agent, count=count, cursor=cursor)
+            for entry in page.entries:
+                yield entry
+            if page.cursor is None:
+                return
+            cursor = page.cursor
+
+    async def agent_purge(self, agent: str | bytes, *, count: int | None = None) -> PurgeReply:
+        """See :meth:`okome.Okome.agent_purge`."""
+        return await self._drive(cmd.agent_purge(agent, count))
 
     async def key(self, kind: str, *parts: str | bytes) -> str:
         """See :meth:`okome.Okome.key`."""

@@ -4,18 +4,16 @@
 
     from okome.budget import allow_rate, allow_cache_write, record_agent_key
 
-``allow_rate`` and ``allow_cache_write`` are one okome command each (an
-exact sliding window, where the seed's INCR + EXPIRE let twice the limit
-through at a window edge). They use the client given to
-:func:`okome.configure`, or one made from ``OKOME_REDIS_URL``.
+Each is one okome command: ``allow_rate`` and ``allow_cache_write`` an exact
+sliding window (where the seed's INCR + EXPIRE let twice the limit through
+at a window edge), ``record_agent_key`` the module's agent ledger. They use
+the client given to :func:`okome.configure`, or one made from
+``OKOME_REDIS_URL``.
 """
 
 from __future__ import annotations
 
 from . import _config, _keys
-
-AGENT_KEYS_TTL_S = 86_400
-"""How long :func:`record_agent_key`'s ledger of an agent lives after its last entry."""
 
 
 def allow_rate(agent_id: str, limit: int, window_seconds: int) -> tuple[bool, int]:
@@ -33,30 +31,22 @@ def allow_cache_write(
     return r.allowed, r.remaining
 
 
-def agent_keys_key(agent_id: str) -> str:
-    """``okome:budget:keys:{<agent>}``: the ledger :func:`record_agent_key` writes."""
-    return f"okome:budget:keys:{{{_keys.escape(agent_id)}}}"
-
-
 def record_agent_key(agent_id: str, key: str) -> None:
-    """Record that ``agent_id`` wrote ``key``.
+    """Record that ``agent_id`` wrote ``key`` (an okome cache key that exists
+    with a TTL) in the agent's ledger, ``okome:budget:keys:{<agent>}``
+    (``OKOME.AGENT.RECORD``), so that ``OKOME.AGENT.PURGE`` can take it back.
 
-    CLIENT-SIDE, NOT A MODULE COMMAND: okome has no agent ledger yet, so this
-    does what the seed's helper did, in one round trip: ``SADD`` of the key
-    to a set ``okome:budget:keys:{<agent>}`` (the agent's hash tag, so it
-    shares the slot of the agent's budgets) and ``EXPIRE`` of the set
-    (24 h after the last entry), as a ``MULTI``/``EXEC`` transaction (a plain
-    pipeline on a cluster).
-    """
-    ok = _config.default()
-    ledger = agent_keys_key(agent_id)
-    pipe = ok.client.pipeline(transaction=not ok.is_cluster)
-    pipe.sadd(ledger, key)
-    pipe.expire(ledger, AGENT_KEYS_TTL_S)
-    pipe.execute()
+    Writes made with an agent (``Okome.plan_set(..., agent=)``,
+    ``cache_set(..., agent=)``, ``okome.Planner``) are recorded by the server
+    already, in the same atomic step."""
+    _config.default().agent_record(agent_id, key)
 
 
 def agent_keys(agent_id: str) -> set[str]:
-    """The keys :func:`record_agent_key` recorded for ``agent_id``."""
-    members = _config.default().client.smembers(agent_keys_key(agent_id))
-    return {m.decode() if isinstance(m, bytes) else str(m) for m in members}
+    """The keys in the agent's ledger (``OKOME.AGENT.KEYS``, every page)."""
+    return {e.key for e in _config.default().iter_agent_keys(agent_id)}
+
+
+def agent_keys_key(agent_id: str) -> str:
+    """``okome:budget:keys:{<agent>}``: the agent's ledger."""
+    return _keys.agent_key("ledger", agent_id)

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from . import _commands as cmd
 from . import _keys
 from ._commands import Steps, T
 from ._sync import transport
-from .replies import CacheEntry, PlanReply, PlanSetReply, RateReply
+from .replies import (
+    CacheEntry,
+    LedgerEntry,
+    LedgerPage,
+    LedgerRecord,
+    PlanReply,
+    PlanSetReply,
+    PurgeReply,
+    RateReply,
+)
 
 
 def parse_info(raw: Any) -> dict[str, Any]:
@@ -141,7 +151,9 @@ class Okome:
     ) -> PlanSetReply:
         """``OKOME.PLAN.SET key plan_json [TTL s] [TOKEN token] [AGENT agent
         WLIMIT write_limit [WWINDOW write_window]]``. ``plan`` is encoded with
-        ``json.dumps`` (pass :class:`okome.RawJSON` or bytes to send JSON text as is)."""
+        ``json.dumps`` (pass :class:`okome.RawJSON` or bytes to send JSON text as is).
+        With ``agent``, the plan is recorded in the agent's ledger, and charged
+        to its write budget with ``write_limit``."""
         return self._drive(
             cmd.plan_set(
                 self.is_cluster,
@@ -194,9 +206,50 @@ class Okome:
         """``OKOME.CACHE.GET kind part...``: the entry, or ``None``."""
         return self._drive(cmd.cache_get(kind, parts))
 
-    def cache_set(self, kind: str, *parts: str | bytes, value: Any, ttl: int | None = None) -> int:
-        """``OKOME.CACHE.SET kind part... value_json [TTL s]``: the TTL stored, in ms."""
-        return self._drive(cmd.cache_set(kind, parts, value, ttl))
+    def cache_set(
+        self,
+        kind: str,
+        *parts: str | bytes,
+        value: Any,
+        ttl: int | None = None,
+        agent: str | bytes | None = None,
+    ) -> int:
+        """``OKOME.CACHE.SET kind part... value_json [TTL s] [AGENT agent]``: the
+        TTL stored, in ms. With ``agent``, the key is recorded in its ledger."""
+        return self._drive(cmd.cache_set(self.is_cluster, kind, parts, value, ttl, agent))
+
+    # -- the agent ledger ------------------------------------------------------
+
+    def agent_record(
+        self, agent: str | bytes, key: str, *, pxat: int | None = None
+    ) -> LedgerRecord:
+        """``OKOME.AGENT.RECORD agent key [PXAT ms]``: record in the agent's
+        ledger a write made some other way (on a cluster, with the key on
+        another node, its expiry is read there first)."""
+        return self._drive(cmd.agent_record(self.is_cluster, agent, key, pxat))
+
+    def agent_keys(
+        self, agent: str | bytes, *, count: int | None = None, cursor: str | None = None
+    ) -> LedgerPage:
+        """``OKOME.AGENT.KEYS agent [COUNT n] [CURSOR c]``: one page of the ledger."""
+        return self._drive(cmd.agent_keys(agent, count, cursor))
+
+    def iter_agent_keys(
+        self, agent: str | bytes, *, count: int | None = None
+    ) -> Iterator[LedgerEntry]:
+        """Every live entry of the agent's ledger, page after page."""
+        cursor: str | None = None
+        while True:
+            page = self.agent_keys(agent, count=count, cursor=cursor)
+            yield from page.entries
+            if page.cursor is None:
+                return
+            cursor = page.cursor
+
+    def agent_purge(self, agent: str | bytes, *, count: int | None = None) -> PurgeReply:
+        """``OKOME.AGENT.PURGE agent [COUNT n]``: delete the keys that still hold
+        the agent's writes (call again while ``remaining`` is not 0)."""
+        return self._drive(cmd.agent_purge(agent, count))
 
     # -- keys and counters -----------------------------------------------------
 

@@ -122,6 +122,67 @@ class RateReply:
         return 0 if self.allowed else ceil_seconds(self.retry_after_ms)
 
 
+class LedgerState(str, Enum):
+    """What ``OKOME.AGENT.PURGE`` would do with a ledger entry."""
+
+    CURRENT = "current"
+    """The key still holds this agent's write: a purge deletes it."""
+    REWRITTEN = "rewritten"
+    """Written again since (by another agent or anyone): left alone."""
+    GONE = "gone"
+    """The key no longer exists."""
+    ELSEWHERE = "elsewhere"
+    """A slot another cluster node serves."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class LedgerRecord:
+    """``OKOME.AGENT.RECORD``: ``[ttl_ms, ledger_size]``."""
+
+    ttl_ms: int
+    """The recorded key's remaining TTL."""
+    ledger_size: int
+    """Entries in the agent's ledger now."""
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One entry of ``OKOME.AGENT.KEYS``: ``[key, ttl_ms, state]``."""
+
+    key: str
+    ttl_ms: int
+    state: LedgerState
+
+
+@dataclass(frozen=True)
+class LedgerPage:
+    """``OKOME.AGENT.KEYS``: ``[cursor, [[key, ttl_ms, state], ...]]``."""
+
+    cursor: str | None
+    """Pass as ``cursor=`` for the next page; ``None`` on the last page."""
+    entries: list[LedgerEntry]
+    """Live entries, latest-expiring first."""
+
+
+@dataclass(frozen=True)
+class PurgeReply:
+    """``OKOME.AGENT.PURGE``: ``[deleted, left, gone, remaining, elsewhere]``."""
+
+    deleted: int
+    """Keys deleted (they still held the agent's write)."""
+    left: int
+    """Keys left alone (rewritten since)."""
+    gone: int
+    """Entries whose key was already gone."""
+    remaining: int
+    """Entries still in the ledger: while not 0, purge again."""
+    elsewhere: list[tuple[str, int]]
+    """``(key, expiry_ms)`` of keys another cluster node serves."""
+
+
 @dataclass(frozen=True)
 class CacheEntry:
     """``OKOME.CACHE.GET``: ``[value, ttl_ms]``."""
@@ -211,6 +272,34 @@ def parse_cache_get(reply: Any) -> CacheEntry | None:
     value, ttl_ms = _list(reply, 2, "OKOME.CACHE.GET")
     raw = text(value)
     return CacheEntry(value=decode_json(raw), raw=raw, ttl_ms=int(ttl_ms))
+
+
+def parse_ledger_record(reply: Any) -> LedgerRecord:
+    ttl_ms, size = _list(reply, 2, "OKOME.AGENT.RECORD")
+    return LedgerRecord(ttl_ms=int(ttl_ms), ledger_size=int(size))
+
+
+def parse_ledger_page(reply: Any) -> LedgerPage:
+    cursor, entries = _list(reply, 2, "OKOME.AGENT.KEYS")
+    c = text(cursor)
+    return LedgerPage(
+        cursor=None if c == "0" else c,
+        entries=[
+            LedgerEntry(key=text(k), ttl_ms=int(t), state=LedgerState(text(s)))
+            for k, t, s in (_list(e, 3, "OKOME.AGENT.KEYS entry") for e in entries)
+        ],
+    )
+
+
+def parse_purge(reply: Any) -> PurgeReply:
+    deleted, left, gone, remaining, elsewhere = _list(reply, 5, "OKOME.AGENT.PURGE")
+    return PurgeReply(
+        deleted=int(deleted),
+        left=int(left),
+        gone=int(gone),
+        remaining=int(remaining),
+        elsewhere=[(text(k), int(at)) for k, at in (_list(e, 2, "elsewhere") for e in elsewhere)],
+    )
 
 
 def parse_bool(reply: Any) -> bool:
