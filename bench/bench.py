@@ -4,8 +4,10 @@ okome commands side by side with the built-ins and the Lua scripts users
 write today, interleaved over several rounds, medians reported as ratios.
 
 Usage: bench/bench.py [--rounds N] [--requests N] [--out bench/RESULTS.md]
+       bench/bench.py --only ledger [--rounds N] [--requests N]
 $REDIS_SERVER selects the server binary (default: redis-server on the PATH),
-as in the tests.
+as in the tests. `--only ledger` runs just the agent-ledger part (the cost of
+recording on OKOME.PLAN.SET) and prints it, writing no file.
 """
 import argparse, csv, io, os, platform, socket, statistics, subprocess, sys, tempfile, time
 
@@ -65,6 +67,51 @@ def bench(port, requests, pipeline, args):
     return float(rows[-1][1])
 
 
+# A planner key per random number: the prompt hash is 52 fixed hex digits
+# and the 12 digits redis-benchmark puts for __rand_int__.
+BENCH_PLAN_KEY = "okome:planner:m:{" + "a" * 52 + "__rand_int__}:t:r"
+BENCH_PLAN = '{"steps":["' + "x" * 480 + '"]}'
+
+
+def ledger_cost(port, requests, rounds):
+    """What recording in the agent ledger costs OKOME.PLAN.SET: the same
+    write without AGENT, with AGENT over 100 000 agents (small ledgers),
+    and with one agent whose ledger is full (okome.ledger-max-keys, 1000 by
+    default), so that every write also drops the soonest-expiring entry.
+    Interleaved rounds on one server, medians; returns the markdown lines."""
+    cases = {
+        "OKOME.PLAN.SET (no AGENT)": ["OKOME.PLAN.SET", BENCH_PLAN_KEY, BENCH_PLAN],
+        "OKOME.PLAN.SET ... AGENT, 100 000 agents": [
+            "OKOME.PLAN.SET", BENCH_PLAN_KEY, BENCH_PLAN, "AGENT", "agent-__rand_int__"],
+        "OKOME.PLAN.SET ... AGENT, one agent, full ledger": [
+            "OKOME.PLAN.SET", BENCH_PLAN_KEY, BENCH_PLAN, "AGENT", "hot-agent"],
+    }
+    # Fill the hot agent's ledger before measuring.
+    fill = subprocess.run(["redis-cli", "-p", str(port)], check=True, capture_output=True,
+                          text=True, input="".join(
+                              f"OKOME.PLAN.SET okome:planner:m:{{{'b' * 52}{i:012d}}}:t:r {{}} AGENT hot-agent\n"
+                              for i in range(1000)))
+    assert "ERR" not in fill.stdout, fill.stdout[:500]
+    full = int(cli(port, "ZCARD", "okome:budget:keys:{hot-agent}"))
+    results = {}
+    for pipeline in (1, 16):
+        for r in range(rounds):
+            for name, args in cases.items():
+                results.setdefault((pipeline, name), []).append(
+                    bench(port, requests, pipeline, args))
+    med = {k: statistics.median(v) for k, v in results.items()}
+    lines = ["", "Cost of recording in the agent ledger on OKOME.PLAN.SET (500-byte plan; "
+             f"same server, {rounds} interleaved rounds, medians; the hot agent's ledger "
+             f"held {full} entries):", "",
+             "| command | -P | ops/s (median) | vs no AGENT |", "|---|---|---|---|"]
+    for pipeline in (1, 16):
+        base = med[(pipeline, "OKOME.PLAN.SET (no AGENT)")]
+        for name in cases:
+            v = med[(pipeline, name)]
+            lines.append(f"| {name} | {pipeline} | {v:,.0f} | {v / base:.2f}x |")
+    return lines
+
+
 def reproduce(out):
     """The command that writes `out` again."""
     default = os.path.join(ROOT, "bench", "RESULTS.md")
@@ -81,7 +128,16 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--requests", type=int, default=200000)
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "RESULTS.md"))
+    ap.add_argument("--only", choices=["ledger"], help="run one part only and print it")
     a = ap.parse_args()
+
+    if a.only == "ledger":
+        srv, port = start_server([MODULE])
+        try:
+            print("\n".join(ledger_cost(port, a.requests, a.rounds)))
+        finally:
+            stop(srv)
+        return 0
 
     subprocess.run(["cargo", "build", "--quiet", "--release", "-p", "okome-bench-rmw"],
                    cwd=ROOT, check=True)
@@ -171,6 +227,12 @@ def main():
             stop(rep)
     finally:
         stop(srv)
+    # The agent ledger on its own fresh server.
+    lsrv, lport = start_server([MODULE])
+    try:
+        ledger_lines = ledger_cost(lport, a.requests, a.rounds)
+    finally:
+        stop(lsrv)
 
     lines = ["# okome benchmark results", "",
              f"Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}; "
@@ -207,6 +269,7 @@ def main():
               "| command | with counters | without | ratio |", "|---|---|---|---|"]
     for name, (w, wo) in counters.items():
         lines.append(f"| {name} | {w:,.0f} | {wo:,.0f} | {w / wo:.2f} |")
+    lines += ledger_lines
     flow = subprocess.run(["cargo", "bench", "--quiet", "--bench", "flow"], cwd=ROOT,
                           env={**os.environ, "OKOME_MODULE": MODULE},
                           check=True, capture_output=True, text=True).stdout

@@ -54,6 +54,9 @@ pub struct Recorded {
 pub struct Ledger {
     key: Key,
     name: Vec<u8>,
+    /// The lowest score and the highest expiry (= the ledger's TTL) when it
+    /// was opened; `None` for an empty ledger.
+    bounds: Option<(f64, i64)>,
 }
 
 fn type_name(t: isize) -> &'static str {
@@ -107,11 +110,12 @@ impl Ledger {
         access: Access,
     ) -> Result<Ledger, Error> {
         let key = acl::open(ctx, user, name, access)?;
-        let l = Ledger {
+        let mut l = Ledger {
             key,
             name: name.to_vec(),
+            bounds: None,
         };
-        l.check_shape(ctx)?;
+        l.bounds = l.check_shape(ctx)?;
         Ok(l)
     }
 
@@ -123,9 +127,10 @@ impl Ledger {
         ))
     }
 
-    fn check_shape(&self, ctx: &Context) -> Result<(), Error> {
+    /// Checks the ledger's shape; its lowest score and highest expiry.
+    fn check_shape(&self, ctx: &Context) -> Result<Option<(f64, i64)>, Error> {
         match self.key.key_type() {
-            raw::REDISMODULE_KEYTYPE_EMPTY => Ok(()),
+            raw::REDISMODULE_KEYTYPE_EMPTY => Ok(None),
             raw::REDISMODULE_KEYTYPE_ZSET => {
                 let Some(ttl_at) = self.key.abs_expire() else {
                     return Err(self.garbage("a sorted set without a TTL"));
@@ -136,15 +141,14 @@ impl Ledger {
                 else {
                     return Err(self.garbage("an empty sorted set"));
                 };
-                self.entry(low, &first)?;
-                let newest = self.entry(top, &last)?;
-                if newest.expiry_ms != ttl_at {
+                self.quick_entry(low, &first)?;
+                let newest = self.quick_entry(top, &last)?;
+                if newest != ttl_at {
                     return Err(self.garbage(&format!(
-                        "a sorted set whose TTL ({ttl_at}) is not its highest score ({})",
-                        newest.expiry_ms
+                        "a sorted set whose TTL ({ttl_at}) is not its highest score ({newest})"
                     )));
                 }
-                Ok(())
+                Ok(Some((low, ttl_at)))
             }
             t => Err(self.garbage(&format!("{}, not a sorted set", type_name(t)))),
         }
@@ -253,6 +257,33 @@ impl Ledger {
         })
     }
 
+    /// The expiry of an entry checked cheaply, on the hot path of every
+    /// write with `AGENT`: an integer score, and a member that names a
+    /// cache kind (`okome:<kind>:`). [`Ledger::entry`] checks the key in
+    /// full when an entry is read.
+    fn quick_entry(&self, score: f64, member: &[u8]) -> Result<i64, Error> {
+        let cache_kind = member.strip_prefix(b"okome:").is_some_and(|rest| {
+            Kind::ALL.iter().any(|k| {
+                k.cacheable()
+                    && rest
+                        .strip_prefix(k.path().as_bytes())
+                        .is_some_and(|r| r.first() == Some(&b':'))
+            })
+        });
+        if !cache_kind {
+            return Err(self.garbage(&format!(
+                "entry '{}' is not an okome cache key",
+                printable(member)
+            )));
+        }
+        expiry_of(score).ok_or_else(|| {
+            self.garbage(&format!(
+                "entry '{}' has score {score}, not an expiry in Unix ms",
+                printable(member)
+            ))
+        })
+    }
+
     /// Up to `n` entries, soonest-expiring first, each checked.
     pub fn oldest(&self, ctx: &Context, n: u64) -> Result<Vec<Entry>, Error> {
         let mut out = Vec::new();
@@ -326,17 +357,24 @@ impl Ledger {
         max_keys: u64,
     ) -> Recorded {
         let mut dropped = 0;
+        // The highest expiry: the ledger's TTL. Removals below never take
+        // it (expired entries lie below `now`, and it is alive; the
+        // soonest-expiring are dropped) unless they empty the ledger.
+        let mut top = self.bounds.map(|(_, high)| high);
         // Entries whose key has expired: score < now (a key expiring at
         // `now` is still alive).
         let cutoff = now.saturating_sub(1);
-        let expired = self.members(ctx, f64::NEG_INFINITY, cutoff as f64, u64::MAX);
-        if !expired.is_empty() {
-            self.remove(&expired);
-            self.replicate(ctx, c"ZREMRANGEBYSCORE", &Arg::MinusInf, cutoff);
-            self.emptied_or(ctx, c"zremrangebyscore");
+        if self.bounds.is_some_and(|(low, _)| low <= cutoff as f64) {
+            let expired = self.members(ctx, f64::NEG_INFINITY, cutoff as f64, u64::MAX);
+            if !expired.is_empty() {
+                self.remove(&expired);
+                self.replicate(ctx, c"ZREMRANGEBYSCORE", &Arg::MinusInf, cutoff);
+                self.emptied_or(ctx, c"zremrangebyscore");
+            }
         }
         let m = Name::new(member);
-        if self.score(&m).is_none() {
+        let old = self.score(&m);
+        if old.is_none() {
             let len = self.len();
             if len >= max_keys {
                 let n = len - max_keys.saturating_sub(1);
@@ -365,10 +403,25 @@ impl Ledger {
             self.replicate_zadd(ctx, expire_at, member);
             self.key.changed(ctx, &[(ZSET, c"zadd")]);
         }
-        if let Some(top) = self.last(ctx).and_then(|(s, _)| expiry_of(s)) {
-            if self.key.abs_expire() != Some(top) {
-                self.key.set_abs_expire(ctx, top);
+        if self.len() <= 1 {
+            top = None;
+        }
+        let newest = match top {
+            // The entry that expired last now expires sooner: look again.
+            Some(t) if old.and_then(expiry_of) == Some(t) && expire_at < t => {
+                self.last(ctx).and_then(|(s, _)| expiry_of(s))
             }
+            Some(t) => Some(t.max(expire_at)),
+            None => Some(expire_at),
+        };
+        // A ledger emptied and made again has no TTL; else it had `top`.
+        let current = if self.len() <= 1 {
+            self.key.abs_expire()
+        } else {
+            self.bounds.map(|(_, high)| high)
+        };
+        if let Some(t) = newest.filter(|&t| current != Some(t)) {
+            self.key.set_abs_expire(ctx, t);
         }
         Recorded {
             dropped,
