@@ -205,6 +205,7 @@ def test_wait_retry_trap(server):
         assert got.status is PlanStatus.HIT and 2.0 < time.monotonic() - t0 < 4.0
         await task
         assert server.calls("okome.plan.get") == 2
+        assert (await ok.stats())["okome_wait_blocked"] == 1
         await c.aclose()
         await follower.client.aclose()
 
