@@ -709,9 +709,14 @@ fn record(
     r.size
 }
 
-/// Whether this node serves `key`'s slot (always outside a cluster).
-fn served(ctx: &Context, key: &[u8]) -> bool {
-    cluster::check(ctx, &[key], "").is_ok()
+/// Whether an agent command (routed to, and checked to run on, the slot
+/// of `ledger`) may touch `key`: always outside a cluster; in a cluster
+/// only in the ledger's own slot. One command never touches two slots,
+/// even two that this node serves: Redis 7.4+ and Valkey 8+ keep one
+/// keyspace per slot and look a command's keys up in the slot it was
+/// routed by.
+fn in_ledger_slot(ledger: &[u8], key: &[u8]) -> bool {
+    !cluster::enabled() || keys::slot(key) == keys::slot(ledger)
 }
 
 /// OKOME.AGENT.RECORD agent key [PXAT ms]
@@ -722,7 +727,7 @@ pub fn agent_record(ctx: &Context, argv: &[&[u8]]) -> Reply {
     let user = acl::User::current(ctx);
     let now = rkey::now_ms();
     let shown = printable(req.key);
-    let at = if served(ctx, req.key) {
+    let at = if in_ledger_slot(&req.ledger, req.key) {
         let key = acl::open(ctx, user.as_ref(), req.key, Access::Read)?;
         if key.string()?.is_none() {
             return Err(Error::BadKey(format!(
@@ -743,8 +748,9 @@ pub fn agent_record(ctx: &Context, argv: &[&[u8]]) -> Reply {
     } else {
         let Some(p) = req.pxat else {
             return Err(Error::Raw(format!(
-                "ERR okome: '{shown}' is in slot {}, which this node does not serve; in a cluster, record a key served by another node with OKOME.AGENT.RECORD <agent> <key> PXAT <its PEXPIRETIME on its node>",
-                keys::slot(req.key)
+                "ERR okome: '{shown}' is in slot {}, not in the agent's slot {}; in a cluster, record a key of another slot with OKOME.AGENT.RECORD <agent> <key> PXAT <its PEXPIRETIME, read on its node>",
+                keys::slot(req.key),
+                keys::slot(&req.ledger)
             )));
         };
         args::check_pxat(req.kind, p, now, &cfg)?;
@@ -768,7 +774,7 @@ enum State {
     Rewritten,
     /// No longer exists (expired, deleted).
     Gone,
-    /// In a slot another node serves (a cluster).
+    /// In another slot than the agent's (a cluster): not looked at.
     Elsewhere,
 }
 
@@ -783,10 +789,12 @@ impl State {
     }
 }
 
-/// The state of `e`'s key, after checking `user` may `access` it.
+/// The state of `e`'s key (an entry of `ledger`), after checking `user`
+/// may `access` it.
 fn state(
     ctx: &Context,
     user: Option<&acl::User>,
+    ledger: &[u8],
     e: &Entry,
     now: i64,
     access: Access,
@@ -794,7 +802,7 @@ fn state(
     if e.expiry_ms < now {
         return Ok(State::Gone);
     }
-    if !served(ctx, &e.key) {
+    if !in_ledger_slot(ledger, &e.key) {
         return Ok(State::Elsewhere);
     }
     let key = acl::open(ctx, user, &e.key, access)?;
@@ -818,7 +826,7 @@ pub fn agent_keys(ctx: &Context, argv: &[&[u8]]) -> Reply {
     drop(ledger);
     let mut items = Vec::with_capacity(entries.len());
     for e in &entries {
-        let st = state(ctx, user.as_ref(), e, now, Access::Read)?;
+        let st = state(ctx, user.as_ref(), &req.ledger, e, now, Access::Read)?;
         items.push(RedisValue::Array(vec![
             bulk(&e.key),
             RedisValue::Integer(e.expiry_ms.saturating_sub(now).max(0)),
@@ -844,7 +852,14 @@ pub fn agent_purge(ctx: &Context, argv: &[&[u8]]) -> Reply {
     // Look at every key first (ACL included), so a refusal writes nothing.
     let mut states = Vec::with_capacity(entries.len());
     for e in &entries {
-        states.push(state(ctx, user.as_ref(), e, now, Access::Write)?);
+        states.push(state(
+            ctx,
+            user.as_ref(),
+            &req.ledger,
+            e,
+            now,
+            Access::Write,
+        )?);
     }
     let (mut deleted, mut left, mut gone) = (0i64, 0i64, 0i64);
     let mut elsewhere = Vec::new();

@@ -1647,6 +1647,9 @@ fn hostile_input_loop() {
         "OKOME.CACHE.SET",
         "OKOME.CACHE.SET",
         "OKOME.KEY",
+        "OKOME.AGENT.RECORD",
+        "OKOME.AGENT.KEYS",
+        "OKOME.AGENT.PURGE",
     ];
     let words: Vec<Vec<u8>> = [
         "TTL",
@@ -1721,6 +1724,11 @@ fn hostile_input_loop() {
         "okome:model_meta:{m}",
         "okome:budget:rate:{a}",
         "okome:budget:write:{a}",
+        "okome:budget:keys:{a}",
+        "ledger",
+        "PXAT",
+        "CURSOR",
+        "COUNT",
         "okome:tools:v1",
         "okome:rag:r:c",
         "okome:",

@@ -210,6 +210,12 @@ fn writes_with_agent_are_recorded_in_the_same_step() {
             .collect()
     };
 
+    let k: String = redis::cmd("OKOME.KEY")
+        .arg(&["ledger", "agent:w"])
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(k, "okome:budget:keys:{agent%3Aw}");
+
     // PLAN.SET ... AGENT: the plan and its ledger entry, expiring together.
     let a = pkey(&mut c, "plan the login page");
     let r = plan_set(&mut c, &[&a, r#"{"p":1}"#, "AGENT", "agent-w"]);
@@ -581,8 +587,13 @@ fn purge_wakes_followers_waiting_on_a_purged_plan() {
 
 #[test]
 fn a_large_ledger_is_purged_in_bounded_steps() {
-    let s = Server::start();
+    let s = Server::start_with(&["--notify-keyspace-events", "KEA"]);
     let mut c = s.conn();
+    let mut sub = s.conn();
+    let mut ps = sub.as_pubsub();
+    ps.subscribe(format!("__keyspace@0__:{}", ledger("big")))
+        .unwrap();
+    ps.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut written = Vec::new();
     for i in 0..25 {
         let k = pkey(&mut c, &format!("p{i}"));
@@ -605,6 +616,24 @@ fn a_large_ledger_is_purged_in_bounded_steps() {
         }
     }
     assert_eq!(steps, [(10, 15), (10, 5), (5, 0)]);
+    // The ledger's events: the 25 records, then the two partial steps and
+    // the last one, as ZREMRANGEBYRANK and DEL fire them.
+    let mut events: Vec<String> = Vec::new();
+    while events.last().map(String::as_str) != Some("del") {
+        events.push(ps.get_message().unwrap().get_payload::<String>().unwrap());
+    }
+    assert_eq!(events[0..2], ["zadd", "expire"]);
+    let records = &events[..events.len() - 3];
+    assert_eq!(records.iter().filter(|e| *e == "zadd").count(), 25);
+    assert!(
+        records.iter().all(|e| e == "zadd" || e == "expire"),
+        "{events:?}"
+    );
+    assert_eq!(
+        events[events.len() - 3..],
+        ["zremrangebyrank", "zremrangebyrank", "del"],
+        "{events:?}"
+    );
     for k in &written {
         assert!(!exists(&mut c, k), "{k}");
     }
@@ -656,6 +685,10 @@ fn ledger_workload(c: &mut Connection) {
         let k = pkey(c, &format!("short {i}"));
         plan_set(c, &[&k, "{}", "TTL", "1", "AGENT", "r1"]);
     }
+    // An entry that outlives them keeps the ledger alive, so the next
+    // record prunes them (a ledger whose entries all expired is gone).
+    let anchor = pkey(c, "anchor");
+    plan_set(c, &[&anchor, "{}", "TTL", "900", "AGENT", "r1"]);
     std::thread::sleep(Duration::from_millis(1100));
     for i in 0..8 {
         tick();
@@ -763,6 +796,42 @@ fn a_replica_and_an_aof_replay_hold_the_same_ledgers() {
     assert_eq!(keys_p, keys_r);
     drop(r);
     drop(replica);
+    // Only effects with absolute bounds ever reach the AOF for a ledger.
+    let mut seen = BTreeSet::new();
+    for g in aof_groups(&primary.dir) {
+        for cmd in g {
+            assert!(
+                !cmd[0].to_ascii_uppercase().starts_with("OKOME."),
+                "{cmd:?}"
+            );
+            if !cmd[1].starts_with("okome:budget:keys:") {
+                continue;
+            }
+            let name = cmd[0].to_ascii_uppercase();
+            let absolute = |v: &str| v.parse::<i64>().is_ok_and(|t| t > 1_600_000_000_000);
+            match name.as_str() {
+                "ZADD" => assert!(cmd.len() == 4 && absolute(&cmd[2]), "{cmd:?}"),
+                "PEXPIREAT" => assert!(cmd.len() == 3 && absolute(&cmd[2]), "{cmd:?}"),
+                "ZREMRANGEBYSCORE" => {
+                    assert!(cmd[2] == "-inf" && absolute(&cmd[3]), "{cmd:?}")
+                }
+                "ZREMRANGEBYRANK" => assert!(cmd[2] == "0", "{cmd:?}"),
+                "DEL" => assert_eq!(cmd.len(), 2),
+                _ => panic!("unexpected effect on a ledger: {cmd:?}"),
+            }
+            seen.insert(name);
+        }
+    }
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        [
+            "DEL",
+            "PEXPIREAT",
+            "ZADD",
+            "ZREMRANGEBYRANK",
+            "ZREMRANGEBYSCORE"
+        ]
+    );
 
     // SIGKILL and replay of the AOF.
     let mut primary = primary;
@@ -961,7 +1030,7 @@ fn cluster_records_lists_and_purges_what_each_node_serves() {
         &[b"OKOME.AGENT.RECORD", agent.as_bytes(), remote.as_bytes()],
     );
     assert!(
-        e.starts_with("ERR okome:") && e.contains("PXAT") && e.contains("does not serve"),
+        e.starts_with("ERR okome:") && e.contains("PXAT") && e.contains("not in the agent's slot"),
         "{e}"
     );
     let far = (at + 3_600_000).to_string();
@@ -981,16 +1050,41 @@ fn cluster_records_lists_and_purges_what_each_node_serves() {
         .query(&mut cc)
         .unwrap();
     assert!(ttl > 590_000 && size == 2, "{ttl} {size}");
-    // A key in another slot of the same node is read there, no PXAT needed.
+    // A key in another slot of the same node: the same path. A command
+    // never touches a second slot, even one its node serves (Redis 7.4+
+    // and Valkey 8+ look keys up in the slot the command was routed by).
     cache_set(&mut h, &["tools", &v, "{}"]);
-    record(&mut h, &[agent, &local]);
+    let e = err(
+        &mut h,
+        &[b"OKOME.AGENT.RECORD", agent.as_bytes(), local.as_bytes()],
+    );
+    assert!(
+        e.contains("not in the agent's slot") && e.contains("PXAT"),
+        "{e}"
+    );
     let tl = pexpiretime(&mut h, &local);
+    record(&mut h, &[agent, &local, "PXAT", &tl.to_string()]);
     assert_eq!(
         zrange(&mut h, &l).iter().find(|e| e.0 == local).unwrap().1,
         tl
     );
+    // A key of the agent's own slot is read: PXAT, if given, must match.
+    let ts = pexpiretime(&mut h, &same);
+    let wrong = (ts + 1).to_string();
+    let e = err(
+        &mut h,
+        &[
+            b"OKOME.AGENT.RECORD",
+            agent.as_bytes(),
+            same.as_bytes(),
+            b"PXAT",
+            wrong.as_bytes(),
+        ],
+    );
+    assert!(e.starts_with("ERR PXAT"), "{e}");
+    record(&mut h, &[agent, &same]);
 
-    // KEYS on the agent's node: the remote plan is elsewhere.
+    // KEYS on the agent's node: keys of other slots are elsewhere.
     let states: BTreeMap<String, String> = {
         let (cursor, page): KeysReply = redis::cmd("OKOME.AGENT.KEYS")
             .arg(agent)
@@ -1000,7 +1094,7 @@ fn cluster_records_lists_and_purges_what_each_node_serves() {
         page.into_iter().map(|(k, _, s)| (k, s)).collect()
     };
     assert_eq!(states[&remote], "elsewhere");
-    assert_eq!(states[&local], "current");
+    assert_eq!(states[&local], "elsewhere");
     assert_eq!(states[&same], "current");
     // Sent to another node, the agent's commands are redirected by Redis.
     for cmd in ["OKOME.AGENT.KEYS", "OKOME.AGENT.PURGE"] {
@@ -1011,14 +1105,18 @@ fn cluster_records_lists_and_purges_what_each_node_serves() {
         assert_eq!(moved.kind(), redis::ErrorKind::Moved, "{cmd}: {moved}");
     }
 
-    // PURGE deletes what the agent's node serves and hands back the rest,
-    // untouched, with the recorded expiry.
+    // PURGE deletes what the agent's slot holds and hands back the rest,
+    // untouched, with the recorded expiry, soonest-expiring first.
     let r: PurgeReply = redis::cmd("OKOME.AGENT.PURGE")
         .arg(agent)
         .query(&mut cc)
         .unwrap();
-    assert_eq!(r, (2, 0, 0, 0, vec![(remote.clone(), at)]));
-    assert!(!exists(&mut h, &local) && !exists(&mut h, &same) && !exists(&mut h, &l));
+    assert_eq!(
+        r,
+        (1, 0, 0, 0, vec![(remote.clone(), at), (local.clone(), tl)])
+    );
+    assert!(!exists(&mut h, &same) && !exists(&mut h, &l));
+    assert!(exists(&mut h, &local));
     assert_eq!(get(&mut t, &remote).as_deref(), Some(r#"{"bad":1}"#));
     cl.assert_keys_local();
     // The client finishes on the key's node with a compare-and-delete.
@@ -1034,6 +1132,12 @@ fn cluster_records_lists_and_purges_what_each_node_serves() {
         .unwrap();
     assert_eq!(done, 1);
     assert!(!exists(&mut t, &remote));
+    let done: i64 = redis::cmd("EVAL")
+        .arg(&[script, "1", &local, &tl.to_string()])
+        .query(&mut cc)
+        .unwrap();
+    assert_eq!(done, 1);
+    assert!(!exists(&mut h, &local));
     cl.assert_keys_local();
 }
 
@@ -1526,4 +1630,46 @@ fn ledger_memory_stays_within_its_bound_under_a_long_random_workload() {
         while purge(&mut c, a, &["COUNT", "7"]).3 > 0 {}
         assert!(!exists(&mut c, &ledger(a)));
     }
+}
+
+/// Every ledger path, round after round with a FLUSHALL in between:
+/// `used_memory` (Redis's allocator, which okome allocates through) stays
+/// flat, so no string the sorted-set API hands out is leaked.
+#[test]
+fn ledger_commands_leak_nothing() {
+    let s = Server::start_full(&[], &["ledger-max-keys", "20", "planner-ttl-min", "1"]);
+    let mut c = s.conn();
+    let mut samples = Vec::new();
+    for round in 0..10 {
+        for i in 0..40 {
+            let k = pkey(&mut c, &format!("leak {i}"));
+            let ttl = if i % 4 == 0 { "1" } else { "600" };
+            plan_set(&mut c, &[&k, "{}", "TTL", ttl, "AGENT", "l"]);
+            cache_set(&mut c, &["tools", &format!("v{i}"), "{}", "AGENT", "l"]);
+            record(&mut c, &["m", &k]);
+        }
+        all_keys(&mut c, "l", 3);
+        all_keys(&mut c, "m", 7);
+        purge(&mut c, "l", &["COUNT", "5"]);
+        while purge(&mut c, "m", &["COUNT", "3"]).3 > 0 {}
+        for bad in [
+            &["OKOME.AGENT.RECORD", "l", "okome:tools:{none}"][..],
+            &["OKOME.AGENT.KEYS", "l", "CURSOR", "x"],
+        ] {
+            assert!(redis::cmd(bad[0])
+                .arg(&bad[1..])
+                .query::<Value>(&mut c)
+                .is_err());
+        }
+        let _: () = redis::cmd("FLUSHALL").query(&mut c).unwrap();
+        samples.push(info_i64(&mut c, "memory", "used_memory"));
+        let _ = round;
+    }
+    let settled = samples[3];
+    let last = *samples.last().unwrap();
+    assert!(
+        last - settled < 16 * 1024,
+        "used_memory grew by {} bytes over 6 rounds: {samples:?}",
+        last - settled
+    );
 }
