@@ -6,8 +6,9 @@ redis-py) against the seed's client-side cache.py + budget.py flow.
 
 Without ``--url`` it starts its own ``redis-server`` (``REDIS_SERVER``) with
 ``OKOME_MODULE`` (default target/release/libokome.so, else target/debug)
-on a free loopback port. One client, sequential requests; round trips are
-the server's command counts (``INFO commandstats``) per request.
+on a free loopback port. One client, sequential requests, the flows
+interleaved request by request; round trips are the server's command counts
+(``INFO commandstats``) per request.
 """
 
 from __future__ import annotations
@@ -105,37 +106,51 @@ def raw_request(r: redis.Redis, prompt: str, compute: Callable[[], Any]) -> tupl
     return "MISS", plan
 
 
+def round_trips(r: redis.Redis, request: Callable[[str], tuple[str, Any]]) -> tuple[int, int]:
+    """Commands the server ran for one miss and for one hit (INFO excluded)."""
+    prompt = f"count {time.time_ns()}: create a plan for the login page"
+    before = total_calls(r)
+    assert request(prompt)[0] == "MISS"
+    miss = total_calls(r) - before
+    before = total_calls(r)
+    assert request(prompt)[0] == "HIT"
+    return miss, total_calls(r) - before
+
+
 def measure(
-    name: str, r: redis.Redis, request: Callable[[str], tuple[str, Any]], n: int
-) -> dict[str, Any]:
-    miss, hit = [], []
+    r: redis.Redis, flows: list[tuple[str, Callable[[str], tuple[str, Any]]]], n: int
+) -> list[dict[str, Any]]:
+    """``n`` misses and hits per flow, the flows interleaved request by
+    request, so that whatever else the machine does weighs on all alike."""
+    times: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name, _ in flows}
     for i in range(n):
-        prompt = f"{name} {time.time_ns()} prompt {i}: create a plan for the login page"
-        t = time.perf_counter()
-        status, plan = request(prompt)
-        miss.append(time.perf_counter() - t)
-        assert status == "MISS" and plan == PLAN, status
-        t = time.perf_counter()
-        status, plan = request(prompt)
-        hit.append(time.perf_counter() - t)
-        assert status == "HIT" and plan == PLAN, status
-    # Round trips of one miss and one hit, counted separately.
-    prompt = f"{name} count {time.time_ns()}"
-    before = total_calls(r)
-    request(prompt)
-    miss_calls = total_calls(r) - before
-    before = total_calls(r)
-    request(prompt)
-    hit_calls = total_calls(r) - before
-    return {
-        "name": name,
-        "miss_rt": miss_calls,
-        "hit_rt": hit_calls,
-        "miss_p50": statistics.median(miss) * 1e6,
-        "miss_p99": sorted(miss)[int(len(miss) * 0.99) - 1] * 1e6,
-        "hit_p50": statistics.median(hit) * 1e6,
-        "hit_p99": sorted(hit)[int(len(hit) * 0.99) - 1] * 1e6,
-    }
+        for name, request in flows:
+            prompt = f"{name} {time.time_ns()} prompt {i}: create a plan for the login page"
+            miss, hit = times[name]
+            t = time.perf_counter()
+            status, plan = request(prompt)
+            miss.append(time.perf_counter() - t)
+            assert status == "MISS" and plan == PLAN, status
+            t = time.perf_counter()
+            status, plan = request(prompt)
+            hit.append(time.perf_counter() - t)
+            assert status == "HIT" and plan == PLAN, status
+    rows = []
+    for name, request in flows:
+        miss, hit = times[name]
+        miss_rt, hit_rt = round_trips(r, request)
+        rows.append(
+            {
+                "name": name,
+                "miss_rt": miss_rt,
+                "hit_rt": hit_rt,
+                "miss_p50": statistics.median(miss) * 1e6,
+                "miss_p99": sorted(miss)[int(len(miss) * 0.99) - 1] * 1e6,
+                "hit_p50": statistics.median(hit) * 1e6,
+                "hit_p99": sorted(hit)[int(len(hit) * 0.99) - 1] * 1e6,
+            }
+        )
+    return rows
 
 
 def main() -> None:
@@ -162,9 +177,8 @@ def main() -> None:
             ("okome, bare redis-py", lambda p: raw_request(r, p, lambda: PLAN)),
             ("seed cache.py + budget.py", lambda p: seed_request(r, p, lambda: PLAN)),
         ]
-        for name, fn in flows:  # warm up
-            measure(name, r, fn, 50)
-        rows = [measure(name, r, fn, args.n) for name, fn in flows]
+        measure(r, flows, 50)  # warm up
+        rows = measure(r, flows, args.n)
         print(f"{args.n} misses and {args.n} hits per flow, one client, sequential, {url}\n")
         print("| flow | miss round trips | miss p50 µs | miss p99 µs | hit round trips "
               "| hit p50 µs | hit p99 µs |")  # fmt: skip

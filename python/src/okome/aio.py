@@ -39,6 +39,7 @@ from .replies import (
     RateReply,
     StoreStatus,
 )
+from .replies import RawJSON
 from .replies import encode_json as _encode_json
 
 log = logging.getLogger("okome")
@@ -510,14 +511,14 @@ class Planner:
         try:
             try:
                 plan = await _maybe_await(compute())
-                _encode_json(plan)  # refuse an unencodable plan while we hold the lock
+                value = _encode_json(plan)  # refuse an unencodable plan while we hold the lock
             finally:
                 if beat is not None:
                     beat.cancel()
                     await asyncio.gather(beat, return_exceptions=True)
             set_reply = await self.okome.plan_set(
                 reply.key,
-                plan,
+                value if isinstance(value, bytes) else RawJSON(value),
                 ttl=o.ttl,
                 token=token,
                 agent=agent if o.write_limit is not None else None,

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from .client import Okome
 from .errors import PlanLocked, RateLimited
-from .replies import PlanReply, PlanStatus, StoreStatus, encode_json
+from .replies import PlanReply, PlanStatus, RawJSON, StoreStatus, encode_json
 
 log = logging.getLogger("okome")
 
@@ -240,13 +240,13 @@ class Planner:
         try:
             try:
                 plan = compute()
-                encode_json(plan)  # refuse an unencodable plan while we hold the lock
+                value = encode_json(plan)  # refuse an unencodable plan while we hold the lock
             finally:
                 if lease is not None:
                     self._heartbeats.remove(lease)
             set_reply = self.okome.plan_set(
                 reply.key,
-                plan,
+                value if isinstance(value, bytes) else RawJSON(value),
                 ttl=o.ttl,
                 token=token,
                 agent=agent if o.write_limit is not None else None,
@@ -310,6 +310,7 @@ class _Heartbeats:
         self._cond = threading.Condition()
         self._leases: set[_Lease] = set()
         self._thread: threading.Thread | None = None
+        self._deadline: float | None = None  # when the thread wakes next; None: when told
 
     def add(self, key: str, token: str, ttl_ms: int | None, interval: float) -> _Lease:
         lease = _Lease(key, token, ttl_ms, interval)
@@ -320,7 +321,10 @@ class _Heartbeats:
                     target=self._run, name="okome-heartbeat", daemon=True
                 )
                 self._thread.start()
-            self._cond.notify()
+            if self._deadline is None or lease.due < self._deadline:
+                # Only then: waking the thread on every miss would cost more
+                # than the miss (a wake up and a GIL hand-off).
+                self._cond.notify()
         return lease
 
     def remove(self, lease: _Lease) -> None:
@@ -334,8 +338,8 @@ class _Heartbeats:
                 now = time.monotonic()
                 due = [lease for lease in self._leases if lease.due <= now]
                 if not due:
-                    nxt = min((lease.due for lease in self._leases), default=None)
-                    self._cond.wait(None if nxt is None else nxt - now)
+                    self._deadline = min((lease.due for lease in self._leases), default=None)
+                    self._cond.wait(None if self._deadline is None else self._deadline - now)
                     continue
                 for lease in due:
                     lease.due = now + lease.interval
