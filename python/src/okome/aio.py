@@ -37,9 +37,9 @@ from .replies import (
     PlanStatus,
     PurgeReply,
     RateReply,
+    RawJSON,
     StoreStatus,
 )
-from .replies import RawJSON
 from .replies import encode_json as _encode_json
 
 log = logging.getLogger("okome")
