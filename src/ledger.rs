@@ -18,8 +18,8 @@
 //! A ledger okome did not write is refused, writing nothing: a key of
 //! another type, a sorted set without a TTL or whose TTL is not its highest
 //! score, and an entry that is not a cache key with an integer expiry (the
-//! first and last entries are checked whenever the ledger is opened, every
-//! other entry when it is read).
+//! first and last entries are checked, cheaply, whenever the ledger is
+//! opened; every entry in full when it is read).
 
 use crate::acl::{self, Access, User};
 use crate::rkey::{Key, Name};
