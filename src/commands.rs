@@ -13,7 +13,7 @@ use crate::wait::{self, Served, Verdict};
 use okome_core::args;
 use okome_core::args::Charge;
 use okome_core::keys::{self, printable};
-use okome_core::limiter::{Decision, Window};
+use okome_core::limiter::{self, Charged, Decision, Unusable, Write};
 use okome_core::Error;
 use redis_module::{Context, RedisValue};
 
@@ -74,35 +74,35 @@ pub fn plan_reply(
 }
 
 thread_local! {
-    /// A window and an encoding buffer reused from command to command, so
-    /// that charging a warm window allocates nothing. Commands run on
-    /// Redis's main thread, one at a time.
-    static SCRATCH: std::cell::Cell<Option<(Window, Vec<u8>)>> = const { std::cell::Cell::new(None) };
+    /// The buffer a window's new bytes are written into, reused from
+    /// command to command so that charging a warm window allocates nothing.
+    /// Commands run on Redis's main thread, one at a time.
+    static SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
-/// An agent's window, opened for writing and decoded.
+/// An agent's window, opened for writing and charged: what the charge
+/// decides and writes is known before anything is written.
 struct Budget {
     key: Key,
-    window: Window,
+    charged: Charged,
+    /// The bytes to write (see [`Write`]).
     buf: Vec<u8>,
 }
 
 impl Drop for Budget {
     fn drop(&mut self) {
-        let scratch = (
-            std::mem::take(&mut self.window),
-            std::mem::take(&mut self.buf),
-        );
-        SCRATCH.with(|s| s.set(Some(scratch)));
+        let buf = std::mem::take(&mut self.buf);
+        SCRATCH.with(|s| s.set(buf));
     }
 }
 
 impl Budget {
-    /// Opens and decodes the window at `c.key`; fails (writing nothing) on
-    /// another type or on bytes that are not a window.
-    /// `user`'s write permission on the window is checked first.
-    /// A window stamped beyond the clock-skew allowance (hand-made bytes,
-    /// or a clock far behind) is refused too: charging it would extend it.
+    /// Opens the window at `c.key` and works out the charge at `now` (O(1)
+    /// amortised: see `okome_core::limiter`); fails, writing nothing, on
+    /// another type or on bytes that are not a window. `user`'s write
+    /// permission on the window is checked first. A window stamped beyond
+    /// the clock-skew allowance (hand-made bytes, or a clock far behind) is
+    /// refused too: charging it would extend it.
     fn load(
         ctx: &Context,
         c: &Charge,
@@ -110,29 +110,31 @@ impl Budget {
         now: i64,
     ) -> Result<Budget, Error> {
         let key = acl::open(ctx, user, &c.key, Access::Write)?;
-        let (window, buf) = SCRATCH.with(|s| s.take()).unwrap_or_default();
-        let mut b = Budget { key, window, buf };
-        let decoded = match b.key.string()? {
-            None => {
-                b.window.decode_from(&[]).ok();
-                Ok(())
+        let mut buf = SCRATCH.with(|s| s.take());
+        let stored = key.string()?.unwrap_or_default();
+        let charged = limiter::charge_stored(stored, now, c.limit, c.window_ms, c.cost, &mut buf)
+            .map_err(|e| match e {
+                Unusable::Ahead(a) => a.error(&c.key),
+                Unusable::Corrupt(_) => Error::BadKey(format!(
+                    "'{}' does not hold an okome budget window (was it written by another client?)",
+                    printable(&c.key)
+                )),
+            });
+        match charged {
+            Ok(charged) => Ok(Budget { key, charged, buf }),
+            Err(e) => {
+                SCRATCH.with(|s| s.set(buf));
+                Err(e)
             }
-            Some(bytes) => b.window.decode_from(bytes),
-        };
-        decoded.map_err(|_| {
-            Error::BadKey(format!(
-                "'{}' does not hold an okome budget window (was it written by another client?)",
-                printable(&c.key)
-            ))
-        })?;
-        b.window.check_times(now).map_err(|a| a.error(&c.key))?;
-        Ok(b)
+        }
     }
 
-    /// Charges and, on admission, stores the window with the absolute time
-    /// at which it empties, and replicates that effect.
-    fn charge(mut self, ctx: &Context, c: &Charge, now: i64) -> Decision {
-        let d = self.window.charge(now, c.limit, c.window_ms, c.cost);
+    /// Applies the charge: on admission, writes the window (whole, or its
+    /// tail) with the absolute time at which it empties, and replicates
+    /// that effect. (Everything was decided at `load`, at the same time
+    /// `_now`.)
+    fn charge(self, ctx: &Context, c: &Charge, _now: i64) -> Decision {
+        let d = self.charged.decision;
         let write_budget = c.key.starts_with(b"okome:budget:write:");
         bump(match (write_budget, d.allowed) {
             (false, true) => &c::rate_allowed,
@@ -140,10 +142,11 @@ impl Budget {
             (true, true) => &c::wbudget_allowed,
             (true, false) => &c::wbudget_refused,
         });
-        if d.changed {
-            if let Some(at) = self.window.empty_at(c.window_ms) {
-                self.window.encode_into(&mut self.buf);
-                self.key.set(ctx, &self.buf, at);
+        match self.charged.write {
+            Write::Nothing => {}
+            Write::Whole { expire_at } => self.key.set(ctx, &self.buf, expire_at),
+            Write::Tail { offset, expire_at } => {
+                self.key.set_range(ctx, offset, &self.buf, expire_at)
             }
         }
         d

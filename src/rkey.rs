@@ -3,7 +3,8 @@
 //!
 //! Keys written through the low-level API are not propagated by Redis, so
 //! every write method of [`Key`] also replicates its effect, with absolute
-//! times: `SET key value PXAT t`, `PEXPIREAT key t` or `DEL key`.
+//! times: `SET key value PXAT t`, `PEXPIREAT key t`, `DEL key`, or
+//! `SETRANGE key offset bytes` + `PEXPIREAT key t` (a window's tail).
 
 use redis_module::{raw, Context};
 use std::ffi::CStr;
@@ -233,6 +234,59 @@ impl Key {
         true
     }
 
+    /// Overwrites the string value from `offset` on with `tail`, growing
+    /// it to `offset + tail.len()` (never shrinking it), sets an absolute
+    /// expiry (Unix ms), and replicates `SETRANGE key offset tail` then
+    /// `PEXPIREAT key expire_at` (Redis wraps the two in `MULTI`/`EXEC`).
+    /// A replica and an AOF replay apply the same bytes at the same offset,
+    /// so they hold the same value. Written in place: `StringTruncate` grows
+    /// the string, then the tail is copied through DMA.
+    ///
+    /// The caller read the key's current value (a string) and wants it to
+    /// keep its first `offset` bytes: if the write cannot be made in place,
+    /// nothing is written nor replicated.
+    pub fn set_range(&self, ctx: &Context, offset: usize, tail: &[u8], expire_at: i64) {
+        if self.ptr.is_null() || self.holds() != Holds::String {
+            return;
+        }
+        let Some(len) = offset.checked_add(tail.len()) else {
+            return;
+        };
+        // SAFETY: key opened for writing and holding a string; after the
+        // truncate, DMA gives a writable buffer of exactly `len` bytes, of
+        // which [offset, len) is written.
+        let written = unsafe {
+            let (Some(truncate), Some(dma)) =
+                (raw::RedisModule_StringTruncate, raw::RedisModule_StringDMA)
+            else {
+                return;
+            };
+            let mut cur: usize = 0;
+            let p = dma(self.ptr, &mut cur, raw::REDISMODULE_READ as c_int);
+            if p.is_null() || cur > len || truncate(self.ptr, len) != raw::REDISMODULE_OK as c_int {
+                false
+            } else {
+                let p = dma(self.ptr, &mut cur, raw::REDISMODULE_WRITE as c_int);
+                if p.is_null() || cur != len {
+                    false
+                } else {
+                    ptr::copy_nonoverlapping(tail.as_ptr(), p.cast::<u8>().add(offset), tail.len());
+                    true
+                }
+            }
+        };
+        if !written {
+            return;
+        }
+        self.expire(expire_at);
+        self.replicate_setrange(ctx, offset, tail);
+        self.replicate_pexpireat(ctx, expire_at);
+        self.changed(
+            ctx,
+            &[(raw::REDISMODULE_NOTIFY_STRING, c"setrange"), EXPIRE_EVENT],
+        );
+    }
+
     /// Sets an absolute expiry (Unix ms) and replicates `PEXPIREAT`.
     pub fn set_abs_expire(&self, ctx: &Context, expire_at: i64) {
         self.expire(expire_at);
@@ -372,6 +426,28 @@ impl Key {
                     value.len(),
                     pxat,
                     expire_at as c_longlong,
+                );
+            }
+        }
+    }
+
+    /// Propagates `SETRANGE key offset tail`.
+    fn replicate_setrange(&self, ctx: &Context, offset: usize, tail: &[u8]) {
+        let name = self.name.ptr();
+        if name.is_null() {
+            return;
+        }
+        // SAFETY: "slb" = string, long long, buffer; Redis copies them.
+        unsafe {
+            if let Some(f) = raw::RedisModule_Replicate {
+                f(
+                    ctx.ctx,
+                    c"SETRANGE".as_ptr(),
+                    c"slb".as_ptr(),
+                    name,
+                    c_longlong::try_from(offset).unwrap_or(c_longlong::MAX),
+                    tail.as_ptr().cast::<c_char>(),
+                    tail.len(),
                 );
             }
         }

@@ -1,6 +1,7 @@
 //! A crash (SIGKILL) and restart from the AOF, or from an RDB snapshot,
 //! brings back the same keys with the same absolute expiry: a full rate
-//! window is still full, no lock lacks a TTL.
+//! window is still full, a large window written by its tail (`SETRANGE`)
+//! comes back byte for byte, no lock lacks a TTL.
 
 mod common;
 use common::*;
@@ -53,6 +54,20 @@ fn workload(c: &mut redis::Connection) {
         .query(c)
         .unwrap();
     assert_eq!(r.0, 0, "the window is full before the crash");
+    // A window large enough to be written by its tail (SETRANGE +
+    // PEXPIREAT in the AOF), one admission a millisecond or so.
+    let mut len = 0usize;
+    while len < 1_500 {
+        let _: redis::Value = redis::cmd("OKOME.RATE")
+            .arg(&["wide", "100000", "600"])
+            .query(c)
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_micros(1_100));
+        len = redis::cmd("STRLEN")
+            .arg("okome:budget:rate:{wide}")
+            .query(c)
+            .unwrap();
+    }
     let _: i64 = redis::cmd("OKOME.CACHE.SET")
         .arg(&["rag", "repo", "c1", "{}"])
         .query(c)

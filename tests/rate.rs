@@ -528,3 +528,89 @@ fn a_window_from_the_future_is_refused_and_left_as_it_is() {
         "expires within window + allowance: {at} (now {now})"
     );
 }
+
+fn server_now(c: &mut redis::Connection) -> i64 {
+    let (s, us): (i64, i64) = redis::cmd("TIME").query(c).unwrap();
+    s * 1_000 + us / 1_000
+}
+
+/// Issue 14: a window written by the previous release (stored form
+/// version 1) is read as it is, and rewritten in the current form by its
+/// first admission; refusals and reports leave it as it was.
+#[test]
+fn a_window_of_the_previous_version_is_read_then_migrated() {
+    use okome_core::limiter::{Window, FORMAT_V1, FORMAT_V2};
+    let s = Server::start();
+    let mut c = s.conn();
+    let key = "okome:budget:rate:{old}";
+    let now = server_now(&mut c);
+    // 5 units over the last 5 s, as the old release stored them.
+    let mut w = Window::new();
+    for i in 0..5 {
+        w.charge(now - 5_000 + i * 1_000, 6, 60_000, 1);
+    }
+    let old = w.encode_v1();
+    assert_eq!(old[0], FORMAT_V1);
+    redis::cmd("SET")
+        .arg(key)
+        .arg(&old)
+        .arg("PXAT")
+        .arg(now - 1_000 + 60_000)
+        .query::<()>(&mut c)
+        .unwrap();
+    // A report, then a refusal (COST 2 with 1 left): nothing written.
+    let (allowed, remaining, _, reset) = rate(&mut c, &["old", "6", "60", "COST", "0"]);
+    assert_eq!((allowed, remaining), (1, 1));
+    assert!((58_000..=59_000).contains(&reset), "{reset}");
+    let (allowed, remaining, retry, _) = rate(&mut c, &["old", "6", "60", "COST", "2"]);
+    assert_eq!((allowed, remaining), (0, 1));
+    assert!((54_000..=55_000).contains(&retry), "{retry}");
+    let still: Vec<u8> = redis::cmd("GET").arg(key).query(&mut c).unwrap();
+    assert_eq!(still, old, "a refusal leaves the old form as it was");
+    // The first admission migrates it.
+    let (allowed, remaining, _, _) = rate(&mut c, &["old", "6", "60"]);
+    assert_eq!((allowed, remaining), (1, 0));
+    let new: Vec<u8> = redis::cmd("GET").arg(key).query(&mut c).unwrap();
+    assert_eq!(new[0], FORMAT_V2);
+    let migrated = Window::decode(&new).unwrap();
+    let entries: Vec<_> = migrated.entries().copied().collect();
+    assert_eq!(&entries[..5], &w.entries().copied().collect::<Vec<_>>()[..]);
+    assert_eq!(entries.len(), 6);
+    assert!(entries[5].at >= now);
+    assert_eq!(rate(&mut c, &["old", "6", "60"]).0, 0, "still full");
+}
+
+/// Issue 14: a full `limit 60` window of one minute (one admission a
+/// second, the widest gaps such a window has) stays within 600 bytes of
+/// `MEMORY USAGE`, written by the module as it writes any window.
+#[test]
+fn a_full_minute_window_stays_under_600_bytes() {
+    use okome_core::limiter::Window;
+    let s = Server::start();
+    let mut c = s.conn();
+    let key = "okome:budget:rate:{minute}";
+    let now = server_now(&mut c);
+    let mut w = Window::new();
+    for i in 0..59 {
+        w.charge(now - 59_000 + i * 1_000 + (i % 7) * 13, 60, 60_000, 1);
+    }
+    redis::cmd("SET")
+        .arg(key)
+        .arg(w.encode())
+        .arg("PXAT")
+        .arg(now + 60_000)
+        .query::<()>(&mut c)
+        .unwrap();
+    let (allowed, remaining, _, _) = rate(&mut c, &["minute", "60", "60"]);
+    assert_eq!((allowed, remaining), (1, 0));
+    let len: i64 = redis::cmd("STRLEN").arg(key).query(&mut c).unwrap();
+    let mem: i64 = redis::cmd("MEMORY")
+        .arg(&["USAGE", key])
+        .query(&mut c)
+        .unwrap();
+    println!("MEMORY USAGE of a full minute window: {mem} ({len} bytes)");
+    assert!(
+        mem <= 600,
+        "MEMORY USAGE of a full minute window: {mem} ({len} bytes)"
+    );
+}

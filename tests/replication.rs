@@ -841,3 +841,288 @@ fn aof_replay_restores_same_keys_and_ttls() {
         assert_eq!(get(&mut c, k).as_ref(), Some(v), "{k}");
     }
 }
+
+// ---------------------------------------------------------------- windows
+
+/// xorshift64*: small, seedable, good enough to pick calls.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Every key with its DUMP and absolute expiry.
+fn dumps(con: &mut redis::Connection) -> BTreeMap<String, (Vec<u8>, i64)> {
+    keys(con)
+        .into_iter()
+        .map(|k| {
+            let at: i64 = redis::cmd("PEXPIRETIME").arg(&k).query(con).unwrap();
+            (k.clone(), (dump(con, &k), at))
+        })
+        .collect()
+}
+
+fn calls_of(info: &str, command: &str) -> i64 {
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+/// Issue 14: windows are written as small effects (the tail of a large
+/// window: `SETRANGE` + `PEXPIREAT`; a small or compacted one: `SET ...
+/// PXAT`). A long random workload of charges on windows of every size
+/// (limits 5 to 100 000, windows of 1 s to 60 s, costs 0 to 3, calls spread
+/// over a few seconds so that entries leave their windows and dropped ones
+/// are compacted), with a replica attached and the AOF on: every key is
+/// byte-identical (`DUMP`) with the same absolute expiry on the replica and
+/// after replaying the AOF. `OKOME_WINDOWS_SEED` replays a run.
+#[test]
+fn windows_stay_byte_identical_under_a_long_random_workload() {
+    let seed = std::env::var("OKOME_WINDOWS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| (now_ms() as u64).max(1));
+    println!("OKOME_WINDOWS_SEED={seed}");
+    let mut rng = Rng(seed);
+    let mut primary = Server::start_with(&[
+        "--repl-diskless-sync-delay",
+        "0",
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+    ]);
+    let port = primary.port.to_string();
+    let replica = Server::start_with(&["--replicaof", "127.0.0.1", &port]);
+    let mut p = primary.conn();
+    let mut r = replica.conn();
+    wait_link_up(&mut r, Duration::from_secs(10));
+
+    // (command, agent, limit, window s): small windows, windows that grow
+    // past the small threshold and are written by their tail, windows
+    // whose entries leave within a second (compactions).
+    let windows: &[(&str, &str, u64, u64)] = &[
+        ("OKOME.RATE", "tiny", 5, 1),
+        ("OKOME.RATE", "sixty", 60, 1),
+        ("OKOME.RATE", "mid", 1_000, 1),
+        ("OKOME.RATE", "big-1s", 100_000, 1),
+        ("OKOME.RATE", "big-2s", 100_000, 2),
+        ("OKOME.RATE", "big-60s", 100_000, 60),
+        ("OKOME.RATE", "agent:with:colons", 100_000, 1),
+        ("OKOME.WBUDGET", "writer", 100_000, 1),
+        ("OKOME.WBUDGET", "writer-small", 30, 1),
+        ("PLAN.GET", "planner", 100_000, 1),
+    ];
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while start.elapsed() < Duration::from_millis(3_500) {
+        let mut pipe = redis::pipe();
+        for _ in 0..1 + rng.below(40) {
+            let &(cmd, agent, limit, window) = &windows[rng.below(windows.len() as u64) as usize];
+            let cost = rng.below(4).min(limit);
+            let (limit, window) = (limit.to_string(), window.to_string());
+            match cmd {
+                "OKOME.RATE" => {
+                    pipe.cmd(cmd)
+                        .arg(&[agent, &limit, &window, "COST", &cost.to_string()]);
+                }
+                "OKOME.WBUDGET" => {
+                    pipe.cmd(cmd).arg(&[
+                        agent,
+                        &limit,
+                        "WINDOW",
+                        &window,
+                        "COST",
+                        &cost.to_string(),
+                    ]);
+                }
+                _ => {
+                    let prompt = format!("prompt-{}", rng.below(8));
+                    pipe.cmd("OKOME.PLAN.GET").arg(&[
+                        "m", &prompt, "t", "r", "NOLOCK", "AGENT", agent, "LIMIT", &limit,
+                        "WINDOW", &window,
+                    ]);
+                }
+            }
+            sent += 1;
+        }
+        let _: Vec<redis::Value> = pipe.query(&mut p).expect("the pipeline");
+        std::thread::sleep(Duration::from_micros(rng.below(2_500)));
+    }
+    // One last admission on each window with a 10-minute window, so that
+    // none expires before the AOF is replayed.
+    for &(cmd, agent, limit, _) in windows {
+        let limit = limit.to_string();
+        let _: redis::Value = match cmd {
+            "OKOME.RATE" => redis::cmd(cmd).arg(&[agent, &limit, "600"]).query(&mut p),
+            "OKOME.WBUDGET" => redis::cmd(cmd)
+                .arg(&[agent, &limit, "WINDOW", "600"])
+                .query(&mut p),
+            _ => redis::cmd("OKOME.RATE")
+                .arg(&[agent, &limit, "600"])
+                .query(&mut p),
+        }
+        .expect("the last admission");
+    }
+    let acked: i64 = redis::cmd("WAIT").arg(1).arg(5000).query(&mut p).unwrap();
+    assert_eq!(acked, 1);
+
+    let on_primary = dumps(&mut p);
+    let on_replica = dumps(&mut r);
+    assert!(on_primary.len() >= windows.len(), "{:?}", on_primary.keys());
+    assert_eq!(
+        on_primary.keys().collect::<Vec<_>>(),
+        on_replica.keys().collect::<Vec<_>>()
+    );
+    for (k, v) in &on_primary {
+        assert_eq!(
+            &on_replica[k], v,
+            "{k} differs on the replica (seed {seed})"
+        );
+    }
+    // The large windows really were large, written by their tail and
+    // compacted: the replica ran SETRANGE, and SET for the rewrites.
+    let big: usize = redis::cmd("STRLEN")
+        .arg("okome:budget:rate:{big-60s}")
+        .query(&mut p)
+        .unwrap();
+    assert!(big > 1_000, "a large window: {big} bytes");
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut r)
+        .unwrap();
+    let (tails, sets) = (calls_of(&stats, "setrange"), calls_of(&stats, "set"));
+    println!("{sent} calls: {tails} SETRANGE and {sets} SET on the replica");
+    assert!(tails > 100, "tails written: {tails}\n{stats}");
+    assert!(sets > 100, "rewrites: {sets}");
+    let windows_on_primary = on_primary
+        .keys()
+        .filter(|k| k.starts_with("okome:budget:"))
+        .count();
+    assert_eq!(windows_on_primary, windows.len(), "{:?}", on_primary.keys());
+
+    // The AOF replays into the same bytes and expiries.
+    drop(p);
+    primary.kill();
+    let restarted = Restarted::start(&primary.dir, &["--appendonly", "yes"]);
+    let mut c = restarted.conn();
+    let replayed = dumps(&mut c);
+    assert_eq!(
+        replayed.keys().collect::<Vec<_>>(),
+        on_primary.keys().collect::<Vec<_>>()
+    );
+    for (k, v) in &on_primary {
+        assert_eq!(
+            &replayed[k], v,
+            "{k} differs after the AOF replay (seed {seed})"
+        );
+    }
+}
+
+/// Issue 14: an admission on a large window propagates its tail, not the
+/// window: `SETRANGE key offset tail` and `PEXPIREAT key t` (in
+/// `MULTI`/`EXEC`), a few dozen bytes whatever the window holds.
+#[test]
+fn a_large_window_replicates_its_tail() {
+    use okome_core::limiter::{Window, TRAILER_LEN};
+    let s = Server::start_with(PRIMARY);
+    let mut link = Link::sync(s.port);
+    let mut c = s.conn();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let key = "okome:budget:rate:{wide}";
+    // About 300 entries, one per millisecond or so.
+    let mut len = 0usize;
+    while len < 1_000 {
+        let _: redis::Value = redis::cmd("OKOME.RATE")
+            .arg(&["wide", "100000", "60"])
+            .query(&mut c)
+            .unwrap();
+        std::thread::sleep(Duration::from_micros(1_100));
+        len = redis::cmd("STRLEN").arg(key).query(&mut c).unwrap();
+    }
+    let before: Vec<u8> = redis::cmd("GET").arg(key).query(&mut c).unwrap();
+    let t0 = now_ms();
+    let _: redis::Value = redis::cmd("OKOME.RATE")
+        .arg(&["wide", "100000", "60"])
+        .query(&mut c)
+        .unwrap();
+    let t1 = now_ms();
+    let after: Vec<u8> = redis::cmd("GET").arg(key).query(&mut c).unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(MARKER)
+        .arg("tail")
+        .query(&mut c)
+        .unwrap();
+    // Skip what the filling wrote; then the last call's effects.
+    let mut got = Vec::new();
+    loop {
+        let cmd = link.command(deadline);
+        if cmd[0].eq_ignore_ascii_case(b"SET") && cmd[1] == MARKER.as_bytes() {
+            break;
+        }
+        got.push(cmd);
+    }
+    let n = got.len();
+    assert!(
+        n >= 4,
+        "{:?}",
+        got.iter().map(|c| show(c)).collect::<Vec<_>>()
+    );
+    let last: Vec<&Vec<Vec<u8>>> = got[n - 4..].iter().collect();
+    assert!(
+        last[0][0].eq_ignore_ascii_case(b"MULTI"),
+        "{}",
+        show(last[0])
+    );
+    assert!(
+        last[3][0].eq_ignore_ascii_case(b"EXEC"),
+        "{}",
+        show(last[3])
+    );
+    let range = last[1];
+    assert!(
+        range[0].eq_ignore_ascii_case(b"SETRANGE"),
+        "{}",
+        show(range)
+    );
+    assert_eq!(range[1], key.as_bytes());
+    let offset: usize = std::str::from_utf8(&range[2]).unwrap().parse().unwrap();
+    let tail = &range[3];
+    assert!(
+        tail.len() <= 6 + TRAILER_LEN,
+        "a small tail: {} bytes",
+        tail.len()
+    );
+    assert_eq!(offset + tail.len(), after.len());
+    assert_eq!(
+        &after[..offset],
+        &before[..offset],
+        "the bytes before it are kept"
+    );
+    assert_eq!(&after[offset..], &tail[..]);
+    let expire = last[2];
+    assert!(
+        expire[0].eq_ignore_ascii_case(b"PEXPIREAT"),
+        "{}",
+        show(expire)
+    );
+    assert_eq!(expire[1], key.as_bytes());
+    let at: i64 = std::str::from_utf8(&expire[2]).unwrap().parse().unwrap();
+    assert!(at >= t0 + 60_000 - 5 && at <= t1 + 60_000 + 5, "{at}");
+    // What it wrote is the window the limiter keeps.
+    let w = Window::decode(&after).expect("a window");
+    assert_eq!(
+        w.entries().count(),
+        Window::decode(&before).unwrap().entries().count() + 1
+    );
+}

@@ -27,17 +27,67 @@
 //! `window + CLOCK_SKEW_ALLOWANCE_MS` after `now`: a crafted timestamp near
 //! `i64::MAX` can no longer lock an agent out for ever.
 //!
-//! Stored form (a plain Redis string): version byte `1`, the oldest entry's
-//! timestamp as i64 little-endian, its units as a LEB128 varint, then for each
-//! further entry the gap to the previous one and its units, both LEB128. For
-//! 60 single-unit calls spread over a minute that is about 190 bytes.
+//! # Stored form
+//!
+//! A window is a plain Redis string, written so that an admitted call costs
+//! O(1) amortised whatever the limit: counting reads a running total,
+//! dropping dead entries moves a cursor, and an admission rewrites only the
+//! end of the string. Version 2 (written since issue 14):
+//!
+//! ```text
+//! [2] [dead entries ...] [live entries ...] [trailer: 32 bytes]
+//! entry   = gap (LEB128) units (LEB128)   -- gap from the previous entry, ms
+//! trailer = head u32 | last u32 | head_base i64 | newest i64 | total u64  (little-endian)
+//! ```
+//!
+//! `head` is the offset of the first entry not yet dropped, `head_base` the
+//! time its gap counts from (the entry before it, or its own time when it
+//! was written first), `last` the offset of the newest entry, `newest` its
+//! time and `total` the units of the entries from `head` on (`u64::MAX`
+//! means "at least that": counted again by walking, which only hand-made
+//! windows with absurd units reach). Bytes before `head` are entries
+//! already dropped: never read again, kept until compaction.
+//!
+//! An admission ([`charge_stored`]) walks from `head` past the entries that
+//! left the window (each entry is walked past once in its life), then
+//! writes one of:
+//! - [`Write::Tail`]: the new (or merged) last entry and the trailer, from
+//!   the offset of the first byte that changed to the new end. The value
+//!   only grows; replicated as `SETRANGE key offset tail` and `PEXPIREAT`.
+//! - [`Write::Whole`]: the window compacted to its live entries, in the
+//!   canonical form [`Window::encode`] gives (`head` = 1, the head entry's
+//!   gap 0), replicated as `SET key value PXAT t`. Chosen when the dropped
+//!   bytes outweigh the live ones (so a rewrite of L live bytes follows at
+//!   least L bytes of O(1) appends: amortised O(1)), for a compacted window
+//!   of at most [`SMALL_BYTES`] (a full `limit 60` window: rewriting it
+//!   whole costs no more than a tail, and it never holds dead bytes), when
+//!   every entry left the window, and when migrating a version 1 window.
+//!
+//! Version 1 (written before issue 14) is read, and migrated to version 2
+//! by the first admission: version byte `1`, the oldest entry's timestamp as
+//! i64 little-endian, its units as a LEB128 varint, then for each further
+//! entry the gap to the previous one and its units, both LEB128.
+//!
+//! For 60 single-unit calls spread over a minute a version 2 window is about
+//! 215 bytes.
 
 use crate::keys::printable;
 use crate::Error;
 use std::collections::VecDeque;
 
-/// Version byte of the stored form.
+/// Version byte of the stored form written before issue 14: read, and
+/// migrated to [`FORMAT_V2`] on the first admission.
 pub const FORMAT_V1: u8 = 1;
+/// Version byte of the stored form written now (see the module docs).
+pub const FORMAT_V2: u8 = 2;
+/// Bytes of the version 2 trailer.
+pub const TRAILER_LEN: usize = 32;
+/// A window whose compacted value is at most this many bytes is rewritten
+/// whole ([`Write::Whole`]) on every admission: it never holds dropped
+/// entries, and one `SET ... PXAT` is cheaper than `SETRANGE` +
+/// `PEXPIREAT` at that size. A full `limit 60` window of a minute is about
+/// 215 bytes.
+pub const SMALL_BYTES: usize = 512;
 /// Largest `limit` accepted.
 pub const MAX_LIMIT: u64 = 100_000;
 /// Largest window accepted, seconds (one year).
@@ -153,26 +203,31 @@ impl Window {
         Window::default()
     }
 
-    /// Decodes the stored form. Anything malformed is `Corrupt`.
+    /// Decodes either stored form (the live entries of a version 2 window,
+    /// from its head, checked from head to end). Anything malformed is
+    /// `Corrupt`.
     pub fn decode(bytes: &[u8]) -> Result<Window, Corrupt> {
         let mut w = Window::new();
         w.decode_from(bytes)?;
         Ok(w)
     }
 
-    /// [`decode`](Window::decode) into this window, reusing its storage
-    /// (the hot path allocates nothing once warm). On error the window is
-    /// left empty.
+    /// [`decode`](Window::decode) into this window, reusing its storage.
+    /// On error the window is left empty.
     pub fn decode_from(&mut self, bytes: &[u8]) -> Result<(), Corrupt> {
         self.entries.clear();
-        let r = self.decode_entries(bytes);
+        let r = match bytes.first() {
+            Some(&FORMAT_V1) => self.decode_v1(bytes),
+            Some(&FORMAT_V2) => self.decode_v2(bytes),
+            _ => Err(Corrupt),
+        };
         if r.is_err() {
             self.entries.clear();
         }
         r
     }
 
-    fn decode_entries(&mut self, bytes: &[u8]) -> Result<(), Corrupt> {
+    fn decode_v1(&mut self, bytes: &[u8]) -> Result<(), Corrupt> {
         let entries = &mut self.entries;
         let (&version, mut rest) = bytes.split_first().ok_or(Corrupt)?;
         if version != FORMAT_V1 {
@@ -192,18 +247,48 @@ impl Window {
             if gap == 0 || units == 0 {
                 return Err(Corrupt);
             }
-            at = i64::try_from(gap)
-                .ok()
-                .and_then(|g| at.checked_add(g))
-                .ok_or(Corrupt)?;
+            at = add_gap(at, gap)?;
             entries.push_back(Entry { at, units });
         }
         Ok(())
     }
 
-    /// The stored form; empty for an empty window (the key is deleted).
+    /// Every entry from the head, checked against the trailer: O(n).
+    fn decode_v2(&mut self, bytes: &[u8]) -> Result<(), Corrupt> {
+        let (tr, ..) = Trailer::read(bytes)?;
+        let end = body_end(bytes)?;
+        let mut pos = tr.head;
+        let mut at = tr.head_base;
+        let mut total = 0u64;
+        loop {
+            let (gap, units, next) = read_entry(bytes, pos, end)?;
+            if gap == 0 && pos != tr.head {
+                return Err(Corrupt);
+            }
+            at = add_gap(at, gap)?;
+            total = total.saturating_add(units);
+            self.entries.push_back(Entry { at, units });
+            if next == end {
+                break;
+            }
+            pos = next;
+        }
+        if pos != tr.last || at != tr.newest || total != tr.total {
+            return Err(Corrupt);
+        }
+        Ok(())
+    }
+
+    /// The canonical version 2 form: empty for an empty window (the key is
+    /// deleted). What [`charge_stored`] writes when it rewrites a window
+    /// whole.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.entries.len().saturating_mul(3).saturating_add(10));
+        let mut out = Vec::with_capacity(
+            self.entries
+                .len()
+                .saturating_mul(3)
+                .saturating_add(3 + TRAILER_LEN),
+        );
         self.encode_into(&mut out);
         out
     }
@@ -216,15 +301,45 @@ impl Window {
         let Some(first) = iter.next() else {
             return;
         };
+        out.push(FORMAT_V2);
+        put_varint(out, 0);
+        put_varint(out, first.units);
+        let mut tr = Trailer {
+            head: 1,
+            last: 1,
+            head_base: first.at,
+            newest: first.at,
+            total: first.units,
+        };
+        for e in iter {
+            tr.last = out.len();
+            put_varint(out, ms_u64(e.at.saturating_sub(tr.newest)));
+            put_varint(out, e.units);
+            tr.newest = e.at;
+            tr.total = tr.total.saturating_add(e.units);
+        }
+        tr.put(out);
+    }
+
+    /// The version 1 form (written before issue 14), for tests of the
+    /// migration; okome never writes it.
+    #[doc(hidden)]
+    pub fn encode_v1(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut iter = self.entries.iter();
+        let Some(first) = iter.next() else {
+            return out;
+        };
         out.push(FORMAT_V1);
         out.extend_from_slice(&first.at.to_le_bytes());
-        put_varint(out, first.units);
+        put_varint(&mut out, first.units);
         let mut prev = first.at;
         for e in iter {
-            put_varint(out, ms_u64(e.at.saturating_sub(prev)));
-            put_varint(out, e.units);
+            put_varint(&mut out, ms_u64(e.at.saturating_sub(prev)));
+            put_varint(&mut out, e.units);
             prev = e.at;
         }
+        out
     }
 
     /// The entries, oldest first.
@@ -346,6 +461,479 @@ impl Window {
     }
 }
 
+/// `at + gap`, or `Corrupt` past the end of time.
+fn add_gap(at: i64, gap: u64) -> Result<i64, Corrupt> {
+    i64::try_from(gap)
+        .ok()
+        .and_then(|g| at.checked_add(g))
+        .ok_or(Corrupt)
+}
+
+/// Bytes of `v` as a LEB128 varint.
+fn varint_len(v: u64) -> usize {
+    let bits = 64usize.saturating_sub(v.leading_zeros() as usize).max(1);
+    bits.div_ceil(7)
+}
+
+/// Where the entries of version 2 bytes end (the trailer's offset).
+fn body_end(bytes: &[u8]) -> Result<usize, Corrupt> {
+    bytes.len().checked_sub(TRAILER_LEN).ok_or(Corrupt)
+}
+
+/// The entry at `pos` of bytes whose entries end at `end`: its gap, its
+/// units (never 0) and the offset of the next entry.
+fn read_entry(bytes: &[u8], pos: usize, end: usize) -> Result<(u64, u64, usize), Corrupt> {
+    let mut rest = bytes.get(pos..end).ok_or(Corrupt)?;
+    let gap = get_varint(&mut rest)?;
+    let units = get_varint(&mut rest)?;
+    if units == 0 {
+        return Err(Corrupt);
+    }
+    Ok((gap, units, end.checked_sub(rest.len()).ok_or(Corrupt)?))
+}
+
+/// The trailer of a version 2 window (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Trailer {
+    head: usize,
+    last: usize,
+    head_base: i64,
+    newest: i64,
+    total: u64,
+}
+
+fn offset_u32(v: usize) -> [u8; 4] {
+    // Offsets lie within a Redis string (at most 512 MB); a larger one
+    // cannot be written, and reads back as corrupt.
+    u32::try_from(v).unwrap_or(u32::MAX).to_le_bytes()
+}
+
+impl Trailer {
+    fn put(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&offset_u32(self.head));
+        out.extend_from_slice(&offset_u32(self.last));
+        out.extend_from_slice(&self.head_base.to_le_bytes());
+        out.extend_from_slice(&self.newest.to_le_bytes());
+        out.extend_from_slice(&self.total.to_le_bytes());
+    }
+
+    /// Reads the trailer of version 2 bytes and checks what O(1) allows:
+    /// the offsets, and that the entry at `last` ends the body, agrees with
+    /// `newest` (when it is the head) and fits in `total`. Also returns that
+    /// entry's gap and units.
+    fn read(bytes: &[u8]) -> Result<(Trailer, u64, u64), Corrupt> {
+        if bytes.first() != Some(&FORMAT_V2) {
+            return Err(Corrupt);
+        }
+        let end = body_end(bytes)?;
+        let t = bytes.get(end..).ok_or(Corrupt)?;
+        let (head, t) = t.split_first_chunk::<4>().ok_or(Corrupt)?;
+        let (last, t) = t.split_first_chunk::<4>().ok_or(Corrupt)?;
+        let (head_base, t) = t.split_first_chunk::<8>().ok_or(Corrupt)?;
+        let (newest, t) = t.split_first_chunk::<8>().ok_or(Corrupt)?;
+        let (total, _) = t.split_first_chunk::<8>().ok_or(Corrupt)?;
+        let tr = Trailer {
+            head: u32::from_le_bytes(*head) as usize,
+            last: u32::from_le_bytes(*last) as usize,
+            head_base: i64::from_le_bytes(*head_base),
+            newest: i64::from_le_bytes(*newest),
+            total: u64::from_le_bytes(*total),
+        };
+        if tr.head == 0 || tr.head > tr.last || tr.last >= end {
+            return Err(Corrupt);
+        }
+        let (gap, units, next) = read_entry(bytes, tr.last, end)?;
+        let consistent = next == end
+            && tr.total >= units
+            && if tr.head == tr.last {
+                tr.total == units && add_gap(tr.head_base, gap) == Ok(tr.newest)
+            } else {
+                gap > 0 && tr.newest > tr.head_base
+            };
+        if !consistent {
+            return Err(Corrupt);
+        }
+        Ok((tr, gap, units))
+    }
+}
+
+/// What an admission writes to the window's key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Write {
+    /// Nothing: a refusal, a report (`cost` 0).
+    Nothing,
+    /// The whole new value is in `out`: `SET key out PXAT expire_at`.
+    Whole { expire_at: i64 },
+    /// `out` replaces the value from `offset` on, growing it (never
+    /// shrinking it) to `offset + out.len()`: `SETRANGE key offset out`,
+    /// then `PEXPIREAT key expire_at`.
+    Tail { offset: usize, expire_at: i64 },
+}
+
+/// A charge against a stored window: the decision, and what to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Charged {
+    pub decision: Decision,
+    pub write: Write,
+}
+
+/// Why a stored window cannot be charged (nothing is written).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unusable {
+    /// The bytes are not a window.
+    Corrupt(Corrupt),
+    /// A window beyond the clock-skew allowance: see [`Window::check_times`].
+    Ahead(AheadOfClock),
+}
+
+impl From<Corrupt> for Unusable {
+    fn from(c: Corrupt) -> Self {
+        Unusable::Corrupt(c)
+    }
+}
+
+/// Charges `cost` units at `now` against `limit` per `window_ms` to the
+/// window stored as `stored` (empty: no key), with the semantics of
+/// [`Window::charge`] (exactly: the same decisions), preceded by
+/// [`Window::check_times`] (a window ahead of the clock is
+/// [`Unusable::Ahead`]). On admission `out` receives what to write (see
+/// [`Write`]); after it, the key reads back as the window
+/// [`Window::charge`] leaves, and expires when that window empties.
+///
+/// Cost: O(1) amortised in the entries of a version 2 window — O(1) to
+/// count, plus the entries that left the window since the last admission,
+/// plus, for a refused call, the entries walked until `cost` units fit,
+/// plus an occasional compaction paid for by the appends before it. A
+/// version 1 window is decoded whole, once (it is rewritten in version 2).
+pub fn charge_stored(
+    stored: &[u8],
+    now: i64,
+    limit: u64,
+    window_ms: u64,
+    cost: u64,
+    out: &mut Vec<u8>,
+) -> Result<Charged, Unusable> {
+    charge_with(stored, now, limit, window_ms, cost, out, SMALL_BYTES)
+}
+
+/// [`charge_stored`] with another [`SMALL_BYTES`] (tests exercise the
+/// tail form on small windows with 0).
+#[doc(hidden)]
+pub fn charge_with(
+    stored: &[u8],
+    now: i64,
+    limit: u64,
+    window_ms: u64,
+    cost: u64,
+    out: &mut Vec<u8>,
+    small: usize,
+) -> Result<Charged, Unusable> {
+    out.clear();
+    let c = Call {
+        now,
+        limit,
+        w: i64::try_from(window_ms).unwrap_or(i64::MAX),
+        cost,
+        small,
+    };
+    match stored.first() {
+        None => Ok(c.empty(out)),
+        Some(&FORMAT_V1) => {
+            let old = Window::decode(stored)?;
+            old.check_times(now).map_err(Unusable::Ahead)?;
+            let canonical = old.encode();
+            c.charge(&canonical, out, true)
+        }
+        Some(_) => c.charge(stored, out, false),
+    }
+}
+
+/// Applies `write` (with `out`) to `value` as Redis applies its effects:
+/// the value a replica or an AOF replay holds afterwards.
+pub fn apply(value: &mut Vec<u8>, write: Write, out: &[u8]) {
+    match write {
+        Write::Nothing => {}
+        Write::Whole { .. } => {
+            value.clear();
+            value.extend_from_slice(out);
+        }
+        Write::Tail { offset, .. } => {
+            // SETRANGE: zero-pad up to the offset, overwrite, grow if needed.
+            let end = offset.saturating_add(out.len());
+            if value.len() < end {
+                value.resize(end, 0);
+            }
+            if let Some(dst) = value.get_mut(offset..end) {
+                dst.copy_from_slice(out);
+            }
+        }
+    }
+}
+
+/// One call's parameters.
+struct Call {
+    now: i64,
+    limit: u64,
+    w: i64,
+    cost: u64,
+    small: usize,
+}
+
+/// The first entry still in the window, found by the walk from `head`.
+struct Live {
+    /// Its offset.
+    start: usize,
+    /// The time its gap counts from.
+    base: i64,
+    at: i64,
+    units: u64,
+    /// The offset of the entry after it.
+    next: usize,
+}
+
+impl Call {
+    /// ms from now until `at` + the window (0 if past).
+    fn until(&self, at: i64) -> u64 {
+        ms_u64(at.saturating_add(self.w).saturating_sub(self.now))
+    }
+
+    /// A window holding one entry, in canonical form.
+    fn single(out: &mut Vec<u8>, at: i64, units: u64) {
+        out.push(FORMAT_V2);
+        put_varint(out, 0);
+        put_varint(out, units);
+        Trailer {
+            head: 1,
+            last: 1,
+            head_base: at,
+            newest: at,
+            total: units,
+        }
+        .put(out);
+    }
+
+    fn report(&self, used: u64, reset_after_ms: u64) -> Charged {
+        Charged {
+            decision: Decision {
+                allowed: true,
+                remaining: self.limit.saturating_sub(used),
+                retry_after_ms: 0,
+                reset_after_ms: if used == 0 { 0 } else { reset_after_ms },
+                changed: false,
+            },
+            write: Write::Nothing,
+        }
+    }
+
+    fn admitted(&self, used: u64, t: i64) -> Decision {
+        Decision {
+            allowed: true,
+            remaining: self.limit.saturating_sub(used.saturating_add(self.cost)),
+            retry_after_ms: 0,
+            reset_after_ms: self.until(t),
+            changed: true,
+        }
+    }
+
+    fn refused(&self, used: u64, retry_after_ms: u64, reset_after_ms: u64) -> Charged {
+        Charged {
+            decision: Decision {
+                allowed: false,
+                remaining: self.limit.saturating_sub(used),
+                retry_after_ms,
+                reset_after_ms,
+                changed: false,
+            },
+            write: Write::Nothing,
+        }
+    }
+
+    /// No key: [`Window::charge`] on an empty window.
+    fn empty(&self, out: &mut Vec<u8>) -> Charged {
+        if self.cost == 0 {
+            return self.report(0, 0);
+        }
+        if self.cost > self.limit {
+            return self.refused(0, 0, 0);
+        }
+        Call::single(out, self.now, self.cost);
+        Charged {
+            decision: self.admitted(0, self.now),
+            write: Write::Whole {
+                expire_at: self.now.saturating_add(self.w),
+            },
+        }
+    }
+
+    /// A version 2 window (`whole`: rewrite it whole on admission).
+    fn charge(&self, bytes: &[u8], out: &mut Vec<u8>, whole: bool) -> Result<Charged, Unusable> {
+        let (tr, last_gap, last_units) = Trailer::read(bytes)?;
+        if tr.newest > self.now.saturating_add(CLOCK_SKEW_ALLOWANCE_MS) {
+            return Err(Unusable::Ahead(AheadOfClock {
+                newest: tr.newest,
+                now: self.now,
+            }));
+        }
+        let end = body_end(bytes)?;
+        // A clock that stepped backwards: work at the newest entry's time.
+        let t = tr.newest.max(self.now);
+        let horizon = t.saturating_sub(self.w);
+        let reset_after_ms = self.until(tr.newest);
+        // Walk past the entries that left the window since the last
+        // admission (none if every entry did).
+        let mut live = None;
+        let mut dead = 0u64;
+        if tr.newest > horizon {
+            let (mut pos, mut base) = (tr.head, tr.head_base);
+            loop {
+                let (gap, units, next) = read_entry(bytes, pos, end)?;
+                if gap == 0 && pos != tr.head {
+                    return Err(Corrupt.into());
+                }
+                let at = add_gap(base, gap)?;
+                if pos == tr.last && at != tr.newest {
+                    return Err(Corrupt.into());
+                }
+                if at > horizon {
+                    live = Some(Live {
+                        start: pos,
+                        base,
+                        at,
+                        units,
+                        next,
+                    });
+                    break;
+                }
+                dead = dead.saturating_add(units);
+                base = at;
+                pos = next;
+            }
+        }
+        let used = match &live {
+            None => 0,
+            Some(l) if tr.total == u64::MAX => recount(bytes, l, end)?,
+            Some(_) => tr
+                .total
+                .checked_sub(dead)
+                .filter(|&u| u >= last_units)
+                .ok_or(Corrupt)?,
+        };
+        if self.cost == 0 {
+            return Ok(self.report(used, reset_after_ms));
+        }
+        if used.saturating_add(self.cost) > self.limit {
+            let retry = match &live {
+                Some(l) => self.retry(bytes, l, end, used)?,
+                None => 0,
+            };
+            return Ok(self.refused(used, retry, reset_after_ms));
+        }
+        let decision = self.admitted(used, t);
+        let expire_at = t.saturating_add(self.w);
+        let Some(l) = live else {
+            Call::single(out, t, self.cost);
+            return Ok(Charged {
+                decision,
+                write: Write::Whole { expire_at },
+            });
+        };
+        let total = used.saturating_add(self.cost);
+        // The new last entry: merged into the newest one at the same
+        // millisecond, else appended after it.
+        let merge = tr.newest == t;
+        let (tail_start, gap, units) = if merge {
+            (tr.last, last_gap, last_units.saturating_add(self.cost))
+        } else {
+            (end, ms_u64(t.saturating_sub(tr.newest)), self.cost)
+        };
+        let tail_len = varint_len(gap).saturating_add(varint_len(units));
+        let live_len = tail_start.saturating_sub(l.start).saturating_add(tail_len);
+        let dead_len = l.start.saturating_sub(1);
+        let compacted = live_len.saturating_add(1 + TRAILER_LEN);
+        if whole || dead_len > live_len || compacted <= self.small {
+            if merge && l.start == tr.last {
+                Call::single(out, t, units);
+            } else {
+                out.reserve(compacted);
+                out.push(FORMAT_V2);
+                put_varint(out, 0);
+                put_varint(out, l.units);
+                out.extend_from_slice(bytes.get(l.next..tail_start).ok_or(Corrupt)?);
+                let last = out.len();
+                put_varint(out, gap);
+                put_varint(out, units);
+                Trailer {
+                    head: 1,
+                    last,
+                    head_base: l.at,
+                    newest: t,
+                    total,
+                }
+                .put(out);
+            }
+            return Ok(Charged {
+                decision,
+                write: Write::Whole { expire_at },
+            });
+        }
+        put_varint(out, gap);
+        put_varint(out, units);
+        Trailer {
+            head: l.start,
+            last: tail_start,
+            head_base: l.base,
+            newest: t,
+            total,
+        }
+        .put(out);
+        Ok(Charged {
+            decision,
+            write: Write::Tail {
+                offset: tail_start,
+                expire_at,
+            },
+        })
+    }
+
+    /// A refused call: ms until enough of the oldest units have left the
+    /// window for `cost` to fit (0 if they never do).
+    fn retry(&self, bytes: &[u8], l: &Live, end: usize, used: u64) -> Result<u64, Corrupt> {
+        let (mut at, mut units, mut next) = (l.at, l.units, l.next);
+        let mut left = used;
+        loop {
+            left = left.saturating_sub(units);
+            if left.saturating_add(self.cost) <= self.limit {
+                return Ok(self.until(at));
+            }
+            if next >= end {
+                return Ok(0);
+            }
+            let (gap, u, n) = read_entry(bytes, next, end)?;
+            if gap == 0 {
+                return Err(Corrupt);
+            }
+            at = add_gap(at, gap)?;
+            (units, next) = (u, n);
+        }
+    }
+}
+
+/// The units from the first live entry on, summed saturating (for a
+/// window whose total saturated).
+fn recount(bytes: &[u8], l: &Live, end: usize) -> Result<u64, Corrupt> {
+    let mut used = l.units;
+    let mut next = l.next;
+    while next < end {
+        let (gap, units, n) = read_entry(bytes, next, end)?;
+        if gap == 0 {
+            return Err(Corrupt);
+        }
+        used = used.saturating_add(units);
+        next = n;
+    }
+    Ok(used)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -429,9 +1017,17 @@ mod tests {
             w.charge(1_700_000_000_000 + i * 1_000, 60, 60_000, 1);
         }
         let bytes = w.encode();
-        assert!(bytes.len() <= 1 + 8 + 1 + 59 * 3, "{}", bytes.len());
-        assert_eq!(Window::decode(&bytes), Ok(w));
+        assert!(
+            bytes.len() <= 1 + 2 + 59 * 3 + TRAILER_LEN,
+            "{}",
+            bytes.len()
+        );
+        assert_eq!(Window::decode(&bytes), Ok(w.clone()));
         assert_eq!(Window::new().encode(), Vec::<u8>::new());
+        // The version 1 form still reads back as the same window.
+        let v1 = w.encode_v1();
+        assert!(v1.len() <= 1 + 8 + 1 + 59 * 3, "{}", v1.len());
+        assert_eq!(Window::decode(&v1), Ok(w));
     }
 
     #[test]
@@ -484,6 +1080,13 @@ mod tests {
     /// behind the newest admission must be refused by `check_times` and by
     /// `charge`, recording nothing; every other call must match the
     /// reference exactly, as it did before the allowance existed.
+    ///
+    /// Alongside, the same calls go to windows in their stored form, as the
+    /// module keeps them ([`Stored`]): rewritten whole only when small
+    /// (the module's threshold), with the tail form wherever it applies
+    /// (threshold 0), and one written in version 1 halfway through (a window
+    /// of the previous release, migrated by its next admission). Each must
+    /// decide exactly as the limiter and read back as its window.
     fn run_against_reference(
         limit: u64,
         window: i64,
@@ -492,10 +1095,14 @@ mod tests {
         let mut w = Window::new();
         let mut r = Reference::default();
         let mut now = 1_000i64;
-        for &(step, cost) in calls {
+        let mut stored = [Stored::new(SMALL_BYTES), Stored::new(0), Stored::new(0)];
+        for (i, &(step, cost)) in calls.iter().enumerate() {
             now += step;
             let cost = cost.min(limit);
             w = Window::decode(&w.encode()).unwrap_or_default();
+            if i == calls.len() / 2 {
+                stored[2].bytes = w.encode_v1();
+            }
             let ahead = r
                 .newest()
                 .filter(|&a| a > now + CLOCK_SKEW_ALLOWANCE_MS)
@@ -503,6 +1110,9 @@ mod tests {
             prop_assert_eq!(w.check_times(now), ahead.map_or(Ok(()), Err));
             let before = w.clone();
             let d = w.charge(now, limit, window as u64, cost);
+            for s in &mut stored {
+                s.charge(now, limit, window as u64, cost, ahead, &d, &w)?;
+            }
             if let Some(a) = ahead {
                 let refused = Decision {
                     allowed: false,
@@ -557,6 +1167,98 @@ mod tests {
         Ok(())
     }
 
+    /// A window as Redis holds it: charged through [`charge_with`] and
+    /// changed only by [`apply`], as the primary, a replica and an AOF
+    /// replay change it.
+    struct Stored {
+        bytes: Vec<u8>,
+        small: usize,
+        out: Vec<u8>,
+    }
+
+    impl Stored {
+        fn new(small: usize) -> Stored {
+            Stored {
+                bytes: Vec::new(),
+                small,
+                out: Vec::new(),
+            }
+        }
+
+        /// Charges, and checks the outcome against the limiter's decision
+        /// `d` for the same call and the window `after` it.
+        #[allow(clippy::too_many_arguments)]
+        fn charge(
+            &mut self,
+            now: i64,
+            limit: u64,
+            window_ms: u64,
+            cost: u64,
+            ahead: Option<AheadOfClock>,
+            d: &Decision,
+            after: &Window,
+        ) -> Result<Charged, TestCaseError> {
+            let before = self.bytes.clone();
+            let r = charge_with(
+                &self.bytes,
+                now,
+                limit,
+                window_ms,
+                cost,
+                &mut self.out,
+                self.small,
+            );
+            if let Some(a) = ahead {
+                prop_assert_eq!(r, Err(Unusable::Ahead(a)));
+                return Ok(Charged {
+                    decision: *d,
+                    write: Write::Nothing,
+                });
+            }
+            let c = match r {
+                Ok(c) => c,
+                Err(e) => return Err(TestCaseError::fail(format!("{e:?} on {before:?}"))),
+            };
+            prop_assert_eq!(&c.decision, d);
+            apply(&mut self.bytes, c.write, &self.out);
+            let expire_at = after.empty_at(window_ms);
+            match c.write {
+                Write::Nothing => {
+                    prop_assert!(!d.changed);
+                    prop_assert_eq!(&self.bytes, &before, "nothing written");
+                }
+                Write::Whole { expire_at: at } => {
+                    prop_assert!(d.changed);
+                    prop_assert_eq!(Some(at), expire_at);
+                    prop_assert_eq!(&self.bytes, &after.encode(), "a rewrite is canonical");
+                }
+                Write::Tail {
+                    offset,
+                    expire_at: at,
+                } => {
+                    prop_assert!(d.changed);
+                    prop_assert_eq!(Some(at), expire_at);
+                    prop_assert!(before.first() == Some(&FORMAT_V2));
+                    prop_assert!(offset + self.out.len() >= before.len(), "never shrinks");
+                    prop_assert!(self.out.len() <= 20 + TRAILER_LEN, "a tail is small");
+                    let (tr, ..) = Trailer::read(&self.bytes).expect("a trailer");
+                    let end = self.bytes.len() - TRAILER_LEN;
+                    prop_assert!(
+                        tr.head - 1 <= end - tr.head,
+                        "dead bytes never outweigh live"
+                    );
+                    prop_assert!(end - tr.head + 1 + TRAILER_LEN > self.small);
+                }
+            }
+            if after.is_empty() {
+                prop_assert!(self.bytes.is_empty() || !d.changed);
+            } else {
+                prop_assert_eq!(&Window::decode(&self.bytes).expect("decodes"), after);
+            }
+            Ok(c)
+        }
+    }
+
     /// The stored form of `base` then `(gap, units)` entries, built by hand
     /// (any values, unlike `encode`).
     fn crafted(base: i64, units: u64, rest: &[(u64, u64)]) -> Vec<u8> {
@@ -593,7 +1295,7 @@ mod tests {
                 assert!(!d.allowed && !d.changed, "{now} {cost}: {d:?}");
                 assert_eq!(d.remaining, 0);
                 assert_eq!(c, w, "nothing recorded");
-                assert_eq!(c.encode(), bytes);
+                assert_eq!(c.encode_v1(), bytes);
             }
         }
         let d = w.clone().charge(NOW, 5, 60_000, 1);
@@ -710,12 +1412,259 @@ mod tests {
                                 let bound = now.saturating_add(wi).saturating_add(A);
                                 assert!(c.empty_at(window_ms).is_none_or(|at| at <= bound));
                             }
-                            assert_eq!(Window::decode(&c.encode()), Ok(c));
+                            assert_eq!(Window::decode(&c.encode()), Ok(c.clone()));
+                            for form in [bytes.clone(), w.encode()] {
+                                same_as_limiter(&form, &w, now, limit, window_ms, cost, small())
+                                    .unwrap();
+                            }
                         }
                     }
                 }
             }
         }
+    }
+
+    /// Some thresholds: the module's, always the tail form, in between.
+    fn small() -> usize {
+        [SMALL_BYTES, 0, 40][NOW.unsigned_abs() as usize % 3]
+    }
+
+    /// Charges `bytes` (holding the window `w`) in its stored form and
+    /// checks it decides as [`Window::charge`] and reads back as its window.
+    fn same_as_limiter(
+        bytes: &[u8],
+        w: &Window,
+        now: i64,
+        limit: u64,
+        window_ms: u64,
+        cost: u64,
+        small: usize,
+    ) -> Result<(), String> {
+        let mut c = w.clone();
+        let accepted = c.check_times(now);
+        let d = c.charge(now, limit, window_ms, cost);
+        let mut out = Vec::new();
+        let r = charge_with(bytes, now, limit, window_ms, cost, &mut out, small);
+        let fail = |what: &str| Err(format!("{what}: {r:?} vs {d:?} on {bytes:?} at {now}"));
+        match (accepted, r) {
+            (Err(a), Err(Unusable::Ahead(b))) if a == b => Ok(()),
+            (Ok(()), Ok(got)) => {
+                if got.decision != d {
+                    return fail("decision");
+                }
+                let mut value = bytes.to_vec();
+                apply(&mut value, got.write, &out);
+                if got.write == Write::Nothing && value != bytes {
+                    return fail("wrote on a refusal");
+                }
+                if Window::decode(&value) != Ok(c.clone()) {
+                    return fail("reads back as another window");
+                }
+                Ok(())
+            }
+            _ => fail("outcome"),
+        }
+    }
+
+    /// A version 2 window by hand: `dead` entries (already dropped), then
+    /// the head and further entries from `head_base`, as (gap, units).
+    fn v2(dead: &[(u64, u64)], head_base: i64, live: &[(u64, u64)]) -> Vec<u8> {
+        let mut out = vec![FORMAT_V2];
+        for &(g, u) in dead {
+            put_varint(&mut out, g);
+            put_varint(&mut out, u);
+        }
+        let head = out.len();
+        let (mut at, mut total, mut last) = (head_base, 0u64, head);
+        for &(g, u) in live {
+            last = out.len();
+            put_varint(&mut out, g);
+            put_varint(&mut out, u);
+            at += g as i64;
+            total += u;
+        }
+        Trailer {
+            head,
+            last,
+            head_base,
+            newest: at,
+            total,
+        }
+        .put(&mut out);
+        out
+    }
+
+    #[test]
+    fn compaction_happens_when_dead_bytes_outweigh_live_ones() {
+        // Live: m entries 1 ms apart from 10 000 (2 bytes each); dead: k
+        // entries before them (2 bytes each). A call 1 ms after the newest
+        // appends 2 bytes: live 2m + 2 bytes after it.
+        let m = 10u64;
+        let live: Vec<(u64, u64)> = (0..m).map(|i| (if i == 0 { 0 } else { 1 }, 1)).collect();
+        let newest = 10_000 + m as i64 - 1;
+        let call = |dead_entries: u64, small: usize| {
+            let dead = vec![(1u64, 1u64); dead_entries as usize];
+            let bytes = v2(&dead, 10_000, &live);
+            let w = Window::decode(&bytes).expect("well-formed");
+            let mut out = Vec::new();
+            let c = charge_with(&bytes, newest + 1, 100, 60_000, 1, &mut out, small).unwrap();
+            same_as_limiter(&bytes, &w, newest + 1, 100, 60_000, 1, small).unwrap();
+            (c.write, out)
+        };
+        // dead 2(m+1) = live 2m + 2: not outweighed, the tail is written.
+        let (write, out) = call(m + 1, 0);
+        let end = 1 + 2 * (2 * m as usize + 1);
+        assert_eq!(
+            write,
+            Write::Tail {
+                offset: end,
+                expire_at: newest + 1 + 60_000
+            }
+        );
+        assert_eq!(out.len(), 2 + TRAILER_LEN);
+        // dead 2(m+2) > live: compacted, canonical, the dead bytes gone.
+        let (write, out) = call(m + 2, 0);
+        assert!(matches!(write, Write::Whole { .. }), "{write:?}");
+        assert_eq!(out.len(), 1 + 2 * (m as usize + 1) + TRAILER_LEN);
+        // The small threshold, exactly: a compacted window of `small` bytes
+        // is rewritten whole, one byte more is not.
+        let compacted = 1 + 2 * (m as usize + 1) + TRAILER_LEN;
+        assert!(matches!(call(1, compacted).0, Write::Whole { .. }));
+        assert!(matches!(call(1, compacted - 1).0, Write::Tail { .. }));
+    }
+
+    #[test]
+    fn entries_leaving_the_window_move_the_head_and_count_once() {
+        // Four live entries 10 ms apart (units 1, 2, 3, 4) in a 100 ms
+        // window; a call at 10 035 + 100 drops the first three.
+        let bytes = v2(&[(7, 9)], 10_000, &[(0, 1), (10, 2), (10, 3), (10, 4)]);
+        let w = Window::decode(&bytes).expect("well-formed");
+        assert_eq!(
+            w.entries().map(|e| e.at).collect::<Vec<_>>(),
+            [10_000, 10_010, 10_020, 10_030]
+        );
+        let now = 10_025 + 100;
+        for cost in 0..=10 {
+            for small in [0, SMALL_BYTES] {
+                same_as_limiter(&bytes, &w, now, 10, 100, cost, small).unwrap();
+            }
+        }
+        let mut out = Vec::new();
+        let c = charge_with(&bytes, now, 10, 100, 5, &mut out, 0).unwrap();
+        // 4 units live (the entry at 10 030), 5 more fit; the dead bytes
+        // (1 + 3 entries, 8 bytes) outweigh the live ones (4): compacted.
+        assert_eq!((c.decision.allowed, c.decision.remaining), (true, 1));
+        assert!(matches!(c.write, Write::Whole { .. }));
+        let mut value = bytes.clone();
+        apply(&mut value, c.write, &out);
+        assert_eq!(
+            Window::decode(&value)
+                .unwrap()
+                .entries()
+                .copied()
+                .collect::<Vec<_>>(),
+            [
+                Entry {
+                    at: 10_030,
+                    units: 4
+                },
+                Entry { at: now, units: 5 }
+            ]
+        );
+    }
+
+    #[test]
+    fn every_entry_gone_starts_afresh() {
+        let bytes = v2(&[], 5_000, &[(0, 3), (4, 2)]);
+        let mut out = Vec::new();
+        let c = charge_with(&bytes, 5_004 + 1_000, 5, 1_000, 1, &mut out, 0).unwrap();
+        assert_eq!(c.decision.remaining, 4);
+        assert_eq!(c.write, Write::Whole { expire_at: 7_004 });
+        let mut fresh = Window::new();
+        fresh.charge(6_004, 5, 1_000, 1);
+        assert_eq!(out, fresh.encode());
+    }
+
+    #[test]
+    fn a_version_1_window_is_read_and_migrated_by_its_first_admission() {
+        let mut w = Window::new();
+        for i in 0..40 {
+            w.charge(NOW + i * 7, 50, 60_000, 1 + (i as u64 % 3));
+        }
+        let v1 = w.encode_v1();
+        assert_eq!(v1.first(), Some(&FORMAT_V1));
+        let mut out = Vec::new();
+        // A report or a refusal writes nothing: the window stays version 1.
+        for (cost, limit) in [(0, 50), (50, 50)] {
+            let c = charge_stored(&v1, NOW + 300, limit, 60_000, cost, &mut out).unwrap();
+            assert_eq!(c.write, Write::Nothing);
+            same_as_limiter(&v1, &w, NOW + 300, limit, 60_000, cost, 0).unwrap();
+        }
+        // An admission rewrites it whole, in version 2, even where a tail
+        // would do.
+        let c = charge_with(&v1, NOW + 300, 1_000, 60_000, 1, &mut out, 0).unwrap();
+        assert!(matches!(c.write, Write::Whole { .. }));
+        assert_eq!(out.first(), Some(&FORMAT_V2));
+        let mut after = w.clone();
+        after.charge(NOW + 300, 1_000, 60_000, 1);
+        assert_eq!(out, after.encode());
+        // A version 1 window from the far future is refused as ever.
+        let ahead = Window::decode(&crafted(NOW + A + 1, 1, &[])).unwrap();
+        assert_eq!(
+            charge_stored(&ahead.encode_v1(), NOW, 5, 60_000, 1, &mut out),
+            Err(Unusable::Ahead(AheadOfClock {
+                newest: NOW + A + 1,
+                now: NOW
+            }))
+        );
+    }
+
+    /// `limit 100000` at one call per ms over a 60 s window: 60 000 live
+    /// entries in steady state, yet every admission writes a few bytes, and
+    /// compactions add about 2 bytes per call on average.
+    #[test]
+    fn a_large_window_costs_constant_amortised() {
+        let mut s = Stored::new(SMALL_BYTES);
+        let (mut written, mut tails, mut wholes, mut largest) = (0usize, 0usize, 0usize, 0usize);
+        let calls = 150_000i64;
+        for i in 0..calls {
+            let now = NOW + i;
+            // (The limiter counts in O(live entries): the live count is
+            // known here.)
+            let live = (i + 1).min(60_000) as u64;
+            let d = Decision {
+                allowed: true,
+                remaining: MAX_LIMIT - live,
+                retry_after_ms: 0,
+                reset_after_ms: 60_000,
+                changed: true,
+            };
+            let before = s.bytes.len();
+            let mut out = std::mem::take(&mut s.out);
+            let c = charge_stored(&s.bytes, now, MAX_LIMIT, 60_000, 1, &mut out).unwrap();
+            assert_eq!(c.decision, d, "call {i}");
+            apply(&mut s.bytes, c.write, &out);
+            match c.write {
+                Write::Tail { offset, .. } => {
+                    tails += 1;
+                    assert!(offset + out.len() >= before);
+                }
+                _ => wholes += 1,
+            }
+            written += out.len();
+            largest = largest.max(out.len());
+            s.out = out;
+        }
+        let w = Window::decode(&s.bytes).unwrap();
+        let ats: Vec<i64> = w.entries().map(|e| e.at).collect();
+        assert_eq!(ats, (NOW + calls - 60_000..NOW + calls).collect::<Vec<_>>());
+        let per_call = written as f64 / calls as f64;
+        assert!(
+            per_call < 2.0 + 2.0 + TRAILER_LEN as f64 + 4.0,
+            "{per_call} bytes per call"
+        );
+        assert!(wholes < 300, "{wholes} rewrites, {tails} tails");
+        assert!(largest <= 1 + 2 * 60_001 + 8 + TRAILER_LEN, "{largest}");
     }
 
     #[test]
@@ -816,11 +1765,69 @@ mod tests {
                 }
             }
             prop_assert_eq!(Window::decode(&c.encode()), Ok(c));
+            let bytes = crafted(base, units, &rest);
+            for form in [bytes.clone(), w.encode()] {
+                same_as_limiter(&form, &w, now, limit, window_ms, cost, small())
+                    .map_err(TestCaseError::fail)?;
+            }
         }
 
         #[test]
         fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
             let _ = Window::decode(&bytes);
+            let mut out = Vec::new();
+            for small in [0, SMALL_BYTES] {
+                let _ = charge_with(&bytes, NOW, 5, 60_000, 1, &mut out, small);
+            }
+        }
+
+        /// Arbitrary bytes in the shape of a version 2 window (trailer
+        /// fields near the real ones): never a panic; whatever is accepted
+        /// and fully well-formed decides as the limiter.
+        #[test]
+        fn stored_form_on_hostile_bytes(
+            body in proptest::collection::vec(any::<u8>(), 1..40),
+            head in 0u32..48,
+            last in 0u32..48,
+            head_base in prop_oneof![Just(NOW), any::<i64>()],
+            newest in prop_oneof![NOW..NOW + 200, any::<i64>()],
+            total in prop_oneof![0u64..20, any::<u64>()],
+            now in prop_oneof![NOW..NOW + 500, any::<i64>()],
+            limit in 1u64..20,
+            cost in 0u64..20,
+            small in prop_oneof![Just(0usize), Just(SMALL_BYTES)],
+        ) {
+            let mut bytes = vec![FORMAT_V2];
+            bytes.extend_from_slice(&body);
+            bytes.extend_from_slice(&head.to_le_bytes());
+            bytes.extend_from_slice(&last.to_le_bytes());
+            bytes.extend_from_slice(&head_base.to_le_bytes());
+            bytes.extend_from_slice(&newest.to_le_bytes());
+            bytes.extend_from_slice(&total.to_le_bytes());
+            let mut out = Vec::new();
+            let cost = cost.min(limit);
+            let r = charge_with(&bytes, now, limit, 1_000, cost, &mut out, small);
+            if let Ok(w) = Window::decode(&bytes) {
+                same_as_limiter(&bytes, &w, now, limit, 1_000, cost, small)
+                    .map_err(TestCaseError::fail)?;
+            } else if let Ok(c) = r {
+                // Not fully well-formed, but nothing read contradicted it:
+                // whatever is written is still bounded by the window.
+                if let Write::Whole { expire_at } | Write::Tail { expire_at, .. } = c.write {
+                    prop_assert!(expire_at <= now.saturating_add(1_000 + A));
+                }
+            }
+        }
+
+        /// The tail form on larger windows: limits up to 300 over windows up
+        /// to 3 s, with clock steps back, against the reference.
+        #[test]
+        fn larger_windows_match_the_brute_force_reference(
+            limit in 1u64..300,
+            window in 1i64..3_000,
+            calls in proptest::collection::vec((-30i64..60, 0u64..6), 1..400),
+        ) {
+            run_against_reference(limit, window, &calls)?;
         }
     }
 }

@@ -1,10 +1,13 @@
 //! The limiter on arbitrary stored bytes and call sequences: never panics,
 //! never admits more than `limit` units in any window, refused calls change
 //! nothing, and a window ahead of the clock by more than the allowance is
-//! never charged nor extended.
+//! never charged nor extended. The stored form (`charge_stored`, what the
+//! module runs) decides exactly as the limiter and reads back as its window.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use okome_core::limiter::{Window, CLOCK_SKEW_ALLOWANCE_MS};
+use okome_core::limiter::{
+    apply, charge_with, Unusable, Window, Write, CLOCK_SKEW_ALLOWANCE_MS, SMALL_BYTES,
+};
 
 fuzz_target!(|data: &[u8]| {
     // The bytes as a stored window, charged at clocks from the start to the
@@ -22,14 +25,35 @@ fuzz_target!(|data: &[u8]| {
                 assert!(!d.allowed && !d.changed);
                 assert_eq!(w, stored);
             }
+            // The stored form on the same bytes: the same decision, and it
+            // reads back as the same window.
+            let mut out = Vec::new();
+            match charge_with(data, now, 5, 60_000, 1, &mut out, 0) {
+                Ok(c) => {
+                    assert!(accepted);
+                    assert_eq!(c.decision, d);
+                    let mut value = data.to_vec();
+                    apply(&mut value, c.write, &out);
+                    assert_eq!(Window::decode(&value), Ok(w));
+                }
+                Err(Unusable::Ahead(_)) => assert!(!accepted),
+                Err(Unusable::Corrupt(_)) => panic!("a window that decodes is not corrupt"),
+            }
         }
     }
+    // Any bytes: never a panic.
+    let _ = charge_with(data, 1_000_000, 5, 60_000, 1, &mut Vec::new(), SMALL_BYTES);
     let Some((&head, calls)) = data.split_first() else {
         return;
     };
     let limit = u64::from(head % 16) + 1;
     let window_ms = 50;
     let mut w = Window::new();
+    let mut value: Vec<u8> = Vec::new();
+    let mut out = Vec::new();
+    // Rewrite small windows whole (the module's rule), or use the tail form
+    // whenever it applies.
+    let small = if head & 0x80 == 0 { SMALL_BYTES } else { 0 };
     let mut now: i64 = 1_000_000;
     let mut admitted: Vec<(i64, u64)> = Vec::new();
     let mut newest = i64::MIN;
@@ -39,6 +63,19 @@ fuzz_target!(|data: &[u8]| {
         let cost = u64::from(*pair.get(1).unwrap_or(&1)) % (limit + 1);
         let before = w.clone();
         let d = w.charge(now, limit, window_ms, cost);
+        let stored = charge_with(&value, now, limit, window_ms, cost, &mut out, small);
+        match stored {
+            Ok(c) => {
+                assert_eq!(c.decision, d);
+                let len = value.len();
+                apply(&mut value, c.write, &out);
+                if let Write::Tail { offset, .. } = c.write {
+                    assert!(offset + out.len() >= len, "a tail never shrinks the value");
+                }
+                assert_eq!(Window::decode(&value).unwrap_or_default(), w);
+            }
+            Err(e) => assert!(matches!(e, Unusable::Ahead(_)) && !d.changed),
+        }
         if newest > now + CLOCK_SKEW_ALLOWANCE_MS {
             // The clock went back further than the allowance.
             assert!(w.check_times(now).is_err());
