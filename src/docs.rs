@@ -182,6 +182,8 @@ pub const PLAN_GET: &[Arg] = &[
     arg("prompt", Str),
     arg("toolset_version", Str),
     arg("repo_hash", Str),
+    // The second argument is the prompt's SHA-256 (64 lowercase hex digits).
+    arg("hashed", PureToken).token("HASHED").optional(),
     arg("rate", Block).optional().sub(AGENT_BLOCK),
     arg("lock", OneOf).optional().sub(LOCK_CHOICE),
     arg("wait", Int).token("WAIT").optional(),

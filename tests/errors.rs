@@ -563,6 +563,104 @@ fn plan_get_errors() {
             "ERR syntax error: LOCKTTL and NOLOCK cannot be combined",
         ),
     ];
+    // HASHED: the second argument must be the prompt's SHA-256 in
+    // lowercase hex; the error names it and shows its start.
+    let hash = sha256_hex("p");
+    let upper = hash.to_ascii_uppercase();
+    let long = "p".repeat(5_000);
+    let not_hash = |got: &str, len: usize| {
+        format!(
+            "ERR prompt_hash must be the SHA-256 of the prompt as 64 lowercase hex digits \
+             (HASHED); got '{got}' ({len} bytes)"
+        )
+    };
+    for (bad, want) in [
+        (&b"p"[..], not_hash("p", 1)),
+        (b"", not_hash("", 0)),
+        (upper.as_bytes(), not_hash(&upper, 64)),
+        (&hash.as_bytes()[..63], not_hash(&hash[..63], 63)),
+        (
+            format!("{}g", &hash[..63]).into_bytes().leak(),
+            not_hash(&format!("{}g", &hash[..63]), 64),
+        ),
+        (
+            format!("{hash}0").into_bytes().leak(),
+            not_hash(&format!("{hash}0"), 65),
+        ),
+        (
+            long.as_bytes(),
+            not_hash(&format!("{}...", &long[..72]), 5_000),
+        ),
+        (b"\x00 \xff", not_hash("\\x00 \\xff", 3)),
+    ] {
+        cases.push(exact(
+            &[b"OKOME.PLAN.GET", b"m", bad, b"t", b"r", b"HASHED"],
+            want.clone(),
+        ));
+        cases.push(exact(
+            &[
+                b"OKOME.PLAN.GET",
+                b"m",
+                bad,
+                b"t",
+                b"r",
+                b"hashed",
+                b"NOLOCK",
+            ],
+            want,
+        ));
+    }
+    cases.push(exact(
+        &[
+            b"OKOME.PLAN.GET",
+            b"m",
+            hash.as_bytes(),
+            b"t",
+            b"",
+            b"HASHED",
+        ],
+        "ERR repo_hash must not be empty",
+    ));
+    let misplaced = "ERR syntax error: HASHED must come right after repo_hash \
+                     (OKOME.PLAN.GET model prompt_hash toolset_version repo_hash HASHED [options])";
+    cases.push(exact(
+        &[
+            b"OKOME.PLAN.GET",
+            b"m",
+            hash.as_bytes(),
+            b"t",
+            b"r",
+            b"NOLOCK",
+            b"HASHED",
+        ],
+        misplaced,
+    ));
+    cases.push(exact(
+        &[
+            b"OKOME.PLAN.GET",
+            b"m",
+            hash.as_bytes(),
+            b"t",
+            b"r",
+            b"HASHED",
+            b"HASHED",
+        ],
+        misplaced,
+    ));
+    cases.extend(number_cases(
+        &[
+            b"OKOME.PLAN.GET",
+            b"m",
+            hash.as_bytes(),
+            b"t",
+            b"r",
+            b"HASHED",
+        ],
+        "LOCKTTL",
+        8000,
+        10_000,
+        "ms",
+    ));
     cases.extend(number_cases(
         &[b"OKOME.PLAN.GET", b"m", b"p", b"t", b"r"],
         "LOCKTTL",
@@ -1173,6 +1271,10 @@ fn cache_set_errors() {
     assert_eq!(len as usize, LIMIT);
 }
 
+const PLANNER_PARTS: &str = "ERR syntax error: kind 'planner' takes 4 parts (model, prompt, \
+                             toolset_version, repo_hash), or model, prompt_hash, toolset_version, \
+                             repo_hash and HASHED";
+
 #[test]
 fn key_errors() {
     let (_s, mut c) = seeded();
@@ -1180,13 +1282,40 @@ fn key_errors() {
         exact(&[b"OKOME.KEY"], arity("okome.key")),
         exact(&[b"OKOME.KEY", b"tools"], arity("okome.key")),
         exact(&[b"OKOME.KEY", b"planner"], arity("okome.key")),
-        exact(
-            &[b"OKOME.KEY", b"planner", b"m", b"p", b"t"],
-            "ERR syntax error: kind 'planner' takes 4 parts (model, prompt, toolset_version, repo_hash)",
-        ),
+        exact(&[b"OKOME.KEY", b"planner", b"m", b"p", b"t"], PLANNER_PARTS),
         exact(
             &[b"OKOME.KEY", b"planner", b"m", b"p", b"t", b"r", b"x"],
-            "ERR syntax error: kind 'planner' takes 4 parts (model, prompt, toolset_version, repo_hash)",
+            PLANNER_PARTS,
+        ),
+        exact(
+            &[
+                b"OKOME.KEY",
+                b"planner",
+                b"m",
+                b"p",
+                b"t",
+                b"r",
+                b"HASHED",
+                b"x",
+            ],
+            PLANNER_PARTS,
+        ),
+        exact(
+            &[b"OKOME.KEY", b"planner", b"m", b"p", b"t", b"r", b"HASHED"],
+            "ERR prompt_hash must be the SHA-256 of the prompt as 64 lowercase hex digits \
+             (HASHED); got 'p' (1 bytes)",
+        ),
+        exact(
+            &[
+                b"OKOME.KEY",
+                b"planner",
+                b"",
+                sha256_hex("p").as_bytes(),
+                b"t",
+                b"r",
+                b"HASHED",
+            ],
+            "ERR model must not be empty",
         ),
         exact(
             &[b"OKOME.KEY", b"planner", b"", b"p", b"t", b"r"],
@@ -1217,8 +1346,14 @@ fn key_errors() {
             "ERR syntax error: kind 'rate' takes 1 component(s) (agent), got 2",
         ),
         exact(&[b"OKOME.KEY", b"rate", b""], "ERR agent must not be empty"),
-        exact(&[b"OKOME.KEY", b"write", b""], "ERR agent must not be empty"),
-        exact(&[b"OKOME.KEY", b"health", b""], "ERR node must not be empty"),
+        exact(
+            &[b"OKOME.KEY", b"write", b""],
+            "ERR agent must not be empty",
+        ),
+        exact(
+            &[b"OKOME.KEY", b"health", b""],
+            "ERR node must not be empty",
+        ),
     ];
     for (kind, shown) in NON_CACHEABLE {
         if matches!(*kind, b"rate" | b"write" | b"RATE") {
@@ -1553,6 +1688,13 @@ fn structured_command(
             a.push(v("OKOME.PLAN.GET"));
             for _ in 0..4 {
                 a.push(comp(rng));
+            }
+            // The client-hashed form, with a hash or with anything.
+            if rng.below(4) == 0 {
+                if rng.below(2) == 0 {
+                    a[2] = sha256_hex(&String::from_utf8_lossy(&a[2])).into_bytes();
+                }
+                a.push(v("HASHED"));
             }
             match rng.below(3) {
                 0 => a.extend([v("LOCKTTL"), num(rng)]),

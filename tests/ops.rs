@@ -1187,6 +1187,7 @@ const ARGS: [(&str, &[&str]); 13] = [
             "prompt:string",
             "toolset_version:string",
             "repo_hash:string",
+            "hashed:pure-token=HASHED?",
             "rate:block?(agent:string=AGENT, limit:integer=LIMIT, window:integer=WINDOW)",
             "lock:oneof?(lockttl:integer=LOCKTTL, nolock:pure-token=NOLOCK)",
             "wait:integer=WAIT?",

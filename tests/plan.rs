@@ -227,3 +227,50 @@ fn plan_lookup_is_plan_get_by_key() {
         "ERR wrong number of arguments for 'okome.plan.lookup' command"
     );
 }
+
+/// Issue 14: `HASHED` — the client sends the prompt's SHA-256 instead of the
+/// prompt; the server checks it, builds the same key, takes the same lock
+/// and serves the same plan, and hashes nothing.
+#[test]
+fn a_client_hashed_prompt_is_the_same_plan() {
+    let s = Server::start();
+    let mut c = s.conn();
+    let prompt = "Plan the thing, with 16 KB of retrieved context: ".repeat(300);
+    let hash = sha256_hex(&prompt);
+    let plain = ["llama3:8b", prompt.as_str(), "v1", "repo"];
+    let hashed = ["llama3:8b", hash.as_str(), "v1", "repo", "HASHED"];
+    let key: String = redis::cmd("OKOME.KEY")
+        .arg("planner")
+        .arg(&plain)
+        .query(&mut c)
+        .unwrap();
+    let key_hashed: String = redis::cmd("OKOME.KEY")
+        .arg("planner")
+        .arg(&hashed)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(key_hashed, key);
+    assert_eq!(key, format!("okome:planner:llama3%3A8b:{{{hash}}}:v1:repo"));
+    // A miss takes the lock; the plain form then sees it held.
+    let miss = plan_get(&mut c, &hashed);
+    assert_eq!(
+        (miss.status.as_str(), miss.key.as_str()),
+        ("MISS", key.as_str())
+    );
+    assert_eq!(plan_get(&mut c, &plain).status, "LOCKED");
+    let _: redis::Value = redis::cmd("OKOME.PLAN.SET")
+        .arg(&[&key, "{\"p\":1}", "TOKEN", miss.token.as_deref().unwrap()])
+        .query(&mut c)
+        .unwrap();
+    for args in [&plain[..], &hashed[..]] {
+        let hit = plan_get(&mut c, args);
+        assert_eq!(hit.status, "HIT");
+        assert_eq!(hit.value.as_deref(), Some("{\"p\":1}"));
+    }
+    // With options after the flag, lowercase too.
+    let mut opts = hashed.to_vec();
+    opts[4] = "hashed";
+    opts.extend(["AGENT", "a", "LIMIT", "5", "WINDOW", "60", "NOLOCK"]);
+    let hit = plan_get(&mut c, &opts);
+    assert_eq!((hit.status.as_str(), hit.rate_remaining), ("HIT", Some(4)));
+}

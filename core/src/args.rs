@@ -222,13 +222,44 @@ pub const PLAN_GET: &str = "okome.plan.get";
 /// Longest `WAIT`, ms.
 pub const MAX_WAIT_MS: u64 = 600_000;
 
+/// The flag after `repo_hash` that makes the second argument the prompt's
+/// hash (`PLAN.GET`, `KEY planner`).
+pub const HASHED: &str = "HASHED";
+
+fn is_hashed(word: &[u8]) -> bool {
+    word.eq_ignore_ascii_case(HASHED.as_bytes())
+}
+
+/// `OKOME.PLAN.GET model prompt toolset_version repo_hash [HASHED] [options]`:
+/// with `HASHED` the second argument is the lowercase hex SHA-256 of the
+/// prompt, checked (64 lowercase hex digits) and never hashed here.
 pub fn parse_plan_get(args: &[&[u8]], cfg: &Config) -> Result<PlanGet> {
     let [model, prompt, toolset, repo_hash, rest @ ..] = args else {
         return Err(Error::Arity(PLAN_GET));
     };
-    let mut req = parse_lookup_options(rest, cfg)?;
-    check_size("prompt", prompt, cfg.max_prompt_bytes, "max-prompt-bytes")?;
-    req.key = keys::planner_key(model, prompt, toolset, repo_hash)?;
+    let (hashed, rest) = match rest.split_first() {
+        Some((flag, tail)) if is_hashed(flag) => (true, tail),
+        _ => (false, rest),
+    };
+    let mut req = parse_lookup_options(rest, cfg).map_err(|e| match e {
+        Error::Syntax(m)
+            if m.to_ascii_uppercase()
+                .starts_with("UNKNOWN OPTION 'HASHED'") =>
+        {
+            Error::Syntax(
+                "HASHED must come right after repo_hash (OKOME.PLAN.GET model prompt_hash \
+                 toolset_version repo_hash HASHED [options])"
+                    .into(),
+            )
+        }
+        e => e,
+    })?;
+    req.key = if hashed {
+        keys::planner_key_hashed(model, prompt, toolset, repo_hash)?
+    } else {
+        check_size("prompt", prompt, cfg.max_prompt_bytes, "max-prompt-bytes")?;
+        keys::planner_key(model, prompt, toolset, repo_hash)?
+    };
     Ok(req)
 }
 
@@ -552,7 +583,8 @@ pub fn parse_cache_set<'a>(args: &[&'a [u8]], cfg: &Config) -> Result<CacheSet<'
 pub const KEY: &str = "okome.key";
 
 /// `OKOME.KEY kind part...`: the canonical key. For `planner` the parts are
-/// model, prompt, toolset_version, repo_hash (the prompt is hashed).
+/// model, prompt, toolset_version, repo_hash (the prompt is hashed), or
+/// model, prompt_hash, toolset_version, repo_hash, `HASHED`.
 pub fn parse_key(args: &[&[u8]], cfg: &Config) -> Result<Vec<u8>> {
     let [kind, parts @ ..] = args else {
         return Err(Error::Arity(KEY));
@@ -561,16 +593,20 @@ pub fn parse_key(args: &[&[u8]], cfg: &Config) -> Result<Vec<u8>> {
         return Err(Error::Arity(KEY));
     }
     match Kind::from_name(kind)? {
-        Kind::Planner => {
-            let [model, prompt, toolset, repo_hash] = parts else {
-                return Err(Error::Syntax(
-                    "kind 'planner' takes 4 parts (model, prompt, toolset_version, repo_hash)"
-                        .into(),
-                ));
-            };
-            check_size("prompt", prompt, cfg.max_prompt_bytes, "max-prompt-bytes")?;
-            keys::planner_key(model, prompt, toolset, repo_hash)
-        }
+        Kind::Planner => match parts {
+            [model, prompt, toolset, repo_hash] => {
+                check_size("prompt", prompt, cfg.max_prompt_bytes, "max-prompt-bytes")?;
+                keys::planner_key(model, prompt, toolset, repo_hash)
+            }
+            [model, hash, toolset, repo_hash, flag] if is_hashed(flag) => {
+                keys::planner_key_hashed(model, hash, toolset, repo_hash)
+            }
+            _ => Err(Error::Syntax(
+                "kind 'planner' takes 4 parts (model, prompt, toolset_version, repo_hash), \
+                     or model, prompt_hash, toolset_version, repo_hash and HASHED"
+                    .into(),
+            )),
+        },
         k => keys::build(k, parts),
     }
 }
@@ -905,6 +941,91 @@ mod tests {
     }
 
     #[test]
+    fn hashed_prompts() {
+        let c = cfg();
+        let hash = keys::prompt_hash(b"p");
+        let h = hash.as_bytes();
+        // The same key as the plain form, options and all.
+        let plain = parse_plan_get(&[b"m", b"p", b"t", b"r", b"WAIT", b"5"], &c).unwrap();
+        let hashed = parse_plan_get(&[b"m", h, b"t", b"r", b"HASHED", b"WAIT", b"5"], &c).unwrap();
+        assert_eq!(hashed, plain);
+        assert_eq!(
+            parse_plan_get(&[b"m", h, b"t", b"r", b"hashed"], &c)
+                .unwrap()
+                .key,
+            pk()
+        );
+        assert_eq!(
+            parse_key(&[b"planner", b"m", h, b"t", b"r", b"HASHED"], &c).unwrap(),
+            pk()
+        );
+        // Never hashed again: the hash of the hash is another key.
+        assert_ne!(
+            parse_plan_get(&[b"m", h, b"t", b"r"], &c).unwrap().key,
+            pk()
+        );
+        // Not a hash: named, and shown (its start only).
+        let e = |a: &[&[u8]]| parse_plan_get(a, &c).unwrap_err().to_string();
+        let upper = hash.to_ascii_uppercase();
+        let long = "p".repeat(100_000);
+        for (bad, shown) in [
+            (&b"p"[..], "'p' (1 bytes)".to_string()),
+            (upper.as_bytes(), format!("'{upper}' (64 bytes)")),
+            (&h[..63], format!("'{}' (63 bytes)", &hash[..63])),
+            (b"", "'' (0 bytes)".to_string()),
+            (
+                long.as_bytes(),
+                format!("'{}...' (100000 bytes)", &long[..72]),
+            ),
+        ] {
+            let msg = e(&[b"m", bad, b"t", b"r", b"HASHED"]);
+            assert_eq!(
+                msg,
+                format!(
+                    "ERR prompt_hash must be the SHA-256 of the prompt as 64 lowercase hex \
+                     digits (HASHED); got {shown}"
+                )
+            );
+            assert_eq!(
+                parse_key(&[b"planner", b"m", bad, b"t", b"r", b"HASHED"], &c)
+                    .unwrap_err()
+                    .to_string(),
+                msg
+            );
+        }
+        let mut g = h.to_vec();
+        g[10] = b'g';
+        assert!(e(&[b"m", &g, b"t", b"r", b"HASHED"]).starts_with("ERR prompt_hash"));
+        // The other components are still checked; the prompt size is not
+        // (there is no prompt).
+        assert_eq!(
+            parse_plan_get(&[b"m", h, b"t", b"", b"HASHED"], &c),
+            Err(Error::Empty("repo_hash"))
+        );
+        let mut small = cfg();
+        small.max_prompt_bytes = 3;
+        assert!(parse_plan_get(&[b"m", h, b"t", b"r", b"HASHED"], &small).is_ok());
+        // HASHED comes right after repo_hash, once.
+        assert_eq!(
+            e(&[b"m", h, b"t", b"r", b"WAIT", b"5", b"HASHED"]),
+            "ERR syntax error: HASHED must come right after repo_hash (OKOME.PLAN.GET model \
+             prompt_hash toolset_version repo_hash HASHED [options])"
+        );
+        assert!(e(&[b"m", h, b"t", b"r", b"HASHED", b"HASHED"]).contains("HASHED must come"));
+        // An agent named HASHED is an agent.
+        assert!(parse_plan_get(
+            &[b"m", b"p", b"t", b"r", b"AGENT", b"HASHED", b"LIMIT", b"1", b"WINDOW", b"1"],
+            &c
+        )
+        .is_ok());
+        // PLAN.LOOKUP takes a key, never HASHED; KEY planner only as the
+        // fifth part.
+        assert!(parse_plan_lookup(&[&pk(), b"HASHED"], &c).is_err());
+        assert!(parse_key(&[b"planner", b"m", h, b"t", b"r", b"NOTHASHED"], &c).is_err());
+        assert!(parse_key(&[b"planner", b"m", h, b"t", b"HASHED"], &c).is_ok());
+    }
+
+    #[test]
     fn plan_set_validates_key_json_ttl_token() {
         let c = cfg();
         let k = pk();
@@ -1233,6 +1354,7 @@ mod tests {
                 Just(b"AGENT".to_vec()), Just(b"LIMIT".to_vec()), Just(b"WINDOW".to_vec()),
                 Just(b"WLIMIT".to_vec()), Just(b"COST".to_vec()), Just(b"60".to_vec()),
                 Just(b"WAIT".to_vec()), Just(b"REFRESHAHEAD".to_vec()),
+                Just(b"HASHED".to_vec()), Just(keys::prompt_hash(b"p").into_bytes()),
                 Just(b"-9223372036854775808".to_vec()), Just(b"{}".to_vec()),
                 proptest::collection::vec(any::<u8>(), 0..12),
             ], 0..9)) {

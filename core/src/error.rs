@@ -39,6 +39,9 @@ pub enum Error {
     BadKey(String),
     /// A key holding a value of another Redis type.
     WrongType,
+    /// With `HASHED`, a prompt hash that is not 64 lowercase hex digits
+    /// (`got`: its printable start; `len`: its length in bytes).
+    NotPromptHash { got: String, len: usize },
     /// A reply whose full text (with its error code) was composed elsewhere: Redis Cluster routing, ACL refusals.
     Raw(String),
     /// A budget window (at the printable `key`) whose newest entry lies
@@ -92,6 +95,11 @@ impl fmt::Display for Error {
                  in the future, beyond the {allowance} ms clock-skew allowance (written by \
                  another client, or under a clock that far ahead?); nothing was charged or written",
                 allowance = crate::limiter::CLOCK_SKEW_ALLOWANCE_MS
+            ),
+            Error::NotPromptHash { got, len } => write!(
+                f,
+                "ERR prompt_hash must be the SHA-256 of the prompt as 64 lowercase hex digits \
+                 (HASHED); got '{got}' ({len} bytes)"
             ),
             Error::WrongType => write!(
                 f,

@@ -235,6 +235,43 @@ pub fn build(kind: Kind, parts: &[&[u8]]) -> Result<Vec<u8>> {
     Ok(key)
 }
 
+/// Length of a prompt hash: the SHA-256 in lowercase hex.
+pub const PROMPT_HASH_LEN: usize = 64;
+
+/// Checks a prompt hash sent by the client (`HASHED`): exactly 64
+/// lowercase hex digits. The error names the argument and shows (the start
+/// of) what was sent.
+pub fn check_prompt_hash(hash: &[u8]) -> Result<()> {
+    if hash.len() == PROMPT_HASH_LEN
+        && hash
+            .iter()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+    {
+        return Ok(());
+    }
+    const SHOWN: usize = 72;
+    let mut shown = printable(hash.get(..SHOWN).unwrap_or(hash));
+    if hash.len() > SHOWN {
+        shown.push_str("...");
+    }
+    Err(Error::NotPromptHash {
+        got: shown,
+        len: hash.len(),
+    })
+}
+
+/// The planner key for a prompt hashed by the client (`HASHED`): checks
+/// the hash, then [`build`]s. Nothing is hashed here.
+pub fn planner_key_hashed(
+    model: &[u8],
+    prompt_hash: &[u8],
+    toolset: &[u8],
+    repo_hash: &[u8],
+) -> Result<Vec<u8>> {
+    check_prompt_hash(prompt_hash)?;
+    build(Kind::Planner, &[model, prompt_hash, toolset, repo_hash])
+}
+
 /// The planner key for a prompt: hashes the prompt, then [`build`]s.
 pub fn planner_key(
     model: &[u8],
