@@ -55,6 +55,33 @@ def test_plan_get_miss_set_hit(ok, server):
     assert looked.status is PlanStatus.HIT and looked.plan == plan and looked.rate_remaining is None
 
 
+def test_prompts_are_sent_hashed(ok, server):
+    """The prompt never reaches Redis: PLAN.GET and KEY planner send its
+    SHA-256 with HASHED (what the server logged shows it)."""
+    admin = server.client()
+    admin.config_set("slowlog-log-slower-than", 0)
+    try:
+        admin.slowlog_reset()
+        prompt = "a long prompt with retrieved context " * 200
+        digest = okome.prompt_hash(prompt)
+        got = ok.plan_get(MODEL, prompt, TOOLSET, REPO, nolock=True)
+        assert got.key == okome.planner_key(MODEL, prompt, TOOLSET, REPO)
+        assert ok.key("planner", MODEL, prompt, TOOLSET, REPO) == got.key
+        logged = [
+            c.decode() if isinstance(c, bytes) else str(c)
+            for c in (e["command"] for e in admin.slowlog_get(10))
+        ]
+        sent = [c for c in logged if c.upper().startswith(("OKOME.PLAN.GET", "OKOME.KEY"))]
+        assert len(sent) == 2, logged
+        for c in sent:
+            assert digest in c and "HASHED" in c, c
+            assert "retrieved context" not in c, c
+    finally:
+        admin.config_set("slowlog-log-slower-than", 10000)
+    with pytest.raises(okome.ArgumentError, match="prompt must not be empty"):
+        ok.plan_get(MODEL, "", TOOLSET, REPO)
+
+
 def test_plan_options(ok):
     nolock = ok.plan_get(MODEL, "p-nolock", TOOLSET, REPO, nolock=True)
     assert nolock.status is PlanStatus.MISS and nolock.token is None and nolock.lock_ttl_ms is None

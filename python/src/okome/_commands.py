@@ -104,6 +104,14 @@ def _same_slot(a: str, b: str) -> bool:
     return _keys.slot(a) == _keys.slot(b)
 
 
+def _prompt_hash(prompt: Any) -> str:
+    """The prompt's SHA-256, sent with ``HASHED``: the prompt itself never
+    travels to Redis, nor is hashed on its single thread."""
+    if not _keys.to_bytes(prompt):
+        raise ValueError("prompt must not be empty")
+    return _keys.prompt_hash(prompt)
+
+
 def plan_get(
     cluster: bool,
     model: Any,
@@ -138,9 +146,10 @@ def plan_get(
     args = (
         "OKOME.PLAN.GET",
         model,
-        prompt,
+        _local(lambda: _prompt_hash(prompt)),
         toolset_version,
         repo_hash,
+        "HASHED",
         *_charge_options(agent, limit, window),
         *_lookup_options(lock_ttl_ms, nolock, wait_ms, refresh_ahead_ms),
     )
@@ -371,6 +380,9 @@ def cache_set(
 
 
 def key(kind: Any, parts: tuple[Any, ...]) -> Steps[str]:
+    if _keys.to_bytes(kind).lower() == b"planner" and len(parts) == 4:
+        model, prompt, toolset_version, repo_hash = parts
+        parts = (model, _local(lambda: _prompt_hash(prompt)), toolset_version, repo_hash, "HASHED")
     return _one(Call(("OKOME.KEY", kind, *parts), parse_text, None))
 
 

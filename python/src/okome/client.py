@@ -88,8 +88,9 @@ class Okome:
         wait_ms: int | None = None,
         refresh_ahead_ms: int | None = None,
     ) -> PlanReply:
-        """``OKOME.PLAN.GET model prompt toolset_version repo_hash [AGENT agent
-        LIMIT limit WINDOW window] [LOCKTTL ms | NOLOCK] [WAIT ms] [REFRESHAHEAD ms]``.
+        """``OKOME.PLAN.GET model prompt_hash toolset_version repo_hash HASHED
+        [AGENT agent LIMIT limit WINDOW window] [LOCKTTL ms | NOLOCK] [WAIT ms]
+        [REFRESHAHEAD ms]``: the prompt is hashed here (SHA-256), never sent.
 
         On a cluster: ``OKOME.PLAN.LOOKUP`` with the key computed locally, on
         the node serving it (and ``OKOME.RATE`` on the agent's node first when
