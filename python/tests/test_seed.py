@@ -3,6 +3,7 @@ okome.cache and okome.budget, finding the server through OKOME_REDIS_URL."""
 
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 
@@ -73,8 +74,12 @@ def handler(snippet: str, namespace: dict) -> object:
     return namespace["handler"]()
 
 
-@pytest.mark.skipif(not SEED.exists(), reason="the seed is not beside this checkout")
 def test_snippets_are_the_seeds():
+    if not SEED.exists():
+        # CI always has shared/ beside the clone: there, a missing seed fails.
+        if os.environ.get("CI"):
+            pytest.fail(f"the seed is not at {SEED}")
+        pytest.skip("the seed is not beside this checkout")
     text = SEED.read_text()
     assert PART_A in text and PART_B in text
 
