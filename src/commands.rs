@@ -73,6 +73,44 @@ pub fn plan_reply(
     ])
 }
 
+/// [`plan_reply`] sent at once through the raw API, the value straight
+/// from the key (no `RedisValue` built, nothing copied but into the reply
+/// buffer): the hit path of a lookup. Returns `NoReply` for the dispatcher.
+fn send_plan_reply(
+    ctx: &Context,
+    st: &'static str,
+    key: &[u8],
+    value: &[u8],
+    ms: i64,
+    rate_remaining: Option<u64>,
+) -> RedisValue {
+    use redis_module::raw;
+    // SAFETY: a live command context; an array of 6 followed by 6 items;
+    // the buffers outlive the calls, which copy them.
+    unsafe {
+        let (Some(array), Some(buffer), Some(int), Some(null)) = (
+            raw::RedisModule_ReplyWithArray,
+            raw::RedisModule_ReplyWithStringBuffer,
+            raw::RedisModule_ReplyWithLongLong,
+            raw::RedisModule_ReplyWithNull,
+        ) else {
+            return plan_reply(st, key, Some(value), Some(ms), None, rate_remaining);
+        };
+        let c = ctx.ctx;
+        array(c, 6);
+        buffer(c, st.as_ptr().cast(), st.len());
+        buffer(c, key.as_ptr().cast(), key.len());
+        buffer(c, value.as_ptr().cast(), value.len());
+        int(c, ms);
+        null(c);
+        match rate_remaining {
+            Some(r) => int(c, crate::reply::ms(r)),
+            None => null(c),
+        };
+    }
+    RedisValue::NoReply
+}
+
 thread_local! {
     /// The buffer a window's new bytes are written into, reused from
     /// command to command so that charging a warm window allocates nothing.
@@ -236,14 +274,20 @@ fn open_lock(
     ask: &Ask,
     hit: bool,
 ) -> Result<Option<Key>, Error> {
-    let lock_name = keys::lock_key(&ask.key);
     let lock = match (ask.lock_ttl_ms, hit) {
-        (Some(_), false) => Some(acl::open(ctx, user, &lock_name, Access::Write)?),
-        (Some(_), true)
-            if ask.refresh_ahead_ms > 0
-                && user.is_none_or(|u| u.may(&lock_name, Access::Write)) =>
-        {
-            Some(Key::open(ctx, &lock_name, true))
+        (Some(_), false) => Some(acl::open(
+            ctx,
+            user,
+            &keys::lock_key(&ask.key),
+            Access::Write,
+        )?),
+        (Some(_), true) if ask.refresh_ahead_ms > 0 => {
+            let lock_name = keys::lock_key(&ask.key);
+            if user.is_none_or(|u| u.may(&lock_name, Access::Write)) {
+                Some(Key::open(ctx, &lock_name, true))
+            } else {
+                None
+            }
         }
         _ => None,
     };
@@ -348,10 +392,12 @@ fn decide(
             }
         }
         bump(&c::planner_hits);
-        return (
-            Ok(plan_reply("HIT", key, Some(v), Some(pttl), None, ask.rate)),
-            Served::Hit,
-        );
+        let reply = match origin {
+            // A command replies now, while the key is open.
+            Origin::Command => send_plan_reply(ctx, "HIT", key, v, pttl, ask.rate),
+            Origin::Woken => plan_reply("HIT", key, Some(v), Some(pttl), None, ask.rate),
+        };
+        return (Ok(reply), Served::Hit);
     }
     let (Some(ttl), Some(lock)) = (ask.lock_ttl_ms, lock) else {
         bump(&c::planner_misses);

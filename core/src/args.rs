@@ -12,20 +12,31 @@ use crate::{Error, Result};
 /// `-`, digits, nothing else.
 /// `-`, digits, no leading zeros (`0` itself excepted), no `-0`.
 pub fn parse_int(what: &'static str, arg: &[u8]) -> Result<i64> {
-    let s = std::str::from_utf8(arg).map_err(|_| Error::NotInteger(what))?;
-    let (negative, digits) = match s.strip_prefix('-') {
-        Some(d) => (true, d),
-        None => (false, s),
+    let (negative, digits) = match arg.split_first() {
+        Some((b'-', d)) => (true, d),
+        _ => (false, arg),
     };
-    let canonical = match digits.as_bytes() {
+    let canonical = match digits {
         [] => false,
         [b'0'] => !negative,
-        [first, ..] => *first != b'0' && digits.bytes().all(|b| b.is_ascii_digit()),
+        [first, ..] => *first != b'0' && digits.iter().all(u8::is_ascii_digit),
     };
     if !canonical {
         return Err(Error::NotInteger(what));
     }
-    s.parse::<i64>().map_err(|_| Error::NotInteger(what))
+    // Accumulated negative, so that i64::MIN parses too.
+    let mut v: i64 = 0;
+    for &d in digits {
+        v = v
+            .checked_mul(10)
+            .and_then(|v| v.checked_sub(i64::from(d.wrapping_sub(b'0'))))
+            .ok_or(Error::NotInteger(what))?;
+    }
+    if negative {
+        Ok(v)
+    } else {
+        v.checked_neg().ok_or(Error::NotInteger(what))
+    }
 }
 
 /// Walks the options after the positional arguments.
@@ -796,6 +807,18 @@ mod tests {
     fn integers_parse_like_redis() {
         assert_eq!(parse_int("TTL", b"600"), Ok(600));
         assert_eq!(parse_int("TTL", b"-5"), Ok(-5));
+        assert_eq!(parse_int("TTL", b"0"), Ok(0));
+        assert_eq!(parse_int("TTL", b"9223372036854775807"), Ok(i64::MAX));
+        assert_eq!(parse_int("TTL", b"-9223372036854775808"), Ok(i64::MIN));
+        for bad in [
+            &b"9223372036854775808"[..],
+            b"-9223372036854775809",
+            b"-0",
+            b"007",
+            b"--1",
+        ] {
+            assert_eq!(parse_int("TTL", bad), Err(Error::NotInteger("TTL")));
+        }
         for bad in [
             &b""[..],
             b"-",
@@ -1346,6 +1369,13 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn integers_parse_as_the_standard_library_does(v in any::<i64>(), junk in "[-0-9a ]{0,22}") {
+            prop_assert_eq!(parse_int("n", v.to_string().as_bytes()), Ok(v));
+            let std = junk.parse::<i64>().ok().filter(|n| n.to_string() == junk);
+            prop_assert_eq!(parse_int("n", junk.as_bytes()).ok(), std);
+        }
+
         #[test]
         fn grammar_never_panics(args in proptest::collection::vec(
             prop_oneof![

@@ -114,8 +114,28 @@ impl Kind {
 
 /// Whether `b` is kept as is in a key component.
 pub fn is_safe(b: u8) -> bool {
+    SAFE.get(usize::from(b)).copied().unwrap_or(false)
+}
+
+const fn safe_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'/' | b'+' | b'@' | b'=' | b'-')
 }
+
+/// [`is_safe`] for every byte: one load per byte on the hot path.
+// `b as usize` < 256: the index is always in bounds.
+#[allow(clippy::indexing_slicing)]
+static SAFE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0u8;
+    loop {
+        t[b as usize] = safe_byte(b);
+        if b == u8::MAX {
+            break;
+        }
+        b += 1;
+    }
+    t
+};
 
 /// The uppercase hex digit of a nibble (`n < 16`).
 fn hex_digit(n: u8) -> u8 {
@@ -127,17 +147,21 @@ fn hex_digit(n: u8) -> u8 {
 
 /// Appends the escaped form of `component` to `out`.
 pub fn escape_into(out: &mut Vec<u8>, component: &[u8]) {
-    // Copy runs of safe bytes at once: each chunk ends with the byte to
-    // escape, except perhaps the last.
-    for chunk in component.split_inclusive(|&b| !is_safe(b)) {
-        match chunk.split_last() {
-            Some((&b, run)) if !is_safe(b) => {
-                out.extend_from_slice(run);
-                out.extend_from_slice(&[b'%', hex_digit(b >> 4), hex_digit(b & 0x0f)]);
-            }
-            _ => out.extend_from_slice(chunk),
+    // Copy runs of safe bytes at once, then the escaped byte that ends
+    // each run. Most components (model names, hashes, agent ids) are one
+    // run.
+    let mut rest = component;
+    while let Some(i) = rest.iter().position(|&b| !is_safe(b)) {
+        let (run, tail) = rest.split_at(i);
+        out.extend_from_slice(run);
+        if let Some((&b, tail)) = tail.split_first() {
+            out.extend_from_slice(&[b'%', hex_digit(b >> 4), hex_digit(b & 0x0f)]);
+            rest = tail;
+        } else {
+            rest = tail;
         }
     }
+    out.extend_from_slice(rest);
 }
 
 /// The escaped form of `component`.
@@ -242,10 +266,7 @@ pub const PROMPT_HASH_LEN: usize = 64;
 /// lowercase hex digits. The error names the argument and shows (the start
 /// of) what was sent.
 pub fn check_prompt_hash(hash: &[u8]) -> Result<()> {
-    if hash.len() == PROMPT_HASH_LEN
-        && hash
-            .iter()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+    if hash.len() == PROMPT_HASH_LEN && hash.iter().all(|&b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
     {
         return Ok(());
     }
