@@ -186,6 +186,16 @@ impl Budget {
             Write::Tail { offset, expire_at } => {
                 self.key.set_range(ctx, offset, &self.buf, expire_at)
             }
+            Write::Compact {
+                head_len,
+                ref keep,
+                expire_at,
+            } => {
+                if let Some((head, tail)) = self.buf.split_at_checked(head_len) {
+                    self.key
+                        .set_compacted(ctx, head, keep.clone(), tail, expire_at)
+                }
+            }
         }
         d
     }

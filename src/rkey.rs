@@ -287,6 +287,89 @@ impl Key {
         );
     }
 
+    /// Rewrites the string value in place as `head`, then its own bytes
+    /// `keep`, then `tail` (`head.len() <= keep.start`: the kept bytes move
+    /// towards the start, without a copy through another buffer), sets an
+    /// absolute expiry (Unix ms), and replicates `SET key value PXAT
+    /// expire_at` with the new value. A large window's compaction: one move
+    /// in place, and the one copy `RM_Replicate` makes.
+    ///
+    /// If the value is not a string of at least `keep.end` bytes, nothing
+    /// is written nor replicated.
+    pub fn set_compacted(
+        &self,
+        ctx: &Context,
+        head: &[u8],
+        keep: std::ops::Range<usize>,
+        tail: &[u8],
+        expire_at: i64,
+    ) {
+        if self.ptr.is_null() || self.holds() != Holds::String || head.len() > keep.start {
+            return;
+        }
+        let (Some(kept), Some(len)) = (
+            keep.end.checked_sub(keep.start),
+            head.len()
+                .checked_add(keep.len())
+                .and_then(|l| l.checked_add(tail.len())),
+        ) else {
+            return;
+        };
+        // SAFETY: key opened for writing and holding a string; every DMA
+        // buffer is used before the next call that may move it; offsets
+        // are checked against its length.
+        let done = unsafe {
+            let (Some(truncate), Some(dma)) =
+                (raw::RedisModule_StringTruncate, raw::RedisModule_StringDMA)
+            else {
+                return;
+            };
+            let mut cur: usize = 0;
+            let p = dma(self.ptr, &mut cur, raw::REDISMODULE_READ as c_int);
+            if p.is_null() || keep.end > cur {
+                return;
+            }
+            if len > cur && truncate(self.ptr, len) != raw::REDISMODULE_OK as c_int {
+                return;
+            }
+            let mut n: usize = 0;
+            let p = dma(self.ptr, &mut n, raw::REDISMODULE_WRITE as c_int).cast::<u8>();
+            if p.is_null() || n < len.max(keep.end) {
+                return;
+            }
+            ptr::copy(p.add(keep.start), p.add(head.len()), kept);
+            ptr::copy_nonoverlapping(head.as_ptr(), p, head.len());
+            ptr::copy_nonoverlapping(tail.as_ptr(), p.add(head.len() + kept), tail.len());
+            len >= n || truncate(self.ptr, len) == raw::REDISMODULE_OK as c_int
+        };
+        if !done {
+            // Cannot happen (shrinking a string we hold): store the bytes
+            // we meant, through a copy.
+            let mut value = Vec::with_capacity(len);
+            value.extend_from_slice(head);
+            if let Ok(Some(v)) = self.string() {
+                value.extend_from_slice(v.get(head.len()..head.len() + kept).unwrap_or_default());
+            }
+            value.extend_from_slice(tail);
+            let s = create_string(ctx.ctx, &value);
+            // SAFETY: key opened for writing; StringSet retains `s`.
+            unsafe {
+                if let Some(f) = raw::RedisModule_StringSet {
+                    f(self.ptr, s);
+                }
+            }
+            free_string(ctx.ctx, s);
+        }
+        self.expire(expire_at);
+        if let Ok(Some(value)) = self.string() {
+            self.replicate_set(ctx, value, expire_at);
+        }
+        self.changed(
+            ctx,
+            &[(raw::REDISMODULE_NOTIFY_STRING, c"set"), EXPIRE_EVENT],
+        );
+    }
+
     /// Sets an absolute expiry (Unix ms) and replicates `PEXPIREAT`.
     pub fn set_abs_expire(&self, ctx: &Context, expire_at: i64) {
         self.expire(expire_at);

@@ -57,7 +57,7 @@ fn workload(c: &mut redis::Connection) {
     // A window large enough to be written by its tail (SETRANGE +
     // PEXPIREAT in the AOF), one admission a millisecond or so.
     let mut len = 0usize;
-    while len < 1_500 {
+    while len < 800 {
         let _: redis::Value = redis::cmd("OKOME.RATE")
             .arg(&["wide", "100000", "600"])
             .query(c)

@@ -1040,9 +1040,9 @@ fn a_large_window_replicates_its_tail() {
     let mut c = s.conn();
     let deadline = Instant::now() + Duration::from_secs(20);
     let key = "okome:budget:rate:{wide}";
-    // About 300 entries, one per millisecond or so.
+    // Past the small threshold: a few hundred entries, one per ms or so.
     let mut len = 0usize;
-    while len < 1_000 {
+    while len < 700 {
         let _: redis::Value = redis::cmd("OKOME.RATE")
             .arg(&["wide", "100000", "60"])
             .query(&mut c)
@@ -1125,4 +1125,72 @@ fn a_large_window_replicates_its_tail() {
         w.entries().count(),
         Window::decode(&before).unwrap().entries().count() + 1
     );
+}
+
+/// Issue 14: once the entries dropped from a large window outweigh the live
+/// ones, the next admission compacts it in place and propagates it whole,
+/// as `SET key value PXAT t` with exactly the bytes the primary holds (the
+/// canonical form of the live entries).
+#[test]
+fn a_large_window_is_compacted_and_replicated_whole() {
+    use okome_core::limiter::{Window, TRAILER_LEN};
+    let s = Server::start_with(PRIMARY);
+    let mut link = Link::sync(s.port);
+    let mut c = s.conn();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let key = "okome:budget:rate:{compact}";
+    let (secs, us): (i64, i64) = redis::cmd("TIME").query(&mut c).unwrap();
+    let now = secs * 1_000 + us / 1_000;
+    // 2 000 live entries one ms apart, and 2 100 dropped ones before them.
+    let mut w = Window::new();
+    for i in 0..2_000 {
+        w.charge(now - 2_000 + i, 100_000, 60_000, 1);
+    }
+    let canonical = w.encode();
+    let dead = 2_100usize;
+    let mut value = vec![canonical[0]];
+    value.extend(std::iter::repeat_n([1u8, 1u8], dead).flatten());
+    value.extend_from_slice(&canonical[1..]);
+    let t = value.len() - TRAILER_LEN;
+    for field in [t, t + 4] {
+        let v = u32::from_le_bytes(value[field..field + 4].try_into().unwrap());
+        value[field..field + 4].copy_from_slice(&(v + 2 * dead as u32).to_le_bytes());
+    }
+    assert_eq!(Window::decode(&value), Ok(w.clone()), "the same window");
+    redis::cmd("SET")
+        .arg(key)
+        .arg(&value)
+        .arg("PXAT")
+        .arg(now + 60_000)
+        .query::<()>(&mut c)
+        .unwrap();
+    let (allowed, remaining, _, _): (i64, i64, i64, i64) = redis::cmd("OKOME.RATE")
+        .arg(&["compact", "100000", "60"])
+        .query(&mut c)
+        .unwrap();
+    assert_eq!((allowed, remaining), (1, 100_000 - 2_001));
+    let after: Vec<u8> = redis::cmd("GET").arg(key).query(&mut c).unwrap();
+    assert!(after.len() < value.len() / 2, "{} bytes", after.len());
+    let got = Window::decode(&after).unwrap();
+    assert_eq!(after, got.encode(), "compacted to the canonical form");
+    assert_eq!(got.entries().count(), 2_001);
+    let _: () = redis::cmd("SET")
+        .arg(MARKER)
+        .arg("c")
+        .query(&mut c)
+        .unwrap();
+    let mut sets = Vec::new();
+    loop {
+        let cmd = link.command(deadline);
+        if cmd[0].eq_ignore_ascii_case(b"SET") && cmd[1] == MARKER.as_bytes() {
+            break;
+        }
+        if cmd[0].eq_ignore_ascii_case(b"SET") {
+            sets.push(cmd);
+        }
+    }
+    let last = sets.last().expect("the compaction's SET");
+    assert_eq!(last[1], key.as_bytes());
+    assert_eq!(last[2], after, "the replica gets the primary's bytes");
+    assert!(last[3].eq_ignore_ascii_case(b"PXAT"));
 }

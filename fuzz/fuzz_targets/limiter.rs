@@ -33,7 +33,7 @@ fuzz_target!(|data: &[u8]| {
                     assert!(accepted);
                     assert_eq!(c.decision, d);
                     let mut value = data.to_vec();
-                    apply(&mut value, c.write, &out);
+                    apply(&mut value, &c.write, &out);
                     assert_eq!(Window::decode(&value), Ok(w));
                 }
                 Err(Unusable::Ahead(_)) => assert!(!accepted),
@@ -68,7 +68,7 @@ fuzz_target!(|data: &[u8]| {
             Ok(c) => {
                 assert_eq!(c.decision, d);
                 let len = value.len();
-                apply(&mut value, c.write, &out);
+                apply(&mut value, &c.write, &out);
                 if let Write::Tail { offset, .. } = c.write {
                     assert!(offset + out.len() >= len, "a tail never shrinks the value");
                 }
