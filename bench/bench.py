@@ -9,7 +9,7 @@ $REDIS_SERVER selects the server binary (default: redis-server on the PATH),
 as in the tests. `--only ledger` runs just the agent-ledger part (the cost of
 recording on OKOME.PLAN.SET) and prints it, writing no file.
 """
-import argparse, csv, io, os, platform, socket, statistics, subprocess, sys, tempfile, time
+import argparse, csv, hashlib, io, os, platform, random, socket, statistics, struct, subprocess, sys, tempfile, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODULE = os.path.join(ROOT, "target", "release", "libokome.so")
@@ -112,6 +112,298 @@ def ledger_cost(port, requests, rounds):
     return lines
 
 
+# ---------------------------------------------------------------- windows
+# Issue 14: windows of any limit at constant cost. 100 agents whose
+# `limit 100000` windows hold about 60 000 live entries (one per ms over the
+# last minute), written directly in okome's stored form, then charged.
+
+BIG_AGENTS = 100
+BIG_SPAN_MS = 59_900
+
+
+def varint(v):
+    out = bytearray()
+    while v >= 0x80:
+        out.append((v & 0x7F) | 0x80)
+        v >>= 7
+    out.append(v)
+    return bytes(out)
+
+
+def window_bytes(now, n, dead, version):
+    """A window of `n` single-unit entries one ms apart ending at `now`:
+    version 2 (with `dead` already-dropped entries before its head, as a
+    window between two compactions holds), or version 1 (before issue 14)."""
+    first = now - n + 1
+    if version == 1:
+        return bytes([1]) + first.to_bytes(8, "little", signed=True) + b"\x01" + b"\x01\x01" * (n - 1)
+    # Dense entries take a byte: 0GGGGUUU (gap 0-15 ms, units UUU + 1).
+    body = b"\x08" * dead
+    head = 1 + len(body)
+    entries = b"\x00" + b"\x08" * (n - 1)
+    last = head + len(entries) - 1
+    trailer = struct.pack("<IIqqQ", head, last, first, now, n)
+    return bytes([2]) + body + entries + trailer
+
+
+def live_entries(value, now, window_ms=60_000):
+    """Live entries of a stored window (either version), by walking it."""
+    def varints(b, i, k):
+        vals = []
+        for _ in range(k):
+            v = shift = 0
+            while True:
+                c = b[i]
+                i += 1
+                v |= (c & 0x7F) << shift
+                shift += 7
+                if c < 0x80:
+                    break
+            vals.append(v)
+        return vals, i
+
+    def entries(b, i, end):
+        """Version 1: LEB128 (gap, units) pairs."""
+        while i < end:
+            vals, i = varints(b, i, 2)
+            yield vals
+
+    def entries_v2(b, i, end):
+        while i < end:
+            h = b[i]
+            i += 1
+            if h < 0x80:
+                yield h >> 3, (h & 7) + 1
+            elif h & 0x40 == 0:
+                (gap,), i = varints(b, i, 1)
+                yield gap, (h & 0x3F) + 1
+            else:
+                (gap, units), i = varints(b, i, 2)
+                yield gap, units
+    if value[0] == 1:
+        at = int.from_bytes(value[1:9], "little", signed=True)
+        times, i = [at], 9
+        # skip the first entry's units
+        while value[i] >= 0x80:
+            i += 1
+        for gap, _ in entries(value, i + 1, len(value)):
+            at += gap
+            times.append(at)
+    else:
+        head, _last, base, _newest, _total = struct.unpack("<IIqqQ", value[-32:])
+        times, at = [], base
+        for gap, _ in entries_v2(value, head, len(value) - 32):
+            at += gap
+            times.append(at)
+    horizon = max(now, times[-1]) - window_ms
+    return sum(1 for t in times if t > horizon)
+
+
+def send_all(port, commands):
+    """Pipelines RESP commands (lists of bytes) over one connection."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    out = bytearray()
+    for args in commands:
+        out += b"*%d\r\n" % len(args)
+        for a in args:
+            out += b"$%d\r\n%s\r\n" % (len(a), a)
+    sock.sendall(out)
+    buf = b""
+    while buf.count(b"\r\n") < len(commands):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+    sock.close()
+    assert b"-" not in buf[:1], buf[:200]
+
+
+def big_key(i):
+    return f"okome:budget:rate:{{big%3A{i:012d}}}"
+
+
+def server_ms(port):
+    s, us = cli(port, "TIME").split()
+    return int(s) * 1000 + int(us) // 1000
+
+
+def prefill(port, version, seed=14):
+    """Writes the 100 large windows (a random dead prefix each, so that
+    compactions fall due as in a steady state)."""
+    rnd = random.Random(seed)
+    now = server_ms(port)
+    cmds = []
+    for i in range(BIG_AGENTS):
+        dead = rnd.randrange(BIG_SPAN_MS) if version == 2 else 0
+        value = window_bytes(now, BIG_SPAN_MS, dead, version)
+        cmds.append([b"SET", big_key(i).encode(), value, b"PXAT", b"%d" % (now + 60_000)])
+    send_all(port, cmds)
+
+
+def info_fields(port, section):
+    return dict(l.split(":", 1) for l in cli(port, "INFO", section).splitlines() if ":" in l)
+
+
+def slow_calls(port):
+    """(count, slowest µs) of the okome (or RMW) calls the slow log kept
+    (>= 100 µs)."""
+    out = cli(port, "EVAL", "local r = {} for _, e in ipairs(redis.call('SLOWLOG','GET','100000')) do "
+              "local c = string.lower(e[4][1]) if string.find(c, '^okome') or string.find(c, '^rmw') "
+              "then r[#r+1] = e[3] end end return r", "0")
+    durations = [int(x) for x in out.split()] if out else []
+    return len(durations), max(durations, default=0)
+
+
+def windows_phase(module, requests, rounds, version, replica=False):
+    """limit 60 (100 000 random agents) and limit 100 000 (100 agents with
+    ~60 000 live entries each), interleaved; ops/s, the server's own
+    latency, and with a replica the replication bytes per admitted call."""
+    srv, port = start_server([module, RMW], ["--repl-diskless-sync-delay", "0"])
+    rep = None
+    try:
+        if replica:
+            rep, _ = start_server([module, RMW], ["--replicaof", "127.0.0.1", str(port)],
+                                  ready="link")
+        prefill(port, version)
+        cli(port, "CONFIG", "SET", "slowlog-log-slower-than", "100")
+        cli(port, "CONFIG", "SET", "slowlog-max-len", "100000")
+        cases = {
+            "limit 60": ["OKOME.RATE", "agent:__rand_int__", "60", "60"],
+            "limit 100000": ["OKOME.RATE", "big:__rand_int__", "100000", "60"],
+            # The same 100 agents' worth of keys, windows empty at the start.
+            "limit 100000, fresh": ["OKOME.RATE", "fresh:__rand_int__", "100000", "60"],
+            # No okome code at all: this machine's own latency outliers.
+            "control": ["RMW.INCREXD", "big:__rand_int__", "60000"],
+        }
+        res = {}
+        for _ in range(rounds):
+            for name, args in cases.items():
+                cli(port, "CONFIG", "RESETSTAT")
+                cli(port, "SLOWLOG", "RESET")
+                off0 = int(info_fields(port, "replication")["master_repl_offset"])
+                allowed0 = int(info_fields(port, "okome")["okome_rate_allowed"])
+                rng = "100000" if name == "limit 60" else "100"
+                out = subprocess.run(
+                    ["redis-benchmark", "-p", str(port), "-c", "50", "-n", str(requests),
+                     "-P", "16", "-r", rng, "--csv", *args],
+                    check=True, capture_output=True, text=True).stdout
+                ops = float(list(csv.reader(io.StringIO(out)))[-1][1])
+                off1 = int(info_fields(port, "replication")["master_repl_offset"])
+                allowed = int(info_fields(port, "okome")["okome_rate_allowed"]) - allowed0
+                if name == "control":
+                    allowed = requests
+                cmd = args[0].lower()
+                lat = info_fields(port, "latencystats").get(f"latency_percentiles_usec_{cmd}", "")
+                pct = dict(kv.split("=") for kv in lat.split(",") if "=" in kv)
+                n_slow, slowest = slow_calls(port)
+                r = res.setdefault(name, {"ops": [], "bytes": [], "p99": [], "p999": [],
+                                          "slow": 0, "slowest": 0, "allowed": 0, "calls": 0})
+                r["ops"].append(ops)
+                r["bytes"].append((off1 - off0) / max(allowed, 1))
+                r["p99"].append(float(pct.get("p99", "nan")))
+                r["p999"].append(float(pct.get("p99.9", "nan")))
+                r["slow"] += n_slow
+                r["slowest"] = max(r["slowest"], slowest)
+                r["allowed"] += allowed
+                r["calls"] += requests
+        now = server_ms(port)
+        live = []
+        for i in range(BIG_AGENTS):
+            live.append(live_entries(get_bytes(port, big_key(i)), now))
+        for r in res.values():
+            for k in ("ops", "bytes", "p99", "p999"):
+                r[k] = statistics.median(r[k])
+        res["live"] = (min(live), statistics.median(live))
+        return res
+    finally:
+        if rep:
+            stop(rep)
+        stop(srv)
+
+
+def get_bytes(port, key):
+    """GET over a raw socket (binary-safe)."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(key), key.encode()))
+    buf = b""
+    while b"\r\n" not in buf:
+        buf += sock.recv(65536)
+    head, rest = buf.split(b"\r\n", 1)
+    n = int(head[1:])
+    while len(rest) < n + 2:
+        rest += sock.recv(1 << 20)
+    sock.close()
+    return rest[:n]
+
+
+def big_windows(requests, rounds, module=None, version=2):
+    """The windows section: markdown lines and the measures."""
+    module = module or MODULE
+    plain = windows_phase(module, requests, rounds, version)
+    repl = windows_phase(module, requests, rounds, version, replica=True)
+    l60 = plain["limit 60"]
+    lines = ["", "Windows of any limit (`-P 16`, interleaved rounds, medians): `limit 60` over "
+             "100 000 random agents, and `limit 100000` over 100 agents whose windows held "
+             f"about 60 000 live entries each ({plain['live'][0]:,} at least, "
+             f"{plain['live'][1]:,.0f} median, at the end of the runs; written in the stored "
+             "form, with dropped entries before each head so that compactions fall due as in "
+             "a steady state). Every call was admitted. Latency is the server's own "
+             "(`INFO latencystats`, and every call of 100 µs or more in `SLOWLOG`); the "
+             "control row, a module command with no okome code, shows what this machine "
+             "adds by itself (a descheduled server thread counts as a slow call). "
+             "Replication bytes: `master_repl_offset` growth per admitted call, with a "
+             "replica attached.", "",
+             "| windows | ops/s | vs limit 60 | p99 µs | p99.9 µs | calls ≥ 100 µs | slowest µs "
+             "| replication bytes per call | with a replica, ops/s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, label in (("limit 60", "`limit 60`, 100 000 agents"),
+                        ("limit 100000", "`limit 100000`, 100 agents, ~60 000 live entries each"),
+                        ("limit 100000, fresh", "`limit 100000`, 100 agents, empty at the start"),
+                        ("control", "control: `RMW.INCREXD` (no okome code), 100 keys")):
+        r, rr = plain[name], repl[name]
+        lines.append(f"| {label} | {r['ops']:,.0f} | {r['ops'] / l60['ops']:.2f}x | {r['p99']:.1f} "
+                     f"| {r['p999']:.1f} | {r['slow'] + rr['slow']} of {r['calls'] + rr['calls']:,} "
+                     f"| {max(r['slowest'], rr['slowest'])} | {rr['bytes']:.0f} | {rr['ops']:,.0f} |")
+    return lines, {"plain": plain, "repl": repl}
+
+
+def targets(med, wins):
+    """Issue 14's targets against this run's measures."""
+    rate = med[(16, "OKOME.RATE")]
+    ceiling = med[(16, "Ceiling: RMW.INCREXD, that key derived from the id")]
+    lua = med[(16, "Lua fixed window")]
+    get = med[(16, "GET of a plan's key")]
+    plain, repl = wins["plain"], wins["repl"]
+    l60, big = plain["limit 60"], plain["limit 100000"]
+    rb60, rbig = repl["limit 60"]["bytes"], repl["limit 100000"]["bytes"]
+    slowest = max(plain["limit 100000"]["slowest"], repl["limit 100000"]["slowest"])
+    hashed = {n: med[(16, n)] / get for (p, n) in med
+              if p == 16 and n.startswith("OKOME.PLAN.GET hit, HASHED")}
+    plain_1k = med[(16, "OKOME.PLAN.GET hit, 1 KB prompt")] / get
+    rows = [
+        ("`OKOME.RATE` vs `RMW.INCREXD`, `-P 16`", ">= 0.9x", f"{rate / ceiling:.2f}x",
+         rate / ceiling >= 0.9),
+        ("`OKOME.RATE` vs the Lua fixed window, `-P 16`", ">= 1.0x", f"{rate / lua:.2f}x",
+         rate / lua >= 1.0),
+        ("`limit 100000` (~60 000 live entries) vs `limit 60`, ops/s", ">= 0.8x",
+         f"{big['ops'] / l60['ops']:.2f}x", big["ops"] / l60["ops"] >= 0.8),
+        ("replication bytes per admitted call, `limit 100000` vs `limit 60`", "<= 2x",
+         f"{rbig:.0f} vs {rb60:.0f} bytes: {rbig / rb60:.2f}x", rbig / rb60 <= 2),
+        ("`PLAN.GET ... HASHED` hit vs `GET` of the plan's key, `-P 16`, every prompt size",
+         ">= 0.8x", ", ".join(f"{v:.2f}x" for v in hashed.values()),
+         min(hashed.values()) >= 0.8),
+        ("`PLAN.GET` hit, plain form, 1 KB prompt vs `GET` of the plan's key", "report",
+         f"{plain_1k:.2f}x", None),
+        ("slowest `OKOME.RATE` at `limit 100000` (server time, `SLOWLOG`)", "<= 100 µs",
+         f"{slowest} µs" if slowest else "none >= 100 µs", slowest < 100),
+    ]
+    lines = ["", "Issue 14's targets, from this run:", "",
+             "| target | wanted | measured | met |", "|---|---|---|---|"]
+    for what, want, got, ok in rows:
+        lines.append(f"| {what} | {want} | {got} | {'-' if ok is None else 'yes' if ok else 'no'} |")
+    return lines
+
+
 def reproduce(out):
     """The command that writes `out` again."""
     default = os.path.join(ROOT, "bench", "RESULTS.md")
@@ -128,8 +420,18 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--requests", type=int, default=200000)
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "RESULTS.md"))
-    ap.add_argument("--only", choices=["ledger"], help="run one part only and print it")
+    ap.add_argument("--only", choices=["ledger", "windows"], help="run one part only and print it")
+    ap.add_argument("--module", help="with --only windows: another build of okome (a path)")
+    ap.add_argument("--before-module", help="also run the windows section against an earlier "
+                    "build (a path), writing version 1 windows (before issue 14), for comparison")
+    ap.add_argument("--window-version", type=int, choices=[1, 2], default=2,
+                    help="with --only windows: the stored form to prefill (1: before issue 14)")
     a = ap.parse_args()
+
+    if a.only == "windows":
+        lines, _ = big_windows(a.requests, a.rounds, a.module, a.window_version)
+        print("\n".join(lines))
+        return 0
 
     if a.only == "ledger":
         srv, port = start_server([MODULE])
@@ -151,6 +453,14 @@ def main():
         for prompt in (prompt_1k, prompt_16k):
             key = cli(port, "OKOME.KEY", "planner", "llama3:8b", prompt, "v1", "repo")
             cli(port, "OKOME.PLAN.SET", key, plan, "TTL", "900")
+        plan_key_1k = key = cli(port, "OKOME.KEY", "planner", "llama3:8b", prompt_1k, "v1", "repo")
+        # Client-hashed prompts (HASHED): the hash travels, whatever the size.
+        hashed = {}
+        for size in (1024, 16384, 1 << 20):
+            h = hashlib.sha256(b"q" * size).hexdigest()
+            key = cli(port, "OKOME.KEY", "planner", "llama3:8b", h, "v1", "repo", "HASHED")
+            cli(port, "OKOME.PLAN.SET", key, plan, "TTL", "900")
+            hashed[size] = h
         cli(port, "SET", "plainplan", plan)
         # Rate windows: limit 60 per 60 s over 100 000 random agents, a few
         # calls per agent per round, so every call is admitted and writes
@@ -177,6 +487,13 @@ def main():
             "GET (plan-sized value)": ["GET", "plainplan"],
             "OKOME.PLAN.GET hit, 1 KB prompt": ["OKOME.PLAN.GET", "llama3:8b", prompt_1k, "v1", "repo"],
             "OKOME.PLAN.GET hit, 16 KB prompt": ["OKOME.PLAN.GET", "llama3:8b", prompt_16k, "v1", "repo"],
+            "GET of a plan's key": ["GET", plan_key_1k],
+            "OKOME.PLAN.GET hit, HASHED, 1 KB prompt": [
+                "OKOME.PLAN.GET", "llama3:8b", hashed[1024], "v1", "repo", "HASHED"],
+            "OKOME.PLAN.GET hit, HASHED, 16 KB prompt": [
+                "OKOME.PLAN.GET", "llama3:8b", hashed[16384], "v1", "repo", "HASHED"],
+            "OKOME.PLAN.GET hit, HASHED, 1 MB prompt": [
+                "OKOME.PLAN.GET", "llama3:8b", hashed[1 << 20], "v1", "repo", "HASHED"],
         }
         results = {}
         for pipeline in (1, 16):
@@ -233,6 +550,15 @@ def main():
         ledger_lines = ledger_cost(lport, a.requests, a.rounds)
     finally:
         stop(lsrv)
+    # Windows of any limit, on fresh servers.
+    window_lines, wins = big_windows(a.requests, a.rounds)
+    if a.before_module:
+        # An O(live entries) build takes milliseconds a call: fewer calls.
+        before, _ = big_windows(max(a.requests // 10, 1000), 1, a.before_module, version=1)
+        window_lines += ["", f"The same with an earlier build (`{os.path.basename(a.before_module)}`, "
+                         "windows in the version 1 form, rewritten and replicated whole at each "
+                         f"admission; one round of {max(a.requests // 10, 1000):,} calls per row):"]
+        window_lines += [l for l in before if l.startswith("|")]
 
     lines = ["# okome benchmark results", "",
              f"Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}; "
@@ -269,6 +595,8 @@ def main():
               "| command | with counters | without | ratio |", "|---|---|---|---|"]
     for name, (w, wo) in counters.items():
         lines.append(f"| {name} | {w:,.0f} | {wo:,.0f} | {w / wo:.2f} |")
+    lines += window_lines
+    lines += targets(med, wins)
     lines += ledger_lines
     flow = subprocess.run(["cargo", "bench", "--quiet", "--bench", "flow"], cwd=ROOT,
                           env={**os.environ, "OKOME_MODULE": MODULE},

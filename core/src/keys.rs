@@ -266,8 +266,10 @@ pub const PROMPT_HASH_LEN: usize = 64;
 /// lowercase hex digits. The error names the argument and shows (the start
 /// of) what was sent.
 pub fn check_prompt_hash(hash: &[u8]) -> Result<()> {
-    if hash.len() == PROMPT_HASH_LEN && hash.iter().all(|&b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    {
+    // A lowercase hex digit, bit by bit: '0'-'9' is 0x30-0x39, 'a'-'f'
+    // 0x61-0x66. Folded over the whole hash, with no early exit.
+    let hex = |b: u8| (b.wrapping_sub(b'0') < 10) | (b.wrapping_sub(b'a') < 6);
+    if hash.len() == PROMPT_HASH_LEN && hash.iter().fold(true, |ok, &b| ok & hex(b)) {
         return Ok(());
     }
     const SHOWN: usize = 72;
@@ -290,7 +292,30 @@ pub fn planner_key_hashed(
     repo_hash: &[u8],
 ) -> Result<Vec<u8>> {
     check_prompt_hash(prompt_hash)?;
-    build(Kind::Planner, &[model, prompt_hash, toolset, repo_hash])
+    // `build`, with the hash (checked: hex digits only) copied as it is.
+    let parts = [
+        (model, "model"),
+        (toolset, "toolset_version"),
+        (repo_hash, "repo_hash"),
+    ];
+    if let Some((_, name)) = parts.iter().find(|(p, _)| p.is_empty()) {
+        return Err(Error::Empty(name));
+    }
+    let cap = parts
+        .iter()
+        .fold(PROMPT_HASH_LEN.saturating_add(32), |acc, (p, _)| {
+            acc.saturating_add(p.len())
+        });
+    let mut key = Vec::with_capacity(cap);
+    key.extend_from_slice(b"okome:planner:");
+    escape_into(&mut key, model);
+    key.extend_from_slice(b":{");
+    key.extend_from_slice(prompt_hash);
+    key.extend_from_slice(b"}:");
+    escape_into(&mut key, toolset);
+    key.push(b':');
+    escape_into(&mut key, repo_hash);
+    Ok(key)
 }
 
 /// The planner key for a prompt: hashes the prompt, then [`build`]s.
@@ -439,6 +464,26 @@ pub fn printable(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn a_hashed_planner_key_is_the_built_one(
+            model in proptest::collection::vec(any::<u8>(), 0..12),
+            prompt in proptest::collection::vec(any::<u8>(), 1..40),
+            toolset in proptest::collection::vec(any::<u8>(), 0..12),
+            repo in proptest::collection::vec(any::<u8>(), 0..12),
+        ) {
+            let hash = prompt_hash(&prompt);
+            prop_assert_eq!(
+                planner_key_hashed(&model, hash.as_bytes(), &toolset, &repo),
+                build(Kind::Planner, &[&model, hash.as_bytes(), &toolset, &repo])
+            );
+            prop_assert_eq!(
+                planner_key_hashed(&model, hash.as_bytes(), &toolset, &repo),
+                planner_key(&model, &prompt, &toolset, &repo)
+            );
+        }
+    }
 
     #[test]
     fn ollama_model_names_are_escaped() {
