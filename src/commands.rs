@@ -129,10 +129,18 @@ struct Budget {
 
 impl Drop for Budget {
     fn drop(&mut self) {
-        let buf = std::mem::take(&mut self.buf);
+        let mut buf = std::mem::take(&mut self.buf);
+        // A large window migrated whole once leaves a large buffer: not
+        // kept (tails and compactions need a few dozen bytes).
+        if buf.capacity() > SCRATCH_KEPT {
+            buf = Vec::new();
+        }
         SCRATCH.with(|s| s.set(buf));
     }
 }
+
+/// The largest scratch buffer kept between commands, bytes.
+const SCRATCH_KEPT: usize = 4096;
 
 impl Budget {
     /// Opens the window at `c.key` and works out the charge at `now` (O(1)
