@@ -498,6 +498,7 @@ def main():
     ap.add_argument("--window-version", type=int, choices=[1, 2], default=2,
                     help="with --only windows: the stored form to prefill (1: before issue 14)")
     a = ap.parse_args()
+    load_at_start = os.getloadavg()[0]
 
     if a.only == "windows":
         lines, _ = big_windows(a.requests, a.rounds, a.module, a.window_version)
@@ -646,8 +647,11 @@ def main():
     lines = ["# okome benchmark results", "",
              f"Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}; "
              f"{version}; redis-benchmark -c 50 -n {a.requests} -r 100000; "
-             f"{a.rounds} interleaved rounds, medians.", "",
-             f"Reproduce: `{reproduce(a.out)}`.", "",
+             f"{a.rounds} interleaved rounds, medians. The machine is shared: load average "
+             f"{load_at_start:.2f} at the start, {os.getloadavg()[0]:.2f} at the end.", "",
+             f"Reproduce: `{reproduce(a.out)}`"
+             + (" (the earlier build's rows: add `--before-module <its libokome.so>`, run "
+                "with `python3 bench/bench.py`)" if a.before_module else "") + ".", "",
              "| command | -P | ops/s (median) | vs INCR | vs GET |",
              "|---|---|---|---|---|"]
     for pipeline in (1, 16):
