@@ -439,7 +439,11 @@ fn client_pause_all_across_the_lock_expiry() {
     let (p, at) = b.reply(Duration::from_secs(5));
     assert_locked(&p.expect("b"), &key);
     assert_at_deadline(at, 1200, "b, during CLIENT PAUSE ALL");
-    a.assert_waiting("still paused");
+    // Under load b's reply can be read close to the pause's end; the check
+    // holds only while the pause is certainly still in force.
+    if paused.elapsed() < Duration::from_millis(1900) {
+        a.assert_waiting("still paused");
+    }
 
     let (p, _) = a.reply(Duration::from_secs(8));
     let handed = paused.elapsed();
