@@ -339,8 +339,13 @@ fn lookup(ctx: &Context, req: args::PlanGet, instead: &str) -> Reply {
     let lock = open_lock(ctx, user.as_ref(), &ask, hit)?;
     // The lookup is flagged `write` but not `deny-oom`, so that hits are
     // served when memory is full: refuse here a call that must write (a
-    // charge, or a lock on a miss), before it writes anything.
-    let refusal = server::command_refusal(ctx);
+    // charge, or a lock on a miss), before it writes anything. A call that
+    // opened neither a window nor a lock cannot write: no check on its path.
+    let refusal = if budget.is_some() || lock.is_some() {
+        server::command_refusal(ctx)
+    } else {
+        None
+    };
     if let Some(r) = refusal {
         if budget.is_some() {
             return Err(r.error("the agent's rate window"));
@@ -448,11 +453,10 @@ fn decide(
             )
         }
         LockState::Free => {
-            if let Some(r) = refusal {
+            if refusal.is_some() {
                 // Only a woken follower gets here (a command refused
                 // earlier): no lock now, so it is answered LOCKED, and the
                 // next caller after writes resume takes the lock.
-                let _ = r;
                 bump(&c::planner_locked);
                 return (
                     Ok(plan_reply("LOCKED", key, None, Some(-2), None, ask.rate)),

@@ -137,21 +137,12 @@ impl Key {
             Holds::Nothing => Ok(None),
             Holds::Other => Err(okome_core::Error::WrongType),
             Holds::String => {
-                let mut len: usize = 0;
-                // SAFETY: the key holds a string; DMA gives a pointer valid
-                // until the key is closed or modified (tied to `&self`).
-                let p = unsafe {
-                    raw::RedisModule_StringDMA.map_or(ptr::null_mut(), |f| {
-                        f(self.ptr, &mut len, raw::REDISMODULE_READ as c_int)
-                    })
-                };
-                if p.is_null() {
-                    return Err(okome_core::Error::WrongType);
-                }
-                // SAFETY: p points to len bytes owned by the key.
-                Ok(Some(unsafe {
-                    std::slice::from_raw_parts(p.cast::<u8>(), len)
-                }))
+                let (p, len) = self
+                    .dma(raw::REDISMODULE_READ)
+                    .ok_or(okome_core::Error::WrongType)?;
+                // SAFETY: p points to len bytes owned by the key, valid until
+                // the key is closed or modified (tied to `&self`).
+                Ok(Some(unsafe { std::slice::from_raw_parts(p, len) }))
             }
         }
     }
@@ -209,29 +200,41 @@ impl Key {
         );
     }
 
+    /// The value's buffer through DMA (`mode`: read or write), with its
+    /// length; `None` if Redis gives none. The pointer is valid until the
+    /// key is closed, modified or truncated.
+    fn dma(&self, mode: u32) -> Option<(*mut u8, usize)> {
+        let mut len: usize = 0;
+        // SAFETY: an open key; Redis checks its type and the mode.
+        let p = unsafe {
+            raw::RedisModule_StringDMA
+                .map_or(ptr::null_mut(), |f| f(self.ptr, &mut len, mode as c_int))
+        };
+        (!p.is_null()).then_some((p.cast::<u8>(), len))
+    }
+
+    /// Resizes the string value to `len` bytes (creating an empty key as a
+    /// string); whether Redis did.
+    fn truncate(&self, len: usize) -> bool {
+        // SAFETY: a key opened for writing, empty or holding a string.
+        unsafe {
+            raw::RedisModule_StringTruncate
+                .is_some_and(|f| f(self.ptr, len) == raw::REDISMODULE_OK as c_int)
+        }
+    }
+
     fn write_in_place(&self, value: &[u8]) -> bool {
-        if self.holds() == Holds::Other {
+        if self.holds() == Holds::Other || !self.truncate(value.len()) {
             return false;
         }
-        // SAFETY: key opened for writing, empty or a string; after the
-        // truncate, DMA gives a writable buffer of exactly value.len() bytes.
-        unsafe {
-            let (Some(truncate), Some(dma)) =
-                (raw::RedisModule_StringTruncate, raw::RedisModule_StringDMA)
-            else {
-                return false;
-            };
-            if truncate(self.ptr, value.len()) != raw::REDISMODULE_OK as c_int {
-                return false;
+        match self.dma(raw::REDISMODULE_WRITE) {
+            Some((p, len)) if len == value.len() => {
+                // SAFETY: DMA gave a writable buffer of exactly len bytes.
+                unsafe { ptr::copy_nonoverlapping(value.as_ptr(), p, len) };
+                true
             }
-            let mut len: usize = 0;
-            let p = dma(self.ptr, &mut len, raw::REDISMODULE_WRITE as c_int);
-            if p.is_null() || len != value.len() {
-                return false;
-            }
-            ptr::copy_nonoverlapping(value.as_ptr(), p.cast::<u8>(), len);
+            _ => false,
         }
-        true
     }
 
     /// Overwrites the string value from `offset` on with `tail`, growing
@@ -252,31 +255,20 @@ impl Key {
         let Some(len) = offset.checked_add(tail.len()) else {
             return;
         };
-        // SAFETY: key opened for writing and holding a string; after the
-        // truncate, DMA gives a writable buffer of exactly `len` bytes, of
-        // which [offset, len) is written.
-        let written = unsafe {
-            let (Some(truncate), Some(dma)) =
-                (raw::RedisModule_StringTruncate, raw::RedisModule_StringDMA)
-            else {
-                return;
-            };
-            let mut cur: usize = 0;
-            let p = dma(self.ptr, &mut cur, raw::REDISMODULE_READ as c_int);
-            if p.is_null() || cur > len || truncate(self.ptr, len) != raw::REDISMODULE_OK as c_int {
-                false
-            } else {
-                let p = dma(self.ptr, &mut cur, raw::REDISMODULE_WRITE as c_int);
-                if p.is_null() || cur != len {
-                    false
-                } else {
-                    ptr::copy_nonoverlapping(tail.as_ptr(), p.cast::<u8>().add(offset), tail.len());
-                    true
-                }
-            }
-        };
-        if !written {
+        // The string keeps its first `offset` bytes: it never shrinks.
+        if !self
+            .dma(raw::REDISMODULE_READ)
+            .is_some_and(|(_, cur)| cur <= len && self.truncate(len))
+        {
             return;
+        }
+        match self.dma(raw::REDISMODULE_WRITE) {
+            // SAFETY: a writable buffer of exactly `len` bytes, of which
+            // [offset, len) is written.
+            Some((p, cur)) if cur == len => unsafe {
+                ptr::copy_nonoverlapping(tail.as_ptr(), p.add(offset), tail.len());
+            },
+            _ => return,
         }
         self.expire(expire_at);
         self.replicate_setrange(ctx, offset, tail);
@@ -315,33 +307,26 @@ impl Key {
         ) else {
             return;
         };
-        // SAFETY: key opened for writing and holding a string; every DMA
-        // buffer is used before the next call that may move it; offsets
-        // are checked against its length.
-        let done = unsafe {
-            let (Some(truncate), Some(dma)) =
-                (raw::RedisModule_StringTruncate, raw::RedisModule_StringDMA)
-            else {
-                return;
-            };
-            let mut cur: usize = 0;
-            let p = dma(self.ptr, &mut cur, raw::REDISMODULE_READ as c_int);
-            if p.is_null() || keep.end > cur {
-                return;
-            }
-            if len > cur && truncate(self.ptr, len) != raw::REDISMODULE_OK as c_int {
-                return;
-            }
-            let mut n: usize = 0;
-            let p = dma(self.ptr, &mut n, raw::REDISMODULE_WRITE as c_int).cast::<u8>();
-            if p.is_null() || n < len.max(keep.end) {
-                return;
-            }
+        let Some((_, cur)) = self.dma(raw::REDISMODULE_READ) else {
+            return;
+        };
+        if keep.end > cur || (len > cur && !self.truncate(len)) {
+            return;
+        }
+        let Some((p, n)) = self
+            .dma(raw::REDISMODULE_WRITE)
+            .filter(|&(_, n)| n >= len.max(keep.end))
+        else {
+            return;
+        };
+        // SAFETY: a writable buffer of n >= max(len, keep.end) bytes, used
+        // before the next call that may move it.
+        unsafe {
             ptr::copy(p.add(keep.start), p.add(head.len()), kept);
             ptr::copy_nonoverlapping(head.as_ptr(), p, head.len());
             ptr::copy_nonoverlapping(tail.as_ptr(), p.add(head.len() + kept), tail.len());
-            len >= n || truncate(self.ptr, len) == raw::REDISMODULE_OK as c_int
-        };
+        }
+        let done = len >= n || self.truncate(len);
         if !done {
             // Cannot happen (shrinking a string we hold): store the bytes
             // we meant, through a copy.

@@ -10,12 +10,12 @@
 //! under a long random workload.
 
 mod common;
+use common::cluster::Cluster;
 use common::*;
 
 use redis::{Connection, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 // ---------------------------------------------------------------- helpers
@@ -848,108 +848,6 @@ fn a_replica_and_an_aof_replay_hold_the_same_ledgers() {
 }
 
 // --------------------------------------------------------------- cluster
-
-struct Cluster {
-    nodes: Vec<Server>,
-}
-
-impl Cluster {
-    fn start() -> Cluster {
-        let nodes: Vec<Server> = (0..3)
-            .map(|_| {
-                Server::start_with(&[
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    "--cluster-node-timeout",
-                    "3000",
-                ])
-            })
-            .collect();
-        let mut create = Command::new("redis-cli");
-        create.arg("--cluster").arg("create");
-        for n in &nodes {
-            create.arg(format!("127.0.0.1:{}", n.port));
-        }
-        let out = create
-            .arg("--cluster-yes")
-            .output()
-            .expect("run redis-cli --cluster create");
-        assert!(
-            out.status.success(),
-            "cluster create failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let deadline = Instant::now() + Duration::from_secs(30);
-        for n in &nodes {
-            let mut c = n.conn();
-            loop {
-                let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut c).unwrap();
-                if info.contains("cluster_state:ok") {
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "cluster never became ok:\n{info}"
-                );
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-        Cluster { nodes }
-    }
-
-    fn slot(&self, key: &str) -> i64 {
-        redis::cmd("CLUSTER")
-            .arg("KEYSLOT")
-            .arg(key)
-            .query(&mut self.nodes[0].conn())
-            .unwrap()
-    }
-
-    fn owner(&self, slot: i64) -> usize {
-        let slots: Vec<(i64, i64, Vec<Value>)> = redis::cmd("CLUSTER")
-            .arg("SLOTS")
-            .query(&mut self.nodes[0].conn())
-            .unwrap();
-        for (lo, hi, master) in slots {
-            if (lo..=hi).contains(&slot) {
-                let port = match master.get(1) {
-                    Some(Value::Int(p)) => *p as u16,
-                    other => panic!("unexpected CLUSTER SLOTS entry {other:?}"),
-                };
-                return self.nodes.iter().position(|n| n.port == port).unwrap();
-            }
-        }
-        panic!("slot {slot} unassigned");
-    }
-
-    fn node_of(&self, key: &str) -> usize {
-        self.owner(self.slot(key))
-    }
-
-    fn client(&self) -> redis::cluster::ClusterConnection {
-        let urls: Vec<String> = self.nodes.iter().map(|n| n.url()).collect();
-        redis::cluster::ClusterClient::new(urls)
-            .unwrap()
-            .get_connection()
-            .unwrap()
-    }
-
-    fn assert_keys_local(&self) {
-        for (i, n) in self.nodes.iter().enumerate() {
-            let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut n.conn()).unwrap();
-            for k in keys {
-                assert_eq!(
-                    self.node_of(&k),
-                    i,
-                    "{k} is on node {i}, not its slot's owner"
-                );
-            }
-        }
-    }
-}
 
 #[test]
 fn cluster_records_lists_and_purges_what_each_node_serves() {

@@ -321,18 +321,6 @@ fn primary_and_writable_replica() -> (Server, Server) {
     (primary, replica)
 }
 
-fn wait_link_up(replica: &mut Connection, within: Duration) {
-    let deadline = Instant::now() + within;
-    loop {
-        let m = info_map(replica, "replication");
-        if m.get("master_link_status").map(String::as_str) == Some("up") {
-            return;
-        }
-        assert!(Instant::now() < deadline, "replica link not up: {m:?}");
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Polls the primary until it sees its replica online (acknowledging).
 fn wait_replica_online(primary: &mut Connection, within: Duration) {
     let deadline = Instant::now() + within;

@@ -309,22 +309,6 @@ fn record(con: &mut redis::Connection, who: &str) -> BTreeMap<String, (Vec<u8>, 
 
 // ------------------------------------------------------------ replication
 
-fn wait_link_up(replica: &mut redis::Connection, within: Duration) {
-    let deadline = Instant::now() + within;
-    let mut info = String::new();
-    while Instant::now() < deadline {
-        info = redis::cmd("INFO")
-            .arg("replication")
-            .query(replica)
-            .expect("INFO replication");
-        if info.lines().any(|l| l.trim() == "master_link_status:up") {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("replica link not up within {within:?}:\n{info}");
-}
-
 /// Arguments for a primary: replicas sync at once (diskless sync would
 /// otherwise wait 5 s for more replicas).
 const PRIMARY: &[&str] = &["--repl-diskless-sync-delay", "0"];

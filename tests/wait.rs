@@ -883,18 +883,6 @@ fn wait_and_refresh_errors() {
 /// Arguments for a primary: replicas sync at once.
 const PRIMARY: &[&str] = &["--repl-diskless-sync-delay", "0"];
 
-fn wait_link_up(replica: &mut Connection, within: Duration) {
-    let deadline = Instant::now() + within;
-    loop {
-        let text = info(replica, "replication");
-        if text.lines().any(|l| l.trim() == "master_link_status:up") {
-            return;
-        }
-        assert!(Instant::now() < deadline, "replica link not up:\n{text}");
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// The replica acknowledged everything so far.
 fn replica_wait(p: &mut Connection) {
     let acked: i64 = redis::cmd("WAIT").arg(1).arg(5000).query(p).expect("WAIT");

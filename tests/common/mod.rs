@@ -3,6 +3,8 @@
 //! and reaps it, so nothing leaks when a test fails.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -857,4 +859,22 @@ impl Server {
             self.log_tail(60)
         );
     }
+}
+
+/// Polls a replica until its link to the primary is up (panics after
+/// `within`).
+pub fn wait_link_up(replica: &mut redis::Connection, within: Duration) {
+    let deadline = Instant::now() + within;
+    let mut info = String::new();
+    while Instant::now() < deadline {
+        info = redis::cmd("INFO")
+            .arg("replication")
+            .query(replica)
+            .expect("INFO replication");
+        if info.lines().any(|l| l.trim() == "master_link_status:up") {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("replica link not up within {within:?}:\n{info}");
 }
