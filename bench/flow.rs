@@ -6,7 +6,8 @@
 //! Also: memory per rate window and plan, server memory for 100 000 agents,
 //! and a load run of 200 clients over 10 000 agents.
 //!
-//! Run with `make bench` (which builds the release module first), or
+//! Run with `make bench` (which builds the release module first and puts
+//! this output at the end of bench/RESULTS.md), or alone with
 //! `OKOME_MODULE=target/release/libokome.so cargo bench --bench flow`.
 //! Prints a Markdown section on stdout.
 
