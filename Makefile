@@ -10,8 +10,11 @@ VENV_PY := $(VENV)/bin/python
 
 .DEFAULT_GOAL := help
 
+# `make help` prints each target's `## ` comment, with $(PORT) and
+# $(FUZZ_SECONDS) in it replaced by their values.
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}' \
+	  | sed -e 's|$$(PORT)|$(PORT)|g' -e 's|$$(FUZZ_SECONDS)|$(FUZZ_SECONDS)|g'
 
 deps: ## Install what building and testing need (redis-server, libclang-dev) if missing
 	@bash scripts/deps.sh
@@ -19,10 +22,15 @@ deps: ## Install what building and testing need (redis-server, libclang-dev) if 
 build: deps ## Build the module (release): target/release/libokome.so
 	$(CARGO) build --release -p okome
 
-run: build ## Start redis-server on 127.0.0.1:$(PORT) (foreground) with the module loaded
+# target/run/redis.conf is written afresh from redis.conf.example on every
+# `make run`: a CONFIG REWRITE lands in it and is lost on the next run. Keep
+# settings in redis.conf.example or pass them in ARGS ("--name value ...",
+# redis-server's command-line form, module configs included).
+ARGS ?=
+run: build ## Start redis-server on 127.0.0.1:$(PORT) (PORT=n) with the module, in the foreground (Ctrl-C stops it); ARGS="--name value ..." adds settings
 	@mkdir -p target/run
 	@sed 's#/path/to/libokome.so#$(CURDIR)/$(RELEASE_LIB)#' redis.conf.example > target/run/redis.conf
-	cd target/run && exec redis-server ./redis.conf --port $(PORT)
+	cd target/run && exec redis-server ./redis.conf --port $(PORT) $(ARGS)
 
 test: deps ## Build, then run every unit and integration test
 	$(CARGO) build -p okome
@@ -43,7 +51,7 @@ python-test: deps python-install ## Python package tests (pytest, real servers) 
 	$(CARGO) build -p okome
 	cd python && OKOME_MODULE=$${OKOME_MODULE:-$(CURDIR)/$(DEBUG_LIB)} ../$(VENV_PY) -m pytest -q -p no:cacheprovider --timeout 120
 
-test-compat: deps ## Run the integration suite on Redis 7.0 and Valkey 9 (and $$COMPAT_SERVERS)
+test-compat: deps ## Run the integration suite on Redis 7.0 and Valkey 9, and on each server in COMPAT_SERVERS="path ..." if set
 	bash scripts/compat.sh
 
 leak-check: deps ## okome under valgrind (in Valkey 9, libc malloc) through every command; fails on leaks
@@ -53,7 +61,7 @@ bench: build ## Benchmark against INCR/GET and Lua limiters; writes bench/RESULT
 	python3 bench/bench.py
 
 FUZZ_SECONDS ?= 30
-fuzz: ## Fuzz the pure core (grammar, keys, limiter) with cargo fuzz, FUZZ_SECONDS each
+fuzz: ## Fuzz the pure core (grammar, keys, limiter) with cargo fuzz, $(FUZZ_SECONDS) s each (FUZZ_SECONDS=n)
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
 	@mkdir -p target
 	@cd fuzz && for t in grammar keys limiter; do \
