@@ -4,6 +4,8 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod errors;
+pub mod ops;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;

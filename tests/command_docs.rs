@@ -1,0 +1,493 @@
+//! `COMMAND DOCS` / `COMMAND INFO` / `COMMAND GETKEYSANDFLAGS` for every
+//! command, and the README and redis.conf.example agreeing with the server
+//! (shared helpers in `tests/common/ops.rs`).
+
+mod common;
+use common::ops::*;
+use common::*;
+
+use redis::Value;
+use std::collections::BTreeSet;
+use std::path::Path;
+
+/// The text of a bulk or status reply.
+fn text(v: &Value) -> String {
+    match v {
+        Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        Value::SimpleString(s) => s.clone(),
+        Value::Okay => "OK".into(),
+        other => panic!("expected a string, got {other:?}"),
+    }
+}
+
+fn int(v: &Value) -> i64 {
+    match v {
+        Value::Int(n) => *n,
+        other => panic!("expected an integer, got {other:?}"),
+    }
+}
+
+fn array(v: &Value) -> &[Value] {
+    match v {
+        Value::Array(a) => a,
+        other => panic!("expected an array, got {other:?}"),
+    }
+}
+
+/// A RESP2 flat key/value array (or a RESP3 map) as an ordered list.
+fn pairs(v: &Value) -> Vec<(String, Value)> {
+    match v {
+        Value::Map(m) => m.iter().map(|(k, v)| (text(k), v.clone())).collect(),
+        Value::Array(a) => {
+            assert_eq!(a.len() % 2, 0, "a flat map has pairs: {a:?}");
+            a.chunks(2).map(|p| (text(&p[0]), p[1].clone())).collect()
+        }
+        other => panic!("expected a map, got {other:?}"),
+    }
+}
+
+fn field<'a>(m: &'a [(String, Value)], name: &str) -> Option<&'a Value> {
+    m.iter().find(|(k, _)| k == name).map(|(_, v)| v)
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    array(v).iter().map(text).collect()
+}
+
+// ---------------------------------------------------------------- COMMAND
+
+/// One argument of `COMMAND DOCS`, rendered compactly:
+/// `name:type`, `=TOKEN`, `#key_spec_index`, `?` optional, `...` multiple,
+/// `(sub, ...)` sub-arguments.
+fn render_arg(v: &Value) -> String {
+    let m = pairs(v);
+    let mut s = format!(
+        "{}:{}",
+        text(field(&m, "name").expect("name")),
+        text(field(&m, "type").expect("type"))
+    );
+    if let Some(t) = field(&m, "token") {
+        s += &format!("={}", text(t));
+    }
+    if let Some(i) = field(&m, "key_spec_index") {
+        s += &format!("#{}", int(i));
+    }
+    if let Some(f) = field(&m, "flags") {
+        for flag in strings(f) {
+            s += match flag.as_str() {
+                "optional" => "?",
+                "multiple" => "...",
+                other => panic!("unexpected argument flag {other}"),
+            };
+        }
+    }
+    if let Some(sub) = field(&m, "arguments") {
+        let subs: Vec<String> = array(sub).iter().map(render_arg).collect();
+        s += &format!("({})", subs.join(", "));
+    }
+    s
+}
+
+const ARGS: [(&str, &[&str]); 13] = [
+    (
+        "okome.plan.get",
+        &[
+            "model:string",
+            "prompt:string",
+            "toolset_version:string",
+            "repo_hash:string",
+            "hashed:pure-token=HASHED?",
+            "rate:block?(agent:string=AGENT, limit:integer=LIMIT, window:integer=WINDOW)",
+            "lock:oneof?(lockttl:integer=LOCKTTL, nolock:pure-token=NOLOCK)",
+            "wait:integer=WAIT?",
+            "refreshahead:integer=REFRESHAHEAD?",
+        ],
+    ),
+    (
+        "okome.plan.lookup",
+        &[
+            "key:key#0",
+            "rate:block?(agent:string=AGENT, limit:integer=LIMIT, window:integer=WINDOW)",
+            "lock:oneof?(lockttl:integer=LOCKTTL, nolock:pure-token=NOLOCK)",
+            "wait:integer=WAIT?",
+            "refreshahead:integer=REFRESHAHEAD?",
+        ],
+    ),
+    (
+        "okome.plan.set",
+        &[
+            "key:key#0",
+            "plan_json:string",
+            "ttl:integer=TTL?",
+            "token:string=TOKEN?",
+            "agent:block?(agent:string=AGENT, wbudget:block?(wlimit:integer=WLIMIT, wwindow:integer=WWINDOW?))",
+        ],
+    ),
+    (
+        "okome.lock",
+        &["key:key#0", "ttl:integer=TTL?", "token:string=TOKEN?"],
+    ),
+    ("okome.unlock", &["key:key#0", "token:string"]),
+    (
+        "okome.rate",
+        &[
+            "agent:string",
+            "limit:integer",
+            "window:integer",
+            "cost:integer=COST?",
+        ],
+    ),
+    (
+        "okome.wbudget",
+        &[
+            "agent:string",
+            "write_limit:integer",
+            "window:integer=WINDOW?",
+            "cost:integer=COST?",
+        ],
+    ),
+    ("okome.cache.get", &["kind:string", "part:string..."]),
+    (
+        "okome.cache.set",
+        &[
+            "kind:string",
+            "part:string...",
+            "value_json:string",
+            "ttl:integer=TTL?",
+            "agent:string=AGENT?",
+        ],
+    ),
+    ("okome.key", &["kind:string", "part:string..."]),
+    (
+        "okome.agent.record",
+        &["agent:string", "key:string", "pxat:integer=PXAT?"],
+    ),
+    (
+        "okome.agent.keys",
+        &["agent:string", "count:integer=COUNT?", "cursor:string=CURSOR?"],
+    ),
+    ("okome.agent.purge", &["agent:string", "count:integer=COUNT?"]),
+];
+
+#[test]
+fn command_docs_for_every_command() {
+    let s = Server::start();
+    let mut c = s.conn();
+    for (name, want_args) in ARGS {
+        let reply: Value = redis::cmd("COMMAND")
+            .arg("DOCS")
+            .arg(name)
+            .query(&mut c)
+            .unwrap();
+        let top = pairs(&reply);
+        assert_eq!(top.len(), 1, "{name}: {reply:?}");
+        assert_eq!(top[0].0, name);
+        let docs = pairs(&top[0].1);
+        let get = |k: &str| {
+            field(&docs, k)
+                .map(text)
+                .unwrap_or_else(|| panic!("{name}: no {k} in COMMAND DOCS: {docs:?}"))
+        };
+        assert!(!get("summary").trim().is_empty(), "{name}");
+        assert_eq!(get("since"), "0.1.0", "{name}");
+        assert_eq!(get("group"), "module", "{name}");
+        assert_eq!(get("module"), "okome", "{name}");
+        let complexity = get("complexity");
+        assert!(complexity.starts_with("O("), "{name}: {complexity}");
+        let args: Vec<String> = array(field(&docs, "arguments").expect("arguments"))
+            .iter()
+            .map(render_arg)
+            .collect();
+        assert_eq!(args, want_args, "{name}");
+    }
+    for name in ["okome.lock", "okome.unlock", "okome.cache.get"] {
+        let reply: Value = redis::cmd("COMMAND")
+            .arg("DOCS")
+            .arg(name)
+            .query(&mut c)
+            .unwrap();
+        let docs = pairs(&pairs(&reply)[0].1);
+        assert_eq!(text(field(&docs, "complexity").unwrap()), "O(1)", "{name}");
+    }
+}
+
+/// name, arity, flags, key spec (argument position, flags): a key, or for
+/// derived-key commands the routing argument (flagged `not_key`).
+type InfoRow = (
+    &'static str,
+    i64,
+    &'static [&'static str],
+    Option<(i64, &'static [&'static str])>,
+);
+
+const INFO: [InfoRow; 13] = [
+    ("okome.plan.get", -5, &["write", "module"], None),
+    (
+        "okome.plan.lookup",
+        -2,
+        &["write", "module"],
+        Some((1, &["RO", "access"])),
+    ),
+    (
+        "okome.plan.set",
+        -3,
+        &["write", "denyoom", "module"],
+        Some((1, &["OW", "update"])),
+    ),
+    (
+        "okome.lock",
+        -2,
+        &["write", "denyoom", "fast", "module"],
+        Some((1, &["RW", "update"])),
+    ),
+    (
+        "okome.unlock",
+        3,
+        &["write", "fast", "module"],
+        Some((1, &["RW", "delete"])),
+    ),
+    (
+        "okome.rate",
+        -4,
+        &["write", "denyoom", "fast", "module"],
+        Some((1, &["RO", "not_key"])),
+    ),
+    (
+        "okome.wbudget",
+        -3,
+        &["write", "denyoom", "fast", "module"],
+        Some((1, &["RO", "not_key"])),
+    ),
+    (
+        "okome.cache.get",
+        -3,
+        &["readonly", "fast", "module"],
+        Some((2, &["RO", "not_key"])),
+    ),
+    (
+        "okome.cache.set",
+        -4,
+        &["write", "denyoom", "module"],
+        Some((2, &["RO", "not_key"])),
+    ),
+    ("okome.key", -3, &["stale", "module"], None),
+    (
+        "okome.agent.record",
+        -3,
+        &["write", "denyoom", "module"],
+        Some((1, &["RO", "not_key"])),
+    ),
+    (
+        "okome.agent.keys",
+        -2,
+        &["readonly", "module"],
+        Some((1, &["RO", "not_key"])),
+    ),
+    (
+        "okome.agent.purge",
+        -2,
+        &["write", "module"],
+        Some((1, &["RO", "not_key"])),
+    ),
+];
+
+#[test]
+fn command_info_arity_flags_and_key_specs() {
+    let s = Server::start();
+    let mut c = s.conn();
+    for (name, arity, flags, key_flags) in INFO {
+        let reply: Value = redis::cmd("COMMAND")
+            .arg("INFO")
+            .arg(name)
+            .query(&mut c)
+            .unwrap();
+        let all = array(&reply);
+        assert_eq!(all.len(), 1, "{name}");
+        let info = array(&all[0]);
+        assert_eq!(text(&info[0]), name);
+        assert_eq!(int(&info[1]), arity, "{name} arity");
+        let got: BTreeSet<String> = strings(&info[2]).into_iter().collect();
+        let want: BTreeSet<String> = flags.iter().map(|s| s.to_string()).collect();
+        assert_eq!(got, want, "{name} flags");
+        let positions = (int(&info[3]), int(&info[4]), int(&info[5]));
+        let specs = array(&info[8]);
+        match key_flags {
+            None => {
+                assert_eq!(positions, (0, 0, 0), "{name}");
+                assert!(specs.is_empty(), "{name}: {specs:?}");
+            }
+            Some((pos, kf)) => {
+                assert_eq!(positions, (pos, pos, 1), "{name}");
+                assert_eq!(specs.len(), 1, "{name}: {specs:?}");
+                let spec = pairs(&specs[0]);
+                assert_eq!(
+                    strings(field(&spec, "flags").unwrap()),
+                    kf.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+                    "{name}"
+                );
+                assert!(!text(field(&spec, "notes").unwrap()).is_empty());
+                let bs = pairs(field(&spec, "begin_search").unwrap());
+                assert_eq!(text(field(&bs, "type").unwrap()), "index");
+                let bs_spec = pairs(field(&bs, "spec").unwrap());
+                assert_eq!(int(field(&bs_spec, "index").unwrap()), pos);
+                let fk = pairs(field(&spec, "find_keys").unwrap());
+                assert_eq!(text(field(&fk, "type").unwrap()), "range");
+                let fk_spec = pairs(field(&fk, "spec").unwrap());
+                let range: Vec<i64> = ["lastkey", "keystep", "limit"]
+                    .iter()
+                    .map(|k| int(field(&fk_spec, k).unwrap()))
+                    .collect();
+                assert_eq!(range, [0, 1, 0], "{name}");
+            }
+        }
+    }
+}
+
+#[test]
+fn command_getkeysandflags() {
+    let s = Server::start();
+    let mut c = s.conn();
+    let cases: [(&[&str], &[&str]); 4] = [
+        (
+            &["okome.plan.set", "okome:planner:k", "{}"],
+            &["OW", "update"],
+        ),
+        (&["okome.lock", "okome:tools:{v1}"], &["RW", "update"]),
+        (
+            &[
+                "okome.lock",
+                "okome:tools:{v1}",
+                "TTL",
+                "9000",
+                "TOKEN",
+                "t",
+            ],
+            &["RW", "update"],
+        ),
+        (
+            &["okome.unlock", "okome:tools:{v1}", "t"],
+            &["RW", "delete"],
+        ),
+    ];
+    for (args, flags) in cases {
+        let reply: Value = redis::cmd("COMMAND")
+            .arg("GETKEYSANDFLAGS")
+            .arg(args)
+            .query(&mut c)
+            .unwrap();
+        let keys = array(&reply);
+        assert_eq!(keys.len(), 1, "{args:?}: {reply:?}");
+        let k = array(&keys[0]);
+        assert_eq!(text(&k[0]), args[1], "{args:?}");
+        assert_eq!(
+            strings(&k[1]),
+            flags.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            "{args:?}"
+        );
+    }
+    // Commands whose keys are derived declare none.
+    let e = err(
+        &mut c,
+        &[
+            b"COMMAND",
+            b"GETKEYSANDFLAGS",
+            b"okome.rate",
+            b"a",
+            b"1",
+            b"1",
+        ],
+    );
+    assert!(e.contains("no key arguments"), "{e}");
+}
+
+// ---------------------------------------------------------------- docs agree
+
+fn repo_file(name: &str) -> String {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(name);
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
+}
+
+#[test]
+fn readme_documents_exactly_the_registered_commands() {
+    let readme = repo_file("README.md");
+    let mut documented = BTreeSet::new();
+    for line in readme.lines() {
+        let Some(rest) = line.strip_prefix("### ") else {
+            continue;
+        };
+        if !rest.starts_with("OKOME.") {
+            continue;
+        }
+        for part in rest.split(" / ") {
+            let name = part.split_whitespace().next().expect("a command name");
+            assert!(name.starts_with("OKOME."), "heading {line:?}");
+            assert!(
+                documented.insert(name.to_lowercase()),
+                "{name} documented twice"
+            );
+        }
+    }
+    let s = Server::start();
+    let mut c = s.conn();
+    let registered: BTreeSet<String> = redis::cmd("COMMAND")
+        .arg(&["LIST", "FILTERBY", "MODULE", "okome"])
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(registered.len(), 13, "{registered:?}");
+    assert_eq!(documented, registered);
+}
+
+#[test]
+fn redis_conf_example_lists_every_config() {
+    let example = repo_file("redis.conf.example");
+    let tokens: BTreeSet<&str> = example
+        .split(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '.' || ch == '-'))
+        .collect();
+    let missing: Vec<String> = DEFAULTS
+        .iter()
+        .map(|(n, _)| format!("okome.{n}"))
+        .filter(|n| !tokens.contains(n.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "redis.conf.example does not mention {missing:?}"
+    );
+}
+
+#[test]
+fn redis_conf_example_loads_and_shows_the_defaults() {
+    let dir = TempDir::new();
+    let example = repo_file("redis.conf.example")
+        .replace("/path/to/libokome.so", &module_path().display().to_string());
+    let conf = dir.path().join("redis.conf");
+    std::fs::write(&conf, example).unwrap();
+    let s = ConfServer::start(dir.path(), &conf);
+    let mut c = s.conn();
+    assert_eq!(config_get(&mut c, "okome.*"), default_configs());
+}
+
+#[test]
+fn readme_names_every_config_and_info_field() {
+    let readme = repo_file("README.md");
+    for (name, _) in DEFAULTS {
+        // The table may abbreviate a standard's siblings: `okome.x-min` /
+        // `-default` / `-max`.
+        let family = name
+            .strip_suffix("-default")
+            .or_else(|| name.strip_suffix("-max"))
+            .map(|base| format!("`okome.{base}-min`"));
+        let full = format!("`okome.{name}`");
+        assert!(
+            readme.contains(&full) || family.is_some_and(|f| readme.contains(&f)),
+            "README does not document okome.{name}"
+        );
+    }
+    let s = Server::start();
+    let mut c = s.conn();
+    for field in info(&mut c).keys() {
+        assert!(
+            readme.contains(&format!("`{field}`")),
+            "README does not document the INFO okome field {field}"
+        );
+    }
+}
