@@ -1,7 +1,11 @@
 //! The configuration in force: module configs `okome.<name>`, settable as
 //! `loadmodule` arguments, as `okome.<name> value` lines in redis.conf, and
 //! with `CONFIG SET`, readable with `CONFIG GET okome.*`, kept by
-//! `CONFIG REWRITE`. The table of tunables lives in `okome_core::config`.
+//! `CONFIG REWRITE`. The table of tunables, with each one's hard bounds
+//! (registered with Redis, which refuses anything outside them), lives in
+//! `okome_core::config`. A TTL standard configured outside the seed's is
+//! allowed, and said once in the server log at `WARNING` level: at load and
+//! at each `CONFIG SET` that changes it.
 
 use okome_core::config::{params, Config, Param};
 use redis_module::{raw, Context};
@@ -11,6 +15,8 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 
 static CONFIG: Mutex<Option<Config>> = Mutex::new(None);
 static PARAMS: OnceLock<Vec<Param>> = OnceLock::new();
+/// The configuration last checked against the seed's standards.
+static REPORTED: Mutex<Option<Config>> = Mutex::new(None);
 
 fn lock() -> MutexGuard<'static, Option<Config>> {
     CONFIG.lock().unwrap_or_else(|e| e.into_inner())
@@ -64,13 +70,31 @@ extern "C" fn set_numeric(
     raw::REDISMODULE_OK as c_int
 }
 
+/// Logs a warning for each config of a TTL standard that lies outside the
+/// seed's standard and changed since the last report (all of them the first
+/// time). Redis calls `apply` once per config set, and again with the old
+/// values when it rolls back: only a change is reported.
+fn report_outside_seed(ctx: &Context) {
+    let now = current();
+    let mut reported = REPORTED.lock().unwrap_or_else(|e| e.into_inner());
+    for msg in now.outside_seed(reported.as_ref()) {
+        ctx.log_warning(&msg);
+    }
+    *reported = Some(now);
+}
+
 extern "C" fn apply(
-    _ctx: *mut raw::RedisModuleCtx,
+    ctx: *mut raw::RedisModuleCtx,
     _privdata: *mut c_void,
     err: *mut *mut raw::RedisModuleString,
 ) -> c_int {
     match current().validate() {
-        Ok(()) => raw::REDISMODULE_OK as c_int,
+        Ok(()) => {
+            if !ctx.is_null() {
+                report_outside_seed(&Context::new(ctx));
+            }
+            raw::REDISMODULE_OK as c_int
+        }
         Err(msg) => {
             if !err.is_null() {
                 // SAFETY: Redis passes a valid out-pointer.
@@ -122,5 +146,7 @@ pub fn init(ctx: &Context, args: &[&[u8]]) -> Result<(), String> {
     if unsafe { load(ctx.ctx) } != raw::REDISMODULE_OK as c_int {
         return Err("invalid okome.* configuration in redis.conf (see the lines above)".into());
     }
-    current().validate()
+    current().validate()?;
+    report_outside_seed(ctx);
+    Ok(())
 }

@@ -1,6 +1,8 @@
 //! `COMMAND DOCS` / `COMMAND INFO` data: arguments and key specs of every
 //! command, declared once and turned into the raw structs that
-//! `RedisModule_SetCommandInfo` copies.
+//! `RedisModule_SetCommandInfo` copies. A numeric argument's summary (its
+//! range, unit and default) comes from the range table,
+//! `okome_core::config::ARGS`.
 
 use redis_module::raw;
 use std::ffi::{c_char, c_int, CString};
@@ -86,15 +88,16 @@ impl Arena {
         s.map_or(ptr::null(), |s| self.cstr(s))
     }
 
-    /// A zero-terminated array of `args`; the pointer stays valid while the
-    /// arena lives.
-    pub fn args(&mut self, args: &[Arg]) -> *mut raw::RedisModuleCommandArg {
+    /// A zero-terminated array of `args` of `command`; the pointer stays
+    /// valid while the arena lives.
+    pub fn args(&mut self, command: &str, args: &[Arg]) -> *mut raw::RedisModuleCommandArg {
         if args.is_empty() {
             return ptr::null_mut();
         }
         let mut out = Vec::with_capacity(args.len() + 1);
         for a in args {
-            let sub = self.args(a.sub);
+            let sub = self.args(command, a.sub);
+            let summary = okome_core::config::arg_summary(command, a.name);
             let ty = match a.ty {
                 Ty::Str => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_STRING,
                 Ty::Int => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_INTEGER,
@@ -115,7 +118,7 @@ impl Arena {
                 type_: ty,
                 key_spec_index: if a.ty == Ty::Key { 0 } else { -1 },
                 token: self.opt(a.token),
-                summary: ptr::null(),
+                summary: self.opt(summary.as_deref()),
                 since: ptr::null(),
                 flags: flags as c_int,
                 deprecated_since: ptr::null(),

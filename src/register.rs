@@ -319,7 +319,7 @@ fn register(ctx: &Context, spec: &Spec) -> Result<(), String> {
     let since = CString::new(SINCE).map_err(|e| e.to_string())?;
     let complexity = CString::new(spec.complexity).map_err(|e| e.to_string())?;
     let mut arena = docs::Arena::default();
-    let args = arena.args(spec.args);
+    let args = arena.args(spec.name, spec.args);
     let (key_specs, _key_specs_owner) = arena.key_specs(spec.key);
     let version = raw::RedisModuleCommandInfoVersion {
         version: 1,

@@ -5,7 +5,6 @@
 
 use crate::config::Config;
 use crate::keys::{self, printable, Kind};
-use crate::limiter::{MAX_LIMIT, MAX_WINDOW_S};
 use crate::{Error, Result};
 
 /// Parses a base-10 signed 64-bit integer exactly as Redis does: optional
@@ -141,12 +140,12 @@ pub struct Charge {
 }
 
 fn limit_arg(what: &'static str, v: i64) -> Result<u64> {
-    crate::config::Standard::new(1, 1, MAX_LIMIT).check(what, v, "units")
+    crate::config::LIMIT.check(what, v)
 }
 
 fn window_arg(what: &'static str, v: i64) -> Result<u64> {
-    crate::config::Standard::new(1, 1, MAX_WINDOW_S)
-        .check(what, v, "seconds")
+    crate::config::WINDOW_S
+        .check(what, v)
         .map(|s| s.saturating_mul(1000))
 }
 
@@ -231,7 +230,7 @@ pub struct PlanGet {
 pub const PLAN_GET: &str = "okome.plan.get";
 
 /// Longest `WAIT`, ms.
-pub const MAX_WAIT_MS: u64 = 600_000;
+pub const MAX_WAIT_MS: u64 = crate::config::WAIT_MS.max;
 
 /// The flag after `repo_hash` that makes the second argument the prompt's
 /// hash (`PLAN.GET`, `KEY planner`).
@@ -308,15 +307,14 @@ fn parse_lookup_options(rest: &[&[u8]], cfg: &Config) -> Result<PlanGet> {
     while let Some(opt) = opts.next(&known)? {
         match opt {
             "WAIT" => {
-                wait_ms = Some(crate::config::Standard::new(1, 1, MAX_WAIT_MS).check(
+                wait_ms = Some(crate::config::WAIT_MS.standard().check(
                     "WAIT",
                     opts.int("WAIT")?,
                     "ms",
                 )?)
             }
             "REFRESHAHEAD" => {
-                let max = cfg.planner_ttl.max.saturating_mul(1000);
-                refresh = Some(crate::config::Standard::new(0, 0, max).check(
+                refresh = Some(crate::config::REFRESH_AHEAD_MS.standard().check(
                     "REFRESHAHEAD",
                     opts.int("REFRESHAHEAD")?,
                     "ms",
@@ -740,7 +738,7 @@ pub struct AgentKeys {
 pub const AGENT_KEYS: &str = "okome.agent.keys";
 
 /// Default and largest `COUNT` of `OKOME.AGENT.KEYS`.
-pub const KEYS_COUNT: crate::config::Standard = crate::config::Standard::new(1, 100, 10_000);
+pub const KEYS_COUNT: crate::config::Standard = crate::config::KEYS_COUNT.standard();
 
 pub fn parse_agent_keys(args: &[&[u8]]) -> Result<AgentKeys> {
     let [agent, rest @ ..] = args else {
@@ -773,7 +771,7 @@ pub struct AgentPurge {
 pub const AGENT_PURGE: &str = "okome.agent.purge";
 
 /// Default and largest `COUNT` of `OKOME.AGENT.PURGE`.
-pub const PURGE_COUNT: crate::config::Standard = crate::config::Standard::new(1, 1000, 100_000);
+pub const PURGE_COUNT: crate::config::Standard = crate::config::PURGE_COUNT.standard();
 
 pub fn parse_agent_purge(args: &[&[u8]]) -> Result<AgentPurge> {
     let [agent, rest @ ..] = args else {
@@ -1366,6 +1364,142 @@ mod tests {
         );
         assert!(parse_key(&[b"planner", b"m", b"p", b"t"], &c).is_err());
         assert!(parse_key(&[b"git", b"x"], &c).is_err());
+    }
+
+    /// Parses `command` with its argument `arg` (its `COMMAND DOCS` name)
+    /// set to `v`, everything else valid, and returns what the request holds
+    /// for it.
+    fn parse_arg(command: &str, arg: &str, v: &str, c: &Config) -> Result<u64> {
+        let v = v.as_bytes();
+        let k = pk();
+        let get = |opt: &[u8], f: fn(&PlanGet) -> u64| -> Result<u64> {
+            let mut a: Vec<&[u8]> = match command {
+                "okome.plan.get" => vec![b"m", b"p", b"t", b"r"],
+                _ => vec![&k],
+            };
+            let rate: [&[u8]; 6] = [b"AGENT", b"a", b"LIMIT", b"1", b"WINDOW", b"1"];
+            match opt {
+                b"LIMIT" => a.extend([&b"AGENT"[..], b"a", b"WINDOW", b"1", b"LIMIT", v]),
+                b"WINDOW" => a.extend([&b"AGENT"[..], b"a", b"LIMIT", b"1", b"WINDOW", v]),
+                _ => {
+                    a.extend(rate);
+                    a.extend([opt, v]);
+                }
+            }
+            let g = match command {
+                "okome.plan.get" => parse_plan_get(&a, c)?,
+                _ => parse_plan_lookup(&a, c)?,
+            };
+            Ok(f(&g))
+        };
+        let rate = |f: fn(&Charge) -> u64, a: &[&[u8]]| parse_rate(a).map(|r| f(&r));
+        let wbudget = |f: fn(&Charge) -> u64, a: &[&[u8]]| parse_wbudget(a, c).map(|r| f(&r));
+        match (command, arg) {
+            ("okome.plan.get" | "okome.plan.lookup", "limit") => {
+                get(b"LIMIT", |g| g.rate.as_ref().map_or(0, |r| r.limit))
+            }
+            ("okome.plan.get" | "okome.plan.lookup", "window") => get(b"WINDOW", |g| {
+                g.rate.as_ref().map_or(0, |r| r.window_ms / 1000)
+            }),
+            ("okome.plan.get" | "okome.plan.lookup", "wait") => {
+                get(b"WAIT", |g| g.wait_ms.unwrap_or(u64::MAX))
+            }
+            ("okome.plan.get" | "okome.plan.lookup", "refreshahead") => {
+                get(b"REFRESHAHEAD", |g| g.refresh_ahead_ms)
+            }
+            ("okome.plan.get" | "okome.plan.lookup", "lockttl") => {
+                get(b"LOCKTTL", |g| g.lock_ttl_ms.unwrap_or(u64::MAX))
+            }
+            ("okome.plan.set", "ttl") => {
+                parse_plan_set(&[&k, b"{}", b"TTL", v], c).map(|s| s.ttl_s)
+            }
+            ("okome.plan.set", "wlimit") => {
+                parse_plan_set(&[&k, b"{}", b"AGENT", b"a", b"WLIMIT", v], c)
+                    .map(|s| s.budget.map_or(0, |b| b.limit))
+            }
+            ("okome.plan.set", "wwindow") => parse_plan_set(
+                &[&k, b"{}", b"AGENT", b"a", b"WLIMIT", b"1", b"WWINDOW", v],
+                c,
+            )
+            .map(|s| s.budget.map_or(0, |b| b.window_ms / 1000)),
+            ("okome.lock", "ttl") => parse_lock(&[&k, b"TTL", v], c).map(|l| l.ttl_ms),
+            ("okome.rate", "limit") => rate(|r| r.limit, &[b"a", v, b"1"]),
+            ("okome.rate", "window") => rate(|r| r.window_ms / 1000, &[b"a", b"1", v]),
+            ("okome.rate", "cost") => rate(|r| r.cost, &[b"a", b"100000", b"1", b"COST", v]),
+            ("okome.wbudget", "write_limit") => wbudget(|r| r.limit, &[b"a", v]),
+            ("okome.wbudget", "window") => {
+                wbudget(|r| r.window_ms / 1000, &[b"a", b"1", b"WINDOW", v])
+            }
+            ("okome.wbudget", "cost") => wbudget(|r| r.cost, &[b"a", b"100000", b"COST", v]),
+            ("okome.cache.set", "ttl") => {
+                parse_cache_set(&[b"rag", b"r", b"c", b"{}", b"TTL", v], c).map(|s| s.ttl_s)
+            }
+            ("okome.agent.keys", "count") => {
+                parse_agent_keys(&[b"a", b"COUNT", v]).map(|k| k.count)
+            }
+            ("okome.agent.purge", "count") => {
+                parse_agent_purge(&[b"a", b"COUNT", v]).map(|k| k.count)
+            }
+            _ => panic!("no parser case for {command} {arg}: add one"),
+        }
+    }
+
+    /// The range table and the parser agree: for every bounded argument
+    /// of every command, min and max are taken, min-1 and max+1 refused
+    /// with the range and unit of the table (a standard: the configured
+    /// one, the defaults here and a narrowed one).
+    #[test]
+    fn the_parser_checks_every_argument_against_the_range_table() {
+        use crate::config::{Bounds, ARGS};
+        let mut narrowed = cfg();
+        narrowed.lock_ttl_ms = crate::config::Standard::new(5_000, 6_000, 7_000);
+        narrowed.planner_ttl = crate::config::Standard::new(60, 60, 60);
+        narrowed.rag_ttl = crate::config::Standard::new(10, 20, 30);
+        for c in [cfg(), narrowed] {
+            for a in ARGS {
+                let (min, max, unit) = match a.bounds {
+                    Bounds::Fixed(r) => (r.min, r.max, r.unit),
+                    Bounds::Standard { prefix, hard, seed } => {
+                        let s = match prefix {
+                            "lock-ttl" => c.lock_ttl_ms,
+                            "planner-ttl" => c.planner_ttl,
+                            other => panic!("no standard {other}"),
+                        };
+                        assert!(hard.contains(seed.min) && hard.contains(seed.max));
+                        (s.min, s.max, hard.unit)
+                    }
+                    Bounds::KindStandard => (c.rag_ttl.min, c.rag_ttl.max, "seconds"),
+                };
+                let at = |v: i128| parse_arg(a.command, a.arg, &v.to_string(), &c);
+                let name = format!("{} {}", a.command, a.arg);
+                assert_eq!(at(min.into()), Ok(min), "{name} min");
+                assert_eq!(at(max.into()), Ok(max), "{name} max");
+                for out in [i128::from(min) - 1, i128::from(max) + 1] {
+                    match at(out) {
+                        Err(Error::OutOfRange {
+                            min: m,
+                            max: x,
+                            unit: u,
+                            ..
+                        }) => {
+                            assert_eq!((m, x), (min, max), "{name} {out}");
+                            assert!(u.starts_with(unit), "{name}: unit {u}, table {unit}");
+                        }
+                        other => panic!("{name} {out}: {other:?}"),
+                    }
+                }
+            }
+        }
+        // Every fixed range is some argument's, and COST's ceiling is the
+        // limit's.
+        for r in crate::config::OPTIONS {
+            assert!(
+                ARGS.iter().any(|a| a.bounds == Bounds::Fixed(r)),
+                "{} bounds no argument",
+                r.name
+            );
+        }
+        assert_eq!(crate::config::COST.max, crate::config::LIMIT.max);
     }
 
     proptest! {

@@ -1,7 +1,12 @@
 //! TTL standards and size limits: the values behind the `okome.*` module
-//! configs. Plain data with defaults from SPEC.md and the seed's TTL table.
+//! configs, with defaults from SPEC.md and the seed's TTL table; and the one
+//! table of every range: the hard bounds of each config ([`params`]) and of
+//! each numeric command argument ([`OPTIONS`], [`ARGS`]). The option parser
+//! ([`crate::args`]), the config setter, `COMMAND DOCS` and README's tables
+//! all read them from here, and tests check that they agree.
 
 use crate::keys::Kind;
+use crate::limiter::{MAX_LIMIT, MAX_WINDOW_S};
 use crate::{Error, Result};
 
 /// An allowed range and a default, in the unit of the standard (seconds for
@@ -41,6 +46,279 @@ impl Standard {
 /// Four MiB: the default largest prompt and largest value.
 pub const DEFAULT_MAX_BYTES: u64 = 4 * 1024 * 1024;
 
+// ---------------------------------------------------------------- ranges
+
+/// A fixed range: the hard bounds of a numeric command argument, of a
+/// config, or the seed's standard for a TTL. The same on every server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Range {
+    /// What it bounds, as README's tables name it.
+    pub name: &'static str,
+    /// The unit, as errors show it.
+    pub unit: &'static str,
+    pub min: u64,
+    pub max: u64,
+    /// The value taken when the argument is absent, if a fixed one.
+    pub default: Option<u64>,
+    /// Anything else a reader must know (empty if nothing).
+    pub note: &'static str,
+}
+
+impl Range {
+    const fn new(name: &'static str, unit: &'static str, min: u64, max: u64) -> Range {
+        Range {
+            name,
+            unit,
+            min,
+            max,
+            default: None,
+            note: "",
+        }
+    }
+
+    const fn default(mut self, d: u64) -> Range {
+        self.default = Some(d);
+        self
+    }
+
+    const fn note(mut self, n: &'static str) -> Range {
+        self.note = n;
+        self
+    }
+
+    /// `value` if it lies within the range, else an error naming `what`.
+    pub fn check(&self, what: &'static str, value: i64) -> Result<u64> {
+        self.standard().check(what, value, self.unit)
+    }
+
+    /// The range as a [`Standard`] (its default, or else its minimum).
+    pub const fn standard(&self) -> Standard {
+        let d = match self.default {
+            Some(d) => d,
+            None => self.min,
+        };
+        Standard::new(self.min, d, self.max)
+    }
+
+    pub fn contains(&self, v: u64) -> bool {
+        (self.min..=self.max).contains(&v)
+    }
+
+    /// `8000–10000`, or `30` when min = max: how README writes a range.
+    pub fn text(&self) -> String {
+        span(self.min, self.max, "–")
+    }
+
+    /// The argument summary `COMMAND DOCS` shows: `1 to 600000 ms`, then
+    /// the default and the note.
+    pub fn summary(&self) -> String {
+        let mut s = format!("{} {}", span(self.min, self.max, " to "), self.unit);
+        if let Some(d) = self.default {
+            s.push_str(&format!(", default {d}"));
+        }
+        if !self.note.is_empty() {
+            s.push_str("; ");
+            s.push_str(self.note);
+        }
+        s
+    }
+}
+
+fn span(min: u64, max: u64, sep: &str) -> String {
+    if min == max {
+        min.to_string()
+    } else {
+        format!("{min}{sep}{max}")
+    }
+}
+
+const YEAR_S: u64 = 31_536_000;
+
+/// `WAIT ms` of `PLAN.GET` / `PLAN.LOOKUP`: at most ten minutes blocked.
+pub const WAIT_MS: Range = Range::new("WAIT", "ms", 1, 600_000);
+/// `REFRESHAHEAD ms`, and the config `okome.refresh-ahead-ms` that is its
+/// default: at most the seed's longest planner TTL (15 min).
+pub const REFRESH_AHEAD_MS: Range =
+    Range::new("REFRESHAHEAD", "ms", 0, 900_000).note("0: off; absent: okome.refresh-ahead-ms");
+/// The limit of a rate window or write budget (`limit`, `write_limit`,
+/// `LIMIT`, `WLIMIT`).
+pub const LIMIT: Range = Range::new("limit", "units", 1, MAX_LIMIT);
+/// The window of a rate window or write budget (`window`, `WINDOW`,
+/// `WWINDOW`), and the config `okome.write-window`: at most a year.
+pub const WINDOW_S: Range = Range::new("window", "seconds", 1, MAX_WINDOW_S);
+/// `COST n` of `RATE` / `WBUDGET`: also at most the call's limit.
+pub const COST: Range = Range::new("COST", "units", 0, MAX_LIMIT)
+    .default(1)
+    .note("at most the limit; 0 only reports");
+/// `COUNT n` of `OKOME.AGENT.KEYS`: entries per page.
+pub const KEYS_COUNT: Range = Range::new("COUNT (AGENT.KEYS)", "keys", 1, 10_000).default(100);
+/// `okome.ledger-max-keys`: most entries in an agent's ledger.
+pub const LEDGER_MAX_KEYS: Range =
+    Range::new("okome.ledger-max-keys", "keys", 1, 100_000).default(DEFAULT_LEDGER_MAX_KEYS);
+/// `COUNT n` of `OKOME.AGENT.PURGE`: entries looked at per call, at most a
+/// full ledger.
+pub const PURGE_COUNT: Range =
+    Range::new("COUNT (AGENT.PURGE)", "keys", 1, LEDGER_MAX_KEYS.max).default(1000);
+
+/// Hard bounds of the cache-TTL configs `okome.<kind>-ttl-*`: a key always
+/// expires, within a year.
+pub const CACHE_TTL_S: Range = Range::new("okome.<kind>-ttl-*", "seconds", 1, YEAR_S);
+/// Hard bounds of the lock configs `okome.lock-ttl-*`. A lock must always
+/// have a TTL, and it is what frees a key whose holder died: the floor,
+/// 100 ms, still outlives a round trip and an expire cycle at the default
+/// `hz 10`, and lets tests make a lock expire in a fraction of a second;
+/// the ceiling, 60 s, bounds how long a dead holder blocks the key's
+/// followers (and their `WAIT`). A longer computation extends its lock
+/// (`OKOME.LOCK key TTL ms TOKEN t`) instead of taking a longer one. Values
+/// outside the seed's standard are allowed but logged as a warning.
+pub const LOCK_TTL_MS: Range = Range::new("okome.lock-ttl-*", "ms", 100, 60_000);
+/// Hard bounds of `okome.max-prompt-bytes` / `okome.max-value-bytes`:
+/// Redis's own largest string.
+pub const MAX_BYTES: Range =
+    Range::new("okome.max-*-bytes", "bytes", 1, 512 * 1024 * 1024).default(DEFAULT_MAX_BYTES);
+
+/// The seed's TTL table: the standards the defaults follow and a
+/// configuration outside of which is logged as a warning.
+pub const SEED_PLANNER_TTL_S: Range = Range::new("planner TTL", "seconds", 300, 900).default(600);
+pub const SEED_MODEL_META_TTL_S: Range =
+    Range::new("model_meta TTL", "seconds", 86_400, 86_400).default(86_400);
+pub const SEED_RAG_TTL_S: Range = Range::new("rag TTL", "seconds", 1_800, 3_600).default(3_600);
+pub const SEED_TOOLS_TTL_S: Range = Range::new("tools TTL", "seconds", 600, 600).default(600);
+pub const SEED_HEALTH_TTL_S: Range = Range::new("health TTL", "seconds", 30, 30).default(30);
+pub const SEED_LOCK_TTL_MS: Range =
+    Range::new("stampede lock TTL", "ms", 8_000, 10_000).default(9_000);
+
+/// Every fixed range of a command argument, in README's order.
+pub const OPTIONS: [Range; 7] = [
+    WAIT_MS,
+    REFRESH_AHEAD_MS,
+    LIMIT,
+    WINDOW_S,
+    COST,
+    KEYS_COUNT,
+    PURGE_COUNT,
+];
+
+/// Where the bounds of a numeric argument come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bounds {
+    /// A fixed range.
+    Fixed(Range),
+    /// Within the standard configured by `okome.<prefix>-min` .. `-max`
+    /// (absent: `-default`); those configs' own bounds are `hard`, and the
+    /// seed's standard is `seed`.
+    Standard {
+        prefix: &'static str,
+        hard: Range,
+        seed: Range,
+    },
+    /// `OKOME.CACHE.SET ... TTL s`: within the kind's TTL standard.
+    KindStandard,
+}
+
+/// One numeric argument of one command, by its `COMMAND DOCS` name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArgRange {
+    pub command: &'static str,
+    pub arg: &'static str,
+    pub bounds: Bounds,
+}
+
+const fn fixed(command: &'static str, arg: &'static str, r: Range) -> ArgRange {
+    ArgRange {
+        command,
+        arg,
+        bounds: Bounds::Fixed(r),
+    }
+}
+
+const LOCK_STANDARD: Bounds = Bounds::Standard {
+    prefix: "lock-ttl",
+    hard: LOCK_TTL_MS,
+    seed: SEED_LOCK_TTL_MS,
+};
+
+/// Every bounded numeric argument of every command (`PXAT`, an absolute
+/// time checked against the clock, aside).
+pub const ARGS: [ArgRange; 23] = [
+    fixed("okome.plan.get", "limit", LIMIT),
+    fixed("okome.plan.get", "window", WINDOW_S),
+    fixed("okome.plan.get", "wait", WAIT_MS),
+    fixed("okome.plan.get", "refreshahead", REFRESH_AHEAD_MS),
+    ArgRange {
+        command: "okome.plan.get",
+        arg: "lockttl",
+        bounds: LOCK_STANDARD,
+    },
+    fixed("okome.plan.lookup", "limit", LIMIT),
+    fixed("okome.plan.lookup", "window", WINDOW_S),
+    fixed("okome.plan.lookup", "wait", WAIT_MS),
+    fixed("okome.plan.lookup", "refreshahead", REFRESH_AHEAD_MS),
+    ArgRange {
+        command: "okome.plan.lookup",
+        arg: "lockttl",
+        bounds: LOCK_STANDARD,
+    },
+    ArgRange {
+        command: "okome.plan.set",
+        arg: "ttl",
+        bounds: Bounds::Standard {
+            prefix: "planner-ttl",
+            hard: CACHE_TTL_S,
+            seed: SEED_PLANNER_TTL_S,
+        },
+    },
+    fixed("okome.plan.set", "wlimit", LIMIT),
+    fixed("okome.plan.set", "wwindow", WINDOW_S),
+    ArgRange {
+        command: "okome.lock",
+        arg: "ttl",
+        bounds: LOCK_STANDARD,
+    },
+    fixed("okome.rate", "limit", LIMIT),
+    fixed("okome.rate", "window", WINDOW_S),
+    fixed("okome.rate", "cost", COST),
+    fixed("okome.wbudget", "write_limit", LIMIT),
+    fixed("okome.wbudget", "window", WINDOW_S),
+    fixed("okome.wbudget", "cost", COST),
+    ArgRange {
+        command: "okome.cache.set",
+        arg: "ttl",
+        bounds: Bounds::KindStandard,
+    },
+    fixed("okome.agent.keys", "count", KEYS_COUNT),
+    fixed("okome.agent.purge", "count", PURGE_COUNT),
+];
+
+impl Bounds {
+    /// The argument summary `COMMAND DOCS` shows.
+    pub fn summary(&self) -> String {
+        match self {
+            Bounds::Fixed(r) => r.summary(),
+            Bounds::Standard { prefix, hard, seed } => format!(
+                "okome.{prefix}-min to okome.{prefix}-max {unit} (each configurable within \
+                 {hard}; the seed's standard: {seed}), default okome.{prefix}-default",
+                unit = hard.unit,
+                hard = span(hard.min, hard.max, " to "),
+                seed = span(seed.min, seed.max, " to "),
+            ),
+            Bounds::KindStandard => format!(
+                "the kind's okome.<kind>-ttl-min to okome.<kind>-ttl-max seconds (each \
+                 configurable within {}), default okome.<kind>-ttl-default",
+                span(CACHE_TTL_S.min, CACHE_TTL_S.max, " to ")
+            ),
+        }
+    }
+}
+
+/// The `COMMAND DOCS` summary of argument `arg` (its `COMMAND DOCS` name)
+/// of `command`, if it is a bounded number.
+pub fn arg_summary(command: &str, arg: &str) -> Option<String> {
+    ARGS.iter()
+        .find(|a| a.command.eq_ignore_ascii_case(command) && a.arg.eq_ignore_ascii_case(arg))
+        .map(|a| a.bounds.summary())
+}
+
 /// Everything an operator can tune.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Config {
@@ -75,12 +353,12 @@ pub const DEFAULT_LEDGER_MAX_KEYS: u64 = 1000;
 impl Default for Config {
     fn default() -> Self {
         Config {
-            planner_ttl: Standard::new(300, 600, 900),
-            model_meta_ttl: Standard::new(86_400, 86_400, 86_400),
-            rag_ttl: Standard::new(1_800, 3_600, 3_600),
-            tools_ttl: Standard::new(600, 600, 600),
-            health_ttl: Standard::new(30, 30, 30),
-            lock_ttl_ms: Standard::new(8_000, 9_000, 10_000),
+            planner_ttl: SEED_PLANNER_TTL_S.standard(),
+            model_meta_ttl: SEED_MODEL_META_TTL_S.standard(),
+            rag_ttl: SEED_RAG_TTL_S.standard(),
+            tools_ttl: SEED_TOOLS_TTL_S.standard(),
+            health_ttl: SEED_HEALTH_TTL_S.standard(),
+            lock_ttl_ms: SEED_LOCK_TTL_MS.standard(),
             write_window_s: 60,
             max_prompt_bytes: DEFAULT_MAX_BYTES,
             max_value_bytes: DEFAULT_MAX_BYTES,
@@ -141,9 +419,15 @@ mod tests {
 pub struct Param {
     /// Kebab-case name, without the `okome.` prefix.
     pub name: &'static str,
-    /// Hard bounds of the value (Redis refuses anything outside them).
+    /// Hard bounds of the value (Redis refuses anything outside them), as
+    /// registered: `bounds.min` and `bounds.max`.
     pub min: i64,
     pub max: i64,
+    /// The hard bounds and unit, from the range table.
+    pub bounds: Range,
+    /// The seed's standard, for the TTL standards: a value outside it is
+    /// allowed, and logged as a warning.
+    pub seed: Option<Range>,
     /// A byte size (accepts `4mb` and such in `CONFIG SET`).
     pub memory: bool,
     pub help: &'static str,
@@ -151,37 +435,70 @@ pub struct Param {
     pub set: fn(&mut Config, u64),
 }
 
-const YEAR_S: i64 = 31_536_000;
+/// `v` as the signed bound Redis registers (every bound is far below
+/// `i64::MAX`).
+const fn signed(v: u64) -> i64 {
+    if v > i64::MAX as u64 {
+        i64::MAX
+    } else {
+        v as i64
+    }
+}
+
+impl Param {
+    const fn new(
+        name: &'static str,
+        bounds: Range,
+        help: &'static str,
+        get: fn(&Config) -> u64,
+        set: fn(&mut Config, u64),
+    ) -> Param {
+        Param {
+            name,
+            min: signed(bounds.min),
+            max: signed(bounds.max),
+            bounds,
+            seed: None,
+            memory: false,
+            help,
+            get,
+            set,
+        }
+    }
+}
 
 macro_rules! standard_params {
-    ($field:ident, $prefix:literal, $unit:literal, $lo:expr, $hi:expr, $what:literal) => {
+    ($field:ident, $prefix:literal, $bounds:expr, $seed:expr, $what:literal) => {
         [
             Param {
-                name: concat!($prefix, "-min"),
-                min: $lo,
-                max: $hi,
-                memory: false,
-                help: concat!("shortest ", $what, ", ", $unit),
-                get: |c| c.$field.min,
-                set: |c, v| c.$field.min = v,
+                seed: Some($seed),
+                ..Param::new(
+                    concat!($prefix, "-min"),
+                    $bounds,
+                    concat!("shortest ", $what),
+                    |c| c.$field.min,
+                    |c, v| c.$field.min = v,
+                )
             },
             Param {
-                name: concat!($prefix, "-default"),
-                min: $lo,
-                max: $hi,
-                memory: false,
-                help: concat!("default ", $what, ", ", $unit),
-                get: |c| c.$field.default,
-                set: |c, v| c.$field.default = v,
+                seed: Some($seed),
+                ..Param::new(
+                    concat!($prefix, "-default"),
+                    $bounds,
+                    concat!("default ", $what),
+                    |c| c.$field.default,
+                    |c, v| c.$field.default = v,
+                )
             },
             Param {
-                name: concat!($prefix, "-max"),
-                min: $lo,
-                max: $hi,
-                memory: false,
-                help: concat!("longest ", $what, ", ", $unit),
-                get: |c| c.$field.max,
-                set: |c, v| c.$field.max = v,
+                seed: Some($seed),
+                ..Param::new(
+                    concat!($prefix, "-max"),
+                    $bounds,
+                    concat!("longest ", $what),
+                    |c| c.$field.max,
+                    |c, v| c.$field.max = v,
+                )
             },
         ]
     };
@@ -193,91 +510,86 @@ pub fn params() -> Vec<Param> {
     v.extend(standard_params!(
         planner_ttl,
         "planner-ttl",
-        "seconds",
-        1,
-        YEAR_S,
-        "planner TTL"
+        CACHE_TTL_S,
+        SEED_PLANNER_TTL_S,
+        "planner TTL, seconds"
     ));
     v.extend(standard_params!(
         model_meta_ttl,
         "model-meta-ttl",
-        "seconds",
-        1,
-        YEAR_S,
-        "model_meta TTL"
+        CACHE_TTL_S,
+        SEED_MODEL_META_TTL_S,
+        "model_meta TTL, seconds"
     ));
     v.extend(standard_params!(
-        rag_ttl, "rag-ttl", "seconds", 1, YEAR_S, "rag TTL"
+        rag_ttl,
+        "rag-ttl",
+        CACHE_TTL_S,
+        SEED_RAG_TTL_S,
+        "rag TTL, seconds"
     ));
     v.extend(standard_params!(
         tools_ttl,
         "tools-ttl",
-        "seconds",
-        1,
-        YEAR_S,
-        "tools TTL"
+        CACHE_TTL_S,
+        SEED_TOOLS_TTL_S,
+        "tools TTL, seconds"
     ));
     v.extend(standard_params!(
         health_ttl,
         "health-ttl",
-        "seconds",
-        1,
-        YEAR_S,
-        "health TTL"
+        CACHE_TTL_S,
+        SEED_HEALTH_TTL_S,
+        "health TTL, seconds"
     ));
     v.extend(standard_params!(
         lock_ttl_ms,
         "lock-ttl",
-        "milliseconds",
-        100,
-        3_600_000,
-        "stampede lock TTL"
+        LOCK_TTL_MS,
+        SEED_LOCK_TTL_MS,
+        "stampede lock TTL, milliseconds"
+    ));
+    v.push(Param::new(
+        "write-window",
+        WINDOW_S,
+        "default OKOME.WBUDGET / PLAN.SET WWINDOW window, seconds",
+        |c| c.write_window_s,
+        |c, v| c.write_window_s = v,
     ));
     v.push(Param {
-        name: "write-window",
-        min: 1,
-        max: YEAR_S,
-        memory: false,
-        help: "default OKOME.WBUDGET / PLAN.SET WWINDOW window, seconds",
-        get: |c| c.write_window_s,
-        set: |c, v| c.write_window_s = v,
-    });
-    v.push(Param {
-        name: "max-prompt-bytes",
-        min: 1,
-        max: 512 * 1024 * 1024,
         memory: true,
-        help: "largest prompt OKOME.PLAN.GET and OKOME.KEY hash, bytes",
-        get: |c| c.max_prompt_bytes,
-        set: |c, v| c.max_prompt_bytes = v,
+        ..Param::new(
+            "max-prompt-bytes",
+            MAX_BYTES,
+            "largest prompt OKOME.PLAN.GET and OKOME.KEY hash, bytes",
+            |c| c.max_prompt_bytes,
+            |c, v| c.max_prompt_bytes = v,
+        )
     });
     v.push(Param {
-        name: "max-value-bytes",
-        min: 1,
-        max: 512 * 1024 * 1024,
         memory: true,
-        help: "largest value OKOME.PLAN.SET and OKOME.CACHE.SET store, bytes",
-        get: |c| c.max_value_bytes,
-        set: |c, v| c.max_value_bytes = v,
+        ..Param::new(
+            "max-value-bytes",
+            MAX_BYTES,
+            "largest value OKOME.PLAN.SET and OKOME.CACHE.SET store, bytes",
+            |c| c.max_value_bytes,
+            |c, v| c.max_value_bytes = v,
+        )
     });
-    v.push(Param {
-        name: "refresh-ahead-ms",
-        min: 0,
-        max: YEAR_S * 1000,
-        memory: false,
-        help: "default REFRESHAHEAD of OKOME.PLAN.GET, milliseconds (0: off)",
-        get: |c| c.refresh_ahead_ms,
-        set: |c, v| c.refresh_ahead_ms = v,
-    });
-    v.push(Param {
-        name: "ledger-max-keys",
-        min: 1,
-        max: 100_000,
-        memory: false,
-        help: "most keys an agent ledger (okome:budget:keys:{agent}) holds; the soonest-expiring is dropped when full",
-        get: |c| c.ledger_max_keys,
-        set: |c, v| c.ledger_max_keys = v,
-    });
+    v.push(Param::new(
+        "refresh-ahead-ms",
+        REFRESH_AHEAD_MS,
+        "default REFRESHAHEAD of OKOME.PLAN.GET, milliseconds (0: off)",
+        |c| c.refresh_ahead_ms,
+        |c, v| c.refresh_ahead_ms = v,
+    ));
+    v.push(Param::new(
+        "ledger-max-keys",
+        LEDGER_MAX_KEYS,
+        "most keys an agent ledger (okome:budget:keys:{agent}) holds; the soonest-expiring is dropped when full",
+        |c| c.ledger_max_keys,
+        |c, v| c.ledger_max_keys = v,
+    ));
     v
 }
 
@@ -301,6 +613,29 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// A warning for each config of a TTL standard whose value lies outside
+    /// the seed's standard (allowed, but worth a word in the server log);
+    /// with `before`, only for those whose value differs from it.
+    pub fn outside_seed(&self, before: Option<&Config>) -> Vec<String> {
+        params()
+            .iter()
+            .filter_map(|p| {
+                let seed = p.seed?;
+                let v = (p.get)(self);
+                if seed.contains(v) || before.is_some_and(|b| (p.get)(b) == v) {
+                    return None;
+                }
+                Some(format!(
+                    "okome.{} is {v} {unit}, outside the seed's standard for the {what} ({span} {unit})",
+                    p.name,
+                    unit = seed.unit,
+                    what = seed.name,
+                    span = span(seed.min, seed.max, " to "),
+                ))
+            })
+            .collect()
     }
 
     /// Sets `name` (with or without the `okome.` prefix) to `value`,
@@ -390,5 +725,111 @@ mod param_tests {
             .unwrap_err()
             .contains("out of range"));
         assert!(Config::from_module_args(&[b"write-window", b"x"]).is_err());
+    }
+}
+
+#[cfg(test)]
+mod range_tests {
+    use super::*;
+
+    /// The config setter takes every config's hard bounds from the table:
+    /// min and max are taken, min-1 and max+1 refused.
+    #[test]
+    fn config_set_checks_the_table_bounds() {
+        for p in params() {
+            let (min, max) = (p.bounds.min, p.bounds.max);
+            assert_eq!(
+                (p.min, p.max),
+                (i64::try_from(min).unwrap(), i64::try_from(max).unwrap())
+            );
+            let mut c = Config::default();
+            for v in [min, max] {
+                c.set(p.name, i64::try_from(v).unwrap()).unwrap();
+                assert_eq!((p.get)(&c), v, "{}", p.name);
+            }
+            for v in [i128::from(min) - 1, i128::from(max) + 1] {
+                let e = c.set(p.name, i64::try_from(v).unwrap()).unwrap_err();
+                assert!(e.contains("out of range"), "{}: {e}", p.name);
+            }
+            let d = (p.get)(&Config::default());
+            assert!(p.bounds.contains(d), "{} default {d}", p.name);
+            if let Some(seed) = p.seed {
+                assert!(seed.contains(d), "{} default {d} outside the seed", p.name);
+                assert!(p.bounds.contains(seed.min) && p.bounds.contains(seed.max));
+            }
+        }
+    }
+
+    /// A config and the option it is the default of take the same range.
+    #[test]
+    fn configs_and_options_agree() {
+        let ps = params();
+        let bounds = |name: &str| ps.iter().find(|p| p.name == name).unwrap().bounds;
+        assert_eq!(bounds("refresh-ahead-ms"), REFRESH_AHEAD_MS);
+        assert_eq!(bounds("write-window"), WINDOW_S);
+        assert_eq!(bounds("ledger-max-keys").max, PURGE_COUNT.max);
+        assert_eq!(bounds("lock-ttl-min"), LOCK_TTL_MS);
+        // The standards' seeds are the defaults.
+        let c = Config::default();
+        assert_eq!(c.lock_ttl_ms, Standard::new(8_000, 9_000, 10_000));
+        assert_eq!(c.planner_ttl, Standard::new(300, 600, 900));
+        assert_eq!(c.rag_ttl, Standard::new(1_800, 3_600, 3_600));
+    }
+
+    #[test]
+    fn summaries_and_texts() {
+        assert_eq!(WAIT_MS.summary(), "1 to 600000 ms");
+        assert_eq!(KEYS_COUNT.summary(), "1 to 10000 keys, default 100");
+        assert_eq!(SEED_HEALTH_TTL_S.text(), "30");
+        assert_eq!(SEED_LOCK_TTL_MS.text(), "8000–10000");
+        assert_eq!(
+            arg_summary("OKOME.LOCK", "TTL").unwrap(),
+            "okome.lock-ttl-min to okome.lock-ttl-max ms (each configurable within 100 to \
+             60000; the seed's standard: 8000 to 10000), default okome.lock-ttl-default"
+        );
+        assert_eq!(arg_summary("okome.lock", "token"), None);
+        // Every command argument is listed once.
+        for (i, a) in ARGS.iter().enumerate() {
+            assert!(
+                !ARGS[..i]
+                    .iter()
+                    .any(|b| (b.command, b.arg) == (a.command, a.arg)),
+                "{} {} twice",
+                a.command,
+                a.arg
+            );
+        }
+    }
+
+    /// A standard configured outside the seed's is worth a warning, once.
+    #[test]
+    fn warnings_outside_the_seed() {
+        let d = Config::default();
+        assert!(d.outside_seed(None).is_empty());
+        let mut c = d;
+        c.set("lock-ttl-min", 100).unwrap();
+        c.set("okome.health-ttl-max", 60).unwrap();
+        assert_eq!(
+            c.outside_seed(None),
+            [
+                "okome.health-ttl-max is 60 seconds, outside the seed's standard for the health \
+                 TTL (30 seconds)",
+                "okome.lock-ttl-min is 100 ms, outside the seed's standard for the stampede lock \
+                 TTL (8000 to 10000 ms)",
+            ]
+        );
+        assert_eq!(c.outside_seed(Some(&d)).len(), 2);
+        assert!(c.outside_seed(Some(&c)).is_empty(), "unchanged: no word");
+        let mut e = c;
+        e.set("lock-ttl-min", 8000).unwrap();
+        e.set("lock-ttl-max", 12000).unwrap();
+        assert_eq!(
+            e.outside_seed(Some(&c)),
+            ["okome.lock-ttl-max is 12000 ms, outside the seed's standard for the stampede lock \
+              TTL (8000 to 10000 ms)"]
+        );
+        // Options and configs without a seed never warn.
+        e.set("refresh-ahead-ms", 900_000).unwrap();
+        assert_eq!(e.outside_seed(Some(&c)).len(), 1);
     }
 }
