@@ -374,7 +374,7 @@ fn replay(t: &Transcript, server: &Server, bind: &mut Bindings) {
             }
         }
     }
-    for (name, (mut child, command)) in blocked {
+    if let Some((name, (mut child, command))) = blocked.into_iter().next() {
         let _ = child.kill();
         panic!(
             "{}:{}: client {name}'s {command} was never answered in the transcript",
