@@ -812,7 +812,7 @@ pub fn agent_record(ctx: &Context, argv: &[&[u8]]) -> Reply {
         };
         if let Some(p) = req.pxat.filter(|&p| p != at) {
             return Err(Error::BadKey(format!(
-                "PXAT {p} is not the expiry of '{shown}', which expires at {at}"
+                "pxat {p} is not the expiry of '{shown}', which expires at {at}"
             )));
         }
         at

@@ -2,6 +2,10 @@
 //! arguments after the command name and returns a typed request, or the
 //! error reply. Options are case-insensitive keywords; an unknown, repeated
 //! or incomplete option is a syntax error.
+//!
+//! Errors name an argument as the command's syntax and `COMMAND DOCS` do,
+//! in lowercase (`ttl`, `token`, `window`, `plan_json`); a keyword appears
+//! in capitals only when the keyword itself is at fault.
 
 use crate::config::Config;
 use crate::keys::{self, printable, Kind};
@@ -86,9 +90,33 @@ impl<'a, 'b> Options<'a, 'b> {
         Ok(v)
     }
 
+    /// The integer following option `name`; an error names its argument
+    /// ([`arg_name`]).
     fn int(&mut self, name: &'static str) -> Result<i64> {
         let v = self.value(name)?;
-        parse_int(name, v)
+        parse_int(arg_name(name), v)
+    }
+}
+
+/// The name of the argument an option keyword introduces, as `COMMAND DOCS`
+/// lists it: the keyword in lowercase.
+fn arg_name(keyword: &'static str) -> &'static str {
+    match keyword {
+        "TTL" => "ttl",
+        "TOKEN" => "token",
+        "LOCKTTL" => "lockttl",
+        "WAIT" => "wait",
+        "REFRESHAHEAD" => "refreshahead",
+        "AGENT" => "agent",
+        "LIMIT" => "limit",
+        "WINDOW" => "window",
+        "WLIMIT" => "wlimit",
+        "WWINDOW" => "wwindow",
+        "COST" => "cost",
+        "PXAT" => "pxat",
+        "COUNT" => "count",
+        "CURSOR" => "cursor",
+        other => other,
     }
 }
 
@@ -105,26 +133,53 @@ fn check_size(what: &'static str, value: &[u8], max: u64, config: &'static str) 
     Ok(())
 }
 
-/// Checks that `value` is one JSON text.
-/// JSON text is UTF-8 (RFC 8259 §8.1); `IgnoredAny` alone would skip over
-/// invalid bytes inside strings, so UTF-8 is checked first.
-pub fn check_json(value: &[u8]) -> Result<()> {
-    let text = std::str::from_utf8(value)
-        .map_err(|e| Error::InvalidJson(format!("invalid UTF-8 at byte {}", e.valid_up_to())))?;
+/// Checks that `value` (the argument `what`: `plan_json`, `value_json`) is
+/// one JSON text. JSON text is UTF-8 (RFC 8259 §8.1); `IgnoredAny` alone
+/// would skip over invalid bytes inside strings, so UTF-8 is checked first.
+/// The error says where, as a byte offset counted from 1, in okome's words
+/// (never the parser's).
+pub fn check_json(what: &'static str, value: &[u8]) -> Result<()> {
+    if value.is_empty() {
+        return Err(Error::Empty(what));
+    }
+    let bad = |detail: String| Error::InvalidJson { what, detail };
+    let text = std::str::from_utf8(value).map_err(|e| {
+        bad(format!(
+            "invalid UTF-8 at byte {}",
+            e.valid_up_to().saturating_add(1)
+        ))
+    })?;
     serde_json::from_str::<serde::de::IgnoredAny>(text)
         .map(|_| ())
-        .map_err(|e| Error::InvalidJson(e.to_string()))
+        .map_err(|e| bad(json_detail(text, &e)))
 }
 
-fn check_value(value: &[u8], cfg: &Config) -> Result<()> {
-    check_size("value", value, cfg.max_value_bytes, "max-value-bytes")?;
-    check_json(value)
+/// Where `text` stops being JSON, from the parser's line and column
+/// (columns count bytes from 1).
+fn json_detail(text: &str, e: &serde_json::Error) -> String {
+    if e.classify() == serde_json::error::Category::Eof {
+        return format!("it ends early, after byte {}", text.len());
+    }
+    // The byte after the (line - 1)th newline.
+    let line_start = e.line().checked_sub(2).map_or(0, |newlines| {
+        text.bytes()
+            .enumerate()
+            .filter(|&(_, b)| b == b'\n')
+            .nth(newlines)
+            .map_or(0, |(i, _)| i.saturating_add(1))
+    });
+    format!("at byte {}", line_start.saturating_add(e.column()).max(1))
+}
+
+fn check_value(what: &'static str, value: &[u8], cfg: &Config) -> Result<()> {
+    check_size(what, value, cfg.max_value_bytes, "max-value-bytes")?;
+    check_json(what, value)
 }
 
 fn token<'a>(opts: &mut Options<'a, '_>) -> Result<&'a [u8]> {
     let t = opts.value("TOKEN")?;
     if t.is_empty() {
-        return Err(Error::Empty("TOKEN"));
+        return Err(Error::Empty("token"));
     }
     Ok(t)
 }
@@ -150,7 +205,7 @@ fn window_arg(what: &'static str, v: i64) -> Result<u64> {
 }
 
 fn cost_arg(v: i64, limit: u64) -> Result<u64> {
-    crate::config::Standard::new(0, 1, limit).check("COST", v, "units (0 to the limit)")
+    crate::config::Standard::new(0, 1, limit).check("cost", v, "units (0 to the limit)")
 }
 
 fn budget_key(kind: Kind, agent: &[u8]) -> Result<Vec<u8>> {
@@ -168,6 +223,13 @@ pub fn parse_rate(args: &[&[u8]]) -> Result<Charge> {
         return Err(Error::Arity(RATE));
     };
     let limit = limit_arg("limit", parse_int("limit", limit)?)?;
+    if window.eq_ignore_ascii_case(b"WINDOW") {
+        return Err(Error::Syntax(
+            "OKOME.RATE takes the window as its third argument (OKOME.RATE agent limit \
+             window [COST n]), not as WINDOW s"
+                .into(),
+        ));
+    }
     let window_ms = window_arg("window", parse_int("window", window)?)?;
     let mut opts = Options::new(rest);
     let mut cost = 1;
@@ -190,12 +252,19 @@ pub fn parse_wbudget(args: &[&[u8]], cfg: &Config) -> Result<Charge> {
         return Err(Error::Arity(WBUDGET));
     };
     let limit = limit_arg("write_limit", parse_int("write_limit", limit)?)?;
+    if rest.first().is_some_and(|w| parse_int("window", w).is_ok()) {
+        return Err(Error::Syntax(
+            "OKOME.WBUDGET takes the window as WINDOW s (OKOME.WBUDGET agent write_limit \
+             [WINDOW s] [COST n]), not as its third argument"
+                .into(),
+        ));
+    }
     let mut opts = Options::new(rest);
     let mut window_ms = cfg.write_window_s.saturating_mul(1000);
     let mut cost = None;
     while let Some(opt) = opts.next(&["WINDOW", "COST"])? {
         match opt {
-            "WINDOW" => window_ms = window_arg("WINDOW", opts.int("WINDOW")?)?,
+            "WINDOW" => window_ms = window_arg("window", opts.int("WINDOW")?)?,
             _ => cost = Some(opts.int("COST")?),
         }
     }
@@ -308,14 +377,14 @@ fn parse_lookup_options(rest: &[&[u8]], cfg: &Config) -> Result<PlanGet> {
         match opt {
             "WAIT" => {
                 wait_ms = Some(crate::config::WAIT_MS.standard().check(
-                    "WAIT",
+                    "wait",
                     opts.int("WAIT")?,
                     "ms",
                 )?)
             }
             "REFRESHAHEAD" => {
                 refresh = Some(crate::config::REFRESH_AHEAD_MS.standard().check(
-                    "REFRESHAHEAD",
+                    "refreshahead",
                     opts.int("REFRESHAHEAD")?,
                     "ms",
                 )?)
@@ -323,12 +392,12 @@ fn parse_lookup_options(rest: &[&[u8]], cfg: &Config) -> Result<PlanGet> {
             "LOCKTTL" => {
                 lock_ttl = Some(
                     cfg.lock_ttl_ms
-                        .check("LOCKTTL", opts.int("LOCKTTL")?, "ms")?,
+                        .check("lockttl", opts.int("LOCKTTL")?, "ms")?,
                 )
             }
             "AGENT" => agent = Some(opts.value("AGENT")?),
-            "LIMIT" => limit = Some(limit_arg("LIMIT", opts.int("LIMIT")?)?),
-            "WINDOW" => window = Some(window_arg("WINDOW", opts.int("WINDOW")?)?),
+            "LIMIT" => limit = Some(limit_arg("limit", opts.int("LIMIT")?)?),
+            "WINDOW" => window = Some(window_arg("window", opts.int("WINDOW")?)?),
             _ => nolock = true,
         }
     }
@@ -403,10 +472,10 @@ pub fn parse_plan_set<'a>(args: &[&'a [u8]], cfg: &Config) -> Result<PlanSet<'a>
     let (mut agent, mut wlimit, mut wwindow) = (None, None, None);
     while let Some(opt) = opts.next(&["TTL", "TOKEN", "AGENT", "WLIMIT", "WWINDOW"])? {
         match opt {
-            "TTL" => ttl_s = cfg.planner_ttl.check("TTL", opts.int("TTL")?, "seconds")?,
+            "TTL" => ttl_s = cfg.planner_ttl.check("ttl", opts.int("TTL")?, "seconds")?,
             "AGENT" => agent = Some(opts.value("AGENT")?),
-            "WLIMIT" => wlimit = Some(limit_arg("WLIMIT", opts.int("WLIMIT")?)?),
-            "WWINDOW" => wwindow = Some(window_arg("WWINDOW", opts.int("WWINDOW")?)?),
+            "WLIMIT" => wlimit = Some(limit_arg("wlimit", opts.int("WLIMIT")?)?),
+            "WWINDOW" => wwindow = Some(window_arg("wwindow", opts.int("WWINDOW")?)?),
             _ => tok = Some(token(&mut opts)?),
         }
     }
@@ -426,7 +495,7 @@ pub fn parse_plan_set<'a>(args: &[&'a [u8]], cfg: &Config) -> Result<PlanSet<'a>
     };
     let ledger = agent.map(ledger_key).transpose()?;
     keys::parse_kind(key, Kind::Planner)?;
-    check_value(value, cfg)?;
+    check_value("plan_json", value, cfg)?;
     Ok(PlanSet {
         key,
         value,
@@ -478,7 +547,7 @@ pub fn parse_lock<'a>(args: &[&'a [u8]], cfg: &Config) -> Result<Lock<'a>> {
     let mut tok = None;
     while let Some(opt) = opts.next(&["TTL", "TOKEN"])? {
         match opt {
-            "TTL" => ttl_ms = cfg.lock_ttl_ms.check("TTL", opts.int("TTL")?, "ms")?,
+            "TTL" => ttl_ms = cfg.lock_ttl_ms.check("ttl", opts.int("TTL")?, "ms")?,
             _ => tok = Some(token(&mut opts)?),
         }
     }
@@ -510,12 +579,13 @@ pub fn parse_unlock<'a>(args: &[&'a [u8]]) -> Result<Unlock<'a>> {
     Ok(Unlock { key, token })
 }
 
-/// The kind named by a `CACHE.*` command: a cacheable kind other than planner.
+/// The kind named by a `CACHE.*` command: a cacheable kind other than
+/// planner. Anything else is refused with the seed's hard rule.
 fn cache_kind(name: &[u8]) -> Result<Kind> {
-    match Kind::from_name(name)? {
-        Kind::Planner => Err(Error::PlannerViaCache),
-        Kind::Rate | Kind::Write | Kind::Ledger => Err(Error::NotCacheable(printable(name))),
-        k => Ok(k),
+    match Kind::from_name(name) {
+        Some(Kind::Planner) => Err(Error::PlannerViaCache),
+        Some(k) if k.cacheable() => Ok(k),
+        _ => Err(Error::NotCacheable(printable(name))),
     }
 }
 
@@ -553,14 +623,58 @@ pub struct CacheSet<'a> {
 
 pub const CACHE_SET: &str = "okome.cache.set";
 
+/// The options of `OKOME.CACHE.SET`: no part may be one of them.
+const CACHE_SET_OPTIONS: [&str; 2] = ["TTL", "AGENT"];
+
+fn is_cache_set_option(word: &[u8]) -> bool {
+    CACHE_SET_OPTIONS
+        .iter()
+        .any(|o| o.as_bytes().eq_ignore_ascii_case(word))
+}
+
+/// `kind part... value_json [TTL s] [AGENT id]`. A part is never an option
+/// keyword and a JSON value never is one either, so the parts and the value
+/// are exactly the arguments before the first keyword: too many or too few
+/// parts are named as such, never blamed on the value or an option.
 pub fn parse_cache_set<'a>(args: &[&'a [u8]], cfg: &Config) -> Result<CacheSet<'a>> {
     let [kind, rest @ ..] = args else {
         return Err(Error::Arity(CACHE_SET));
     };
     let kind = cache_kind(kind)?;
-    let n = kind.components().len();
-    if rest.len() <= n {
-        return Err(Error::Arity(CACHE_SET));
+    let names = kind.components();
+    let n = names.len();
+    if let Some((word, name)) = rest.iter().zip(names).find(|(w, _)| is_cache_set_option(w)) {
+        return Err(Error::Syntax(format!(
+            "{name} cannot be '{}': TTL and AGENT are the options of OKOME.CACHE.SET \
+             (OKOME.CACHE.SET {} {} value_json [TTL s] [AGENT id])",
+            printable(word),
+            kind.name(),
+            names.join(" ")
+        )));
+    }
+    let positional = rest
+        .iter()
+        .position(|w| is_cache_set_option(w))
+        .unwrap_or(rest.len());
+    let is_json = |i: Option<usize>| {
+        i.and_then(|i| rest.get(i))
+            .is_some_and(|v| check_json("value_json", v).is_ok())
+    };
+    // Too many before the options: with JSON where the value belongs, the
+    // rest is an unknown option (below); else too many parts. Too few: with
+    // one too few and a last one that is not JSON, the value is missing;
+    // else a part is.
+    let too_many = positional > n.saturating_add(1) && !is_json(Some(n));
+    if positional <= n || too_many {
+        if positional == n && !is_json(n.checked_sub(1)) {
+            return Err(Error::Syntax(format!(
+                "value_json is missing: kind '{}' takes {} ({}), then value_json",
+                kind.name(),
+                keys::parts(n),
+                names.join(", ")
+            )));
+        }
+        return Err(keys::wrong_parts(kind, positional.saturating_sub(1)));
     }
     let (parts, rest) = rest.split_at(n);
     let [value, rest @ ..] = rest else {
@@ -572,14 +686,14 @@ pub fn parse_cache_set<'a>(args: &[&'a [u8]], cfg: &Config) -> Result<CacheSet<'
     let mut opts = Options::new(rest);
     let mut ttl_s = standard.default;
     let mut ledger = None;
-    while let Some(opt) = opts.next(&["TTL", "AGENT"])? {
+    while let Some(opt) = opts.next(&CACHE_SET_OPTIONS)? {
         match opt {
-            "TTL" => ttl_s = standard.check("TTL", opts.int("TTL")?, "seconds")?,
+            "TTL" => ttl_s = standard.check("ttl", opts.int("TTL")?, "seconds")?,
             _ => ledger = Some(ledger_key(opts.value("AGENT")?)?),
         }
     }
     let key = keys::build(kind, parts)?;
-    check_value(value, cfg)?;
+    check_value("value_json", value, cfg)?;
     Ok(CacheSet {
         kind,
         key,
@@ -601,7 +715,7 @@ pub fn parse_key(args: &[&[u8]], cfg: &Config) -> Result<Vec<u8>> {
     if parts.is_empty() {
         return Err(Error::Arity(KEY));
     }
-    match Kind::from_name(kind)? {
+    match Kind::from_name(kind).ok_or_else(|| Error::UnknownKind(printable(kind)))? {
         Kind::Planner => match parts {
             [model, prompt, toolset, repo_hash] => {
                 check_size("prompt", prompt, cfg.max_prompt_bytes, "max-prompt-bytes")?;
@@ -610,11 +724,11 @@ pub fn parse_key(args: &[&[u8]], cfg: &Config) -> Result<Vec<u8>> {
             [model, hash, toolset, repo_hash, flag] if is_hashed(flag) => {
                 keys::planner_key_hashed(model, hash, toolset, repo_hash)
             }
-            _ => Err(Error::Syntax(
+            _ => Err(Error::Syntax(format!(
                 "kind 'planner' takes 4 parts (model, prompt, toolset_version, repo_hash), \
-                     or model, prompt_hash, toolset_version, repo_hash and HASHED"
-                    .into(),
-            )),
+                 or 5 (model, prompt_hash, toolset_version, repo_hash, HASHED), got {}",
+                parts.len()
+            ))),
         },
         k => keys::build(k, parts),
     }
@@ -647,7 +761,7 @@ pub fn parse_agent_record<'a>(args: &[&'a [u8]]) -> Result<AgentRecord<'a>> {
     let mut pxat = None;
     while opts.next(&["PXAT"])?.is_some() {
         let at = crate::config::Standard::new(1, 1, i64::MAX.unsigned_abs()).check(
-            "PXAT",
+            "pxat",
             opts.int("PXAT")?,
             "ms (a Unix time, as PEXPIRETIME gives it)",
         )?;
@@ -677,7 +791,7 @@ pub fn check_pxat(kind: Kind, at: i64, now: i64, cfg: &Config) -> Result<()> {
         return Ok(());
     }
     Err(Error::BadKey(format!(
-        "PXAT {at} is not the expiry of a live {} key: it must lie after now ({now}) and at most {longest} ms ahead (the kind's longest TTL plus the clock-skew allowance)",
+        "pxat {at} is not the expiry of a live {} key: it must lie after now ({now}) and at most {longest} ms ahead (the kind's longest TTL plus the clock-skew allowance)",
         kind.name()
     )))
 }
@@ -707,7 +821,7 @@ impl Cursor {
         }
         let bad = || {
             Error::Syntax(format!(
-                "CURSOR '{}' is not a cursor OKOME.AGENT.KEYS replied (0 starts from the newest key)",
+                "cursor '{}' is not a cursor OKOME.AGENT.KEYS replied (0 starts from the newest key)",
                 printable(arg)
             ))
         };
@@ -716,7 +830,7 @@ impl Cursor {
         let (Some(score), Some(key)) = (score, key) else {
             return Err(bad());
         };
-        let expiry_ms = parse_int("CURSOR", score).map_err(|_| bad())?;
+        let expiry_ms = parse_int("cursor", score).map_err(|_| bad())?;
         if expiry_ms <= 0 || key.is_empty() {
             return Err(bad());
         }
@@ -749,7 +863,7 @@ pub fn parse_agent_keys(args: &[&[u8]]) -> Result<AgentKeys> {
     let mut cursor = None;
     while let Some(opt) = opts.next(&["COUNT", "CURSOR"])? {
         match opt {
-            "COUNT" => count = KEYS_COUNT.check("COUNT", opts.int("COUNT")?, "keys")?,
+            "COUNT" => count = KEYS_COUNT.check("count", opts.int("COUNT")?, "keys")?,
             _ => cursor = Cursor::decode(opts.value("CURSOR")?)?,
         }
     }
@@ -780,7 +894,7 @@ pub fn parse_agent_purge(args: &[&[u8]]) -> Result<AgentPurge> {
     let mut opts = Options::new(rest);
     let mut count = PURGE_COUNT.default;
     while opts.next(&["COUNT"])?.is_some() {
-        count = PURGE_COUNT.check("COUNT", opts.int("COUNT")?, "keys")?;
+        count = PURGE_COUNT.check("count", opts.int("COUNT")?, "keys")?;
     }
     Ok(AgentPurge {
         ledger: ledger_key(agent)?,
@@ -898,15 +1012,15 @@ mod tests {
         let e = |a: &[&[u8]]| parse_plan_get(a, &c).unwrap_err().to_string();
         assert_eq!(
             e(&[b"m", b"p", b"t", b"r", b"WAIT", b"0"]),
-            "ERR WAIT 0 is out of range: must be between 1 and 600000 ms"
+            "ERR wait 0 is out of range: must be between 1 and 600000 ms"
         );
         assert_eq!(
             e(&[b"m", b"p", b"t", b"r", b"WAIT", b"600001"]),
-            "ERR WAIT 600001 is out of range: must be between 1 and 600000 ms"
+            "ERR wait 600001 is out of range: must be between 1 and 600000 ms"
         );
         assert_eq!(
             e(&[b"m", b"p", b"t", b"r", b"REFRESHAHEAD", b"900001"]),
-            "ERR REFRESHAHEAD 900001 is out of range: must be between 0 and 900000 ms"
+            "ERR refreshahead 900001 is out of range: must be between 0 and 900000 ms"
         );
         assert!(e(&[b"m", b"p", b"t", b"r", b"WAIT", b"10", b"NOLOCK"])
             .starts_with("ERR syntax error: WAIT and NOLOCK"));
@@ -942,7 +1056,7 @@ mod tests {
         ));
         assert_eq!(
             e(&[b"m", b"p", b"t", b"r", b"LOCKTTL", b"x"]),
-            Error::NotInteger("LOCKTTL")
+            Error::NotInteger("lockttl")
         );
         assert!(matches!(
             e(&[b"m", b"p", b"t", b"r", b"NOLOCK", b"NOLOCK"]),
@@ -1054,14 +1168,28 @@ mod tests {
         assert_eq!((ok.ttl_s, ok.token), (900, Some(&b"t"[..])));
         assert_eq!(parse_plan_set(&[&k, b"[]"], &c).unwrap().ttl_s, 600);
         let e = |a: &[&[u8]]| parse_plan_set(a, &c).unwrap_err();
-        assert!(matches!(e(&[&k, b"{bad"]), Error::InvalidJson(_)));
-        assert!(matches!(e(&[&k, b""]), Error::InvalidJson(_)));
-        assert!(matches!(e(&[&k, b"{} {}"]), Error::InvalidJson(_)));
-        assert!(matches!(e(&[&k, b"\"\xff\""]), Error::InvalidJson(_)));
-        assert!(matches!(
-            e(&[&k, b"{\"a\":\"\xc3\"}"]),
-            Error::InvalidJson(_)
-        ));
+        // Where the value stops being JSON, as a byte offset from 1; never
+        // the parser's own words.
+        let json = |v: &[u8]| e(&[&k, v]).to_string();
+        for (v, want) in [
+            (&b"{bad"[..], "at byte 2"),
+            (b"tx", "at byte 2"),
+            (b"{} {}", "at byte 4"),
+            (b"[1,\n2,\nx]", "at byte 8"),
+            (b"[\"\xc3\xa9\", x]", "at byte 8"),
+            (b"\"\xff\"", "invalid UTF-8 at byte 2"),
+            (b"{\"a\":\"\xc3\"}", "invalid UTF-8 at byte 7"),
+            (b"{", "it ends early, after byte 1"),
+            (b"[1, ", "it ends early, after byte 4"),
+        ] {
+            assert_eq!(
+                json(v),
+                format!("ERR plan_json is not valid JSON ({want})"),
+                "{}",
+                printable(v)
+            );
+        }
+        assert_eq!(e(&[&k, b""]), Error::Empty("plan_json"));
         assert!(matches!(e(&[b"okome:tools:{1}", b"{}"]), Error::BadKey(_)));
         assert!(matches!(e(&[b"foo", b"{}"]), Error::BadKey(_)));
         assert!(matches!(
@@ -1072,10 +1200,13 @@ mod tests {
             e(&[&k, b"{}", b"TTL", b"0"]),
             Error::OutOfRange { .. }
         ));
-        assert_eq!(e(&[&k, b"{}", b"TOKEN", b""]), Error::Empty("TOKEN"));
+        assert_eq!(e(&[&k, b"{}", b"TOKEN", b""]), Error::Empty("token"));
         assert_eq!(e(&[&k]), Error::Arity(PLAN_SET));
         let deep = "[".repeat(100_000);
-        assert!(matches!(e(&[&k, deep.as_bytes()]), Error::InvalidJson(_)));
+        assert_eq!(
+            e(&[&k, deep.as_bytes()]).to_string(),
+            "ERR plan_json is not valid JSON (it ends early, after byte 100000)"
+        );
     }
 
     #[test]
@@ -1106,10 +1237,42 @@ mod tests {
         let s = parse_cache_set(&[b"health", b"n", b"{}"], &c).unwrap();
         assert_eq!(s.ttl_s, 30);
         assert!(parse_cache_set(&[b"health", b"n", b"{}", b"TTL", b"31"], &c).is_err());
+        // Parts and value are the arguments before the first option: too
+        // many or too few parts are named as such.
+        let e = |a: &[&[u8]]| parse_cache_set(a, &c).unwrap_err().to_string();
         assert_eq!(
-            parse_cache_set(&[b"rag", b"repo", b"{}"], &c),
-            Err(Error::Arity(CACHE_SET))
+            e(&[b"rag", b"repo", b"{}"]),
+            "ERR syntax error: kind 'rag' takes 2 parts (repo, chunk_hash), got 1"
         );
+        assert_eq!(
+            e(&[b"tools", b"v1", b"extra", b"{}"]),
+            "ERR syntax error: kind 'tools' takes 1 part (tool_version), got 2"
+        );
+        assert_eq!(
+            e(&[b"tools", b"v1", b"extra", b"{}", b"ttl", b"600"]),
+            "ERR syntax error: kind 'tools' takes 1 part (tool_version), got 2"
+        );
+        assert_eq!(
+            e(&[b"rag", b"repo", b"chunk", b"TTL", b"1800"]),
+            "ERR syntax error: value_json is missing: kind 'rag' takes 2 parts (repo, \
+             chunk_hash), then value_json"
+        );
+        // An option keyword is never a part.
+        assert_eq!(
+            e(&[b"tools", b"TTL", b"{}"]),
+            "ERR syntax error: tool_version cannot be 'TTL': TTL and AGENT are the options \
+             of OKOME.CACHE.SET (OKOME.CACHE.SET tools tool_version value_json [TTL s] \
+             [AGENT id])"
+        );
+        assert!(e(&[b"rag", b"r", b"agent", b"{}"])
+            .starts_with("ERR syntax error: chunk_hash cannot be 'agent'"));
+        // After a JSON value, an unknown word is an unknown option.
+        assert_eq!(
+            e(&[b"tools", b"v1", b"{}", b"TTTL", b"600"]),
+            "ERR syntax error: unknown option 'TTTL' (expected one of: TTL, AGENT)"
+        );
+        // A value or agent named like a keyword is fine where it is.
+        assert!(parse_cache_set(&[b"tools", b"v1", b"\"TTL\"", b"AGENT", b"TTL"], &c).is_ok());
         for k in [
             &b"git"[..],
             b"file_writes",
@@ -1188,11 +1351,11 @@ mod tests {
         );
         assert_eq!(
             e(&[b"a", b"6", b"60", b"COST", b"7"]),
-            "ERR COST 7 is out of range: must be between 0 and 6 units (0 to the limit)"
+            "ERR cost 7 is out of range: must be between 0 and 6 units (0 to the limit)"
         );
         assert_eq!(
             e(&[b"a", b"6", b"60", b"COST", b"-1"]),
-            "ERR COST -1 is out of range: must be between 0 and 6 units (0 to the limit)"
+            "ERR cost -1 is out of range: must be between 0 and 6 units (0 to the limit)"
         );
         let w = parse_wbudget(&[b"a", b"30"], &c).unwrap();
         assert_eq!(
@@ -1202,6 +1365,19 @@ mod tests {
         let w = parse_wbudget(&[b"a", b"30", b"COST", b"3", b"WINDOW", b"10"], &c).unwrap();
         assert_eq!((w.window_ms, w.cost), (10_000, 3));
         assert!(parse_wbudget(&[b"a", b"3", b"COST", b"4"], &c).is_err());
+        // Each command names the form of the window it takes.
+        assert_eq!(
+            e(&[b"a", b"60", b"window", b"60"]),
+            "ERR syntax error: OKOME.RATE takes the window as its third argument (OKOME.RATE \
+             agent limit window [COST n]), not as WINDOW s"
+        );
+        assert_eq!(
+            parse_wbudget(&[b"a", b"2", b"120"], &c)
+                .unwrap_err()
+                .to_string(),
+            "ERR syntax error: OKOME.WBUDGET takes the window as WINDOW s (OKOME.WBUDGET agent \
+             write_limit [WINDOW s] [COST n]), not as its third argument"
+        );
     }
 
     #[test]
@@ -1307,7 +1483,7 @@ mod tests {
             "ERR 'okome:budget:keys:{b}' is a ledger budget key; only cache keys (planner, model_meta, rag, tools, health) can be recorded"
         );
         assert!(e(&[b"a", b"foo"]).starts_with("ERR 'foo' is not an okome key"));
-        assert!(e(&[b"a", &k, b"PXAT", b"0"]).starts_with("ERR PXAT 0 is out of range"));
+        assert!(e(&[b"a", &k, b"PXAT", b"0"]).starts_with("ERR pxat 0 is out of range"));
         // PXAT of a key another node serves: after now, within its kind's
         // longest TTL plus the clock-skew allowance.
         let now = 1_700_000_000_000;
@@ -1362,8 +1538,33 @@ mod tests {
             parse_key(&[b"rate", b"a:b"], &c).unwrap(),
             b"okome:budget:rate:{a%3Ab}"
         );
-        assert!(parse_key(&[b"planner", b"m", b"p", b"t"], &c).is_err());
-        assert!(parse_key(&[b"git", b"x"], &c).is_err());
+        let e = |a: &[&[u8]]| parse_key(a, &c).unwrap_err().to_string();
+        assert_eq!(
+            e(&[b"planner", b"m", b"p", b"t"]),
+            "ERR syntax error: kind 'planner' takes 4 parts (model, prompt, toolset_version, \
+             repo_hash), or 5 (model, prompt_hash, toolset_version, repo_hash, HASHED), got 3"
+        );
+        // OKOME.KEY lists the kinds it takes: budgets too.
+        assert_eq!(
+            e(&[b"git", b"x"]),
+            Error::UnknownKind("git".into()).to_string()
+        );
+        assert_eq!(
+            e(&[b"lock", b"x"]),
+            "ERR kind 'lock' is not a kind of okome key: OKOME.KEY takes planner, model_meta, \
+             rag, tools, health, rate, write or ledger"
+        );
+        for k in Kind::ALL {
+            assert!(e(&[b"lock", b"x"]).contains(k.name()));
+        }
+        assert_eq!(
+            e(&[b"rag", b"r"]),
+            "ERR syntax error: kind 'rag' takes 2 parts (repo, chunk_hash), got 1"
+        );
+        assert_eq!(
+            parse_key(&[b"tools", b"TTL"], &c).unwrap(),
+            b"okome:tools:{TTL}"
+        );
     }
 
     /// Parses `command` with its argument `arg` (its `COMMAND DOCS` name)

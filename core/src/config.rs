@@ -648,7 +648,7 @@ impl Config {
         let p = params
             .iter()
             .find(|p| p.name.eq_ignore_ascii_case(bare))
-            .ok_or_else(|| format!("unknown okome config '{name}'"))?;
+            .ok_or_else(|| format!("unknown config 'okome.{bare}'"))?;
         if value < p.min || value > p.max {
             return Err(format!(
                 "okome.{} {value} is out of range: must be between {} and {}",
@@ -665,13 +665,18 @@ impl Config {
         let mut c = Config::default();
         let mut rest = args;
         while let Some((name, tail)) = rest.split_first() {
-            let name =
-                std::str::from_utf8(name).map_err(|_| "config names are ASCII".to_string())?;
+            let name = std::str::from_utf8(name).map_err(|_| {
+                format!(
+                    "unknown config 'okome.{}' (config names are ASCII)",
+                    crate::keys::printable(name.strip_prefix(b"okome.").unwrap_or(name))
+                )
+            })?;
+            let bare = name.strip_prefix("okome.").unwrap_or(name);
             let (value, tail) = tail
                 .split_first()
-                .ok_or_else(|| format!("module argument '{name}' needs a value"))?;
+                .ok_or_else(|| format!("module argument 'okome.{bare}' needs a value"))?;
             let v = crate::args::parse_int("value", value)
-                .map_err(|_| format!("module argument '{name}': value is not an integer"))?;
+                .map_err(|_| format!("module argument 'okome.{bare}': value is not an integer"))?;
             c.set(name, v)?;
             rest = tail;
         }
@@ -717,14 +722,23 @@ mod param_tests {
         assert!(Config::from_module_args(&[b"planner-ttl-default", b"901"])
             .unwrap_err()
             .contains("planner-ttl-min"));
-        assert!(Config::from_module_args(&[b"nope", b"1"])
-            .unwrap_err()
-            .contains("unknown"));
-        assert!(Config::from_module_args(&[b"write-window"]).is_err());
-        assert!(Config::from_module_args(&[b"write-window", b"0"])
-            .unwrap_err()
-            .contains("out of range"));
-        assert!(Config::from_module_args(&[b"write-window", b"x"]).is_err());
+        // Every config is named with its okome. prefix, given or not.
+        let e = |a: &[&[u8]]| Config::from_module_args(a).unwrap_err();
+        assert_eq!(e(&[b"nope", b"1"]), "unknown config 'okome.nope'");
+        assert_eq!(e(&[b"okome.nope", b"1"]), "unknown config 'okome.nope'");
+        assert_eq!(
+            e(&[b"no\xffpe", b"1"]),
+            "unknown config 'okome.no\\xffpe' (config names are ASCII)"
+        );
+        assert_eq!(
+            e(&[b"write-window"]),
+            "module argument 'okome.write-window' needs a value"
+        );
+        assert!(e(&[b"write-window", b"0"]).starts_with("okome.write-window 0 is out of range"));
+        assert_eq!(
+            e(&[b"okome.write-window", b"x"]),
+            "module argument 'okome.write-window': value is not an integer"
+        );
     }
 }
 

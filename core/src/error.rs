@@ -1,5 +1,10 @@
 //! Every error okome replies with. Each message starts with a Redis error
-//! code (`ERR` or `WRONGTYPE`) and names the argument at fault.
+//! code (`ERR`, `WRONGTYPE`; [`Error::Raw`] carries `NOPERM`, `OOM`,
+//! `CROSSSLOT`, `READONLY`, `LOADING`) and names the argument at fault the
+//! way the command's syntax and `COMMAND DOCS` do: by its lowercase name
+//! (`token`, `ttl`, `window`, `plan_json`, a key part by its component
+//! name); a keyword in capitals only where the keyword itself is at fault
+//! (unknown, repeated, misplaced, missing its value).
 
 use std::fmt;
 
@@ -29,12 +34,15 @@ pub enum Error {
         max: usize,
         config: &'static str,
     },
-    /// A value that must be JSON is not.
-    InvalidJson(String),
+    /// A value that must be JSON (`what`: `plan_json`, `value_json`) is
+    /// not; `detail` says where (a byte offset counted from 1).
+    InvalidJson { what: &'static str, detail: String },
     /// A kind okome will not cache (the seed's hard rule).
     NotCacheable(String),
     /// `planner` given to `OKOME.CACHE.*`.
     PlannerViaCache,
+    /// A kind `OKOME.KEY` does not know (it takes every kind, budgets too).
+    UnknownKind(String),
     /// A key argument that is not a well-formed okome key of the expected kind.
     BadKey(String),
     /// A key holding a value of another Redis type.
@@ -62,6 +70,16 @@ impl fmt::Display for Error {
                 min,
                 max,
                 unit,
+            } if min == max => write!(
+                f,
+                "ERR {what} {value} is out of range: must be {min} {unit}"
+            ),
+            Error::OutOfRange {
+                what,
+                value,
+                min,
+                max,
+                unit,
             } => write!(
                 f,
                 "ERR {what} {value} is out of range: must be between {min} and {max} {unit}"
@@ -76,7 +94,9 @@ impl fmt::Display for Error {
                 f,
                 "ERR {what} is {len} bytes, larger than the {max}-byte limit (okome.{config})"
             ),
-            Error::InvalidJson(msg) => write!(f, "ERR value is not valid JSON: {msg}"),
+            Error::InvalidJson { what, detail } => {
+                write!(f, "ERR {what} is not valid JSON ({detail})")
+            }
             Error::NotCacheable(kind) => write!(
                 f,
                 "ERR kind '{kind}' is not cacheable: okome caches only read-only, deterministic, \
@@ -87,6 +107,17 @@ impl fmt::Display for Error {
                 f,
                 "ERR kind 'planner' is read with OKOME.PLAN.GET and written with OKOME.PLAN.SET"
             ),
+            Error::UnknownKind(kind) => {
+                write!(
+                    f,
+                    "ERR kind '{kind}' is not a kind of okome key: OKOME.KEY takes "
+                )?;
+                let names = crate::keys::Kind::ALL.map(crate::keys::Kind::name);
+                if let Some((last, rest)) = names.split_last() {
+                    write!(f, "{} or {last}", rest.join(", "))?;
+                }
+                Ok(())
+            }
             Error::BadKey(msg) => write!(f, "ERR {msg}"),
             Error::Raw(msg) => write!(f, "{msg}"),
             Error::WindowAhead { key, ahead_ms } => write!(

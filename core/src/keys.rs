@@ -102,13 +102,34 @@ impl Kind {
         !matches!(self, Kind::Rate | Kind::Write | Kind::Ledger)
     }
 
-    /// The kind named `name` (case-insensitive). Anything else is refused
-    /// with the seed's hard rule.
-    pub fn from_name(name: &[u8]) -> Result<Kind> {
+    /// The kind named `name` (case-insensitive), if any: each command says
+    /// which kinds it takes ([`Error::NotCacheable`] for `OKOME.CACHE.*`,
+    /// [`Error::UnknownKind`] for `OKOME.KEY`).
+    pub fn from_name(name: &[u8]) -> Option<Kind> {
         Kind::ALL
             .into_iter()
             .find(|k| k.name().as_bytes().eq_ignore_ascii_case(name))
-            .ok_or_else(|| Error::NotCacheable(printable(name)))
+    }
+}
+
+/// The error for `got` parts given to a kind that takes
+/// `kind.components()`: `kind 'rag' takes 2 parts (repo, chunk_hash), got 1`.
+pub fn wrong_parts(kind: Kind, got: usize) -> Error {
+    let names = kind.components();
+    Error::Syntax(format!(
+        "kind '{}' takes {} ({}), got {got}",
+        kind.name(),
+        parts(names.len()),
+        names.join(", "),
+    ))
+}
+
+/// `1 part`, `2 parts`.
+pub fn parts(n: usize) -> String {
+    if n == 1 {
+        "1 part".into()
+    } else {
+        format!("{n} parts")
     }
 }
 
@@ -221,13 +242,7 @@ pub fn prompt_hash(prompt: &[u8]) -> String {
 pub fn build(kind: Kind, parts: &[&[u8]]) -> Result<Vec<u8>> {
     let names = kind.components();
     if parts.len() != names.len() {
-        return Err(Error::Syntax(format!(
-            "kind '{}' takes {} component(s) ({}), got {}",
-            kind.name(),
-            names.len(),
-            names.join(", "),
-            parts.len()
-        )));
+        return Err(wrong_parts(kind, parts.len()));
     }
     // prefix, ':', path, then ':' and the part for each, the tag's braces,
     // and room for a few escapes (ids like `agent:42` escape their ':').
@@ -525,7 +540,14 @@ mod tests {
             planner_key(b"m", b"", b"t", b"r"),
             Err(Error::Empty("prompt"))
         );
-        assert!(matches!(build(Kind::Rag, &[b"x"]), Err(Error::Syntax(_))));
+        assert_eq!(
+            build(Kind::Rag, &[b"x"]).unwrap_err().to_string(),
+            "ERR syntax error: kind 'rag' takes 2 parts (repo, chunk_hash), got 1"
+        );
+        assert_eq!(
+            build(Kind::Tools, &[b"x", b"y"]).unwrap_err().to_string(),
+            "ERR syntax error: kind 'tools' takes 1 part (tool_version), got 2"
+        );
     }
 
     #[test]
@@ -604,10 +626,17 @@ mod tests {
 
     #[test]
     fn kind_names_and_the_hard_rule() {
-        assert_eq!(Kind::from_name(b"RAG"), Ok(Kind::Rag));
-        let e = Kind::from_name(b"git").unwrap_err().to_string();
+        assert_eq!(Kind::from_name(b"RAG"), Some(Kind::Rag));
+        assert_eq!(Kind::from_name(b"budget:rate"), None);
+        assert_eq!(Kind::from_name(b"git"), None);
+        let e = Error::NotCacheable("git".into()).to_string();
         assert!(e.starts_with("ERR kind 'git' is not cacheable"), "{e}");
         assert!(e.contains("git operations"));
+        assert_eq!(
+            Error::UnknownKind("lock".into()).to_string(),
+            "ERR kind 'lock' is not a kind of okome key: OKOME.KEY takes planner, model_meta, \
+             rag, tools, health, rate, write or ledger"
+        );
     }
 
     proptest! {
