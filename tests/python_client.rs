@@ -159,10 +159,7 @@ fn python_demo_runs_the_planner_flow() {
 #[test]
 fn python_demo_fails_loudly_without_a_server() {
     // A port with nothing listening.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let port = free_port();
     let o = run_demo(&format!("redis://127.0.0.1:{port}/"));
     assert_eq!(o.status.code(), Some(2), "{}", describe(&o));
     assert!(

@@ -716,11 +716,7 @@ impl Restarted {
         let module = module_path();
         let mut last = String::new();
         for attempt in 0..5 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
+            let port = free_port();
             let log = format!("restart-{attempt}.log");
             let child = Command::new(server_binary())
                 .arg("--port")

@@ -1,16 +1,12 @@
 //! Helpers shared by `configs.rs`, `info.rs` and `command_docs.rs`: the
-//! config defaults, `CONFIG GET`/`SET`, a server started from a redis.conf,
-//! temp dirs, and the fields of `INFO okome`.
+//! config defaults, `CONFIG GET`/`SET` and the fields of `INFO okome` (a
+//! server started from a redis.conf, `ConfServer`, and `TempDir` are in
+//! `okome-testkit`).
 
 use super::*;
 
 use redis::Connection;
 use std::collections::BTreeMap;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
 
 /// Every tunable of `okome_core::config::params()` with its default.
 pub const DEFAULTS: [(&str, &str); 23] = [
@@ -78,115 +74,6 @@ pub fn okome_key(c: &mut Connection, parts: &[&str]) -> String {
         .arg(parts)
         .query(c)
         .expect("OKOME.KEY")
-}
-
-pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr").port()
-}
-
-pub static DIRS: AtomicUsize = AtomicUsize::new(0);
-
-/// A fresh directory, removed on drop unless the test failed.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new() -> TempDir {
-        let n = DIRS.fetch_add(1, Ordering::SeqCst);
-        let p = std::env::temp_dir().join(format!("okome-ops-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("create temp dir");
-        TempDir(p)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("kept {}", self.0.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-/// A `redis-server` started from a config file (its first argument), in
-/// `dir`, on a free port given on the command line. Killed on drop.
-pub struct ConfServer {
-    pub child: Child,
-    pub port: u16,
-}
-
-impl ConfServer {
-    pub fn start(dir: &Path, conf: &Path) -> ConfServer {
-        let mut last = String::new();
-        for _ in 0..5 {
-            let port = free_port();
-            let child = Command::new(server_binary())
-                .arg(conf)
-                .arg("--port")
-                .arg(port.to_string())
-                .args(["--daemonize", "no", "--logfile", "server.log"])
-                .current_dir(dir)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn redis-server");
-            let mut s = ConfServer { child, port };
-            if s.wait_ready() {
-                return s;
-            }
-            s.kill();
-            last = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
-        }
-        panic!(
-            "redis-server did not start from {}:\n{last}",
-            conf.display()
-        );
-    }
-
-    pub fn wait_ready(&mut self) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return false;
-            }
-            if let Ok(mut c) = self.client().get_connection() {
-                if redis::cmd("PING").query::<String>(&mut c).is_ok() {
-                    return true;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
-    }
-
-    pub fn client(&self) -> redis::Client {
-        redis::Client::open(format!("redis://127.0.0.1:{}/", self.port)).expect("client")
-    }
-
-    pub fn conn(&self) -> Connection {
-        let c = self.client().get_connection().expect("connect");
-        c.set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        c
-    }
-
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for ConfServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 /// The `okome_*` fields of `INFO okome`, without the prefix.

@@ -4,140 +4,20 @@
 //! requests compute the plan exactly once. Every process is killed by a
 //! `Drop` guard.
 
+use okome_testkit::Server;
 use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 // ---------------------------------------------------------------------------
-// redis-server with the module (the minimal part of tests/common/mod.rs)
-
-/// `$OKOME_MODULE`, or the workspace's debug build of the module, built once.
-fn module_path() -> PathBuf {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        if let Some(p) = std::env::var_os("OKOME_MODULE") {
-            let p = PathBuf::from(p);
-            assert!(p.exists(), "OKOME_MODULE={} does not exist", p.display());
-            return p;
-        }
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "okome", "--lib"])
-            .current_dir(&root)
-            .status()
-            .expect("run cargo build");
-        assert!(status.success(), "cargo build of the module failed");
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root.join("target"));
-        let p = target.join("debug").join("libokome.so");
-        assert!(p.exists(), "{} missing after build", p.display());
-        p
-    })
-    .clone()
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr").port()
-}
+// redis-server with the module: `okome_testkit::Server` (the workspace's test
+// harness: OKOME_MODULE, REDIS_SERVER, a free port below 55535, killed on drop)
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-struct Redis {
-    child: Child,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl Redis {
-    fn start() -> Redis {
-        let module = module_path();
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let dir = std::env::temp_dir().join(format!("okome-planner-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create test dir");
-        let server = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
-        let mut last_log = String::new();
-        for _attempt in 0..5 {
-            let port = free_port();
-            let child = Command::new(&server)
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-                .arg("--dir")
-                .arg(&dir)
-                .args(["--logfile", "server.log", "--loadmodule"])
-                .arg(&module)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn redis-server (is it installed?)");
-            let mut r = Redis {
-                child,
-                port,
-                dir: dir.clone(),
-            };
-            if r.wait_ready(Duration::from_secs(10)) {
-                return r;
-            }
-            // Another process took the port, say: try another one.
-            last_log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
-            let _ = r.child.kill();
-            let _ = r.child.wait();
-            std::mem::forget(r);
-        }
-        panic!("redis-server did not start; last log:\n{last_log}");
-    }
-
-    fn wait_ready(&mut self, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return false;
-            }
-            if let Ok(mut c) = redis::Client::open(self.url()).and_then(|c| c.get_connection()) {
-                if redis::cmd("PING").query::<String>(&mut c).is_ok() {
-                    return true;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    fn conn(&self) -> redis::Connection {
-        let c = redis::Client::open(self.url())
-            .and_then(|c| c.get_connection())
-            .expect("connect to redis");
-        c.set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        c
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        } else {
-            eprintln!("redis-server dir kept in {}", self.dir.display());
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------
 // The planner binary
@@ -150,7 +30,7 @@ struct Planner {
 
 impl Planner {
     /// Starts `okome-planner` on a free port against `redis`, with extra flags.
-    fn start(redis: &Redis, flags: &[&str]) -> Planner {
+    fn start(redis: &Server, flags: &[&str]) -> Planner {
         let log = redis.dir.join(format!(
             "planner-{}.log",
             COUNTER.fetch_add(1, Ordering::SeqCst)
@@ -273,7 +153,7 @@ async fn computations(http: &reqwest::Client, p: &Planner) -> u64 {
 }
 
 /// One counter of `INFO okome` (`okome_<name>`).
-fn info(r: &Redis, name: &str) -> u64 {
+fn info(r: &Server, name: &str) -> u64 {
     let text: String = redis::cmd("INFO")
         .arg("okome")
         .query(&mut r.conn())
@@ -285,7 +165,7 @@ fn info(r: &Redis, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {prefix} in INFO okome:\n{text}"))
 }
 
-fn pttl(r: &Redis, key: &str) -> i64 {
+fn pttl(r: &Server, key: &str) -> i64 {
     redis::cmd("PTTL")
         .arg(key)
         .query(&mut r.conn())
@@ -297,7 +177,7 @@ fn pttl(r: &Redis, key: &str) -> i64 {
 /// The seed's "Test Cache Integration" and "Test Budget Enforcement".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_verification_miss_hit_and_61st_request_limited() {
-    let redis = Redis::start();
+    let redis = Server::start();
     let p = Planner::start(&redis, &[]);
     let http = http();
     let body = json!({"model": "gpt-4", "prompt": "test"});
@@ -366,7 +246,7 @@ async fn seed_verification_miss_hit_and_61st_request_limited() {
 /// followers wait inside the server and get it the moment it is stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_five_concurrent_cold_requests_compute_once() {
-    let redis = Redis::start();
+    let redis = Server::start();
     let p = Planner::start(&redis, &["--compute-delay-ms", "500"]);
     let http = http();
     let before = computations(&http, &p).await;
@@ -423,7 +303,7 @@ async fn twenty_five_concurrent_cold_requests_compute_once() {
 /// expiry is served at once and refreshed by exactly one request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn locked_gets_503_and_refresh_serves_then_recomputes() {
-    let redis = Redis::start();
+    let redis = Server::start();
     // Every hit is "close to expiry" with REFRESHAHEAD above the plan TTL.
     let p = Planner::start(
         &redis,
@@ -500,7 +380,7 @@ async fn locked_gets_503_and_refresh_serves_then_recomputes() {
 /// A spent write budget still serves the computed plan, but stores nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spent_write_budget_serves_but_does_not_store() {
-    let redis = Redis::start();
+    let redis = Server::start();
     let p = Planner::start(&redis, &["--write-limit", "1", "--compute-delay-ms", "0"]);
     let http = http();
     let a = post(
@@ -534,7 +414,7 @@ async fn spent_write_budget_serves_but_does_not_store() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_400() {
-    let redis = Redis::start();
+    let redis = Server::start();
     let p = Planner::start(&redis, &[]);
     let http = http();
     let good = json!({"model": "gpt-4", "prompt": "test"});
