@@ -2,8 +2,15 @@
 loaded, on a free loopback port, killed by pid when the test ends; the
 cluster tests share one 3-primary cluster per module.
 
-``OKOME_MODULE`` selects the library (default: target/debug/libokome.so,
-built by ``cargo build -p okome``), ``REDIS_SERVER`` the server binary.
+The conventions are the workspace's test harness's (the ``okome-testkit``
+crate, ``testkit/src/lib.rs``, documents them): ``OKOME_MODULE`` selects the
+library (default: the debug build, ``target/debug/libokome.so`` or under
+``CARGO_TARGET_DIR``, built by ``cargo build -p okome``: ``make python-test``
+does), ``REDIS_SERVER`` the server binary; ports are free loopback ports in
+20000..55535 whose cluster bus port (+10000) is free too, and a server that
+does not come up is started again on another port (5 attempts); each server
+has its own directory (under pytest's ``tmp_path``) and is killed by pid
+with SIGKILL.
 """
 
 from __future__ import annotations
@@ -21,7 +28,8 @@ import pytest
 import redis
 
 ROOT = Path(__file__).resolve().parents[2]
-MODULE = os.environ.get("OKOME_MODULE") or str(ROOT / "target" / "debug" / "libokome.so")
+TARGET = Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target")
+MODULE = os.environ.get("OKOME_MODULE") or str(TARGET / "debug" / "libokome.so")
 REDIS_SERVER = os.environ.get("REDIS_SERVER") or "redis-server"
 
 
@@ -36,13 +44,17 @@ def _bindable(port: int) -> bool:
 
 _used: set[int] = set()
 
+# As in okome-testkit: PORTS_FROM, PORTS_BELOW, BUS_OFFSET.
+PORTS_FROM, PORTS_BELOW, BUS_OFFSET = 20000, 55535, 10000
+START_ATTEMPTS = 5
+
 
 def free_port() -> int:
     """A free loopback port below 55535 (its cluster bus port, +10000, is free too)."""
     rng = random.Random(os.getpid() ^ time.monotonic_ns())
     for _ in range(1000):
-        port = rng.randrange(20000, 55535)
-        if port not in _used and _bindable(port) and _bindable(port + 10000):
+        port = rng.randrange(PORTS_FROM, PORTS_BELOW)
+        if port not in _used and _bindable(port) and _bindable(port + BUS_OFFSET):
             _used.add(port)
             return port
     raise RuntimeError("no free port")
@@ -56,6 +68,14 @@ class Server:
     ):
         if not Path(MODULE).exists():
             raise RuntimeError(f"{MODULE} does not exist: run `cargo build -p okome` first")
+        for attempt in range(START_ATTEMPTS):
+            if self._start(workdir, module_args, extra):
+                return
+            # Another process took the port, say: try another one.
+            if attempt == START_ATTEMPTS - 1:
+                raise RuntimeError(f"redis-server did not start: {self._log_tail()}")
+
+    def _start(self, workdir: Path, module_args: tuple[str, ...], extra: tuple[str, ...]) -> bool:
         self.port = free_port()
         self.dir = workdir / f"redis-{self.port}"
         self.dir.mkdir(parents=True)
@@ -67,6 +87,8 @@ class Server:
             "--dir", str(self.dir),
             "--save", "",
             "--appendonly", "no",
+            "--daemonize", "no",
+            "--protected-mode", "yes",
             "--logfile", str(self.log),
             *extra,
             "--loadmodule", MODULE, *module_args,
@@ -74,19 +96,21 @@ class Server:
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 15
         probe = redis.Redis(port=self.port, socket_timeout=1)
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"redis-server exited: {self._log_tail()}")
-            try:
-                if probe.ping():
-                    break
-            except redis.exceptions.RedisError:
-                pass
-            if time.monotonic() > deadline:
-                self.kill()
-                raise RuntimeError(f"redis-server did not start: {self._log_tail()}")
-            time.sleep(0.02)
-        probe.close()
+        try:
+            while True:
+                if self.proc.poll() is not None:
+                    return False
+                try:
+                    if probe.ping():
+                        return True
+                except redis.exceptions.RedisError:
+                    pass
+                if time.monotonic() > deadline:
+                    self.kill()
+                    return False
+                time.sleep(0.02)
+        finally:
+            probe.close()
 
     def _log_tail(self) -> str:
         try:
