@@ -219,7 +219,7 @@ fn decision_reply(d: &Decision) -> [i64; 4] {
     ]
 }
 
-/// OKOME.RATE agent limit window_s [COST n]
+/// OKOME.RATE agent limit window [COST n]
 const ROUTE_BY_AGENT: &str = "cluster clients must route this command by its agent argument (the window's hash tag); agent ids made only of [A-Za-z0-9._/+@=-] route to their window's slot";
 
 const ROUTE_BY_PART: &str = "cluster clients must route OKOME.CACHE.* by the first part (the key's hash tag); parts made only of [A-Za-z0-9._/+@=-] route to their key's slot";

@@ -118,12 +118,15 @@ fn inconsistent_or_unknown_loadmodule_arguments_abort_the_start() {
             &["planner-ttl-default", "9999"],
             "okome.planner-ttl-min <= okome.planner-ttl-default <= okome.planner-ttl-max must hold, got 300 / 9999 / 900",
         ),
-        (&["nope", "1"], "unknown okome config 'nope'"),
+        (&["nope", "1"], "unknown config 'okome.nope'"),
         (
             &["write-window", "0"],
             "okome.write-window 0 is out of range",
         ),
-        (&["lock-ttl-max"], "module argument 'lock-ttl-max' needs a value"),
+        (
+            &["lock-ttl-max"],
+            "module argument 'okome.lock-ttl-max' needs a value",
+        ),
     ];
     for (module_args, message) in cases {
         let dir = TempDir::new();
@@ -207,7 +210,7 @@ fn config_set_changes_behaviour_at_runtime() {
             &mut c,
             &[b"OKOME.CACHE.SET", b"tools", b"v", b"\"123456789\""]
         ),
-        "ERR value is 11 bytes, larger than the 10-byte limit (okome.max-value-bytes)"
+        "ERR value_json is 11 bytes, larger than the 10-byte limit (okome.max-value-bytes)"
     );
     let ttl: i64 = redis::cmd("OKOME.CACHE.SET")
         .arg(&["tools", "v", "\"12345678\""])

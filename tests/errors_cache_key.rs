@@ -39,27 +39,27 @@ fn cache_get_errors() {
         ),
         exact(
             &[b"OKOME.CACHE.GET", b"tools", b"v1", b"x"],
-            "ERR syntax error: kind 'tools' takes 1 component(s) (tool_version), got 2",
+            "ERR syntax error: kind 'tools' takes 1 part (tool_version), got 2",
         ),
         exact(
             &[b"OKOME.CACHE.GET", b"tools", b"v1", b"TTL", b"600"],
-            "ERR syntax error: kind 'tools' takes 1 component(s) (tool_version), got 3",
+            "ERR syntax error: kind 'tools' takes 1 part (tool_version), got 3",
         ),
         exact(
             &[b"OKOME.CACHE.GET", b"rag", b"r"],
-            "ERR syntax error: kind 'rag' takes 2 component(s) (repo, chunk_hash), got 1",
+            "ERR syntax error: kind 'rag' takes 2 parts (repo, chunk_hash), got 1",
         ),
         exact(
             &[b"OKOME.CACHE.GET", b"rag", b"r", b"c", b"d"],
-            "ERR syntax error: kind 'rag' takes 2 component(s) (repo, chunk_hash), got 3",
+            "ERR syntax error: kind 'rag' takes 2 parts (repo, chunk_hash), got 3",
         ),
         exact(
             &[b"OKOME.CACHE.GET", b"model_meta", b"a", b"b"],
-            "ERR syntax error: kind 'model_meta' takes 1 component(s) (model), got 2",
+            "ERR syntax error: kind 'model_meta' takes 1 part (model), got 2",
         ),
         exact(
             &[b"OKOME.CACHE.GET", b"health", b"a", b"b"],
-            "ERR syntax error: kind 'health' takes 1 component(s) (node), got 2",
+            "ERR syntax error: kind 'health' takes 1 part (node), got 2",
         ),
         exact(
             &[b"OKOME.CACHE.GET", b"tools", b""],
@@ -105,9 +105,16 @@ fn cache_set_errors() {
             &[b"OKOME.CACHE.SET", b"tools", b"v1"],
             arity("okome.cache.set"),
         ),
+        // The parts and the value are the arguments before the first
+        // option: too few or too many parts are named as such.
         exact(
             &[b"OKOME.CACHE.SET", b"rag", b"r", b"{}"],
-            arity("okome.cache.set"),
+            "ERR syntax error: kind 'rag' takes 2 parts (repo, chunk_hash), got 1",
+        ),
+        exact(
+            &[b"OKOME.CACHE.SET", b"rag", b"r", b"c", b"TTL", b"1800"],
+            "ERR syntax error: value_json is missing: kind 'rag' takes 2 parts (repo, \
+             chunk_hash), then value_json",
         ),
         exact(
             &[b"OKOME.CACHE.SET", b"planner", b"m", b"{}"],
@@ -125,13 +132,36 @@ fn cache_set_errors() {
             ],
             PLANNER_VIA_CACHE,
         ),
-        // The value sits right after the kind's parts: one part too many
-        // leaves a stray word where options go.
-        unknown(
+        exact(
             &[b"OKOME.CACHE.SET", b"tools", b"v1", b"x", b"{}"],
-            "{}",
-            &["TTL"],
+            "ERR syntax error: kind 'tools' takes 1 part (tool_version), got 2",
         ),
+        exact(
+            &[
+                b"OKOME.CACHE.SET",
+                b"tools",
+                b"v1",
+                b"x",
+                b"{}",
+                b"TTL",
+                b"600",
+            ],
+            "ERR syntax error: kind 'tools' takes 1 part (tool_version), got 2",
+        ),
+        // An option keyword is never a part (it would make okome:tools:{TTL}).
+        exact(
+            &[b"OKOME.CACHE.SET", b"tools", b"TTL", b"{}"],
+            "ERR syntax error: tool_version cannot be 'TTL': TTL and AGENT are the options \
+             of OKOME.CACHE.SET (OKOME.CACHE.SET tools tool_version value_json [TTL s] \
+             [AGENT id])",
+        ),
+        exact(
+            &[b"OKOME.CACHE.SET", b"rag", b"r", b"agent", b"{}"],
+            "ERR syntax error: chunk_hash cannot be 'agent': TTL and AGENT are the options \
+             of OKOME.CACHE.SET (OKOME.CACHE.SET rag repo chunk_hash value_json [TTL s] \
+             [AGENT id])",
+        ),
+        // After a JSON value, a stray word is an unknown option.
         unknown(
             &[b"OKOME.CACHE.SET", b"tools", b"v1", b"{}", b"EX", b"600"],
             "EX",
@@ -214,16 +244,24 @@ fn cache_set_errors() {
         // Valid JSON checks come after the TTL: a bad value with a good TTL.
         let parts = &base[..base.len() - 1];
         let good_ttl = max.to_string();
-        cases.extend(json_cases(parts, &[b"TTL", good_ttl.as_bytes()]));
+        cases.extend(json_cases(
+            "value_json",
+            parts,
+            &[b"TTL", good_ttl.as_bytes()],
+        ));
     }
-    cases.extend(json_cases(&[b"OKOME.CACHE.SET", b"tools", b"v1"], &[]));
+    cases.extend(json_cases(
+        "value_json",
+        &[b"OKOME.CACHE.SET", b"tools", b"v1"],
+        &[],
+    ));
     let mut big = vec![b'"'];
     big.resize(LIMIT, b'a');
     big.push(b'"');
     cases.push(exact(
         &[b"OKOME.CACHE.SET", b"rag", b"r", b"c", &big],
         format!(
-            "ERR value is {} bytes, larger than the {LIMIT}-byte limit (okome.max-value-bytes)",
+            "ERR value_json is {} bytes, larger than the {LIMIT}-byte limit (okome.max-value-bytes)",
             LIMIT + 1
         ),
     ));
@@ -248,9 +286,20 @@ fn cache_set_errors() {
     assert_eq!(len as usize, LIMIT);
 }
 
-const PLANNER_PARTS: &str = "ERR syntax error: kind 'planner' takes 4 parts (model, prompt, \
-                             toolset_version, repo_hash), or model, prompt_hash, toolset_version, \
-                             repo_hash and HASHED";
+fn planner_parts(got: usize) -> String {
+    format!(
+        "ERR syntax error: kind 'planner' takes 4 parts (model, prompt, toolset_version, \
+         repo_hash), or 5 (model, prompt_hash, toolset_version, repo_hash, HASHED), got {got}"
+    )
+}
+
+/// `OKOME.KEY` takes every kind, budgets and ledgers too, and says so.
+fn unknown_kind(shown: &str) -> String {
+    format!(
+        "ERR kind '{shown}' is not a kind of okome key: OKOME.KEY takes planner, model_meta, \
+         rag, tools, health, rate, write or ledger"
+    )
+}
 
 #[test]
 fn key_errors() {
@@ -259,10 +308,13 @@ fn key_errors() {
         exact(&[b"OKOME.KEY"], arity("okome.key")),
         exact(&[b"OKOME.KEY", b"tools"], arity("okome.key")),
         exact(&[b"OKOME.KEY", b"planner"], arity("okome.key")),
-        exact(&[b"OKOME.KEY", b"planner", b"m", b"p", b"t"], PLANNER_PARTS),
+        exact(
+            &[b"OKOME.KEY", b"planner", b"m", b"p", b"t"],
+            planner_parts(3),
+        ),
         exact(
             &[b"OKOME.KEY", b"planner", b"m", b"p", b"t", b"r", b"x"],
-            PLANNER_PARTS,
+            planner_parts(5),
         ),
         exact(
             &[
@@ -275,7 +327,7 @@ fn key_errors() {
                 b"HASHED",
                 b"x",
             ],
-            PLANNER_PARTS,
+            planner_parts(6),
         ),
         exact(
             &[b"OKOME.KEY", b"planner", b"m", b"p", b"t", b"r", b"HASHED"],
@@ -312,15 +364,15 @@ fn key_errors() {
         ),
         exact(
             &[b"OKOME.KEY", b"tools", b"a", b"b"],
-            "ERR syntax error: kind 'tools' takes 1 component(s) (tool_version), got 2",
+            "ERR syntax error: kind 'tools' takes 1 part (tool_version), got 2",
         ),
         exact(
             &[b"OKOME.KEY", b"rag", b"a"],
-            "ERR syntax error: kind 'rag' takes 2 component(s) (repo, chunk_hash), got 1",
+            "ERR syntax error: kind 'rag' takes 2 parts (repo, chunk_hash), got 1",
         ),
         exact(
             &[b"OKOME.KEY", b"rate", b"a", b"b"],
-            "ERR syntax error: kind 'rate' takes 1 component(s) (agent), got 2",
+            "ERR syntax error: kind 'rate' takes 1 part (agent), got 2",
         ),
         exact(&[b"OKOME.KEY", b"rate", b""], "ERR agent must not be empty"),
         exact(
@@ -336,7 +388,7 @@ fn key_errors() {
         if matches!(*kind, b"rate" | b"write" | b"RATE") {
             continue; // budget kinds have keys
         }
-        cases.push(exact(&[b"OKOME.KEY", kind, b"x"], not_cacheable(shown)));
+        cases.push(exact(&[b"OKOME.KEY", kind, b"x"], unknown_kind(shown)));
     }
     run(&mut c, &cases);
 }

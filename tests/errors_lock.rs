@@ -21,11 +21,11 @@ fn lock_errors() {
         exact(&[b"OKOME.LOCK", kb, b"TOKEN"], needs_value("TOKEN")),
         exact(
             &[b"OKOME.LOCK", kb, b"TOKEN", b""],
-            "ERR TOKEN must not be empty",
+            "ERR token must not be empty",
         ),
         exact(
             &[b"OKOME.LOCK", kb, b"TTL", b"9000", b"TOKEN", b""],
-            "ERR TOKEN must not be empty",
+            "ERR token must not be empty",
         ),
         exact(
             &[b"OKOME.LOCK", kb, b"TTL", b"9000", b"TTL", b"9000"],
@@ -73,14 +73,14 @@ fn lock_errors() {
         &[b"OKOME.LOCK", b"okome:rag:{r}:c:lock"],
         not_okome(
             "okome:rag:{r}:c:lock",
-            "kind 'rag' has 2 component(s) (repo, chunk_hash), found 3",
+            "kind 'rag' has 2 components (repo, chunk_hash), found 3",
         ),
     ));
     cases.push(exact(
         &[b"OKOME.LOCK", b"okome:tools:{v1}:lock"],
         not_okome(
             "okome:tools:{v1}:lock",
-            "kind 'tools' has 1 component(s) (tool_version), found 2",
+            "kind 'tools' has 1 component (tool_version), found 2",
         ),
     ));
     for (key, kind) in [
@@ -131,7 +131,7 @@ fn unlock_errors() {
             &[b"OKOME.UNLOCK", b"okome:rag:{r}:c:lock", b"t"],
             not_okome(
                 "okome:rag:{r}:c:lock",
-                "kind 'rag' has 2 component(s) (repo, chunk_hash), found 3",
+                "kind 'rag' has 2 components (repo, chunk_hash), found 3",
             ),
         ),
     ];

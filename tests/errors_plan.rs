@@ -336,7 +336,7 @@ fn plan_set_errors() {
         ),
         exact(
             &[b"OKOME.PLAN.SET", kb, b"{}", b"TOKEN", b""],
-            "ERR TOKEN must not be empty",
+            "ERR token must not be empty",
         ),
         exact(
             &[b"OKOME.PLAN.SET", kb, b"{}", b"TTL", b"600", b"ttl", b"600"],
@@ -365,8 +365,9 @@ fn plan_set_errors() {
         900,
         "seconds",
     ));
-    cases.extend(json_cases(&[b"OKOME.PLAN.SET", kb], &[]));
+    cases.extend(json_cases("plan_json", &[b"OKOME.PLAN.SET", kb], &[]));
     cases.extend(json_cases(
+        "plan_json",
         &[b"OKOME.PLAN.SET", kb],
         &[b"TTL", b"300", b"TOKEN", b"x"],
     ));
@@ -404,7 +405,7 @@ fn plan_set_errors() {
     cases.push(exact(
         &[b"OKOME.PLAN.SET", kb, &big],
         format!(
-            "ERR value is {} bytes, larger than the {LIMIT}-byte limit (okome.max-value-bytes)",
+            "ERR plan_json is {} bytes, larger than the {LIMIT}-byte limit (okome.max-value-bytes)",
             LIMIT + 1
         ),
     ));

@@ -371,7 +371,7 @@ fn info_okome_counts_a_known_workload_exactly() {
         &mut c,
         &[b"OKOME.PLAN.SET", k5.as_bytes(), b"{}", b"TTL", b"5"],
     );
-    assert!(e.starts_with("ERR TTL 5"), "{e}");
+    assert!(e.starts_with("ERR ttl 5"), "{e}");
     let e = err(&mut c, &[b"OKOME.RATE", b"r", b"0", b"60"]);
     assert!(e.starts_with("ERR"), "{e}");
     step(&mut c, &mut exp, "2 error replies", &[("errors", 2)]);

@@ -942,7 +942,7 @@ fn cluster_records_lists_and_purges_what_each_node_serves() {
             far.as_bytes(),
         ],
     );
-    assert!(e.starts_with("ERR PXAT"), "{e}");
+    assert!(e.starts_with("ERR pxat"), "{e}");
     let (ttl, size): (i64, i64) = redis::cmd("OKOME.AGENT.RECORD")
         .arg(&[agent, &remote, "PXAT", &at.to_string()])
         .query(&mut cc)
@@ -979,7 +979,7 @@ fn cluster_records_lists_and_purges_what_each_node_serves() {
             wrong.as_bytes(),
         ],
     );
-    assert!(e.starts_with("ERR PXAT"), "{e}");
+    assert!(e.starts_with("ERR pxat"), "{e}");
     record(&mut h, &[agent, &same]);
 
     // KEYS on the agent's node: keys of other slots are elsewhere.
@@ -1207,17 +1207,17 @@ fn bad_input_writes_nothing() {
         case(
             &["OKOME.AGENT.RECORD", "a", &pk, "PXAT", "1"],
             &format!(
-                "ERR PXAT 1 is not the expiry of '{}', which expires at {t}",
+                "ERR pxat 1 is not the expiry of '{}', which expires at {t}",
                 printed(&pk)
             ),
         ),
         case(
             &["OKOME.AGENT.RECORD", "a", &pk, "PXAT", "0"],
-            "ERR PXAT 0 is out of range",
+            "ERR pxat 0 is out of range",
         ),
         case(
             &["OKOME.AGENT.RECORD", "a", &pk, "PXAT", "x"],
-            "ERR PXAT is not an integer or out of range",
+            "ERR pxat is not an integer or out of range",
         ),
         case(
             &["OKOME.AGENT.RECORD", "a", &pk, "EX", "1"],
@@ -1226,15 +1226,15 @@ fn bad_input_writes_nothing() {
         // Options.
         case(
             &["OKOME.AGENT.KEYS", "seed", "COUNT", "0"],
-            "ERR COUNT 0 is out of range: must be between 1 and 10000 keys",
+            "ERR count 0 is out of range: must be between 1 and 10000 keys",
         ),
         case(
             &["OKOME.AGENT.KEYS", "seed", "COUNT", "-1"],
-            "ERR COUNT -1 is out of range",
+            "ERR count -1 is out of range",
         ),
         case(
             &["OKOME.AGENT.KEYS", "seed", "CURSOR", "7"],
-            "ERR syntax error: CURSOR '7' is not a cursor OKOME.AGENT.KEYS replied",
+            "ERR syntax error: cursor '7' is not a cursor OKOME.AGENT.KEYS replied",
         ),
         case(
             &["OKOME.AGENT.KEYS", "seed", "CURSOR"],
@@ -1246,7 +1246,7 @@ fn bad_input_writes_nothing() {
         ),
         case(
             &["OKOME.AGENT.PURGE", "seed", "COUNT", "100001"],
-            "ERR COUNT 100001 is out of range: must be between 1 and 100000 keys",
+            "ERR count 100001 is out of range: must be between 1 and 100000 keys",
         ),
         case(
             &["OKOME.AGENT.PURGE", "seed", "ALL"],

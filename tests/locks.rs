@@ -183,7 +183,7 @@ fn lock_ttl_bounds_are_inclusive() {
         );
         assert_eq!(
             e,
-            format!("ERR TTL {ttl} is out of range: must be between 8000 and 10000 ms")
+            format!("ERR ttl {ttl} is out of range: must be between 8000 and 10000 ms")
         );
     }
     assert!(!exists(&mut c, "okome:health:{x}:lock"));

@@ -816,20 +816,20 @@ fn wait_and_refresh_errors() {
     let cases: &[(&[&str], &str)] = &[
         (
             &["WAIT", "0"],
-            "ERR WAIT 0 is out of range: must be between 1 and 600000 ms",
+            "ERR wait 0 is out of range: must be between 1 and 600000 ms",
         ),
         (
             &["WAIT", "-1"],
-            "ERR WAIT -1 is out of range: must be between 1 and 600000 ms",
+            "ERR wait -1 is out of range: must be between 1 and 600000 ms",
         ),
         (
             &["WAIT", "600001"],
-            "ERR WAIT 600001 is out of range: must be between 1 and 600000 ms",
+            "ERR wait 600001 is out of range: must be between 1 and 600000 ms",
         ),
-        (&["WAIT", "x"], "ERR WAIT is not an integer or out of range"),
+        (&["WAIT", "x"], "ERR wait is not an integer or out of range"),
         (
             &["WAIT", "99999999999999999999"],
-            "ERR WAIT is not an integer or out of range",
+            "ERR wait is not an integer or out of range",
         ),
         (&["WAIT"], "ERR syntax error: option WAIT needs a value"),
         (
@@ -842,15 +842,15 @@ fn wait_and_refresh_errors() {
         ),
         (
             &["REFRESHAHEAD", "900001"],
-            "ERR REFRESHAHEAD 900001 is out of range: must be between 0 and 900000 ms",
+            "ERR refreshahead 900001 is out of range: must be between 0 and 900000 ms",
         ),
         (
             &["REFRESHAHEAD", "-1"],
-            "ERR REFRESHAHEAD -1 is out of range: must be between 0 and 900000 ms",
+            "ERR refreshahead -1 is out of range: must be between 0 and 900000 ms",
         ),
         (
             &["REFRESHAHEAD", "x"],
-            "ERR REFRESHAHEAD is not an integer or out of range",
+            "ERR refreshahead is not an integer or out of range",
         ),
         (
             &["REFRESHAHEAD", "10", "NOLOCK"],

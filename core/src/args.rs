@@ -168,7 +168,18 @@ fn json_detail(text: &str, e: &serde_json::Error) -> String {
             .nth(newlines)
             .map_or(0, |(i, _)| i.saturating_add(1))
     });
-    format!("at byte {}", line_start.saturating_add(e.column()).max(1))
+    let mut at = line_start.saturating_add(e.column()).max(1);
+    if e.to_string().starts_with("control character") {
+        // The parser reports some of these one byte early: the control
+        // byte is the first one from there.
+        at = text
+            .bytes()
+            .enumerate()
+            .skip(at.saturating_sub(1))
+            .find(|&(_, b)| b < 0x20)
+            .map_or(at, |(i, _)| i.saturating_add(1));
+    }
+    format!("at byte {at}")
 }
 
 fn check_value(what: &'static str, value: &[u8], cfg: &Config) -> Result<()> {
@@ -217,7 +228,7 @@ fn budget_key(kind: Kind, agent: &[u8]) -> Result<Vec<u8>> {
 
 pub const RATE: &str = "okome.rate";
 
-/// `OKOME.RATE agent limit window_s [COST n]`
+/// `OKOME.RATE agent limit window [COST n]`
 pub fn parse_rate(args: &[&[u8]]) -> Result<Charge> {
     let [agent, limit, window, rest @ ..] = args else {
         return Err(Error::Arity(RATE));
@@ -1179,6 +1190,8 @@ mod tests {
             (b"[\"\xc3\xa9\", x]", "at byte 8"),
             (b"\"\xff\"", "invalid UTF-8 at byte 2"),
             (b"{\"a\":\"\xc3\"}", "invalid UTF-8 at byte 7"),
+            (b"\"ctl\x01\"", "at byte 5"),
+            (b"{\"a\":\"\x1f\"}", "at byte 7"),
             (b"{", "it ends early, after byte 1"),
             (b"[1, ", "it ends early, after byte 4"),
         ] {

@@ -407,10 +407,13 @@ pub fn parse(key: &[u8]) -> Result<Kind> {
     let segments: Vec<&[u8]> = comps.split(|&b| b == b':').collect();
     let names = kind.components();
     if segments.len() != names.len() {
+        let count = match names.len() {
+            1 => "1 component".to_string(),
+            n => format!("{n} components"),
+        };
         return Err(bad(&format!(
-            "kind '{}' has {} component(s) ({}), found {}",
+            "kind '{}' has {count} ({}), found {}",
             kind.name(),
-            names.len(),
             names.join(", "),
             segments.len()
         )));

@@ -169,12 +169,21 @@ def test_errors_keep_the_server_message(ok, server):
     assert e.value.server_message.startswith("ERR kind 'git_ops' is not cacheable")
     assert isinstance(e.value, redis.exceptions.ResponseError)
 
-    with pytest.raises(okome.OutOfRangeError, match="TTL 5 is out of range"):
+    with pytest.raises(okome.OutOfRangeError, match="ttl 5 is out of range"):
         ok.plan_set(okome.planner_key("m", "p", "t", "r"), {}, ttl=5)
-    with pytest.raises(okome.InvalidJSONError):
+    with pytest.raises(okome.InvalidJSONError) as j:
         ok.plan_set(okome.planner_key("m", "p", "t", "r"), okome.RawJSON("{nope"))
+    assert j.value.server_message == "ERR plan_json is not valid JSON (at byte 2)"
     with pytest.raises(okome.KeyFormatError, match="is not an okome key"):
         ok.plan_set("okome:tools:v1", {})
+    # A part that is an option keyword is refused, never stored as okome:tools:{TTL}.
+    with pytest.raises(okome.ArgumentError) as p:
+        ok.cache_set("tools", "TTL", value={})
+    assert p.value.server_message.startswith("ERR syntax error: tool_version cannot be 'TTL'")
+    with pytest.raises(redis.exceptions.ResponseError) as k:
+        server.client().execute_command("OKOME.KEY", "lock", "x")
+    assert isinstance(okome.errors.translate(k.value), okome.ArgumentError)
+    assert "OKOME.KEY takes planner, model_meta" in str(k.value)
     with pytest.raises(okome.ArgumentError, match="must not be empty"):
         ok.plan_get("m", "p", "t", "")
     with pytest.raises(okome.ArgumentError):

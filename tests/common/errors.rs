@@ -26,10 +26,18 @@ pub fn not_cacheable(kind: &str) -> String {
 pub const PLANNER_VIA_CACHE: &str =
     "ERR kind 'planner' is read with OKOME.PLAN.GET and written with OKOME.PLAN.SET";
 pub const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kind of value";
-pub const NOT_JSON: &str = "ERR value is not valid JSON: ";
+/// `what` (`plan_json`, `value_json`) is not JSON; `detail` says where.
+pub fn not_json(what: &str, detail: &str) -> String {
+    format!("ERR {what} is not valid JSON ({detail})")
+}
 
+/// An integer outside `min..=max`; a range of one value reads as that value.
 pub fn range(what: &str, v: &str, min: u64, max: u64, unit: &str) -> String {
-    format!("ERR {what} {v} is out of range: must be between {min} and {max} {unit}")
+    if min == max {
+        format!("ERR {what} {v} is out of range: must be {min} {unit}")
+    } else {
+        format!("ERR {what} {v} is out of range: must be between {min} and {max} {unit}")
+    }
 }
 
 pub fn not_int(what: &str) -> String {
@@ -227,8 +235,11 @@ pub fn out_of_range(min: u64, max: u64) -> Vec<String> {
     v
 }
 
-/// Number cases for `opt` at the end of `base`.
+/// Number cases for option `opt` at the end of `base`: the errors name its
+/// argument as COMMAND DOCS does (the keyword in lowercase), and the keyword
+/// itself when its value is missing.
 pub fn number_cases(base: &[&[u8]], opt: &str, min: u64, max: u64, unit: &str) -> Vec<Case> {
+    let name = opt.to_ascii_lowercase();
     let mut out = Vec::new();
     let with = |v: &[u8]| {
         let mut a = owned(base);
@@ -239,13 +250,13 @@ pub fn number_cases(base: &[&[u8]], opt: &str, min: u64, max: u64, unit: &str) -
     for v in NOT_INTEGERS {
         out.push(Case {
             args: with(v),
-            want: Want::Exact(not_int(opt)),
+            want: Want::Exact(not_int(&name)),
         });
     }
     for v in out_of_range(min, max) {
         out.push(Case {
             args: with(v.as_bytes()),
-            want: Want::Exact(range(opt, &v, min, max, unit)),
+            want: Want::Exact(range(&name, &v, min, max, unit)),
         });
     }
     // Missing value.
@@ -258,43 +269,50 @@ pub fn number_cases(base: &[&[u8]], opt: &str, min: u64, max: u64, unit: &str) -
     out
 }
 
-/// Values that are not one JSON text.
+/// Values that are not one JSON text, with where the reply says they stop
+/// being JSON (byte offsets count from 1); `None`: the empty value, refused
+/// as empty.
 pub fn bad_json() -> Vec<(Vec<u8>, Option<&'static str>)> {
     vec![
+        (b"".to_vec(), None),
+        (b"   ".to_vec(), Some("it ends early, after byte 3")),
+        (b"{".to_vec(), Some("it ends early, after byte 1")),
+        (b"{bad".to_vec(), Some("at byte 2")),
+        (b"{} {}".to_vec(), Some("at byte 4")),
+        (b"{}x".to_vec(), Some("at byte 3")),
+        (b"[1,2]]".to_vec(), Some("at byte 6")),
+        (b"1 2".to_vec(), Some("at byte 3")),
+        (b"[1,]".to_vec(), Some("at byte 4")),
+        (b"{\"a\":1,}".to_vec(), Some("at byte 8")),
+        (b"{'a':1}".to_vec(), Some("at byte 2")),
+        (b"{a:1}".to_vec(), Some("at byte 2")),
+        (b"NaN".to_vec(), Some("at byte 1")),
+        (b"Infinity".to_vec(), Some("at byte 1")),
+        (b"01".to_vec(), Some("at byte 2")),
         (
-            b"".to_vec(),
-            Some("EOF while parsing a value at line 1 column 0"),
+            b"\"unterminated".to_vec(),
+            Some("it ends early, after byte 13"),
         ),
-        (b"   ".to_vec(), None),
-        (b"{".to_vec(), None),
-        (b"{bad".to_vec(), None),
+        (b"\"ctl\x01\"".to_vec(), Some("at byte 5")),
+        (b"\"bad escape \\q\"".to_vec(), Some("at byte 14")),
+        (b"undefined".to_vec(), Some("at byte 1")),
+        (b"\xff".to_vec(), Some("invalid UTF-8 at byte 1")),
+        (b"\xef\xbb\xbf{}".to_vec(), Some("at byte 1")),
+        (b"{}\x00".to_vec(), Some("at byte 3")),
         (
-            b"{} {}".to_vec(),
-            Some("trailing characters at line 1 column 4"),
+            "[".repeat(100_000).into_bytes(),
+            Some("it ends early, after byte 100000"),
         ),
-        (b"{}x".to_vec(), None),
-        (b"[1,2]]".to_vec(), None),
-        (b"1 2".to_vec(), None),
-        (b"[1,]".to_vec(), None),
-        (b"{\"a\":1,}".to_vec(), None),
-        (b"{'a':1}".to_vec(), None),
-        (b"{a:1}".to_vec(), None),
-        (b"NaN".to_vec(), None),
-        (b"Infinity".to_vec(), None),
-        (b"01".to_vec(), None),
-        (b"\"unterminated".to_vec(), None),
-        (b"\"ctl\x01\"".to_vec(), None),
-        (b"\"bad escape \\q\"".to_vec(), None),
-        (b"undefined".to_vec(), None),
-        (b"\xff".to_vec(), None),
-        (b"\xef\xbb\xbf{}".to_vec(), None),
-        (b"{}\x00".to_vec(), None),
-        ("[".repeat(100_000).into_bytes(), None),
-        ("{\"a\":".repeat(50_000).into_bytes(), None),
+        (
+            "{\"a\":".repeat(50_000).into_bytes(),
+            Some("it ends early, after byte 250000"),
+        ),
     ]
 }
 
-pub fn json_cases(before: &[&[u8]], after: &[&[u8]]) -> Vec<Case> {
+/// Every [`bad_json`] value as the argument `what` (`plan_json`,
+/// `value_json`) between `before` and `after`.
+pub fn json_cases(what: &str, before: &[&[u8]], after: &[&[u8]]) -> Vec<Case> {
     bad_json()
         .into_iter()
         .map(|(v, detail)| {
@@ -303,10 +321,10 @@ pub fn json_cases(before: &[&[u8]], after: &[&[u8]]) -> Vec<Case> {
             a.extend(owned(after));
             Case {
                 args: a,
-                want: match detail {
-                    Some(d) => Want::Exact(format!("{NOT_JSON}{d}")),
-                    None => Want::Prefix(NOT_JSON.into(), Vec::new()),
-                },
+                want: Want::Exact(match detail {
+                    Some(d) => not_json(what, d),
+                    None => format!("ERR {what} must not be empty"),
+                }),
             }
         })
         .collect()
@@ -315,8 +333,7 @@ pub fn json_cases(before: &[&[u8]], after: &[&[u8]]) -> Vec<Case> {
 /// Keys that are not okome keys at all, with the reason in the reply.
 pub fn malformed_keys() -> Vec<(String, String)> {
     let h = sha256_hex("p");
-    let comps =
-        "kind 'planner' has 4 component(s) (model, prompt_hash, toolset_version, repo_hash)";
+    let comps = "kind 'planner' has 4 components (model, prompt_hash, toolset_version, repo_hash)";
     let bad_hash = "prompt_hash must be 64 lowercase hex digits (SHA-256)";
     let start = "it must start with 'okome:'";
     let unknown_kind =

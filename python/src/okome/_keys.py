@@ -71,9 +71,8 @@ def build(kind: str, parts: tuple[Part, ...]) -> str:
     except KeyError:
         raise ValueError(f"unknown okome key kind {kind!r}") from None
     if len(parts) != len(names):
-        raise ValueError(
-            f"kind {kind!r} takes {len(names)} component(s) ({', '.join(names)}), got {len(parts)}"
-        )
+        count = "1 part" if len(names) == 1 else f"{len(names)} parts"
+        raise ValueError(f"kind {kind!r} takes {count} ({', '.join(names)}), got {len(parts)}")
     out = [PREFIX, path]
     for i, (part, name) in enumerate(zip(parts, names)):
         if not to_bytes(part):

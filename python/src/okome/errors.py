@@ -137,7 +137,7 @@ def _classify(text: str) -> type[OkomeError]:
         return WrongSlotError
     if low.startswith("kind ") and ("not cacheable" in low or "is read with" in low):
         return NotCacheableError
-    if low.startswith("value is not valid json"):
+    if " is not valid json (" in low:
         return InvalidJSONError
     if "is out of range" in low:
         return OutOfRangeError
@@ -150,6 +150,7 @@ def _classify(text: str) -> type[OkomeError]:
     if (
         low.startswith("syntax error")
         or low.startswith("wrong number of arguments")
+        or "is not a kind of okome key" in low
         or "is not an integer" in low
         or "must not be empty" in low
     ):
