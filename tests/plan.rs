@@ -110,7 +110,7 @@ fn plan_set_ttl_standard_and_stale_token() {
                 bad.as_bytes(),
             ],
         );
-        assert!(e.starts_with("ERR TTL"), "{bad}: {e}");
+        assert!(e.starts_with("ERR ttl"), "{bad}: {e}");
     }
 }
 

@@ -419,6 +419,39 @@ fn examples_readme_transcripts_replay() {
     replay_file("examples/README.md", 0);
 }
 
+/// examples/README.md shows the Python demo's output as `# ` lines under
+/// its command line; the demo must print exactly those (in the notation).
+#[test]
+fn examples_readme_shows_the_python_demos_output() {
+    let text = read("examples/README.md");
+    let expected: Vec<String> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("python3 examples/python/okome_demo.py"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("```"))
+        .filter_map(|l| l.strip_prefix("# "))
+        .map(str::to_string)
+        .collect();
+    assert!(
+        expected.len() >= 5,
+        "examples/README.md: the demo's output is missing"
+    );
+    let server = Server::start();
+    let out = common::demo::run_demo(&server.url());
+    assert!(out.status.success(), "the demo failed: {out:?}");
+    let actual: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    check_reply(
+        "examples/README.md",
+        "python3 examples/python/okome_demo.py",
+        &expected,
+        &actual,
+        &mut Bindings::default(),
+    );
+}
+
 /// The replay fails on a reply that differs from the document's.
 #[test]
 fn a_changed_reply_fails_the_replay() {

@@ -5,6 +5,7 @@
 //! okome's commands and replies.
 #![allow(dead_code)]
 
+pub mod demo;
 pub mod errors;
 pub mod ops;
 
