@@ -1,6 +1,7 @@
 //! Settings: each one from a `--flag value` (or `--flag=value`) on the
 //! command line, else from its environment variable, else its default.
 
+use okome_core::config::{LIMIT, REFRESH_AHEAD_MS, WAIT_MS, WINDOW_S};
 use std::fmt::Write as _;
 
 #[derive(Debug, Clone)]
@@ -129,33 +130,34 @@ impl Config {
                 .parse()
                 .map_err(|_| format!("{flag}: '{v}' is not a non-negative integer"))
         };
-        let positive = |flag: &str| -> Result<u64, String> {
-            match num(flag)? {
-                0 => Err(format!("{flag} must be at least 1")),
-                n => Ok(n),
+        // The module's own bounds (okome-core's range table, the one the
+        // server checks), so that a bad setting stops the planner at start
+        // instead of failing every request.
+        let within = |flag: &str, r: okome_core::config::Range| -> Result<u64, String> {
+            let n = num(flag)?;
+            if (r.min..=r.max).contains(&n) {
+                Ok(n)
+            } else {
+                Err(format!(
+                    "{flag} must be between {} and {} (okome's {} range)",
+                    r.min, r.max, r.name
+                ))
             }
         };
         let cfg = Config {
             redis_url: get("--redis-url"),
             listen: get("--listen"),
-            rate_limit: positive("--rate-limit")?,
-            rate_window_s: positive("--rate-window")?,
-            write_limit: positive("--write-limit")?,
+            rate_limit: within("--rate-limit", LIMIT)?,
+            rate_window_s: within("--rate-window", WINDOW_S)?,
+            write_limit: within("--write-limit", LIMIT)?,
             compute_delay_ms: num("--compute-delay-ms")?,
-            wait_ms: num("--wait-ms")?,
-            refresh_ahead_ms: num("--refresh-ahead-ms")?,
+            wait_ms: match num("--wait-ms")? {
+                0 => 0,
+                _ => within("--wait-ms", WAIT_MS)?,
+            },
+            refresh_ahead_ms: within("--refresh-ahead-ms", REFRESH_AHEAD_MS)?,
             toolset_version: get("--toolset-version"),
         };
-        // The module's own bounds, checked here so that a bad setting stops
-        // the planner at start instead of failing every request.
-        if cfg.wait_ms > 600_000 {
-            return Err("--wait-ms must be at most 600000 (OKOME.PLAN.GET WAIT)".into());
-        }
-        if cfg.refresh_ahead_ms > 900_000 {
-            return Err(
-                "--refresh-ahead-ms must be at most 900000 (OKOME.PLAN.GET REFRESHAHEAD)".into(),
-            );
-        }
         if cfg.toolset_version.is_empty() {
             return Err("--toolset-version must not be empty".into());
         }
@@ -190,6 +192,10 @@ mod tests {
     fn bad_settings_are_refused_with_the_flag_named() {
         for (args, needle) in [
             (&["--rate-limit", "0"][..], "--rate-limit"),
+            (
+                &["--rate-limit", "100001"][..],
+                "--rate-limit must be between 1 and 100000 (okome's limit range)",
+            ),
             (&["--rate-window", "x"][..], "--rate-window"),
             (&["--wait-ms", "600001"][..], "--wait-ms"),
             (&["--refresh-ahead-ms", "900001"][..], "--refresh-ahead-ms"),
