@@ -13,8 +13,6 @@ use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hasher};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 // ---------------------------------------------------------------- helpers
@@ -704,73 +702,6 @@ fn replication_stream_carries_effects_not_commands() {
 
 // -------------------------------------------------------------------- AOF
 
-/// A `redis-server` started on an existing directory (to replay its AOF);
-/// killed and reaped on drop. The directory belongs to the first server.
-struct Restarted {
-    child: Child,
-    port: u16,
-}
-
-impl Restarted {
-    fn start(dir: &Path, extra: &[&str]) -> Restarted {
-        let module = module_path();
-        let mut last = String::new();
-        for attempt in 0..5 {
-            let port = free_port();
-            let log = format!("restart-{attempt}.log");
-            let child = Command::new(server_binary())
-                .arg("--port")
-                .arg(port.to_string())
-                .args(["--bind", "127.0.0.1", "--save", ""])
-                .args(["--daemonize", "no", "--protected-mode", "yes"])
-                .arg("--dir")
-                .arg(dir)
-                .args(["--logfile", &log])
-                .arg("--loadmodule")
-                .arg(&module)
-                .args(extra)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn redis-server");
-            let mut r = Restarted { child, port };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = r.child.try_wait() {
-                    break;
-                }
-                // PING answers LOADING until the AOF is replayed.
-                if let Ok(mut c) = r.client().get_connection() {
-                    if redis::cmd("PING").query::<String>(&mut c).is_ok() {
-                        return r;
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            last = std::fs::read_to_string(dir.join(&log)).unwrap_or_default();
-        }
-        panic!("restarted redis-server did not come up; log:\n{last}");
-    }
-
-    fn client(&self) -> redis::Client {
-        redis::Client::open(format!("redis://127.0.0.1:{}/", self.port)).unwrap()
-    }
-
-    fn conn(&self) -> redis::Connection {
-        let c = self.client().get_connection().expect("connect");
-        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        c
-    }
-}
-
-impl Drop for Restarted {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn aof_replay_restores_same_keys_and_ttls() {
     let mut s = Server::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
@@ -786,9 +717,9 @@ fn aof_replay_restores_same_keys_and_ttls() {
         "the AOF directory exists"
     );
 
-    // `s` (declared first) owns and removes the directory; `r` drops first.
-    let r = Restarted::start(&s.dir, &["--appendonly", "yes"]);
-    let mut c = r.conn();
+    // The same server again, on its directory: it replays its AOF.
+    s.crash_and_restart();
+    let mut c = s.conn();
     let after = record(&mut c, "after the AOF replay");
     let elapsed = t_before.elapsed().as_millis() as i64;
 
@@ -976,7 +907,9 @@ fn windows_stay_byte_identical_under_a_long_random_workload() {
         .arg("okome:budget:rate:{big-60s}")
         .query(&mut p)
         .unwrap();
-    assert!(big > 1_000, "a large window: {big} bytes");
+    // Past the 320 bytes under which a window is rewritten whole (how far
+    // past depends on how many calls a loaded machine gets through).
+    assert!(big > 320, "a large window: {big} bytes");
     let stats: String = redis::cmd("INFO")
         .arg("commandstats")
         .query(&mut r)
@@ -993,9 +926,8 @@ fn windows_stay_byte_identical_under_a_long_random_workload() {
 
     // The AOF replays into the same bytes and expiries.
     drop(p);
-    primary.kill();
-    let restarted = Restarted::start(&primary.dir, &["--appendonly", "yes"]);
-    let mut c = restarted.conn();
+    primary.crash_and_restart();
+    let mut c = primary.conn();
     let replayed = dumps(&mut c);
     assert_eq!(
         replayed.keys().collect::<Vec<_>>(),
