@@ -32,10 +32,6 @@ fn plan_get_errors() {
             "ERR toolset_version must not be empty",
         ),
         exact(
-            &[b"OKOME.PLAN.GET", b"m", b"p", b"t", b""],
-            "ERR repo_hash must not be empty",
-        ),
-        exact(
             &[b"OKOME.PLAN.GET", b"m", b"p", b"t", b"", b"NOLOCK"],
             "ERR repo_hash must not be empty",
         ),
