@@ -491,3 +491,120 @@ fn readme_names_every_config_and_info_field() {
         );
     }
 }
+
+/// An argument of `COMMAND DOCS` in the syntax form the README uses, with
+/// `_` for a keyword's value: `[AGENT _ LIMIT _ WINDOW _]`.
+fn syntax_of(v: &Value) -> String {
+    let m = pairs(v);
+    let kind = text(field(&m, "type").expect("type"));
+    let token = field(&m, "token").map(text);
+    let subs = || -> Vec<String> {
+        field(&m, "arguments")
+            .map(|a| array(a).iter().map(syntax_of).collect())
+            .unwrap_or_default()
+    };
+    let mut s = match (kind.as_str(), token) {
+        ("pure-token", Some(t)) => t,
+        ("block", _) => subs().join(" "),
+        ("oneof", _) => subs().join(" | "),
+        (_, Some(t)) => format!("{t} _"),
+        (_, None) => text(field(&m, "name").expect("name")),
+    };
+    let flags = field(&m, "flags").map(strings).unwrap_or_default();
+    if flags.iter().any(|f| f == "multiple") {
+        s += "...";
+    }
+    if flags.iter().any(|f| f == "optional") {
+        s = format!("[{s}]");
+    }
+    s
+}
+
+/// A README syntax line as words, brackets and bars apart, with `_` for
+/// the placeholder after a keyword (`COST n` → `COST _`).
+fn syntax_words(line: &str) -> Vec<String> {
+    let spaced = line
+        .replace('[', " [ ")
+        .replace(']', " ] ")
+        .replace('|', " | ");
+    let mut out: Vec<String> = Vec::new();
+    for w in spaced.split_whitespace() {
+        let after_keyword = out
+            .last()
+            .is_some_and(|p| p.len() > 1 && p.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'));
+        let placeholder = w.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+        out.push(if after_keyword && placeholder {
+            "_".into()
+        } else {
+            w.into()
+        });
+    }
+    out
+}
+
+/// The syntax lines under each command heading (`OKOME.RATE agent limit
+/// window [COST n]`) are what `COMMAND DOCS` says, argument for argument.
+#[test]
+fn readme_syntax_lines_are_command_docs() {
+    let readme = repo_file("README.md");
+    let mut lines = readme.lines().peekable();
+    let mut shown: Vec<String> = Vec::new();
+    while let Some(line) = lines.next() {
+        if !line.starts_with("### OKOME.") {
+            continue;
+        }
+        while lines.peek().is_some_and(|l| l.trim().is_empty()) {
+            lines.next();
+        }
+        if lines.next() != Some("```") {
+            continue;
+        }
+        for l in lines.by_ref() {
+            if l.starts_with("```") {
+                break;
+            }
+            if l.starts_with("OKOME.") {
+                shown.push(l.to_string());
+            } else if let Some(last) = shown.last_mut() {
+                *last = format!("{last} {}", l.trim());
+            }
+        }
+    }
+    let s = Server::start();
+    let mut c = s.conn();
+    let mut names = BTreeSet::new();
+    for line in &shown {
+        let name = line
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_lowercase();
+        let reply: Value = redis::cmd("COMMAND")
+            .arg("DOCS")
+            .arg(&name)
+            .query(&mut c)
+            .unwrap();
+        let top = pairs(&reply);
+        assert_eq!(
+            top.len(),
+            1,
+            "README syntax line for an unknown command: {line}"
+        );
+        let docs = pairs(&top[0].1);
+        let args: Vec<String> = field(&docs, "arguments")
+            .map(|a| array(a).iter().map(syntax_of).collect())
+            .unwrap_or_default();
+        let want = syntax_words(&format!("{} {}", name.to_uppercase(), args.join(" ")));
+        assert_eq!(
+            syntax_words(line),
+            want,
+            "README's syntax line differs from COMMAND DOCS {name}"
+        );
+        names.insert(name);
+    }
+    assert_eq!(
+        names.len(),
+        13,
+        "a syntax line for every command: {names:?}"
+    );
+}
