@@ -309,9 +309,6 @@ pub struct PlanGet {
 
 pub const PLAN_GET: &str = "okome.plan.get";
 
-/// Longest `WAIT`, ms.
-pub const MAX_WAIT_MS: u64 = crate::config::WAIT_MS.max;
-
 /// The flag after `repo_hash` that makes the second argument the prompt's
 /// hash (`PLAN.GET`, `KEY planner`).
 pub const HASHED: &str = "HASHED";
@@ -386,19 +383,12 @@ fn parse_lookup_options(rest: &[&[u8]], cfg: &Config) -> Result<PlanGet> {
     ];
     while let Some(opt) = opts.next(&known)? {
         match opt {
-            "WAIT" => {
-                wait_ms = Some(crate::config::WAIT_MS.standard().check(
-                    "wait",
-                    opts.int("WAIT")?,
-                    "ms",
-                )?)
-            }
+            "WAIT" => wait_ms = Some(crate::config::WAIT_MS.check("wait", opts.int("WAIT")?)?),
             "REFRESHAHEAD" => {
-                refresh = Some(crate::config::REFRESH_AHEAD_MS.standard().check(
-                    "refreshahead",
-                    opts.int("REFRESHAHEAD")?,
-                    "ms",
-                )?)
+                refresh = Some(
+                    crate::config::REFRESH_AHEAD_MS
+                        .check("refreshahead", opts.int("REFRESHAHEAD")?)?,
+                )
             }
             "LOCKTTL" => {
                 lock_ttl = Some(
@@ -654,7 +644,11 @@ pub fn parse_cache_set<'a>(args: &[&'a [u8]], cfg: &Config) -> Result<CacheSet<'
     let kind = cache_kind(kind)?;
     let names = kind.components();
     let n = names.len();
-    if let Some((word, name)) = rest.iter().zip(names).find(|(w, _)| is_cache_set_option(w)) {
+    let positional = rest
+        .iter()
+        .position(|w| is_cache_set_option(w))
+        .unwrap_or(rest.len());
+    if let (Some(name), Some(word)) = (names.get(positional), rest.get(positional)) {
         return Err(Error::Syntax(format!(
             "{name} cannot be '{}': TTL and AGENT are the options of OKOME.CACHE.SET \
              (OKOME.CACHE.SET {} {} value_json [TTL s] [AGENT id])",
@@ -663,10 +657,6 @@ pub fn parse_cache_set<'a>(args: &[&'a [u8]], cfg: &Config) -> Result<CacheSet<'
             names.join(" ")
         )));
     }
-    let positional = rest
-        .iter()
-        .position(|w| is_cache_set_option(w))
-        .unwrap_or(rest.len());
     let is_json = |i: Option<usize>| {
         i.and_then(|i| rest.get(i))
             .is_some_and(|v| check_json("value_json", v).is_ok())

@@ -224,18 +224,28 @@ pub struct ArgRange {
     pub bounds: Bounds,
 }
 
-const fn fixed(command: &'static str, arg: &'static str, r: Range) -> ArgRange {
+const fn within(command: &'static str, arg: &'static str, bounds: Bounds) -> ArgRange {
     ArgRange {
         command,
         arg,
-        bounds: Bounds::Fixed(r),
+        bounds,
     }
+}
+
+const fn fixed(command: &'static str, arg: &'static str, r: Range) -> ArgRange {
+    within(command, arg, Bounds::Fixed(r))
 }
 
 const LOCK_STANDARD: Bounds = Bounds::Standard {
     prefix: "lock-ttl",
     hard: LOCK_TTL_MS,
     seed: SEED_LOCK_TTL_MS,
+};
+
+const PLANNER_STANDARD: Bounds = Bounds::Standard {
+    prefix: "planner-ttl",
+    hard: CACHE_TTL_S,
+    seed: SEED_PLANNER_TTL_S,
 };
 
 /// Every bounded numeric argument of every command (`PXAT`, an absolute
@@ -245,47 +255,23 @@ pub const ARGS: [ArgRange; 23] = [
     fixed("okome.plan.get", "window", WINDOW_S),
     fixed("okome.plan.get", "wait", WAIT_MS),
     fixed("okome.plan.get", "refreshahead", REFRESH_AHEAD_MS),
-    ArgRange {
-        command: "okome.plan.get",
-        arg: "lockttl",
-        bounds: LOCK_STANDARD,
-    },
+    within("okome.plan.get", "lockttl", LOCK_STANDARD),
     fixed("okome.plan.lookup", "limit", LIMIT),
     fixed("okome.plan.lookup", "window", WINDOW_S),
     fixed("okome.plan.lookup", "wait", WAIT_MS),
     fixed("okome.plan.lookup", "refreshahead", REFRESH_AHEAD_MS),
-    ArgRange {
-        command: "okome.plan.lookup",
-        arg: "lockttl",
-        bounds: LOCK_STANDARD,
-    },
-    ArgRange {
-        command: "okome.plan.set",
-        arg: "ttl",
-        bounds: Bounds::Standard {
-            prefix: "planner-ttl",
-            hard: CACHE_TTL_S,
-            seed: SEED_PLANNER_TTL_S,
-        },
-    },
+    within("okome.plan.lookup", "lockttl", LOCK_STANDARD),
+    within("okome.plan.set", "ttl", PLANNER_STANDARD),
     fixed("okome.plan.set", "wlimit", LIMIT),
     fixed("okome.plan.set", "wwindow", WINDOW_S),
-    ArgRange {
-        command: "okome.lock",
-        arg: "ttl",
-        bounds: LOCK_STANDARD,
-    },
+    within("okome.lock", "ttl", LOCK_STANDARD),
     fixed("okome.rate", "limit", LIMIT),
     fixed("okome.rate", "window", WINDOW_S),
     fixed("okome.rate", "cost", COST),
     fixed("okome.wbudget", "write_limit", LIMIT),
     fixed("okome.wbudget", "window", WINDOW_S),
     fixed("okome.wbudget", "cost", COST),
-    ArgRange {
-        command: "okome.cache.set",
-        arg: "ttl",
-        bounds: Bounds::KindStandard,
-    },
+    within("okome.cache.set", "ttl", Bounds::KindStandard),
     fixed("okome.agent.keys", "count", KEYS_COUNT),
     fixed("okome.agent.purge", "count", PURGE_COUNT),
 ];
@@ -419,11 +405,9 @@ mod tests {
 pub struct Param {
     /// Kebab-case name, without the `okome.` prefix.
     pub name: &'static str,
-    /// Hard bounds of the value (Redis refuses anything outside them), as
-    /// registered: `bounds.min` and `bounds.max`.
-    pub min: i64,
-    pub max: i64,
-    /// The hard bounds and unit, from the range table.
+    /// The hard bounds and unit, from the range table (registered with
+    /// Redis, which refuses anything outside them: [`Param::min`],
+    /// [`Param::max`]).
     pub bounds: Range,
     /// The seed's standard, for the TTL standards: a value outside it is
     /// allowed, and logged as a warning.
@@ -455,8 +439,6 @@ impl Param {
     ) -> Param {
         Param {
             name,
-            min: signed(bounds.min),
-            max: signed(bounds.max),
             bounds,
             seed: None,
             memory: false,
@@ -464,6 +446,16 @@ impl Param {
             get,
             set,
         }
+    }
+
+    /// The hard minimum, as the signed value Redis registers.
+    pub const fn min(&self) -> i64 {
+        signed(self.bounds.min)
+    }
+
+    /// The hard maximum, as the signed value Redis registers.
+    pub const fn max(&self) -> i64 {
+        signed(self.bounds.max)
     }
 }
 
@@ -649,10 +641,12 @@ impl Config {
             .iter()
             .find(|p| p.name.eq_ignore_ascii_case(bare))
             .ok_or_else(|| format!("unknown config 'okome.{bare}'"))?;
-        if value < p.min || value > p.max {
+        if value < p.min() || value > p.max() {
             return Err(format!(
                 "okome.{} {value} is out of range: must be between {} and {}",
-                p.name, p.min, p.max
+                p.name,
+                p.min(),
+                p.max()
             ));
         }
         (p.set)(self, u64::try_from(value).unwrap_or(0));
@@ -697,7 +691,7 @@ mod param_tests {
             assert_eq!((p.get)(&c), 12_345, "{}", p.name);
             let d = (p.get)(&Config::default());
             assert!(
-                i64::try_from(d).unwrap() >= p.min && i64::try_from(d).unwrap() <= p.max,
+                i64::try_from(d).unwrap() >= p.min() && i64::try_from(d).unwrap() <= p.max(),
                 "{}",
                 p.name
             );
@@ -753,7 +747,7 @@ mod range_tests {
         for p in params() {
             let (min, max) = (p.bounds.min, p.bounds.max);
             assert_eq!(
-                (p.min, p.max),
+                (p.min(), p.max()),
                 (i64::try_from(min).unwrap(), i64::try_from(max).unwrap())
             );
             let mut c = Config::default();

@@ -126,10 +126,15 @@ pub fn wrong_parts(kind: Kind, got: usize) -> Error {
 
 /// `1 part`, `2 parts`.
 pub fn parts(n: usize) -> String {
+    counted(n, "part")
+}
+
+/// `n` `noun`s: `1 component`, `2 components`.
+fn counted(n: usize, noun: &str) -> String {
     if n == 1 {
-        "1 part".into()
+        format!("1 {noun}")
     } else {
-        format!("{n} parts")
+        format!("{n} {noun}s")
     }
 }
 
@@ -407,13 +412,10 @@ pub fn parse(key: &[u8]) -> Result<Kind> {
     let segments: Vec<&[u8]> = comps.split(|&b| b == b':').collect();
     let names = kind.components();
     if segments.len() != names.len() {
-        let count = match names.len() {
-            1 => "1 component".to_string(),
-            n => format!("{n} components"),
-        };
         return Err(bad(&format!(
-            "kind '{}' has {count} ({}), found {}",
+            "kind '{}' has {} ({}), found {}",
             kind.name(),
+            counted(names.len(), "component"),
             names.join(", "),
             segments.len()
         )));

@@ -135,7 +135,7 @@ impl Config {
         // instead of failing every request.
         let within = |flag: &str, r: okome_core::config::Range| -> Result<u64, String> {
             let n = num(flag)?;
-            if (r.min..=r.max).contains(&n) {
+            if r.contains(n) {
                 Ok(n)
             } else {
                 Err(format!(
