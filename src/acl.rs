@@ -1,21 +1,20 @@
-//! ACL for the keys okome derives. Redis checks the key arguments a command
-//! declares; the keys the module computes (plan keys from a prompt, locks,
-//! rate and budget windows, cache keys) are checked here against the
-//! calling user's key permissions, before anything is written.
+//! ACL for keys a command finds while it runs. The keys a call touches are
+//! declared in its arguments (see `okome_core::declared`), so Redis checks
+//! them before okome runs, selectors included. A few keys are only known
+//! once data is read — the entries of an agent's ledger listed by
+//! `AGENT.KEYS` or deleted by `AGENT.PURGE`, a key of another slot
+//! recorded by `AGENT.RECORD` — and are checked here the same way: Redis
+//! itself is asked whether the user may run this command with those keys
+//! declared (`RM_ACLCheckCommandPermissions`), so one selector must allow
+//! the command and every key, as for the keys of a call.
 
-use crate::rkey::{Key, Name};
+use crate::rkey::new_string;
+use okome_core::declared::Declared;
 use okome_core::keys::printable;
 use okome_core::Error;
 use redis_module::{raw, Context};
 use std::ffi::c_int;
 use std::ptr;
-
-/// What a command does to a derived key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    Read,
-    Write,
-}
 
 /// The calling user, for the duration of one command.
 pub struct User {
@@ -41,26 +40,24 @@ impl User {
         }
     }
 
-    /// Whether the user may `access` `key`.
-    pub fn may(&self, key: &[u8], access: Access) -> bool {
-        self.may_name(&Name::new(key), access)
-    }
-
-    /// [`User::may`] with a key name already made.
-    pub fn may_name(&self, key: &Name, access: Access) -> bool {
-        let flags = match access {
-            Access::Read => raw::REDISMODULE_CMD_KEY_ACCESS,
-            Access::Write => raw::REDISMODULE_CMD_KEY_UPDATE,
-        };
-        if key.ptr().is_null() {
-            return false;
+    /// Whether the user may run `command` with `keys` declared, as Redis
+    /// would decide for a call that declared them.
+    fn may_call(&self, command: &str, keys: &Declared) -> bool {
+        let mut argv = vec![new_string(command.as_bytes())];
+        argv.extend(keys.tail().iter().map(|a| new_string(a)));
+        let ok = !argv.iter().any(|s| s.is_null())
+            && c_int::try_from(argv.len()).is_ok_and(|argc| {
+                // SAFETY: a live user and `argc` live strings.
+                unsafe {
+                    raw::RedisModule_ACLCheckCommandPermissions.is_some_and(|check| {
+                        check(self.ptr, argv.as_mut_ptr(), argc) == raw::REDISMODULE_OK as c_int
+                    })
+                }
+            });
+        for s in argv {
+            free_string(s);
         }
-        // SAFETY: `ptr` is a live user and the name a live string.
-        unsafe {
-            raw::RedisModule_ACLCheckKeyPermissions.is_some_and(|check| {
-                check(self.ptr, key.ptr(), flags as c_int) == raw::REDISMODULE_OK as c_int
-            })
-        }
+        ok
     }
 }
 
@@ -75,24 +72,50 @@ impl Drop for User {
     }
 }
 
-/// The refusal for `key`.
-pub fn denied(key: &[u8], access: Access) -> Error {
-    Error::Raw(format!(
-        "NOPERM this user has no permissions to {} the '{}' key (okome derives it from the arguments)",
-        match access {
-            Access::Read => "read",
-            Access::Write => "write",
-        },
-        printable(key)
-    ))
+fn free_string(s: *mut raw::RedisModuleString) {
+    if s.is_null() {
+        return;
+    }
+    // SAFETY: a string made by `new_string` (no context), freed once.
+    unsafe {
+        if let Some(free) = raw::RedisModule_FreeString {
+            free(ptr::null_mut(), s);
+        }
+    }
 }
 
-/// Opens a derived key after checking `user` may `access` it, making its
-/// name once for both.
-pub fn open(ctx: &Context, user: Option<&User>, key: &[u8], access: Access) -> Result<Key, Error> {
-    let name = Name::new(key);
-    if user.is_some_and(|u| !u.may_name(&name, access)) {
-        return Err(denied(key, access));
+/// Checks that the current user may run `command` with `keys` declared;
+/// otherwise `NOPERM` naming `shown` (the key found while running), with
+/// an entry in `ACL LOG` like Redis's own refusals.
+pub fn check(ctx: &Context, command: &str, keys: &Declared, shown: &[u8]) -> Result<(), Error> {
+    let Some(user) = User::current(ctx) else {
+        return Ok(());
+    };
+    if user.may_call(command, keys) {
+        return Ok(());
     }
-    Ok(Key::open_name(ctx, name, access == Access::Write))
+    log_refusal(ctx, &user, shown);
+    Err(Error::Raw(format!(
+        "NOPERM this user has no permissions to access the '{}' key ({command} found it in the agent's ledger)",
+        printable(shown)
+    )))
+}
+
+fn log_refusal(ctx: &Context, user: &User, key: &[u8]) {
+    let object = new_string(key);
+    if object.is_null() {
+        return;
+    }
+    // SAFETY: live context, user and string; the log copies the string.
+    unsafe {
+        if let Some(add) = raw::RedisModule_ACLAddLogEntry {
+            add(
+                ctx.ctx,
+                user.ptr,
+                object,
+                raw::RedisModuleACLLogEntryReason_REDISMODULE_ACL_LOG_KEY,
+            );
+        }
+    }
+    free_string(object);
 }

@@ -1,15 +1,17 @@
 //! Redis Cluster: okome never reads or writes a key in a slot this node
-//! does not serve. Keys that are arguments are routed by Redis itself (key
-//! specs); keys the module derives (the plan key of `OKOME.PLAN.GET`, rate
-//! and budget windows, cache keys) are checked here, in cluster mode only:
-//! every key one command touches must share a slot, and that slot must be
-//! served here. Otherwise the command is refused, before anything is
-//! written, with an error that says what to call instead.
+//! does not serve. The keys of a call are declared (see
+//! `okome_core::declared`), so Redis itself routes it — `MOVED`, `ASK`,
+//! `TRYAGAIN`, `CROSSSLOT` — before okome runs. What is checked here are
+//! the keys Redis could not see at that time: those of a follower woken
+//! from `WAIT` (the slot may have moved while it waited) and the entries of
+//! an agent's ledger. Redis is asked the same question it asks for a call
+//! (a probe `EXISTS` through `RM_Call`, which applies the slot's migration
+//! state and the caller's `ASKING`).
 
+use okome_core::declared::Declared;
 use okome_core::keys::{printable, slot};
 use okome_core::Error;
 use redis_module::{raw, Context};
-use std::ffi::c_char;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 static CLUSTER: AtomicBool = AtomicBool::new(false);
@@ -30,10 +32,31 @@ pub fn enabled() -> bool {
     CLUSTER.load(Ordering::Relaxed)
 }
 
-/// Whether `key` is served by this node: asks Redis, which refuses a call
-/// on a non-local key in cluster mode (and handles migrating slots).
-fn local(ctx: &Context, key: &[u8]) -> bool {
-    // SAFETY: "b" = buffer + length; the reply is freed below.
+/// Whether this node may serve a call on `keys` now: asks Redis, which
+/// refuses a call on keys it would redirect (another node's slot, or a
+/// migrating slot missing some of them).
+fn servable(ctx: &Context, keys: &[&[u8]]) -> bool {
+    let mut argv: Vec<*mut raw::RedisModuleString> = Vec::with_capacity(keys.len());
+    for k in keys {
+        argv.push(crate::rkey::new_string(k));
+    }
+    let ok = !argv.iter().any(|s| s.is_null()) && call_exists(ctx, &mut argv);
+    for s in argv {
+        // SAFETY: strings made above without a context, freed once.
+        unsafe {
+            if let Some(free) = raw::RedisModule_FreeString {
+                if !s.is_null() {
+                    free(std::ptr::null_mut(), s);
+                }
+            }
+        }
+    }
+    ok
+}
+
+/// `EXISTS` on `argv` through `RM_Call` ("v": a vector of strings).
+fn call_exists(ctx: &Context, argv: &mut [*mut raw::RedisModuleString]) -> bool {
+    // SAFETY: live strings; the reply is freed below.
     unsafe {
         let Some(call) = raw::RedisModule_Call else {
             return false;
@@ -41,9 +64,9 @@ fn local(ctx: &Context, key: &[u8]) -> bool {
         let reply = call(
             ctx.ctx,
             c"EXISTS".as_ptr(),
-            c"b".as_ptr(),
-            key.as_ptr().cast::<c_char>(),
-            key.len(),
+            c"v".as_ptr(),
+            argv.as_mut_ptr(),
+            argv.len(),
         );
         if reply.is_null() {
             return false;
@@ -55,14 +78,15 @@ fn local(ctx: &Context, key: &[u8]) -> bool {
     }
 }
 
-/// In cluster mode, checks that `keys` (all the keys a command will touch,
-/// the first being its main key) share a slot that this node serves.
-/// `instead` completes the error: what the caller should do.
-pub fn check(ctx: &Context, keys: &[&[u8]], instead: &str) -> Result<(), Error> {
+/// In cluster mode, checks that `keys` share a slot this node may serve
+/// now; otherwise `CROSSSLOT`, or `TRYAGAIN` (a client retries, and is
+/// sent where the slot is now). `instead` completes the error.
+pub fn check(ctx: &Context, keys: &Declared, instead: &str) -> Result<(), Error> {
     if !enabled() {
         return Ok(());
     }
-    let Some((first, rest)) = keys.split_first() else {
+    let all: Vec<&[u8]> = keys.iter().map(|(_, k)| k).collect();
+    let Some((first, rest)) = all.split_first() else {
         return Ok(());
     };
     let s = slot(first);
@@ -74,9 +98,9 @@ pub fn check(ctx: &Context, keys: &[&[u8]], instead: &str) -> Result<(), Error> 
             slot(other)
         )));
     }
-    if !local(ctx, first) {
+    if !servable(ctx, &all) {
         return Err(Error::Raw(format!(
-            "ERR okome: '{}' is in slot {s}, which this node does not serve; {instead}",
+            "TRYAGAIN okome: '{}' is in slot {s}, which this node cannot serve now (it is moving or has moved); {instead}",
             printable(first)
         )));
     }

@@ -1,7 +1,8 @@
 //! The command handlers: parse with okome-core, open keys, write, replicate,
 //! reply. Every handler takes the arguments after the command name.
 
-use crate::acl::{self, Access};
+use crate::acl;
+use crate::call::Call;
 use crate::cluster;
 use crate::config;
 use crate::ledger::{Entry, Ledger};
@@ -12,6 +13,7 @@ use crate::stats::{bump, c};
 use crate::wait::{self, Served, Verdict};
 use okome_core::args;
 use okome_core::args::Charge;
+use okome_core::declared::{self, Access, Declared};
 use okome_core::keys::{self, printable};
 use okome_core::limiter::{self, Charged, Decision, Unusable, Write};
 use okome_core::Error;
@@ -42,11 +44,14 @@ enum LockState {
 /// The state of an open lock. A lock without a TTL (written by another
 /// client: okome never writes one) would block its key forever: it gets
 /// the lock standard's default TTL now (replicated `PEXPIREAT`), if `heal`.
+/// Only a string is healed: another type at a lock's name is a user's key,
+/// which okome never changes (commands answer `WRONGTYPE` there).
 fn lock_state(ctx: &Context, lock: &Key, now: i64, heal: bool) -> LockState {
-    if lock.holds() == Holds::Nothing {
+    let holds = lock.holds();
+    if holds == Holds::Nothing {
         return LockState::Free;
     }
-    if lock.abs_expire().is_none() && heal {
+    if holds == Holds::String && lock.abs_expire().is_none() && heal {
         let ttl = config::current().lock_ttl_ms.default;
         lock.set_abs_expire(ctx, now.saturating_add(ms(ttl)));
         bump(&c::locks_healed);
@@ -145,17 +150,11 @@ const SCRATCH_KEPT: usize = 4096;
 impl Budget {
     /// Opens the window at `c.key` and works out the charge at `now` (O(1)
     /// amortised: see `okome_core::limiter`); fails, writing nothing, on
-    /// another type or on bytes that are not a window. `user`'s write
-    /// permission on the window is checked first. A window stamped beyond
-    /// the clock-skew allowance (hand-made bytes, or a clock far behind) is
-    /// refused too: charging it would extend it.
-    fn load(
-        ctx: &Context,
-        c: &Charge,
-        user: Option<&acl::User>,
-        now: i64,
-    ) -> Result<Budget, Error> {
-        let key = acl::open(ctx, user, &c.key, Access::Write)?;
+    /// another type or on bytes that are not a window. A window stamped
+    /// beyond the clock-skew allowance (hand-made bytes, or a clock far
+    /// behind) is refused too: charging it would extend it.
+    fn load(ctx: &Context, c: &Charge, now: i64) -> Result<Budget, Error> {
+        let key = Key::open(ctx, &c.key, c.cost > 0);
         let mut buf = SCRATCH.with(|s| s.take());
         let stored = key.string()?.unwrap_or_default();
         let charged = limiter::charge_stored(stored, now, c.limit, c.window_ms, c.cost, &mut buf)
@@ -220,45 +219,43 @@ fn decision_reply(d: &Decision) -> [i64; 4] {
 }
 
 /// OKOME.RATE agent limit window [COST n]
-const ROUTE_BY_AGENT: &str = "cluster clients must route this command by its agent argument (the window's hash tag); agent ids made only of [A-Za-z0-9._/+@=-] route to their window's slot";
-
-const ROUTE_BY_PART: &str = "cluster clients must route OKOME.CACHE.* by the first part (the key's hash tag); parts made only of [A-Za-z0-9._/+@=-] route to their key's slot";
-
-pub fn rate(ctx: &Context, argv: &[&[u8]]) -> Result<[i64; 4], Error> {
-    let c = args::parse_rate(argv)?;
-    cluster::check(ctx, &[&c.key], ROUTE_BY_AGENT)?;
-    let user = acl::User::current(ctx);
+pub fn rate(ctx: &Context, call: &Call) -> Result<[i64; 4], Error> {
+    let c = args::parse_rate(call.args)?;
+    call.declare(&c.declared())?;
     let now = rkey::now_ms();
-    let d = Budget::load(ctx, &c, user.as_ref(), now)?.charge(ctx, &c, now);
+    let d = Budget::load(ctx, &c, now)?.charge(ctx, &c, now);
     Ok(decision_reply(&d))
 }
 
 /// OKOME.WBUDGET agent write_limit [WINDOW s] [COST n]
-pub fn wbudget(ctx: &Context, argv: &[&[u8]]) -> Result<[i64; 4], Error> {
+pub fn wbudget(ctx: &Context, call: &Call) -> Result<[i64; 4], Error> {
     let cfg = config::current();
-    let c = args::parse_wbudget(argv, &cfg)?;
-    cluster::check(ctx, &[&c.key], ROUTE_BY_AGENT)?;
-    let user = acl::User::current(ctx);
+    let c = args::parse_wbudget(call.args, &cfg)?;
+    call.declare(&c.declared())?;
     let now = rkey::now_ms();
-    let d = Budget::load(ctx, &c, user.as_ref(), now)?.charge(ctx, &c, now);
+    let d = Budget::load(ctx, &c, now)?.charge(ctx, &c, now);
     Ok(decision_reply(&d))
 }
 
 /// OKOME.PLAN.GET model prompt toolset_version repo_hash
 ///     [AGENT id LIMIT n WINDOW s] [LOCKTTL ms | NOLOCK] [WAIT ms] [REFRESHAHEAD ms]
-pub fn plan_get(ctx: &Context, argv: &[&[u8]]) -> Reply {
+pub fn plan_get(ctx: &Context, call: &Call) -> Reply {
     let cfg = config::current();
-    let req = args::parse_plan_get(argv, &cfg)?;
-    lookup(ctx, req, LOOKUP_INSTEAD)
+    let req = args::parse_plan_get(call.args, &cfg)?;
+    call.declare(&req.declared())?;
+    lookup(ctx, req, args::PLAN_GET)
 }
 
-const LOOKUP_INSTEAD: &str = "in a cluster, get the key with OKOME.KEY planner <model> <prompt> <toolset_version> <repo_hash> and call OKOME.PLAN.LOOKUP <key> [options], which cluster clients route by its key; charge the agent with OKOME.RATE <agent> ... (routed by agent), not with AGENT";
+/// A woken follower whose plan's slot moved away while it waited.
+const LOOKUP_INSTEAD: &str =
+    "look the plan up again (cluster clients route OKOME.PLAN.LOOKUP by its key)";
 
 /// OKOME.PLAN.LOOKUP key [options of PLAN.GET]: the key-addressed form.
-pub fn plan_lookup(ctx: &Context, argv: &[&[u8]]) -> Reply {
+pub fn plan_lookup(ctx: &Context, call: &Call) -> Reply {
     let cfg = config::current();
-    let req = args::parse_plan_lookup(argv, &cfg)?;
-    lookup(ctx, req, LOOKUP_INSTEAD)
+    let req = args::parse_plan_lookup(call.args, &cfg)?;
+    call.declare(&req.declared())?;
+    lookup(ctx, req, args::PLAN_LOOKUP)
 }
 
 /// What a lookup asks for once the agent is charged: shared by a fresh
@@ -273,6 +270,21 @@ struct Ask {
     wait_ms: Option<u64>,
     /// The agent's remaining rate, charged by the first call.
     rate: Option<u64>,
+    /// The command asked with (`okome.plan.get` or `okome.plan.lookup`),
+    /// whose ACL a woken follower is checked against again.
+    command: &'static str,
+}
+
+impl Ask {
+    /// The keys a woken follower touches: the plan, and its lock unless
+    /// `NOLOCK`.
+    fn declared(&self) -> Declared {
+        let d = Declared::none().with(Access::Read, self.key.clone());
+        match self.lock_ttl_ms {
+            Some(_) => d.with(Access::Write, keys::lock_key(&self.key)),
+            None => d,
+        }
+    }
 }
 
 /// Who is asking: a command Redis let run, or a follower woken from a
@@ -283,29 +295,13 @@ enum Origin {
     Woken,
 }
 
-/// Opens the lock of `ask.key` when the lookup may need it: for writing on
-/// a miss (`NOPERM` if the user may not), or in a refresh zone only if the
-/// user may write it (else the hit stays a plain `HIT`).
-fn open_lock(
-    ctx: &Context,
-    user: Option<&acl::User>,
-    ask: &Ask,
-    hit: bool,
-) -> Result<Option<Key>, Error> {
+/// Opens the lock of `ask.key` when the lookup may need it: on a miss, or
+/// in a refresh zone (the lock is declared unless `NOLOCK`).
+fn open_lock(ctx: &Context, ask: &Ask, hit: bool) -> Result<Option<Key>, Error> {
     let lock = match (ask.lock_ttl_ms, hit) {
-        (Some(_), false) => Some(acl::open(
-            ctx,
-            user,
-            &keys::lock_key(&ask.key),
-            Access::Write,
-        )?),
+        (Some(_), false) => Some(Key::open(ctx, &keys::lock_key(&ask.key), true)),
         (Some(_), true) if ask.refresh_ahead_ms > 0 => {
-            let lock_name = keys::lock_key(&ask.key);
-            if user.is_none_or(|u| u.may(&lock_name, Access::Write)) {
-                Some(Key::open(ctx, &lock_name, true))
-            } else {
-                None
-            }
+            Some(Key::open(ctx, &keys::lock_key(&ask.key), true))
         }
         _ => None,
     };
@@ -315,12 +311,7 @@ fn open_lock(
     Ok(lock)
 }
 
-fn lookup(ctx: &Context, req: args::PlanGet, instead: &str) -> Reply {
-    match &req.rate {
-        Some(c) => cluster::check(ctx, &[&req.key, &c.key], instead)?,
-        None => cluster::check(ctx, &[&req.key], instead)?,
-    }
-    let user = acl::User::current(ctx);
+fn lookup(ctx: &Context, req: args::PlanGet, command: &'static str) -> Reply {
     let now = rkey::now_ms();
     let mut ask = Ask {
         key: req.key,
@@ -328,15 +319,16 @@ fn lookup(ctx: &Context, req: args::PlanGet, instead: &str) -> Reply {
         refresh_ahead_ms: req.refresh_ahead_ms,
         wait_ms: req.wait_ms,
         rate: None,
+        command,
     };
     // Open and check every key first, so a bad key writes nothing.
-    let plan = acl::open(ctx, user.as_ref(), &ask.key, Access::Read)?;
+    let plan = Key::open(ctx, &ask.key, false);
     let budget = match &req.rate {
-        Some(c) => Some((Budget::load(ctx, c, user.as_ref(), now)?, c)),
+        Some(c) => Some((Budget::load(ctx, c, now)?, c)),
         None => None,
     };
     let hit = plan.string()?.is_some();
-    let lock = open_lock(ctx, user.as_ref(), &ask, hit)?;
+    let lock = open_lock(ctx, &ask, hit)?;
     // The lookup is flagged `write` but not `deny-oom`, so that hits are
     // served when memory is full: refuse here a call that must write (a
     // charge, or a lock on a miss), before it writes anything. A call that
@@ -498,22 +490,22 @@ impl wait::Waiter for Follower {
             wait_ms: None,
             ..self.ask.clone()
         };
-        // The slot may have moved to another node while it waited.
-        if let Err(e) = cluster::check(ctx, &[&ask.key], LOOKUP_INSTEAD) {
+        // The slot may have moved to another node, or the user's
+        // permissions changed, while it waited.
+        let keys = ask.declared();
+        let checked = cluster::check(ctx, &keys, LOOKUP_INSTEAD)
+            .and_then(|()| acl::check(ctx, ask.command, &keys, &ask.key));
+        if let Err(e) = checked {
             return (Err(e), Served::Other);
         }
-        let user = acl::User::current(ctx);
         let now = rkey::now_ms();
-        let opened = acl::open(ctx, user.as_ref(), &ask.key, Access::Read).and_then(|plan| {
-            let hit = plan.string()?.is_some();
-            Ok((plan, hit))
-        });
-        let (plan, hit) = match opened {
-            Ok(v) => v,
+        let plan = Key::open(ctx, &ask.key, false);
+        let hit = match plan.string() {
+            Ok(v) => v.is_some(),
             Err(e) => return (Err(e), Served::Other),
         };
         let refusal = server::background_refusal(ctx);
-        match open_lock(ctx, user.as_ref(), &ask, hit) {
+        match open_lock(ctx, &ask, hit) {
             Ok(lock) => decide(ctx, &ask, &plan, lock, now, Origin::Woken, refusal),
             Err(e) => (Err(e), Served::Other),
         }
@@ -573,29 +565,18 @@ fn probe(ctx: &Context, key: &[u8]) -> Verdict {
 }
 
 /// OKOME.PLAN.SET key plan_json [TTL s] [TOKEN token] [AGENT id WLIMIT n [WWINDOW s]]
-pub fn plan_set(ctx: &Context, argv: &[&[u8]]) -> Reply {
+pub fn plan_set(ctx: &Context, call: &Call) -> Reply {
     let cfg = config::current();
-    let req = args::parse_plan_set(argv, &cfg)?;
-    if let Some(ledger) = &req.ledger {
-        let mut both: Vec<&[u8]> = vec![req.key, ledger];
-        if let Some(c) = &req.budget {
-            both.push(&c.key);
-        }
-        cluster::check(
-            ctx,
-            &both,
-            "in a cluster, charge the write budget with OKOME.WBUDGET <agent> ... (routed by agent), then OKOME.PLAN.SET without AGENT, then record the plan on the agent's node with OKOME.AGENT.RECORD <agent> <key> PXAT <the plan's PEXPIRETIME>",
-        )?;
-    }
+    let req = args::parse_plan_set(call.args, &cfg)?;
+    call.declare(&req.declared())?;
     let lock_name = keys::lock_key(req.key);
-    let user = acl::User::current(ctx);
     let now = rkey::now_ms();
     // Open and check every key first, so a bad key writes nothing.
     let plan = Key::open(ctx, req.key, true);
     plan.check_string_or_empty()?;
     let mut lock = None;
     if let Some(token) = req.token {
-        let l = acl::open(ctx, user.as_ref(), &lock_name, Access::Write)?;
+        let l = Key::open(ctx, &lock_name, true);
         if l.string()? == Some(token) {
             lock = Some(l);
         } else {
@@ -603,11 +584,11 @@ pub fn plan_set(ctx: &Context, argv: &[&[u8]]) -> Reply {
         }
     }
     let budget = match &req.budget {
-        Some(c) => Some((Budget::load(ctx, c, user.as_ref(), now)?, c)),
+        Some(c) => Some((Budget::load(ctx, c, now)?, c)),
         None => None,
     };
     let ledger = match &req.ledger {
-        Some(l) => Some(Ledger::open(ctx, user.as_ref(), l, Access::Write)?),
+        Some(l) => Some(Ledger::open(ctx, l, true)?),
         None => None,
     };
     // Every check passed: charge, write, record, release.
@@ -649,17 +630,12 @@ pub fn plan_set(ctx: &Context, argv: &[&[u8]]) -> Reply {
 }
 
 /// OKOME.LOCK key [TTL ms] [TOKEN token]
-pub fn lock(ctx: &Context, argv: &[&[u8]]) -> Reply {
+pub fn lock(ctx: &Context, call: &Call) -> Reply {
     let cfg = config::current();
-    let req = args::parse_lock(argv, &cfg)?;
+    let req = args::parse_lock(call.args, &cfg)?;
+    call.declare(&declared::lock_only(req.key))?;
     let now = rkey::now_ms();
-    let lock_name = keys::lock_key(req.key);
-    let lock = acl::open(
-        ctx,
-        acl::User::current(ctx).as_ref(),
-        &lock_name,
-        Access::Write,
-    )?;
+    let lock = Key::open(ctx, &keys::lock_key(req.key), true);
     let current = lock.string()?;
     if current.is_some_and(|t| req.token != Some(t)) {
         lock_state(ctx, &lock, now, true);
@@ -686,15 +662,10 @@ pub fn lock(ctx: &Context, argv: &[&[u8]]) -> Reply {
 }
 
 /// OKOME.UNLOCK key token
-pub fn unlock(ctx: &Context, argv: &[&[u8]]) -> Reply {
-    let req = args::parse_unlock(argv)?;
-    let lock_name = keys::lock_key(req.key);
-    let lock = acl::open(
-        ctx,
-        acl::User::current(ctx).as_ref(),
-        &lock_name,
-        Access::Write,
-    )?;
+pub fn unlock(ctx: &Context, call: &Call) -> Reply {
+    let req = args::parse_unlock(call.args)?;
+    call.declare(&declared::lock_only(req.key))?;
+    let lock = Key::open(ctx, &keys::lock_key(req.key), true);
     if lock.string()? != Some(req.token) {
         lock_state(ctx, &lock, rkey::now_ms(), true);
         return Ok(RedisValue::Integer(0));
@@ -707,16 +678,11 @@ pub fn unlock(ctx: &Context, argv: &[&[u8]]) -> Reply {
 }
 
 /// OKOME.CACHE.GET kind part...
-pub fn cache_get(ctx: &Context, argv: &[&[u8]]) -> Reply {
-    let req = args::parse_cache_get(argv)?;
-    cluster::check(ctx, &[&req.key], ROUTE_BY_PART)?;
+pub fn cache_get(ctx: &Context, call: &Call) -> Reply {
+    let req = args::parse_cache_get(call.args)?;
+    call.declare(&req.declared())?;
     let now = rkey::now_ms();
-    let key = acl::open(
-        ctx,
-        acl::User::current(ctx).as_ref(),
-        &req.key,
-        Access::Read,
-    )?;
+    let key = Key::open(ctx, &req.key, false);
     Ok(match key.string()? {
         Some(v) => {
             bump(&c::cache_hits);
@@ -730,19 +696,15 @@ pub fn cache_get(ctx: &Context, argv: &[&[u8]]) -> Reply {
 }
 
 /// OKOME.CACHE.SET kind part... value [TTL s]
-pub fn cache_set(ctx: &Context, argv: &[&[u8]]) -> Reply {
+pub fn cache_set(ctx: &Context, call: &Call) -> Reply {
     let cfg = config::current();
-    let req = args::parse_cache_set(argv, &cfg)?;
-    match &req.ledger {
-        Some(l) => cluster::check(ctx, &[&req.key, l], CACHE_SET_AGENT)?,
-        None => cluster::check(ctx, &[&req.key], ROUTE_BY_PART)?,
-    }
+    let req = args::parse_cache_set(call.args, &cfg)?;
+    call.declare(&req.declared())?;
     let now = rkey::now_ms();
-    let user = acl::User::current(ctx);
-    let key = acl::open(ctx, user.as_ref(), &req.key, Access::Write)?;
+    let key = Key::open(ctx, &req.key, true);
     key.check_string_or_empty()?;
     let ledger = match &req.ledger {
-        Some(l) => Some(Ledger::open(ctx, user.as_ref(), l, Access::Write)?),
+        Some(l) => Some(Ledger::open(ctx, l, true)?),
         None => None,
     };
     let ttl_ms = secs_to_ms(req.ttl_s);
@@ -756,12 +718,10 @@ pub fn cache_set(ctx: &Context, argv: &[&[u8]]) -> Reply {
 }
 
 /// OKOME.KEY kind part...
-pub fn key(_ctx: &Context, argv: &[&[u8]]) -> Reply {
+pub fn key(_ctx: &Context, call: &Call) -> Reply {
     let cfg = config::current();
-    Ok(RedisValue::StringBuffer(args::parse_key(argv, &cfg)?))
+    Ok(RedisValue::StringBuffer(args::parse_key(call.args, &cfg)?))
 }
-
-const CACHE_SET_AGENT: &str = "cluster clients must route OKOME.CACHE.SET by the first part (the key's hash tag); with AGENT the agent's ledger must share its slot: in a cluster, store without AGENT, then record the key on the agent's node with OKOME.AGENT.RECORD <agent> <key> PXAT <the key's PEXPIRETIME>";
 
 /// Records `key`, expiring at `at`, in an open ledger.
 fn record(
@@ -791,15 +751,14 @@ fn in_ledger_slot(ledger: &[u8], key: &[u8]) -> bool {
 }
 
 /// OKOME.AGENT.RECORD agent key [PXAT ms]
-pub fn agent_record(ctx: &Context, argv: &[&[u8]]) -> Reply {
+pub fn agent_record(ctx: &Context, call: &Call) -> Reply {
     let cfg = config::current();
-    let req = args::parse_agent_record(argv)?;
-    cluster::check(ctx, &[&req.ledger], ROUTE_BY_AGENT)?;
-    let user = acl::User::current(ctx);
+    let req = args::parse_agent_record(call.args)?;
+    call.declare(&req.declared(cluster::enabled()))?;
     let now = rkey::now_ms();
     let shown = printable(req.key);
     let at = if in_ledger_slot(&req.ledger, req.key) {
-        let key = acl::open(ctx, user.as_ref(), req.key, Access::Read)?;
+        let key = Key::open(ctx, req.key, false);
         if key.string()?.is_none() {
             return Err(Error::BadKey(format!(
                 "key '{shown}' does not exist: only a key that holds a value can be recorded"
@@ -817,6 +776,12 @@ pub fn agent_record(ctx: &Context, argv: &[&[u8]]) -> Reply {
         }
         at
     } else {
+        // Not declared (another slot): the user must still be allowed to
+        // write it, as if it were.
+        let both = Declared::none()
+            .with(Access::ReadWrite, req.ledger.clone())
+            .with(Access::ReadWrite, req.key.to_vec());
+        acl::check(ctx, args::AGENT_RECORD, &both, req.key)?;
         let Some(p) = req.pxat else {
             return Err(Error::Raw(format!(
                 "ERR okome: '{shown}' is in slot {}, not in the agent's slot {}; in a cluster, record a key of another slot with OKOME.AGENT.RECORD <agent> <key> PXAT <its PEXPIRETIME, read on its node>",
@@ -827,7 +792,7 @@ pub fn agent_record(ctx: &Context, argv: &[&[u8]]) -> Reply {
         args::check_pxat(req.kind, p, now, &cfg)?;
         p
     };
-    let ledger = Ledger::open(ctx, user.as_ref(), &req.ledger, Access::Write)?;
+    let ledger = Ledger::open(ctx, &req.ledger, true)?;
     let size = record(ctx, &ledger, req.key, at, now, &cfg);
     Ok(RedisValue::Array(vec![
         RedisValue::Integer(at.saturating_sub(now).max(0)),
@@ -860,44 +825,88 @@ impl State {
     }
 }
 
-/// The state of `e`'s key (an entry of `ledger`), after checking `user`
-/// may `access` it.
-fn state(
-    ctx: &Context,
-    user: Option<&acl::User>,
-    ledger: &[u8],
-    e: &Entry,
-    now: i64,
-    access: Access,
-) -> Result<State, Error> {
+/// The state of `e`'s key (an entry of `ledger`), checked by
+/// [`check_entries`].
+fn state(ctx: &Context, ledger: &[u8], e: &Entry, now: i64) -> State {
     if e.expiry_ms < now {
-        return Ok(State::Gone);
+        return State::Gone;
     }
     if !in_ledger_slot(ledger, &e.key) {
-        return Ok(State::Elsewhere);
+        return State::Elsewhere;
     }
-    let key = acl::open(ctx, user, &e.key, access)?;
-    Ok(if key.holds() == Holds::Nothing {
+    let key = Key::open(ctx, &e.key, false);
+    if key.holds() == Holds::Nothing {
         State::Gone
     } else if key.abs_expire() == Some(e.expiry_ms) {
         State::Current
     } else {
         State::Rewritten
-    })
+    }
 }
 
+/// Checks the keys of `entries` that an agent command will look at (live,
+/// in the ledger's slot) as if the call had declared them with `access`
+/// beside its ledger (`ledger_access`): the user's ACL, and in a cluster
+/// that this node may serve them now (`TRYAGAIN` while some have moved
+/// away in a slot migration). Nothing has been written yet.
+fn check_entries(
+    ctx: &Context,
+    command: &str,
+    ledger: &[u8],
+    ledger_access: Access,
+    entries: &[Entry],
+    access: Access,
+    now: i64,
+) -> Result<(), Error> {
+    let looked_at: Vec<&Entry> = entries
+        .iter()
+        .filter(|e| e.expiry_ms >= now && in_ledger_slot(ledger, &e.key))
+        .collect();
+    if looked_at.is_empty() {
+        return Ok(());
+    }
+    let with_ledger = || Declared::none().with(ledger_access, ledger.to_vec());
+    let all = looked_at
+        .iter()
+        .fold(with_ledger(), |d, e| d.with(access, e.key.clone()));
+    cluster::check(ctx, &all, ENTRIES_MOVING)?;
+    if acl::check(ctx, command, &all, ledger).is_ok() {
+        return Ok(());
+    }
+    // Name the first entry refused on its own (or the ledger with all).
+    for e in &looked_at {
+        acl::check(
+            ctx,
+            command,
+            &with_ledger().with(access, e.key.clone()),
+            &e.key,
+        )?;
+    }
+    acl::check(ctx, command, &all, ledger)
+}
+
+const ENTRIES_MOVING: &str = "some of the agent's keys are in a slot being migrated; retry";
+
 /// OKOME.AGENT.KEYS agent [COUNT n] [CURSOR c]
-pub fn agent_keys(ctx: &Context, argv: &[&[u8]]) -> Reply {
-    let req = args::parse_agent_keys(argv)?;
-    cluster::check(ctx, &[&req.ledger], ROUTE_BY_AGENT)?;
-    let user = acl::User::current(ctx);
+pub fn agent_keys(ctx: &Context, call: &Call) -> Reply {
+    let req = args::parse_agent_keys(call.args)?;
+    call.declare(&req.declared())?;
     let now = rkey::now_ms();
-    let ledger = Ledger::open(ctx, user.as_ref(), &req.ledger, Access::Read)?;
+    let ledger = Ledger::open(ctx, &req.ledger, false)?;
     let (entries, next) = ledger.page(ctx, now, req.count, req.cursor.as_ref())?;
     drop(ledger);
+    check_entries(
+        ctx,
+        args::AGENT_KEYS,
+        &req.ledger,
+        Access::Read,
+        &entries,
+        Access::Read,
+        now,
+    )?;
     let mut items = Vec::with_capacity(entries.len());
     for e in &entries {
-        let st = state(ctx, user.as_ref(), &req.ledger, e, now, Access::Read)?;
+        let st = state(ctx, &req.ledger, e, now);
         items.push(RedisValue::Array(vec![
             bulk(&e.key),
             RedisValue::Integer(e.expiry_ms.saturating_sub(now).max(0)),
@@ -912,26 +921,27 @@ pub fn agent_keys(ctx: &Context, argv: &[&[u8]]) -> Reply {
 }
 
 /// OKOME.AGENT.PURGE agent [COUNT n]
-pub fn agent_purge(ctx: &Context, argv: &[&[u8]]) -> Reply {
-    let req = args::parse_agent_purge(argv)?;
-    cluster::check(ctx, &[&req.ledger], ROUTE_BY_AGENT)?;
-    let user = acl::User::current(ctx);
+pub fn agent_purge(ctx: &Context, call: &Call) -> Reply {
+    let req = args::parse_agent_purge(call.args)?;
+    call.declare(&req.declared())?;
     let now = rkey::now_ms();
-    let ledger = Ledger::open(ctx, user.as_ref(), &req.ledger, Access::Write)?;
+    let ledger = Ledger::open(ctx, &req.ledger, true)?;
     let total = ledger.len();
     let entries = ledger.oldest(ctx, req.count)?;
-    // Look at every key first (ACL included), so a refusal writes nothing.
-    let mut states = Vec::with_capacity(entries.len());
-    for e in &entries {
-        states.push(state(
-            ctx,
-            user.as_ref(),
-            &req.ledger,
-            e,
-            now,
-            Access::Write,
-        )?);
-    }
+    // Check every key first (ACL included), so a refusal writes nothing.
+    check_entries(
+        ctx,
+        args::AGENT_PURGE,
+        &req.ledger,
+        Access::ReadWrite,
+        &entries,
+        Access::Write,
+        now,
+    )?;
+    let states: Vec<State> = entries
+        .iter()
+        .map(|e| state(ctx, &req.ledger, e, now))
+        .collect();
     let (mut deleted, mut left, mut gone) = (0i64, 0i64, 0i64);
     let mut elsewhere = Vec::new();
     for (e, st) in entries.iter().zip(&states) {

@@ -4,6 +4,7 @@
 //! range, unit and default) comes from the range table,
 //! `okome_core::config::ARGS`.
 
+use okome_core::declared::Access;
 use redis_module::raw;
 use std::ffi::{c_char, c_int, CString};
 use std::ptr;
@@ -133,38 +134,99 @@ impl Arena {
         p
     }
 
-    /// A zero-terminated key-spec array for a key at argument 1.
+    /// The zero-terminated key-spec array of a command: its routing
+    /// argument (`NOT_KEY`: what cluster clients route by) if any, then,
+    /// for a command that declares keys, one spec per group of the tail of
+    /// declared keys (`okome_core::declared`): the keyword, searched from
+    /// the last argument back, then the number of keys, then the keys.
     pub fn key_specs(
         &mut self,
-        k: Option<KeyAt>,
+        route: Option<KeyAt>,
+        declares: bool,
     ) -> (
         *mut raw::RedisModuleCommandKeySpec,
         Vec<raw::RedisModuleCommandKeySpec>,
     ) {
-        let Some(k) = k else {
-            return (ptr::null_mut(), Vec::new());
-        };
-        let notes = self.cstr(k.notes);
-        let spec = raw::RedisModuleCommandKeySpec {
-            notes,
-            flags: u64::from(k.flags),
-            begin_search_type: raw::RedisModuleKeySpecBeginSearchType_REDISMODULE_KSPEC_BS_INDEX,
-            bs: raw::RedisModuleCommandKeySpec__bindgen_ty_1 {
-                index: raw::RedisModuleCommandKeySpec__bindgen_ty_1__bindgen_ty_1 { pos: k.pos },
-            },
-            find_keys_type: raw::RedisModuleKeySpecFindKeysType_REDISMODULE_KSPEC_FK_RANGE,
-            fk: raw::RedisModuleCommandKeySpec__bindgen_ty_2 {
-                range: raw::RedisModuleCommandKeySpec__bindgen_ty_2__bindgen_ty_1 {
-                    lastkey: 0,
-                    keystep: 1,
-                    limit: 0,
+        let mut v = Vec::with_capacity(5);
+        if let Some(k) = route {
+            let notes = self.cstr(k.notes);
+            v.push(raw::RedisModuleCommandKeySpec {
+                notes,
+                flags: u64::from(k.flags),
+                begin_search_type:
+                    raw::RedisModuleKeySpecBeginSearchType_REDISMODULE_KSPEC_BS_INDEX,
+                bs: raw::RedisModuleCommandKeySpec__bindgen_ty_1 {
+                    index: raw::RedisModuleCommandKeySpec__bindgen_ty_1__bindgen_ty_1 {
+                        pos: k.pos,
+                    },
                 },
-            },
-        };
+                find_keys_type: raw::RedisModuleKeySpecFindKeysType_REDISMODULE_KSPEC_FK_RANGE,
+                fk: raw::RedisModuleCommandKeySpec__bindgen_ty_2 {
+                    range: raw::RedisModuleCommandKeySpec__bindgen_ty_2__bindgen_ty_1 {
+                        lastkey: 0,
+                        keystep: 1,
+                        limit: 0,
+                    },
+                },
+            });
+        }
+        if declares {
+            for access in Access::ALL {
+                let notes = self.cstr(group_notes(access));
+                let keyword = self.cstr(access.keyword());
+                v.push(raw::RedisModuleCommandKeySpec {
+                    notes,
+                    flags: u64::from(key_flags(access)),
+                    begin_search_type:
+                        raw::RedisModuleKeySpecBeginSearchType_REDISMODULE_KSPEC_BS_KEYWORD,
+                    bs: raw::RedisModuleCommandKeySpec__bindgen_ty_1 {
+                        keyword: raw::RedisModuleCommandKeySpec__bindgen_ty_1__bindgen_ty_2 {
+                            keyword,
+                            startfrom: -1,
+                        },
+                    },
+                    find_keys_type: raw::RedisModuleKeySpecFindKeysType_REDISMODULE_KSPEC_FK_KEYNUM,
+                    fk: raw::RedisModuleCommandKeySpec__bindgen_ty_2 {
+                        keynum: raw::RedisModuleCommandKeySpec__bindgen_ty_2__bindgen_ty_2 {
+                            keynumidx: 0,
+                            firstkey: 1,
+                            keystep: 1,
+                        },
+                    },
+                });
+            }
+        }
+        if v.is_empty() {
+            return (ptr::null_mut(), v);
+        }
         // SAFETY: an all-zero key spec is the array terminator.
-        let mut v = vec![spec, unsafe { std::mem::zeroed() }];
+        v.push(unsafe { std::mem::zeroed() });
         let p = v.as_mut_ptr();
         (p, v)
+    }
+}
+
+/// The key-spec flags of a group of declared keys, as Redis's ACL reads
+/// them: `ACCESS` needs read permission (`%R~`), `UPDATE` write (`%W~`).
+pub fn key_flags(access: Access) -> u32 {
+    match access {
+        Access::Read => raw::REDISMODULE_CMD_KEY_RO | raw::REDISMODULE_CMD_KEY_ACCESS,
+        Access::Write => raw::REDISMODULE_CMD_KEY_RW | raw::REDISMODULE_CMD_KEY_UPDATE,
+        Access::ReadWrite => {
+            raw::REDISMODULE_CMD_KEY_RW
+                | raw::REDISMODULE_CMD_KEY_ACCESS
+                | raw::REDISMODULE_CMD_KEY_UPDATE
+        }
+    }
+}
+
+fn group_notes(access: Access) -> &'static str {
+    match access {
+        Access::Read => "keys the call reads (appended by okome's command filter)",
+        Access::Write => {
+            "keys the call writes without returning them (appended by okome's command filter)"
+        }
+        Access::ReadWrite => "keys the call reads and writes (appended by okome's command filter)",
     }
 }
 
@@ -274,33 +336,30 @@ pub const PLAN_LOOKUP: &[Arg] = &[
 
 pub const LOOKUP_KEY: KeyAt = KeyAt {
     pos: 1,
-    flags: raw::REDISMODULE_CMD_KEY_RO | raw::REDISMODULE_CMD_KEY_ACCESS,
-    notes: "the planner key; on a miss its lock key:lock is written (same slot)",
+    flags: raw::REDISMODULE_CMD_KEY_RO | raw::REDISMODULE_CMD_KEY_NOT_KEY,
+    notes: "the planner key: routes the command in a cluster; declared with its lock key:lock in the appended tail",
 };
 /// Not a key: the agent, routed as the hash tag of its window.
 pub const AGENT_ROUTE: KeyAt = KeyAt {
     pos: 1,
     flags: raw::REDISMODULE_CMD_KEY_RO | raw::REDISMODULE_CMD_KEY_NOT_KEY,
-    notes: "the agent id: the hash tag of okome:budget:*:{agent}; routes the command in a cluster",
+    notes: "the agent id: the hash tag of okome:budget:*:{agent}; routes the command in a cluster (the keys themselves are declared in the appended tail)",
 };
 /// Not a key: the first part, routed as the hash tag of the cache key.
 pub const PART_ROUTE: KeyAt = KeyAt {
     pos: 2,
     flags: raw::REDISMODULE_CMD_KEY_RO | raw::REDISMODULE_CMD_KEY_NOT_KEY,
-    notes: "the first part: the hash tag of the cache key; routes the command in a cluster",
+    notes: "the first part: the hash tag of the cache key; routes the command in a cluster (the key itself is declared in the appended tail)",
 };
 pub const PLANNER_KEY: KeyAt = KeyAt {
     pos: 1,
-    flags: raw::REDISMODULE_CMD_KEY_OW | raw::REDISMODULE_CMD_KEY_UPDATE,
-    notes: "the planner key; its lock key:lock may be deleted",
+    flags: raw::REDISMODULE_CMD_KEY_RO | raw::REDISMODULE_CMD_KEY_NOT_KEY,
+    notes: "the planner key: routes the command in a cluster; declared (with its lock key:lock under TOKEN) in the appended tail",
 };
+/// `OKOME.LOCK`/`OKOME.UNLOCK`: the protected key routes; only its lock
+/// `key:lock` is touched, and declared.
 pub const LOCKED_KEY: KeyAt = KeyAt {
     pos: 1,
-    flags: raw::REDISMODULE_CMD_KEY_RW | raw::REDISMODULE_CMD_KEY_UPDATE,
-    notes: "the protected key; the lock itself is written at key:lock",
-};
-pub const UNLOCKED_KEY: KeyAt = KeyAt {
-    pos: 1,
-    flags: raw::REDISMODULE_CMD_KEY_RW | raw::REDISMODULE_CMD_KEY_DELETE,
-    notes: "the protected key; the lock itself is deleted at key:lock",
+    flags: raw::REDISMODULE_CMD_KEY_RO | raw::REDISMODULE_CMD_KEY_NOT_KEY,
+    notes: "the protected key: routes the command in a cluster; its lock key:lock, the only key touched, is declared in the appended tail",
 };

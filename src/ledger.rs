@@ -21,7 +21,6 @@
 //! first and last entries are checked, cheaply, whenever the ledger is
 //! opened; every entry in full when it is read).
 
-use crate::acl::{self, Access, User};
 use crate::rkey::{Key, Name};
 use okome_core::args::Cursor;
 use okome_core::keys::{self, printable, Kind};
@@ -101,15 +100,10 @@ fn expiry_of(score: f64) -> Option<i64> {
 }
 
 impl Ledger {
-    /// Opens the ledger at `name` after checking `user` may `access` it,
-    /// and checks it is empty or an okome ledger.
-    pub fn open(
-        ctx: &Context,
-        user: Option<&User>,
-        name: &[u8],
-        access: Access,
-    ) -> Result<Ledger, Error> {
-        let key = acl::open(ctx, user, name, access)?;
+    /// Opens the ledger at `name` (a declared key: Redis checked it), for
+    /// writing if `write`, and checks it is empty or an okome ledger.
+    pub fn open(ctx: &Context, name: &[u8], write: bool) -> Result<Ledger, Error> {
+        let key = Key::open(ctx, name, write);
         let mut l = Ledger {
             key,
             name: name.to_vec(),
@@ -257,31 +251,11 @@ impl Ledger {
         })
     }
 
-    /// The expiry of an entry checked cheaply, on the hot path of every
-    /// write with `AGENT`: an integer score, and a member that names a
-    /// cache kind (`okome:<kind>:`). [`Ledger::entry`] checks the key in
-    /// full when an entry is read.
+    /// The expiry of the first or last entry, checked in full as
+    /// [`Ledger::entry`] checks every entry it reads: a `:lock` key or any
+    /// key that is not a well-formed cache key is refused.
     fn quick_entry(&self, score: f64, member: &[u8]) -> Result<i64, Error> {
-        let cache_kind = member.strip_prefix(b"okome:").is_some_and(|rest| {
-            Kind::ALL.iter().any(|k| {
-                k.cacheable()
-                    && rest
-                        .strip_prefix(k.path().as_bytes())
-                        .is_some_and(|r| r.first() == Some(&b':'))
-            })
-        });
-        if !cache_kind {
-            return Err(self.garbage(&format!(
-                "entry '{}' is not an okome cache key",
-                printable(member)
-            )));
-        }
-        expiry_of(score).ok_or_else(|| {
-            self.garbage(&format!(
-                "entry '{}' has score {score}, not an expiry in Unix ms",
-                printable(member)
-            ))
-        })
+        self.entry(score, member).map(|e| e.expiry_ms)
     }
 
     /// Up to `n` entries, soonest-expiring first, each checked.

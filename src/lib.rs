@@ -13,10 +13,12 @@
 )]
 
 mod acl;
+mod call;
 mod cluster;
 mod commands;
 mod config;
 mod docs;
+mod filter;
 mod ledger;
 mod register;
 mod reply;
@@ -43,18 +45,35 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
         ctx.log_warning("okome: could not subscribe to server events");
         return Status::Err;
     }
+    if !filter::init(ctx) {
+        ctx.log_warning("okome: could not register the command filter that declares its keys");
+        return Status::Err;
+    }
+    set_options(ctx);
+    register::register_all(ctx)
+}
+
+/// Valkey's `VALKEYMODULE_OPTIONS_HANDLE_ATOMIC_SLOT_MIGRATION`: without
+/// it Valkey 9 refuses `CLUSTER MIGRATESLOTS` while okome is loaded.
+/// okome's data are plain strings and sorted sets, and its writes reach
+/// replicas as effects naming their keys, which is what an atomic slot
+/// migration streams; its keys are declared, so the slot's owner is the
+/// only node that serves them. Set on Valkey only (the bit is not Redis's).
+const VALKEY_HANDLE_ATOMIC_SLOT_MIGRATION: i32 = 1 << 5;
+
+fn set_options(ctx: &Context) {
     // okome signals the keys it changes itself, so that a key opened for
     // writing but left as it was fires no WATCH.
+    let mut options = redis_module::raw::REDISMODULE_OPTION_NO_IMPLICIT_SIGNAL_MODIFIED as i32;
+    if server::is_valkey(ctx) {
+        options |= VALKEY_HANDLE_ATOMIC_SLOT_MIGRATION;
+    }
     // SAFETY: called from OnLoad.
     unsafe {
         if let Some(f) = redis_module::raw::RedisModule_SetModuleOptions {
-            f(
-                ctx.ctx,
-                redis_module::raw::REDISMODULE_OPTION_NO_IMPLICIT_SIGNAL_MODIFIED as i32,
-            );
+            f(ctx.ctx, options);
         }
     }
-    register::register_all(ctx)
 }
 
 fn deinit(_ctx: &Context) -> Status {

@@ -1,19 +1,23 @@
 //! Command registration through the raw module API: `CreateCommand` with
-//! flags and legacy key positions, then `SetCommandInfo` with arity, summary
-//! and version, and a trampoline per command that turns a panic into an
-//! error reply instead of aborting the server.
+//! flags (`getkeys-api` for a command that declares keys), then
+//! `SetCommandInfo` with arity, summary, version and key specs, and a
+//! trampoline per command that answers Redis's key-position requests from
+//! the tail of declared keys and turns a panic into an error reply instead
+//! of aborting the server.
 
+use crate::call::Call;
 use crate::commands;
 use crate::docs;
 use crate::reply::PANIC_REPLY;
+use okome_core::declared::Tail;
 use redis_module::{raw, Context, RedisError, RedisValue, Status};
 use std::ffi::CString;
 use std::os::raw::{c_char, c_int};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 
-/// A command handler: the arguments after the command name in, a reply out.
-type Handler<T> = fn(&Context, &[&[u8]]) -> Result<T, okome_core::Error>;
+/// A command handler: the call's arguments in, a reply out.
+type Handler<T> = fn(&Context, &Call) -> Result<T, okome_core::Error>;
 
 /// What a handler replies with.
 trait Respond {
@@ -89,15 +93,56 @@ fn with_args<R>(
     }
 }
 
+/// Whether Redis asks for the key positions of a call (ACL, cluster
+/// routing, client tracking) rather than running it.
+fn keys_position_request(ctx: *mut raw::RedisModuleCtx) -> bool {
+    // SAFETY: a live context.
+    unsafe { raw::RedisModule_IsKeysPositionRequest.is_some_and(|f| f(ctx) != 0) }
+}
+
+/// Answers a key-position request: the keys of the call's tail, each with
+/// its access flags (none without a tail: the call touches nothing yet).
+fn report_keys(ctx: *mut raw::RedisModuleCtx, argv: *mut *mut raw::RedisModuleString, argc: c_int) {
+    with_args(argv, argc, |args| {
+        let Some(tail) = Tail::find(args) else {
+            return;
+        };
+        for (i, access) in tail.positions() {
+            // Positions count the command name.
+            let Ok(pos) = c_int::try_from(i.saturating_add(1)) else {
+                return;
+            };
+            // SAFETY: a key-position request context.
+            unsafe {
+                if let Some(at) = raw::RedisModule_KeyAtPosWithFlags {
+                    at(ctx, pos, docs::key_flags(access) as c_int);
+                }
+            }
+        }
+    });
+}
+
 fn dispatch<T: Respond>(
     ctx: *mut raw::RedisModuleCtx,
     argv: *mut *mut raw::RedisModuleString,
     argc: c_int,
     handler: Handler<T>,
+    declares: bool,
 ) -> c_int {
+    if declares && keys_position_request(ctx) {
+        let _ = catch_unwind(AssertUnwindSafe(|| report_keys(ctx, argv, argc)));
+        return raw::REDISMODULE_OK as c_int;
+    }
     let context = Context::new(ctx);
     let outcome = catch_unwind(AssertUnwindSafe(|| {
-        with_args(argv, argc, |args| handler(&context, args))
+        with_args(argv, argc, |args| {
+            let call = if declares {
+                Call::declaring(args)
+            } else {
+                Call::plain(args)
+            };
+            handler(&context, &call)
+        })
     }));
     let error = match outcome {
         Ok(Ok(v)) => return v.respond(&context) as c_int,
@@ -109,30 +154,30 @@ fn dispatch<T: Respond>(
 }
 
 macro_rules! trampoline {
-    ($name:ident, $handler:path) => {
+    ($name:ident, $handler:path, $declares:expr) => {
         extern "C" fn $name(
             ctx: *mut raw::RedisModuleCtx,
             argv: *mut *mut raw::RedisModuleString,
             argc: c_int,
         ) -> c_int {
-            dispatch(ctx, argv, argc, $handler)
+            dispatch(ctx, argv, argc, $handler, $declares)
         }
     };
 }
 
-trampoline!(t_plan_get, commands::plan_get);
-trampoline!(t_plan_lookup, commands::plan_lookup);
-trampoline!(t_plan_set, commands::plan_set);
-trampoline!(t_lock, commands::lock);
-trampoline!(t_unlock, commands::unlock);
-trampoline!(t_cache_get, commands::cache_get);
-trampoline!(t_cache_set, commands::cache_set);
-trampoline!(t_key, commands::key);
-trampoline!(t_rate, commands::rate);
-trampoline!(t_wbudget, commands::wbudget);
-trampoline!(t_agent_record, commands::agent_record);
-trampoline!(t_agent_keys, commands::agent_keys);
-trampoline!(t_agent_purge, commands::agent_purge);
+trampoline!(t_plan_get, commands::plan_get, true);
+trampoline!(t_plan_lookup, commands::plan_lookup, true);
+trampoline!(t_plan_set, commands::plan_set, true);
+trampoline!(t_lock, commands::lock, true);
+trampoline!(t_unlock, commands::unlock, true);
+trampoline!(t_cache_get, commands::cache_get, true);
+trampoline!(t_cache_set, commands::cache_set, true);
+trampoline!(t_key, commands::key, false);
+trampoline!(t_rate, commands::rate, true);
+trampoline!(t_wbudget, commands::wbudget, true);
+trampoline!(t_agent_record, commands::agent_record, true);
+trampoline!(t_agent_keys, commands::agent_keys, true);
+trampoline!(t_agent_purge, commands::agent_purge, true);
 
 type Callback =
     extern "C" fn(*mut raw::RedisModuleCtx, *mut *mut raw::RedisModuleString, c_int) -> c_int;
@@ -146,7 +191,20 @@ pub struct Spec {
     pub summary: &'static str,
     pub complexity: &'static str,
     pub args: &'static [docs::Arg],
+    /// The argument cluster clients route by (`NOT_KEY`), if any.
     pub key: Option<docs::KeyAt>,
+    /// Whether the call touches keys, declared in the tail the command
+    /// filter appends (every command but `OKOME.KEY`).
+    pub declares: bool,
+}
+
+/// The full name of the okome command `name` (any case) if it declares
+/// keys: what the command filter appends a tail to.
+pub fn declaring(name: &[u8]) -> Option<&'static str> {
+    COMMANDS
+        .iter()
+        .find(|s| s.declares && s.name.as_bytes().eq_ignore_ascii_case(name))
+        .map(|s| s.name)
 }
 
 pub const COMMANDS: &[Spec] = &[
@@ -159,6 +217,7 @@ pub const COMMANDS: &[Spec] = &[
         complexity: "O(N) in the prompt size (SHA-256; O(1) with HASHED), plus O(1) amortised with AGENT",
         args: docs::PLAN_GET,
         key: None,
+        declares: true,
     },
     Spec {
         name: "okome.plan.lookup",
@@ -169,6 +228,7 @@ pub const COMMANDS: &[Spec] = &[
         complexity: "O(1), plus O(1) amortised with AGENT",
         args: docs::PLAN_LOOKUP,
         key: Some(docs::LOOKUP_KEY),
+        declares: true,
     },
     Spec {
         name: "okome.plan.set",
@@ -179,6 +239,7 @@ pub const COMMANDS: &[Spec] = &[
         complexity: "O(N) in the plan size (JSON validation), plus O(log M) with AGENT for M entries in the agent's ledger, plus O(1) amortised with WLIMIT",
         args: docs::PLAN_SET,
         key: Some(docs::PLANNER_KEY),
+        declares: true,
     },
     Spec {
         name: "okome.lock",
@@ -189,16 +250,18 @@ pub const COMMANDS: &[Spec] = &[
         complexity: "O(1)",
         args: docs::LOCK,
         key: Some(docs::LOCKED_KEY),
+        declares: true,
     },
     Spec {
         name: "okome.unlock",
         callback: t_unlock,
         flags: "write fast",
-        arity: 3,
+        arity: -3,
         summary: "Releases a stampede lock if it is held with the given token",
         complexity: "O(1)",
         args: docs::UNLOCK,
-        key: Some(docs::UNLOCKED_KEY),
+        key: Some(docs::LOCKED_KEY),
+        declares: true,
     },
     Spec {
         name: "okome.rate",
@@ -209,6 +272,7 @@ pub const COMMANDS: &[Spec] = &[
         complexity: "O(1) amortised, whatever the limit (a refused call walks the entries until COST units fit)",
         args: docs::RATE,
         key: Some(docs::AGENT_ROUTE),
+        declares: true,
     },
     Spec {
         name: "okome.wbudget",
@@ -219,6 +283,7 @@ pub const COMMANDS: &[Spec] = &[
         complexity: "O(1) amortised, whatever the limit",
         args: docs::WBUDGET,
         key: Some(docs::AGENT_ROUTE),
+        declares: true,
     },
     Spec {
         name: "okome.cache.get",
@@ -229,6 +294,7 @@ pub const COMMANDS: &[Spec] = &[
         complexity: "O(1)",
         args: docs::CACHE_GET,
         key: Some(docs::PART_ROUTE),
+        declares: true,
     },
     Spec {
         name: "okome.cache.set",
@@ -239,6 +305,7 @@ pub const COMMANDS: &[Spec] = &[
         complexity: "O(N) in the value size (JSON validation), plus O(log M) with AGENT for M entries in the agent's ledger",
         args: docs::CACHE_SET,
         key: Some(docs::PART_ROUTE),
+        declares: true,
     },
     Spec {
         name: "okome.key",
@@ -249,6 +316,7 @@ pub const COMMANDS: &[Spec] = &[
         complexity: "O(N) in the size of the parts (SHA-256 of a planner prompt, none with HASHED)",
         args: docs::KEY,
         key: None,
+        declares: false,
     },
     Spec {
         name: "okome.agent.record",
@@ -259,6 +327,7 @@ pub const COMMANDS: &[Spec] = &[
         complexity: "O(log N) for N entries in the ledger, plus O(E log N) for E expired entries pruned",
         args: docs::AGENT_RECORD,
         key: Some(docs::AGENT_ROUTE),
+        declares: true,
     },
     Spec {
         name: "okome.agent.keys",
@@ -269,6 +338,7 @@ pub const COMMANDS: &[Spec] = &[
         complexity: "O(log N + C) for C entries returned of N in the ledger",
         args: docs::AGENT_KEYS,
         key: Some(docs::AGENT_ROUTE),
+        declares: true,
     },
     Spec {
         name: "okome.agent.purge",
@@ -279,6 +349,7 @@ pub const COMMANDS: &[Spec] = &[
         complexity: "O(C log N) for C entries looked at (COUNT, 1000 by default) of N in the ledger",
         args: docs::AGENT_PURGE,
         key: Some(docs::AGENT_ROUTE),
+        declares: true,
     },
 ];
 
@@ -286,10 +357,15 @@ const SINCE: &str = "0.1.0";
 
 fn register(ctx: &Context, spec: &Spec) -> Result<(), String> {
     let name = CString::new(spec.name).map_err(|e| e.to_string())?;
-    let flags = CString::new(spec.flags).map_err(|e| e.to_string())?;
+    let flags = if spec.declares {
+        format!("{} getkeys-api", spec.flags)
+    } else {
+        spec.flags.to_string()
+    };
+    let flags = CString::new(flags).map_err(|e| e.to_string())?;
     let create = unsafe { raw::RedisModule_CreateCommand }.ok_or("no CreateCommand")?;
-    // Legacy key positions: those of the key spec (0 when keys are derived).
-    let key_pos = spec.key.map_or(0, |k| k.pos);
+    // No legacy key positions: the keys are the tail's, which Redis asks
+    // for through the getkeys API (and finds with the key specs).
     // SAFETY: valid C strings and a callback with the expected signature.
     let rc = unsafe {
         create(
@@ -297,9 +373,9 @@ fn register(ctx: &Context, spec: &Spec) -> Result<(), String> {
             name.as_ptr(),
             Some(spec.callback),
             flags.as_ptr(),
-            key_pos,
-            key_pos,
-            c_int::from(key_pos != 0),
+            0,
+            0,
+            0,
         )
     };
     if rc != raw::REDISMODULE_OK as c_int {
@@ -320,7 +396,7 @@ fn register(ctx: &Context, spec: &Spec) -> Result<(), String> {
     let complexity = CString::new(spec.complexity).map_err(|e| e.to_string())?;
     let mut arena = docs::Arena::default();
     let args = arena.args(spec.name, spec.args);
-    let (key_specs, _key_specs_owner) = arena.key_specs(spec.key);
+    let (key_specs, _key_specs_owner) = arena.key_specs(spec.key, spec.declares);
     let version = raw::RedisModuleCommandInfoVersion {
         version: 1,
         sizeof_historyentry: std::mem::size_of::<raw::RedisModuleCommandHistoryEntry>(),

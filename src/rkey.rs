@@ -23,6 +23,12 @@ pub enum Holds {
     Other,
 }
 
+/// A new string owned by the caller (no context: freed with
+/// `RedisModule_FreeString(NULL, s)` or handed to Redis), or null.
+pub fn new_string(bytes: &[u8]) -> *mut raw::RedisModuleString {
+    create_string(ptr::null_mut(), bytes)
+}
+
 fn create_string(ctx: *mut raw::RedisModuleCtx, bytes: &[u8]) -> *mut raw::RedisModuleString {
     // SAFETY: the API is initialised at load time; ptr/len describe `bytes`.
     // A NULL context is allowed: the string is then not auto-memory managed.

@@ -77,3 +77,16 @@ pub fn background_refusal(ctx: &Context) -> Option<Refusal> {
     }
     None
 }
+
+/// Whether this server is Valkey (its `INFO server` names it), read once
+/// at load.
+pub fn is_valkey(ctx: &Context) -> bool {
+    match ctx.call("INFO", &["server"]) {
+        Ok(redis_module::RedisValue::SimpleString(s)) => s.contains("server_name:valkey"),
+        Ok(redis_module::RedisValue::BulkString(s)) => s.contains("server_name:valkey"),
+        Ok(redis_module::RedisValue::BulkRedisString(s)) => {
+            s.to_string_lossy().contains("server_name:valkey")
+        }
+        _ => false,
+    }
+}

@@ -3,6 +3,7 @@
 //! - [`keys`]: the key scheme, escaping and key validation,
 //! - [`config`]: TTL standards and limits (the values behind `okome.*` configs),
 //! - [`args`]: the argument grammar of every command, producing typed requests,
+//! - [`declared`]: the keys each call touches, as the tail the filter appends,
 //! - [`error`]: every error reply, as one enum with the exact text.
 //!
 //! Nothing here imports `redis_module`, reads a clock or does I/O: time is a
@@ -22,6 +23,7 @@
 
 pub mod args;
 pub mod config;
+pub mod declared;
 pub mod error;
 pub mod keys;
 pub mod limiter;

@@ -1,0 +1,405 @@
+//! Declared keys: every key a call touches, named in its arguments so that
+//! Redis sees it, as a Lua script names its keys in `KEYS`.
+//!
+//! The user calls `OKOME.RATE agent 10 60`; okome's command filter appends
+//! the keys that call will touch, grouped by what it does to them:
+//!
+//! ```text
+//! OKOME.RATE agent 10 60 OKOME.R 0 OKOME.W 0 OKOME.RW 1 okome:budget:rate:{agent}
+//! ```
+//!
+//! - `OKOME.R n key...`: read, never written (as `GET`);
+//! - `OKOME.W n key...`: written, its value never returned (as `SET`);
+//! - `OKOME.RW n key...`: read and written (as `INCR`).
+//!
+//! Redis's ACL (selectors, `%R~`/`%W~`), cluster redirection (`MOVED`,
+//! `ASK`, `TRYAGAIN`, `CROSSSLOT`) and client tracking then reason about the
+//! real keys, before okome runs. The command checks that the tail is
+//! exactly what its own arguments derive (see [`Tail::matches`]), so a
+//! tail a client wrote itself can only add keys to Redis's checks, never
+//! hide one.
+
+use crate::args;
+use crate::config::Config;
+use crate::keys::{lock_key, slot};
+use crate::Result;
+
+/// What a call does to a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+    ReadWrite,
+}
+
+impl Access {
+    /// The three groups, in the order the tail lists them.
+    pub const ALL: [Access; 3] = [Access::Read, Access::Write, Access::ReadWrite];
+
+    /// The keyword that opens this group in the tail.
+    pub const fn keyword(self) -> &'static str {
+        match self {
+            Access::Read => "OKOME.R",
+            Access::Write => "OKOME.W",
+            Access::ReadWrite => "OKOME.RW",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Access::Read => 0,
+            Access::Write => 1,
+            Access::ReadWrite => 2,
+        }
+    }
+}
+
+/// The keys one call touches, by access.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Declared {
+    groups: [Vec<Vec<u8>>; 3],
+}
+
+impl Declared {
+    /// Nothing declared.
+    pub fn none() -> Declared {
+        Declared::default()
+    }
+
+    /// Adds `key` with `access`.
+    pub fn with(mut self, access: Access, key: Vec<u8>) -> Declared {
+        if let Some(g) = self.groups.get_mut(access.index()) {
+            g.push(key);
+        }
+        self
+    }
+
+    /// Adds `key` with `access` if `key` is some.
+    pub fn with_opt(self, access: Access, key: Option<Vec<u8>>) -> Declared {
+        match key {
+            Some(k) => self.with(access, k),
+            None => self,
+        }
+    }
+
+    /// The keys of one group.
+    pub fn group(&self, access: Access) -> &[Vec<u8>] {
+        self.groups
+            .get(access.index())
+            .map_or(&[], |g| g.as_slice())
+    }
+
+    /// Every declared key with its access.
+    pub fn iter(&self) -> impl Iterator<Item = (Access, &[u8])> {
+        Access::ALL
+            .into_iter()
+            .flat_map(move |a| self.group(a).iter().map(move |k| (a, k.as_slice())))
+    }
+
+    /// The arguments the filter appends: every group, empty ones included,
+    /// so the tail always ends the arguments and is found from the end.
+    pub fn tail(&self) -> Vec<Vec<u8>> {
+        let mut out = Vec::with_capacity(self.iter().count().saturating_add(6));
+        for a in Access::ALL {
+            let keys = self.group(a);
+            out.push(a.keyword().as_bytes().to_vec());
+            out.push(keys.len().to_string().into_bytes());
+            out.extend(keys.iter().cloned());
+        }
+        out
+    }
+}
+
+/// A tail found at the end of a call's arguments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tail<'a> {
+    /// Where the tail starts: the arguments before it are the user's.
+    pub start: usize,
+    groups: [&'a [&'a [u8]]; 3],
+    /// Index (in the arguments) of each group's first key.
+    firsts: [usize; 3],
+}
+
+impl<'a> Tail<'a> {
+    /// Finds the tail ending `args`: the last `OKOME.R`, then the three
+    /// groups, which must end exactly at the last argument.
+    pub fn find(args: &'a [&'a [u8]]) -> Option<Tail<'a>> {
+        let start = args
+            .iter()
+            .rposition(|a| *a == Access::Read.keyword().as_bytes())?;
+        let mut at = start;
+        let mut groups: [&'a [&'a [u8]]; 3] = [&[]; 3];
+        let mut firsts = [0usize; 3];
+        for a in Access::ALL {
+            if args.get(at).copied() != Some(a.keyword().as_bytes()) {
+                return None;
+            }
+            let n = count(args.get(at.checked_add(1)?)?)?;
+            let first = at.checked_add(2)?;
+            let end = first.checked_add(n)?;
+            let keys = args.get(first..end)?;
+            let i = a.index();
+            *groups.get_mut(i)? = keys;
+            *firsts.get_mut(i)? = first;
+            at = end;
+        }
+        (at == args.len()).then_some(Tail {
+            start,
+            groups,
+            firsts,
+        })
+    }
+
+    /// The arguments before the tail.
+    pub fn user(&self, args: &'a [&'a [u8]]) -> &'a [&'a [u8]] {
+        args.get(..self.start).unwrap_or_default()
+    }
+
+    /// Every key with its access and its index in the arguments.
+    pub fn positions(&self) -> impl Iterator<Item = (usize, Access)> + '_ {
+        Access::ALL.into_iter().flat_map(move |a| {
+            let i = a.index();
+            let first = self.firsts.get(i).copied().unwrap_or(0);
+            let n = self.groups.get(i).map_or(0, |g| g.len());
+            (first..first.saturating_add(n)).map(move |p| (p, a))
+        })
+    }
+
+    /// Whether the tail declares exactly `d`, group by group, in order.
+    pub fn matches(&self, d: &Declared) -> bool {
+        Access::ALL.into_iter().all(|a| {
+            let mine = self.groups.get(a.index()).copied().unwrap_or_default();
+            let theirs = d.group(a);
+            mine.len() == theirs.len() && mine.iter().zip(theirs).all(|(x, y)| *x == y.as_slice())
+        })
+    }
+}
+
+/// A group's key count: a plain decimal number, at most 4 digits.
+fn count(arg: &[u8]) -> Option<usize> {
+    if arg.is_empty() || arg.len() > 4 || !arg.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(arg).ok()?.parse().ok()
+}
+
+/// The keys a call of `command` (lowercase full name) with `args` (after
+/// the name) touches; `None` for a command that touches none (`OKOME.KEY`)
+/// or is not okome's. `cluster` says whether keys of other slots are left
+/// to the command (see `AGENT.RECORD`).
+pub fn derive(
+    command: &str,
+    args: &[&[u8]],
+    cfg: &Config,
+    cluster: bool,
+) -> Option<Result<Declared>> {
+    let d = match command {
+        args::PLAN_GET => args::parse_plan_get(args, cfg).map(|r| r.declared()),
+        args::PLAN_LOOKUP => args::parse_plan_lookup(args, cfg).map(|r| r.declared()),
+        args::PLAN_SET => args::parse_plan_set(args, cfg).map(|r| r.declared()),
+        args::LOCK => args::parse_lock(args, cfg).map(|r| lock_only(r.key)),
+        args::UNLOCK => args::parse_unlock(args).map(|r| lock_only(r.key)),
+        args::RATE => args::parse_rate(args).map(|c| c.declared()),
+        args::WBUDGET => args::parse_wbudget(args, cfg).map(|c| c.declared()),
+        args::CACHE_GET => args::parse_cache_get(args).map(|r| r.declared()),
+        args::CACHE_SET => args::parse_cache_set(args, cfg).map(|r| r.declared()),
+        args::AGENT_RECORD => args::parse_agent_record(args).map(|r| r.declared(cluster)),
+        args::AGENT_KEYS => args::parse_agent_keys(args).map(|r| r.declared()),
+        args::AGENT_PURGE => args::parse_agent_purge(args).map(|r| r.declared()),
+        _ => return None,
+    };
+    Some(d)
+}
+
+/// `OKOME.LOCK`/`OKOME.UNLOCK`: only the lock of `key` is touched.
+pub fn lock_only(key: &[u8]) -> Declared {
+    Declared::none().with(Access::Write, lock_key(key))
+}
+
+impl args::Charge {
+    /// A charge reads and writes its window; a peek (`COST 0`) only reads.
+    pub fn declared(&self) -> Declared {
+        let access = if self.cost == 0 {
+            Access::Read
+        } else {
+            Access::ReadWrite
+        };
+        Declared::none().with(access, self.key.clone())
+    }
+}
+
+impl args::PlanGet {
+    /// The plan (read), its lock (written on a miss or a refresh, unless
+    /// `NOLOCK`) and, with `AGENT`, the agent's rate window.
+    pub fn declared(&self) -> Declared {
+        Declared::none()
+            .with(Access::Read, self.key.clone())
+            .with_opt(Access::Write, self.lock_ttl_ms.map(|_| lock_key(&self.key)))
+            .with_opt(Access::ReadWrite, self.rate.as_ref().map(|c| c.key.clone()))
+    }
+}
+
+impl args::PlanSet<'_> {
+    /// The plan (written), its lock with `TOKEN`, the write budget with
+    /// `WLIMIT` and the ledger with `AGENT`.
+    pub fn declared(&self) -> Declared {
+        Declared::none()
+            .with(Access::Write, self.key.to_vec())
+            .with_opt(Access::Write, self.token.map(|_| lock_key(self.key)))
+            .with_opt(
+                Access::ReadWrite,
+                self.budget.as_ref().map(|c| c.key.clone()),
+            )
+            .with_opt(Access::ReadWrite, self.ledger.clone())
+    }
+}
+
+impl args::CacheGet {
+    pub fn declared(&self) -> Declared {
+        Declared::none().with(Access::Read, self.key.clone())
+    }
+}
+
+impl args::CacheSet<'_> {
+    /// The value (written) and, with `AGENT`, the ledger.
+    pub fn declared(&self) -> Declared {
+        Declared::none()
+            .with(Access::Write, self.key.clone())
+            .with_opt(Access::ReadWrite, self.ledger.clone())
+    }
+}
+
+impl args::AgentRecord<'_> {
+    /// The ledger, and the recorded key, read and written: recording needs
+    /// the right to write the key, so a ledger holds only keys its agent
+    /// could have written. In a cluster a key of another slot is not
+    /// declared (one call spans one slot); the command checks it itself.
+    pub fn declared(&self, cluster: bool) -> Declared {
+        let here = !cluster || slot(self.key) == slot(&self.ledger);
+        Declared::none()
+            .with(Access::ReadWrite, self.ledger.clone())
+            .with_opt(Access::ReadWrite, here.then(|| self.key.to_vec()))
+    }
+}
+
+impl args::AgentKeys {
+    /// The ledger; the keys it lists are checked by the command.
+    pub fn declared(&self) -> Declared {
+        Declared::none().with(Access::Read, self.ledger.clone())
+    }
+}
+
+impl args::AgentPurge {
+    /// The ledger; the keys it deletes are checked by the command.
+    pub fn declared(&self) -> Declared {
+        Declared::none().with(Access::ReadWrite, self.ledger.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(v: &[Vec<u8>]) -> Vec<&[u8]> {
+        v.iter().map(|a| a.as_slice()).collect()
+    }
+
+    #[test]
+    fn a_tail_round_trips_and_ends_the_arguments() {
+        let d = Declared::none()
+            .with(Access::Read, b"okome:planner:m:{h}:t:r".to_vec())
+            .with(Access::Write, b"okome:planner:m:{h}:t:r:lock".to_vec())
+            .with(Access::ReadWrite, b"okome:budget:rate:{a}".to_vec());
+        let mut all: Vec<Vec<u8>> = vec![b"m".to_vec(), b"OKOME.R".to_vec()];
+        all.extend(d.tail());
+        let args = argv(&all);
+        let t = Tail::find(&args).unwrap();
+        assert_eq!(
+            t.start, 2,
+            "a user argument equal to the keyword stays the user's"
+        );
+        assert_eq!(t.user(&args).len(), 2);
+        assert!(t.matches(&d));
+        let pos: Vec<_> = t.positions().collect();
+        assert_eq!(
+            pos,
+            vec![
+                (4, Access::Read),
+                (7, Access::Write),
+                (10, Access::ReadWrite)
+            ]
+        );
+        assert!(!t.matches(&Declared::none()));
+    }
+
+    #[test]
+    fn no_tail_or_a_broken_one_is_none() {
+        for bad in [
+            vec!["a", "b"],
+            vec!["OKOME.R", "0", "OKOME.W", "0"],
+            vec!["OKOME.R", "0", "OKOME.W", "0", "OKOME.RW", "1"],
+            vec!["OKOME.R", "0", "OKOME.W", "0", "OKOME.RW", "0", "extra"],
+            vec!["OKOME.R", "x", "OKOME.W", "0", "OKOME.RW", "0"],
+            vec!["OKOME.R", "-1", "OKOME.W", "0", "OKOME.RW", "0"],
+            vec!["OKOME.R", "99999", "OKOME.W", "0", "OKOME.RW", "0"],
+        ] {
+            let args: Vec<&[u8]> = bad.iter().map(|s| s.as_bytes()).collect();
+            assert_eq!(Tail::find(&args), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn each_command_declares_what_it_touches() {
+        let cfg = Config::default();
+        let d = |cmd: &str, a: &[&str]| {
+            let v: Vec<&[u8]> = a.iter().map(|s| s.as_bytes()).collect();
+            derive(cmd, &v, &cfg, false)
+                .unwrap()
+                .unwrap_or_else(|e| panic!("{cmd} {a:?}: {e}"))
+        };
+        let rate = d(args::RATE, &["a", "5", "60"]);
+        assert_eq!(
+            rate.group(Access::ReadWrite),
+            [b"okome:budget:rate:{a}".to_vec()]
+        );
+        let peek = d(args::RATE, &["a", "5", "60", "COST", "0"]);
+        assert_eq!(
+            peek.group(Access::Read),
+            [b"okome:budget:rate:{a}".to_vec()]
+        );
+        assert!(peek.group(Access::ReadWrite).is_empty());
+        let lock = d(args::LOCK, &["okome:tools:{v}"]);
+        assert_eq!(
+            lock.group(Access::Write),
+            [b"okome:tools:{v}:lock".to_vec()]
+        );
+        let plan = format!("okome:planner:m:{{{}}}:t:r", "a".repeat(64));
+        let get = d(args::PLAN_LOOKUP, &[&plan, "NOLOCK"]);
+        assert_eq!(get.iter().count(), 1);
+        let get = d(args::PLAN_LOOKUP, &[&plan]);
+        assert_eq!(get.group(Access::Read), [plan.as_bytes().to_vec()]);
+        assert_eq!(
+            get.group(Access::Write),
+            [format!("{plan}:lock").into_bytes()]
+        );
+        let set = d(args::CACHE_SET, &["tools", "v", "{}", "AGENT", "a"]);
+        assert_eq!(set.group(Access::Write), [b"okome:tools:{v}".to_vec()]);
+        assert_eq!(
+            set.group(Access::ReadWrite),
+            [b"okome:budget:keys:{a}".to_vec()]
+        );
+        let rec = d(args::AGENT_RECORD, &["a", "okome:tools:{v}"]);
+        assert_eq!(rec.group(Access::ReadWrite).len(), 2);
+        let v: Vec<&[u8]> = vec![b"a", b"okome:tools:{v}"];
+        let rec = derive(args::AGENT_RECORD, &v, &cfg, true).unwrap().unwrap();
+        assert_eq!(
+            rec.group(Access::ReadWrite).len(),
+            1,
+            "another slot: not declared"
+        );
+        assert!(derive(args::KEY, &v, &cfg, false).is_none());
+        assert!(derive(args::RATE, &[b"a".as_slice()], &cfg, false)
+            .unwrap()
+            .is_err());
+    }
+}

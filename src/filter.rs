@@ -1,0 +1,99 @@
+//! The command filter that declares okome's keys. Redis runs it on every
+//! command before looking the command up — from clients, scripts and
+//! `RM_Call` alike — so ACL, cluster redirection and client tracking see
+//! the keys an okome call touches: it appends the tail of declared keys
+//! (`okome_core::declared`) to the arguments of every okome command that
+//! touches keys. Everything else passes untouched after one comparison of
+//! the command name's first six bytes.
+//!
+//! Redis 7.0 runs filters again on a command it reprocesses (one held by
+//! `CLIENT PAUSE`), so a call whose arguments already end with the tail
+//! they derive is left as it is. A call whose arguments derive no keys (an
+//! error the command will reply) gets an empty tail, so a tail a client
+//! wrote itself is never taken for okome's.
+
+use crate::register;
+use crate::rkey::new_string;
+use crate::{cluster, config};
+use okome_core::declared::{self, Declared, Tail};
+use redis_module::{raw, Context};
+use std::ffi::c_int;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr;
+
+/// Registers the filter; false if Redis refused.
+pub fn init(ctx: &Context) -> bool {
+    // SAFETY: called from OnLoad with a live context.
+    unsafe {
+        raw::RedisModule_RegisterCommandFilter
+            .is_some_and(|f| !f(ctx.ctx, Some(filter), 0).is_null())
+    }
+}
+
+extern "C" fn filter(fctx: *mut raw::RedisModuleCommandFilterCtx) {
+    // A panic must not unwind into Redis. Nothing appended then: the
+    // command finds no tail and refuses itself.
+    let _ = catch_unwind(AssertUnwindSafe(|| declare(fctx)));
+}
+
+/// Argument `i` of the filtered command, borrowed until it changes.
+fn arg<'a>(fctx: *mut raw::RedisModuleCommandFilterCtx, i: c_int) -> &'a [u8] {
+    let mut len = 0usize;
+    // SAFETY: `i` is below the argument count; the string lives in argv.
+    unsafe {
+        let Some(get) = raw::RedisModule_CommandFilterArgGet else {
+            return &[];
+        };
+        let s = get(fctx, i);
+        if s.is_null() {
+            return &[];
+        }
+        let p = raw::RedisModule_StringPtrLen.map_or(ptr::null(), |f| f(s, &mut len));
+        if p.is_null() {
+            &[]
+        } else {
+            std::slice::from_raw_parts(p.cast::<u8>(), len)
+        }
+    }
+}
+
+fn declare(fctx: *mut raw::RedisModuleCommandFilterCtx) {
+    // SAFETY: a live filter context.
+    let argc = unsafe { raw::RedisModule_CommandFilterArgsCount.map_or(0, |f| f(fctx)) };
+    let name = arg(fctx, 0);
+    if !name
+        .get(..6)
+        .is_some_and(|p| p.eq_ignore_ascii_case(b"okome."))
+    {
+        return;
+    }
+    let Some(spec) = register::declaring(name) else {
+        return;
+    };
+    let args: Vec<&[u8]> = (1..argc).map(|i| arg(fctx, i)).collect();
+    let cfg = config::current();
+    let derive = |a: &[&[u8]]| declared::derive(spec, a, &cfg, cluster::enabled());
+    if let Some(t) = Tail::find(&args) {
+        if derive(t.user(&args)).is_some_and(|d| d.is_ok_and(|d| t.matches(&d))) {
+            return;
+        }
+    }
+    let keys = derive(&args)
+        .and_then(|d| d.ok())
+        .unwrap_or_else(Declared::none);
+    drop(args);
+    for (i, a) in keys.tail().iter().enumerate() {
+        let s = new_string(a);
+        let Ok(at) = c_int::try_from(i).map(|i| argc.saturating_add(i)) else {
+            return;
+        };
+        // SAFETY: `s` is a new string whose ownership passes to argv.
+        unsafe {
+            if let Some(insert) = raw::RedisModule_CommandFilterArgInsert {
+                if !s.is_null() {
+                    insert(fctx, at, s);
+                }
+            }
+        }
+    }
+}
