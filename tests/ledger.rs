@@ -1571,3 +1571,42 @@ fn ledger_commands_leak_nothing() {
         last - settled
     );
 }
+
+/// A hand-made ledger whose only entry is a lock key (not a cache key) is
+/// refused by every command that opens it, writes included: the first and
+/// last entries are checked in full whenever a ledger is opened.
+#[test]
+fn a_ledger_holding_a_lock_key_is_refused_by_every_command() {
+    let s = Server::start();
+    let mut c = s.conn();
+    let t = server_ms(&mut c) + 60_000;
+    let ts = t.to_string();
+    let l = ledger("planted");
+    let _: i64 = redis::cmd("ZADD")
+        .arg(&[l.as_str(), &ts, "okome:tools:{ok}:lock"])
+        .query(&mut c)
+        .unwrap();
+    let _: i64 = redis::cmd("PEXPIREAT")
+        .arg(&[&l, &ts])
+        .query(&mut c)
+        .unwrap();
+    let _: i64 = redis::cmd("OKOME.CACHE.SET")
+        .arg(&["tools", "ok", "{}"])
+        .query(&mut c)
+        .unwrap();
+    let before = snapshot(&mut c);
+    let want = format!(
+        "ERR '{l}' does not hold an okome agent ledger (entry 'okome:tools:{{ok}}:lock' is not an okome cache key"
+    );
+    for args in [
+        &["OKOME.AGENT.RECORD", "planted", "okome:tools:{ok}"][..],
+        &["OKOME.CACHE.SET", "tools", "ok", "{}", "AGENT", "planted"],
+        &["OKOME.AGENT.KEYS", "planted"],
+        &["OKOME.AGENT.PURGE", "planted"],
+    ] {
+        let bytes: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        let e = err(&mut c, &bytes);
+        assert!(e.starts_with(&want), "{args:?}: {e}");
+    }
+    assert_eq!(snapshot(&mut c), before, "nothing written");
+}

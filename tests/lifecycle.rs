@@ -949,6 +949,67 @@ fn foreign_lock_without_ttl_is_healed() {
     );
 }
 
+/// A user's hash at a lock's name (written while a follower waits) is
+/// never given a TTL by the follower's timer: only a string is healed, and
+/// the follower is answered `LOCKED` at its deadline.
+#[test]
+fn a_hash_at_a_lock_name_is_never_healed() {
+    let mut s = server(&[]);
+    let mut c = s.conn();
+    let p = get_plan(&mut c, "hash lock", &["LOCKTTL", "300"]);
+    let key = p.key.clone();
+    leader_token(&p, 300);
+    let mut f = Follower::start(s.port, "f", "hash lock", &["WAIT", "1200"]);
+    wait_followers_blocked(&mut c, &mut [&mut f]);
+    let lk = lock_of(&key);
+    ok(&mut c, &["MULTI"]);
+    let _: redis::Value = redis::cmd("DEL").arg(&lk).query(&mut c).unwrap();
+    let _: redis::Value = redis::cmd("HSET")
+        .arg(&[&lk, "f", "v"])
+        .query(&mut c)
+        .unwrap();
+    let _: redis::Value = redis::cmd("EXEC").query(&mut c).unwrap();
+    let (r, at) = f.reply(Duration::from_secs(5));
+    let r = r.expect("f");
+    assert_eq!(r.status, "LOCKED", "{r:?}");
+    assert_at_deadline(at, 1200, "WAIT on a hash at the lock's name");
+    assert_eq!(pttl(&mut c, &lk), -1, "the user's hash keeps no TTL");
+    let t: String = redis::cmd("TYPE").arg(&lk).query(&mut c).unwrap();
+    assert_eq!(t, "hash");
+    s.assert_alive("at the end");
+}
+
+/// `REPLICAOF host port` on a primary with waiting followers: Redis 7.0
+/// ends every blocked client with `-UNBLOCKED ... instance state changed`
+/// (Redis decides, before any module code runs); Valkey 9 keeps them
+/// waiting as on a replica, and they get `LOCKED` at their deadline. Either
+/// way each gets exactly one reply, and the server lives.
+#[test]
+fn replicaof_with_waiters_is_answered_as_redis_decides() {
+    let mut s = server(&[]);
+    let other = server(&[]);
+    let mut c = s.conn();
+    let valkey = info_map(&mut c, "server").contains_key("valkey_version");
+    let p = get_plan(&mut c, "demoted", &["LOCKTTL", "5000"]);
+    leader_token(&p, 5000);
+    let mut f = Follower::start(s.port, "f", "demoted", &["WAIT", "1500"]);
+    wait_followers_blocked(&mut c, &mut [&mut f]);
+    ok(&mut c, &["REPLICAOF", "127.0.0.1", &other.port.to_string()]);
+    if valkey {
+        let (r, at) = f.reply(Duration::from_secs(5));
+        assert_eq!(r.expect("f").status, "LOCKED");
+        assert_at_deadline(at, 1500, "WAIT on a demoted primary (Valkey)");
+    } else {
+        let r = f.conn.read(Duration::from_secs(5)).expect("a reply");
+        let e = r.error().map(str::to_string).unwrap_or_default();
+        assert!(
+            e.starts_with("UNBLOCKED") && e.contains("instance state changed"),
+            "Redis 7.0 ends the waiter: {r:?}"
+        );
+    }
+    s.assert_alive("after REPLICAOF");
+}
+
 // ---------------------------------------------------------------- 6. memory
 
 /// `maxmemory` reached with `noeviction`: a hit is still served; a miss that
