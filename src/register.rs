@@ -9,6 +9,7 @@ use crate::call::Call;
 use crate::commands;
 use crate::docs;
 use crate::reply::PANIC_REPLY;
+use okome_core::args;
 use okome_core::declared::Tail;
 use redis_module::{raw, Context, RedisError, RedisValue, Status};
 use std::ffi::CString;
@@ -122,11 +123,25 @@ fn report_keys(ctx: *mut raw::RedisModuleCtx, argv: *mut *mut raw::RedisModuleSt
     });
 }
 
+const ARITY_PREFIX: &str = "ERR wrong number of arguments for '";
+
+/// Redis's arity error for `name` called with `n` arguments after its name,
+/// if its arity refuses them. Redis checks the arity of the arguments it
+/// receives, the tail of declared keys included; this checks the user's.
+fn arity_error(name: &str, n: usize) -> Option<String> {
+    let arity = COMMANDS.iter().find(|s| s.name == name)?.arity;
+    let given = i64::try_from(n).ok()?.saturating_add(1);
+    let want = i64::from(arity);
+    let ok = if want < 0 { given >= -want } else { given == want };
+    (!ok).then(|| format!("{ARITY_PREFIX}{name}' command"))
+}
+
 fn dispatch<T: Respond>(
     ctx: *mut raw::RedisModuleCtx,
     argv: *mut *mut raw::RedisModuleString,
     argc: c_int,
     handler: Handler<T>,
+    name: &'static str,
     declares: bool,
 ) -> c_int {
     if declares && keys_position_request(ctx) {
@@ -141,9 +156,18 @@ fn dispatch<T: Respond>(
             } else {
                 Call::plain(args)
             };
+            if let Some(e) = arity_error(name, call.args.len()) {
+                return Err(okome_core::Error::Raw(e));
+            }
             handler(&context, &call)
         })
     }));
+    if let Ok(Err(okome_core::Error::Raw(e))) = &outcome {
+        if e.starts_with(ARITY_PREFIX) {
+            // Redis's own arity error, as Redis replies it (not counted).
+            return context.reply(Err(RedisError::String(e.clone()))) as c_int;
+        }
+    }
     let error = match outcome {
         Ok(Ok(v)) => return v.respond(&context) as c_int,
         Ok(Err(e)) => RedisError::String(e.to_string()),
@@ -154,30 +178,30 @@ fn dispatch<T: Respond>(
 }
 
 macro_rules! trampoline {
-    ($name:ident, $handler:path, $declares:expr) => {
+    ($name:ident, $handler:path, $command:expr, $declares:expr) => {
         extern "C" fn $name(
             ctx: *mut raw::RedisModuleCtx,
             argv: *mut *mut raw::RedisModuleString,
             argc: c_int,
         ) -> c_int {
-            dispatch(ctx, argv, argc, $handler, $declares)
+            dispatch(ctx, argv, argc, $handler, $command, $declares)
         }
     };
 }
 
-trampoline!(t_plan_get, commands::plan_get, true);
-trampoline!(t_plan_lookup, commands::plan_lookup, true);
-trampoline!(t_plan_set, commands::plan_set, true);
-trampoline!(t_lock, commands::lock, true);
-trampoline!(t_unlock, commands::unlock, true);
-trampoline!(t_cache_get, commands::cache_get, true);
-trampoline!(t_cache_set, commands::cache_set, true);
-trampoline!(t_key, commands::key, false);
-trampoline!(t_rate, commands::rate, true);
-trampoline!(t_wbudget, commands::wbudget, true);
-trampoline!(t_agent_record, commands::agent_record, true);
-trampoline!(t_agent_keys, commands::agent_keys, true);
-trampoline!(t_agent_purge, commands::agent_purge, true);
+trampoline!(t_plan_get, commands::plan_get, args::PLAN_GET, true);
+trampoline!(t_plan_lookup, commands::plan_lookup, args::PLAN_LOOKUP, true);
+trampoline!(t_plan_set, commands::plan_set, args::PLAN_SET, true);
+trampoline!(t_lock, commands::lock, args::LOCK, true);
+trampoline!(t_unlock, commands::unlock, args::UNLOCK, true);
+trampoline!(t_cache_get, commands::cache_get, args::CACHE_GET, true);
+trampoline!(t_cache_set, commands::cache_set, args::CACHE_SET, true);
+trampoline!(t_key, commands::key, args::KEY, false);
+trampoline!(t_rate, commands::rate, args::RATE, true);
+trampoline!(t_wbudget, commands::wbudget, args::WBUDGET, true);
+trampoline!(t_agent_record, commands::agent_record, args::AGENT_RECORD, true);
+trampoline!(t_agent_keys, commands::agent_keys, args::AGENT_KEYS, true);
+trampoline!(t_agent_purge, commands::agent_purge, args::AGENT_PURGE, true);
 
 type Callback =
     extern "C" fn(*mut raw::RedisModuleCtx, *mut *mut raw::RedisModuleString, c_int) -> c_int;
@@ -209,7 +233,7 @@ pub fn declaring(name: &[u8]) -> Option<&'static str> {
 
 pub const COMMANDS: &[Spec] = &[
     Spec {
-        name: "okome.plan.get",
+        name: args::PLAN_GET,
         callback: t_plan_get,
         flags: "write",
         arity: -5,
@@ -220,7 +244,7 @@ pub const COMMANDS: &[Spec] = &[
         declares: true,
     },
     Spec {
-        name: "okome.plan.lookup",
+        name: args::PLAN_LOOKUP,
         callback: t_plan_lookup,
         flags: "write",
         arity: -2,
@@ -231,7 +255,7 @@ pub const COMMANDS: &[Spec] = &[
         declares: true,
     },
     Spec {
-        name: "okome.plan.set",
+        name: args::PLAN_SET,
         callback: t_plan_set,
         flags: "write deny-oom",
         arity: -3,
@@ -242,7 +266,7 @@ pub const COMMANDS: &[Spec] = &[
         declares: true,
     },
     Spec {
-        name: "okome.lock",
+        name: args::LOCK,
         callback: t_lock,
         flags: "write deny-oom fast",
         arity: -2,
@@ -253,7 +277,7 @@ pub const COMMANDS: &[Spec] = &[
         declares: true,
     },
     Spec {
-        name: "okome.unlock",
+        name: args::UNLOCK,
         callback: t_unlock,
         flags: "write fast",
         arity: -3,
@@ -264,7 +288,7 @@ pub const COMMANDS: &[Spec] = &[
         declares: true,
     },
     Spec {
-        name: "okome.rate",
+        name: args::RATE,
         callback: t_rate,
         flags: "write deny-oom fast",
         arity: -4,
@@ -275,7 +299,7 @@ pub const COMMANDS: &[Spec] = &[
         declares: true,
     },
     Spec {
-        name: "okome.wbudget",
+        name: args::WBUDGET,
         callback: t_wbudget,
         flags: "write deny-oom fast",
         arity: -3,
@@ -286,7 +310,7 @@ pub const COMMANDS: &[Spec] = &[
         declares: true,
     },
     Spec {
-        name: "okome.cache.get",
+        name: args::CACHE_GET,
         callback: t_cache_get,
         flags: "readonly fast",
         arity: -3,
@@ -297,7 +321,7 @@ pub const COMMANDS: &[Spec] = &[
         declares: true,
     },
     Spec {
-        name: "okome.cache.set",
+        name: args::CACHE_SET,
         callback: t_cache_set,
         flags: "write deny-oom",
         arity: -4,
@@ -308,7 +332,7 @@ pub const COMMANDS: &[Spec] = &[
         declares: true,
     },
     Spec {
-        name: "okome.key",
+        name: args::KEY,
         callback: t_key,
         flags: "allow-stale",
         arity: -3,
@@ -319,7 +343,7 @@ pub const COMMANDS: &[Spec] = &[
         declares: false,
     },
     Spec {
-        name: "okome.agent.record",
+        name: args::AGENT_RECORD,
         callback: t_agent_record,
         flags: "write deny-oom",
         arity: -3,
@@ -330,7 +354,7 @@ pub const COMMANDS: &[Spec] = &[
         declares: true,
     },
     Spec {
-        name: "okome.agent.keys",
+        name: args::AGENT_KEYS,
         callback: t_agent_keys,
         flags: "readonly",
         arity: -2,
@@ -341,7 +365,7 @@ pub const COMMANDS: &[Spec] = &[
         declares: true,
     },
     Spec {
-        name: "okome.agent.purge",
+        name: args::AGENT_PURGE,
         callback: t_agent_purge,
         flags: "write",
         arity: -2,
