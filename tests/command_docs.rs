@@ -211,8 +211,12 @@ fn command_docs_for_every_command() {
     }
 }
 
-/// name, arity, flags, key spec (argument position, flags): a key, or for
-/// derived-key commands the routing argument (flagged `not_key`).
+/// name, arity, flags, and the routing key spec (argument position,
+/// flags): the argument cluster clients route by, flagged `not_key` (the
+/// keys themselves are declared in the tail okome's command filter
+/// appends). Every command but `OKOME.KEY` declares its keys, so it is
+/// flagged `movablekeys` and has the three keyword key specs of
+/// [`DECLARED`] after its routing spec.
 type InfoRow = (
     &'static str,
     i64,
@@ -220,82 +224,108 @@ type InfoRow = (
     Option<(i64, &'static [&'static str])>,
 );
 
+const ROUTING: &[&str] = &["RO", "not_key"];
+
 const INFO: [InfoRow; 13] = [
-    ("okome.plan.get", -5, &["write", "module"], None),
+    (
+        "okome.plan.get",
+        -5,
+        &["write", "module", "movablekeys"],
+        None,
+    ),
     (
         "okome.plan.lookup",
         -2,
-        &["write", "module"],
-        Some((1, &["RO", "access"])),
+        &["write", "module", "movablekeys"],
+        Some((1, ROUTING)),
     ),
     (
         "okome.plan.set",
         -3,
-        &["write", "denyoom", "module"],
-        Some((1, &["OW", "update"])),
+        &["write", "denyoom", "module", "movablekeys"],
+        Some((1, ROUTING)),
     ),
     (
         "okome.lock",
         -2,
-        &["write", "denyoom", "fast", "module"],
-        Some((1, &["RW", "update"])),
+        &["write", "denyoom", "fast", "module", "movablekeys"],
+        Some((1, ROUTING)),
     ),
     (
         "okome.unlock",
-        3,
-        &["write", "fast", "module"],
-        Some((1, &["RW", "delete"])),
+        -3,
+        &["write", "fast", "module", "movablekeys"],
+        Some((1, ROUTING)),
     ),
     (
         "okome.rate",
         -4,
-        &["write", "denyoom", "fast", "module"],
-        Some((1, &["RO", "not_key"])),
+        &["write", "denyoom", "fast", "module", "movablekeys"],
+        Some((1, ROUTING)),
     ),
     (
         "okome.wbudget",
         -3,
-        &["write", "denyoom", "fast", "module"],
-        Some((1, &["RO", "not_key"])),
+        &["write", "denyoom", "fast", "module", "movablekeys"],
+        Some((1, ROUTING)),
     ),
     (
         "okome.cache.get",
         -3,
-        &["readonly", "fast", "module"],
-        Some((2, &["RO", "not_key"])),
+        &["readonly", "fast", "module", "movablekeys"],
+        Some((2, ROUTING)),
     ),
     (
         "okome.cache.set",
         -4,
-        &["write", "denyoom", "module"],
-        Some((2, &["RO", "not_key"])),
+        &["write", "denyoom", "module", "movablekeys"],
+        Some((2, ROUTING)),
     ),
     ("okome.key", -3, &["stale", "module"], None),
     (
         "okome.agent.record",
         -3,
-        &["write", "denyoom", "module"],
-        Some((1, &["RO", "not_key"])),
+        &["write", "denyoom", "module", "movablekeys"],
+        Some((1, ROUTING)),
     ),
     (
         "okome.agent.keys",
         -2,
-        &["readonly", "module"],
-        Some((1, &["RO", "not_key"])),
+        &["readonly", "module", "movablekeys"],
+        Some((1, ROUTING)),
     ),
     (
         "okome.agent.purge",
         -2,
-        &["write", "module"],
-        Some((1, &["RO", "not_key"])),
+        &["write", "module", "movablekeys"],
+        Some((1, ROUTING)),
     ),
 ];
+
+/// The keyword key specs of the declared keys: keyword, flags.
+const DECLARED: [(&str, &[&str]); 3] = [
+    ("OKOME.R", &["RO", "access"]),
+    ("OKOME.W", &["RW", "update"]),
+    ("OKOME.RW", &["RW", "access", "update"]),
+];
+
+fn assert_spec_flags(spec: &[(String, Value)], want: &[&str], what: &str) {
+    assert_eq!(
+        strings(field(spec, "flags").unwrap()),
+        want.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        "{what}"
+    );
+    assert!(
+        !text(field(spec, "notes").unwrap()).is_empty(),
+        "{what}: notes"
+    );
+}
 
 #[test]
 fn command_info_arity_flags_and_key_specs() {
     let s = Server::start();
     let mut c = s.conn();
-    for (name, arity, flags, key_flags) in INFO {
+    for (name, arity, flags, routing) in INFO {
         let reply: Value = redis::cmd("COMMAND")
             .arg("INFO")
             .arg(name)
@@ -311,21 +341,20 @@ fn command_info_arity_flags_and_key_specs() {
         assert_eq!(got, want, "{name} flags");
         let positions = (int(&info[3]), int(&info[4]), int(&info[5]));
         let specs = array(&info[8]);
-        match key_flags {
+        if name == "okome.key" {
+            assert_eq!(positions, (0, 0, 0), "{name}");
+            assert!(specs.is_empty(), "{name}: {specs:?}");
+            continue;
+        }
+        let declared = match routing {
             None => {
                 assert_eq!(positions, (0, 0, 0), "{name}");
-                assert!(specs.is_empty(), "{name}: {specs:?}");
+                specs
             }
             Some((pos, kf)) => {
                 assert_eq!(positions, (pos, pos, 1), "{name}");
-                assert_eq!(specs.len(), 1, "{name}: {specs:?}");
                 let spec = pairs(&specs[0]);
-                assert_eq!(
-                    strings(field(&spec, "flags").unwrap()),
-                    kf.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-                    "{name}"
-                );
-                assert!(!text(field(&spec, "notes").unwrap()).is_empty());
+                assert_spec_flags(&spec, kf, name);
                 let bs = pairs(field(&spec, "begin_search").unwrap());
                 assert_eq!(text(field(&bs, "type").unwrap()), "index");
                 let bs_spec = pairs(field(&bs, "spec").unwrap());
@@ -338,21 +367,64 @@ fn command_info_arity_flags_and_key_specs() {
                     .map(|k| int(field(&fk_spec, k).unwrap()))
                     .collect();
                 assert_eq!(range, [0, 1, 0], "{name}");
+                &specs[1..]
             }
+        };
+        assert_eq!(declared.len(), DECLARED.len(), "{name}: {specs:?}");
+        for (spec, (keyword, kf)) in declared.iter().zip(DECLARED) {
+            let what = format!("{name} {keyword}");
+            let spec = pairs(spec);
+            assert_spec_flags(&spec, kf, &what);
+            let bs = pairs(field(&spec, "begin_search").unwrap());
+            assert_eq!(text(field(&bs, "type").unwrap()), "keyword", "{what}");
+            let bs_spec = pairs(field(&bs, "spec").unwrap());
+            assert_eq!(text(field(&bs_spec, "keyword").unwrap()), keyword);
+            assert_eq!(int(field(&bs_spec, "startfrom").unwrap()), -1, "{what}");
+            let fk = pairs(field(&spec, "find_keys").unwrap());
+            assert_eq!(text(field(&fk, "type").unwrap()), "keynum", "{what}");
+            let fk_spec = pairs(field(&fk, "spec").unwrap());
+            let keynum: Vec<i64> = ["keynumidx", "firstkey", "keystep"]
+                .iter()
+                .map(|k| int(field(&fk_spec, k).unwrap()))
+                .collect();
+            assert_eq!(keynum, [0, 1, 1], "{what}");
         }
     }
 }
 
+/// `COMMAND GETKEYSANDFLAGS` runs no command filter: given a call as a
+/// client sends it, it finds no key (the keys are declared in the tail the
+/// filter appends); given the call with its tail, it reports exactly the
+/// declared keys with the flags of their group.
 #[test]
 fn command_getkeysandflags() {
     let s = Server::start();
     let mut c = s.conn();
-    let cases: [(&[&str], &[&str]); 4] = [
+    let pk: String = redis::cmd("OKOME.KEY")
+        .arg(&["planner", "m", "p", "t", "r"])
+        .query(&mut c)
+        .unwrap();
+    let lock = "okome:tools:{v1}:lock";
+    let tail = |r: &[&str], w: &[&str], rw: &[&str]| {
+        let mut t = Vec::new();
+        for (kw, keys) in [("OKOME.R", r), ("OKOME.W", w), ("OKOME.RW", rw)] {
+            t.push(kw.to_string());
+            t.push(keys.len().to_string());
+            t.extend(keys.iter().map(|k| k.to_string()));
+        }
+        t
+    };
+    let cases: [(&[&str], Vec<String>, Vec<(&str, &[&str])>); 5] = [
         (
-            &["okome.plan.set", "okome:planner:k", "{}"],
-            &["OW", "update"],
+            &["okome.plan.set", &pk, "{}"],
+            tail(&[], &[&pk], &[]),
+            vec![(&pk, &["RW", "update"])],
         ),
-        (&["okome.lock", "okome:tools:{v1}"], &["RW", "update"]),
+        (
+            &["okome.lock", "okome:tools:{v1}"],
+            tail(&[], &[lock], &[]),
+            vec![(lock, &["RW", "update"])],
+        ),
         (
             &[
                 "okome.lock",
@@ -362,40 +434,55 @@ fn command_getkeysandflags() {
                 "TOKEN",
                 "t",
             ],
-            &["RW", "update"],
+            tail(&[], &[lock], &[]),
+            vec![(lock, &["RW", "update"])],
         ),
         (
             &["okome.unlock", "okome:tools:{v1}", "t"],
-            &["RW", "delete"],
+            tail(&[], &[lock], &[]),
+            vec![(lock, &["RW", "update"])],
+        ),
+        (
+            &["okome.rate", "a", "1", "1"],
+            tail(&[], &[], &["okome:budget:rate:{a}"]),
+            vec![("okome:budget:rate:{a}", &["RW", "access", "update"])],
         ),
     ];
-    for (args, flags) in cases {
+    for (args, tail, want) in cases {
+        let e = err(
+            &mut c,
+            &[&b"COMMAND"[..], b"GETKEYSANDFLAGS"]
+                .into_iter()
+                .chain(args.iter().map(|a| a.as_bytes()))
+                .collect::<Vec<_>>(),
+        );
+        assert_eq!(
+            e, "ERR Invalid arguments specified for command",
+            "{args:?} without its tail"
+        );
         let reply: Value = redis::cmd("COMMAND")
             .arg("GETKEYSANDFLAGS")
             .arg(args)
+            .arg(&tail)
             .query(&mut c)
             .unwrap();
-        let keys = array(&reply);
-        assert_eq!(keys.len(), 1, "{args:?}: {reply:?}");
-        let k = array(&keys[0]);
-        assert_eq!(text(&k[0]), args[1], "{args:?}");
-        assert_eq!(
-            strings(&k[1]),
-            flags.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-            "{args:?}"
-        );
+        let got: Vec<(String, BTreeSet<String>)> = array(&reply)
+            .iter()
+            .map(|k| {
+                let k = array(k);
+                (text(&k[0]), strings(&k[1]).into_iter().collect())
+            })
+            .collect();
+        let want: Vec<(String, BTreeSet<String>)> = want
+            .iter()
+            .map(|(k, f)| (k.to_string(), f.iter().map(|s| s.to_string()).collect()))
+            .collect();
+        assert_eq!(got, want, "{args:?} {tail:?}");
     }
-    // Commands whose keys are derived declare none.
+    // OKOME.KEY touches no key and declares none.
     let e = err(
         &mut c,
-        &[
-            b"COMMAND",
-            b"GETKEYSANDFLAGS",
-            b"okome.rate",
-            b"a",
-            b"1",
-            b"1",
-        ],
+        &[b"COMMAND", b"GETKEYSANDFLAGS", b"okome.key", b"rate", b"a"],
     );
     assert!(e.contains("no key arguments"), "{e}");
 }
