@@ -392,6 +392,10 @@ fn command_info_arity_flags_and_key_specs() {
     }
 }
 
+/// A call as a client sends it, the tail okome's filter appends to it,
+/// and the keys with flags `COMMAND GETKEYSANDFLAGS` reports given both.
+type GetKeysCase<'a> = (&'a [&'a str], Vec<String>, Vec<(&'a str, &'a [&'a str])>);
+
 /// `COMMAND GETKEYSANDFLAGS` runs no command filter: given a call as a
 /// client sends it, it finds no key (the keys are declared in the tail the
 /// filter appends); given the call with its tail, it reports exactly the
@@ -414,7 +418,7 @@ fn command_getkeysandflags() {
         }
         t
     };
-    let cases: [(&[&str], Vec<String>, Vec<(&str, &[&str])>); 5] = [
+    let cases: [GetKeysCase; 5] = [
         (
             &["okome.plan.set", &pk, "{}"],
             tail(&[], &[&pk], &[]),
