@@ -14,7 +14,7 @@ pub struct Call<'a> {
 /// The refusal of a call whose tail is missing or is not what its
 /// arguments derive (the filter did not run, or the configuration changed
 /// between a `MULTI` and its `EXEC`).
-const NOT_DECLARED: &str = "ERR okome: the keys this call touches are not the ones declared to Redis in its arguments (okome's command filter appends them as OKOME.R n key... OKOME.W n key... OKOME.RW n key...); nothing was done; send the command again";
+const NOT_DECLARED: &str = "ERR okome: the keys this call touches are not the ones declared to Redis in its arguments (okome's command filter appends them as OKOME.R n key... OKOME.W n key... OKOME.RW n key...; on Valkey 9 it cannot from a script, so call okome commands from clients there); nothing was done";
 
 impl<'a> Call<'a> {
     /// A call of a command that declares its keys: splits off the tail.

@@ -6,6 +6,9 @@
 //! touches keys. Everything else passes untouched after one comparison of
 //! the command name's first six bytes.
 //!
+//! On Valkey 9, okome commands called from a script get no tail and refuse
+//! themselves (see [`declare`]).
+//!
 //! Redis 7.0 runs filters again on a command it reprocesses (one held by
 //! `CLIENT PAUSE`), so a call whose arguments already end with the tail
 //! they derive is left as it is. A call whose arguments derive no keys (an
@@ -14,7 +17,7 @@
 
 use crate::register;
 use crate::rkey::new_string;
-use crate::{cluster, config};
+use crate::{cluster, config, server};
 use okome_core::declared::{self, Declared, Tail};
 use redis_module::{raw, Context};
 use std::ffi::c_int;
@@ -70,6 +73,13 @@ fn declare(fctx: *mut raw::RedisModuleCommandFilterCtx) {
     let Some(spec) = register::declaring(name) else {
         return;
     };
+    // Valkey 9 runs scripts in a scripting-engine module whose calls
+    // (`VM_CallArgv`) hand filters an argument array that cannot grow:
+    // inserting corrupts its heap. No tail there: the command refuses
+    // itself (fail closed).
+    if server::valkey() && server::in_script() {
+        return;
+    }
     let args: Vec<&[u8]> = (1..argc).map(|i| arg(fctx, i)).collect();
     let cfg = config::current();
     let derive = |a: &[&[u8]]| declared::derive(spec, a, &cfg, cluster::enabled());

@@ -132,7 +132,11 @@ fn arity_error(name: &str, n: usize) -> Option<String> {
     let arity = COMMANDS.iter().find(|s| s.name == name)?.arity;
     let given = i64::try_from(n).ok()?.saturating_add(1);
     let want = i64::from(arity);
-    let ok = if want < 0 { given >= -want } else { given == want };
+    let ok = if want < 0 {
+        given >= -want
+    } else {
+        given == want
+    };
     (!ok).then(|| format!("{ARITY_PREFIX}{name}' command"))
 }
 
@@ -190,7 +194,12 @@ macro_rules! trampoline {
 }
 
 trampoline!(t_plan_get, commands::plan_get, args::PLAN_GET, true);
-trampoline!(t_plan_lookup, commands::plan_lookup, args::PLAN_LOOKUP, true);
+trampoline!(
+    t_plan_lookup,
+    commands::plan_lookup,
+    args::PLAN_LOOKUP,
+    true
+);
 trampoline!(t_plan_set, commands::plan_set, args::PLAN_SET, true);
 trampoline!(t_lock, commands::lock, args::LOCK, true);
 trampoline!(t_unlock, commands::unlock, args::UNLOCK, true);
@@ -199,9 +208,19 @@ trampoline!(t_cache_set, commands::cache_set, args::CACHE_SET, true);
 trampoline!(t_key, commands::key, args::KEY, false);
 trampoline!(t_rate, commands::rate, args::RATE, true);
 trampoline!(t_wbudget, commands::wbudget, args::WBUDGET, true);
-trampoline!(t_agent_record, commands::agent_record, args::AGENT_RECORD, true);
+trampoline!(
+    t_agent_record,
+    commands::agent_record,
+    args::AGENT_RECORD,
+    true
+);
 trampoline!(t_agent_keys, commands::agent_keys, args::AGENT_KEYS, true);
-trampoline!(t_agent_purge, commands::agent_purge, args::AGENT_PURGE, true);
+trampoline!(
+    t_agent_purge,
+    commands::agent_purge,
+    args::AGENT_PURGE,
+    true
+);
 
 type Callback =
     extern "C" fn(*mut raw::RedisModuleCtx, *mut *mut raw::RedisModuleString, c_int) -> c_int;

@@ -78,9 +78,30 @@ pub fn background_refusal(ctx: &Context) -> Option<Refusal> {
     None
 }
 
+static VALKEY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether this server is Valkey, as [`is_valkey`] found at load.
+pub fn valkey() -> bool {
+    VALKEY.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Whether a script (or function) is running now.
+pub fn in_script() -> bool {
+    // SAFETY: without a context only server-wide flags are read.
+    let flags =
+        unsafe { raw::RedisModule_GetContextFlags.map_or(0, |f| f(std::ptr::null_mut())) } as u32;
+    flags & raw::REDISMODULE_CTX_FLAGS_LUA != 0
+}
+
 /// Whether this server is Valkey (its `INFO server` names it), read once
 /// at load.
 pub fn is_valkey(ctx: &Context) -> bool {
+    let v = server_name_is_valkey(ctx);
+    VALKEY.store(v, std::sync::atomic::Ordering::Relaxed);
+    v
+}
+
+fn server_name_is_valkey(ctx: &Context) -> bool {
     match ctx.call("INFO", &["server"]) {
         Ok(redis_module::RedisValue::SimpleString(s)) => s.contains("server_name:valkey"),
         Ok(redis_module::RedisValue::BulkString(s)) => s.contains("server_name:valkey"),
