@@ -177,7 +177,7 @@ class Cluster:
             for node in self.nodes[1:]:
                 first.execute_command("CLUSTER", "MEET", "127.0.0.1", node.port)
             deadline = time.monotonic() + 30
-            while not all(self._ready(n) for n in self.nodes):
+            while not (all(self._ready(n) for n in self.nodes) and self.settled()):
                 if time.monotonic() > deadline:
                     raise RuntimeError("the cluster never became ok")
                 time.sleep(0.05)
@@ -194,6 +194,19 @@ class Cluster:
             return False
         return len(c.execute_command("CLUSTER", "SLOTS")) == 3
 
+    def settled(self) -> bool:
+        """Whether the nodes' config epochs are distinct and every node sees
+        the same ones. Nodes made primaries by hand start with epoch 0 each,
+        and resolve the collision over the next second or so; a slot moved
+        meanwhile (SETSLOT NODE bumps the new owner's epoch from what it
+        knows) may go back to its old owner on some nodes only, which then
+        answer MOVED to each other."""
+        views = []
+        for n in self.nodes:
+            text = n.client(decode_responses=True).execute_command("CLUSTER", "NODES")
+            views.append({f[0]: f[6] for f in (line.split() for line in str(text).splitlines())})
+        return all(v == views[0] for v in views) and len(set(views[0].values())) == len(views)
+
     def owner(self, key: str | bytes) -> Server:
         c = self.nodes[0].client()
         slot = c.execute_command("CLUSTER", "KEYSLOT", key)
@@ -208,7 +221,8 @@ class Cluster:
     def commands(self) -> list[dict[str, int]]:
         """Per node: calls of each command (``INFO commandstats``), but INFO
         (the counting itself) and EXISTS (which okome calls inside the server,
-        in cluster mode, to check that a key it derives is served there)."""
+        in cluster mode, to check that the keys of a follower woken from
+        WAIT, or of an agent's ledger, are served there)."""
         if not hasattr(self, "_stat_clients"):
             self._stat_clients = [n.client() for n in self.nodes]
         out = []

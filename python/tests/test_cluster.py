@@ -1,10 +1,11 @@
 """Redis Cluster: every call goes straight to the node serving its key, in
-one round trip (counted per node with INFO commandstats), and MOVED / ASK
-during a resharding are followed."""
+one round trip (counted per node with INFO commandstats), and MOVED / ASK /
+TRYAGAIN during a resharding are followed (test_reshard.py: under load)."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import redis
@@ -136,6 +137,29 @@ def test_agents_are_charged_on_their_own_node(cluster):
     assert skipped == okome.PlanSetReply(okome.StoreStatus.SKIPPED, None, 0, True)
 
 
+def test_a_waiting_lookup_is_never_sent_with_a_charge(cluster):
+    """An agent whose window shares the plan's slot is charged inside the
+    lookup (one round trip), unless the lookup may wait: a follower woken
+    after its slot moved is answered TRYAGAIN and sent again, which must not
+    charge it twice, so okome charges it with OKOME.RATE first."""
+    cluster.flush()
+    ok = okome.Okome(cluster_client(cluster))
+    key = okome.planner_key(MODEL, "same slot", TOOLSET, REPO)
+    node = owner_index(cluster, key)
+    agent = next(
+        f"same-{i}"
+        for i in range(200_000)
+        if okome._keys.slot(f"okome:budget:rate:{{same-{i}}}") == okome._keys.slot(key)
+    )
+    before = cluster.commands()
+    assert ok.plan_get(MODEL, "same slot", TOOLSET, REPO, agent=agent, limit=5, window=60).token
+    assert diff(before, cluster.commands())[node] == {"okome.plan.lookup": 1}
+    before = cluster.commands()
+    r = ok.plan_get(MODEL, "same slot", TOOLSET, REPO, agent=agent, limit=5, window=60, wait_ms=50)
+    assert r.status is PlanStatus.LOCKED and r.rate_remaining == 3
+    assert diff(before, cluster.commands())[node] == {"okome.rate": 1, "okome.plan.lookup": 1}
+
+
 def _setslot(cluster, slot: int, *args: object, nodes=None) -> None:
     for n in nodes or cluster.nodes:
         n.client().execute_command("CLUSTER", "SETSLOT", slot, *args)
@@ -143,7 +167,7 @@ def _setslot(cluster, slot: int, *args: object, nodes=None) -> None:
         # Wait until every node agrees on the new owner.
         port = next(n.port for n in cluster.nodes if cluster.node_id(n) == args[1])
         deadline = time.monotonic() + 10
-        while not all(_owner_port(n, slot) == port for n in cluster.nodes):
+        while not (all(_owner_port(n, slot) == port for n in cluster.nodes) and cluster.settled()):
             assert time.monotonic() < deadline, "the nodes never agreed on the slot's owner"
             time.sleep(0.02)
 
@@ -178,23 +202,44 @@ def test_moved_and_ask_are_followed(cluster):
     ok.plan_set(key, {"v": 1}, token=m.token)
     assert ok.plan_get(MODEL, prompt, TOOLSET, REPO).status is PlanStatus.HIT
 
-    # ASK: the slot is migrating and the plan already moved.
+    # ASK: the slot is migrating and the plan already moved. A lookup that
+    # takes no lock declares the plan's key alone: the source answers ASK,
+    # the target serves it after ASKING.
     a, b = cluster.nodes[src], cluster.nodes[dst]
+    stale = okome.Okome(cluster_client(cluster))  # its slot map says src
     _setslot(cluster, slot, "IMPORTING", cluster.node_id(a), nodes=[b])
     _setslot(cluster, slot, "MIGRATING", cluster.node_id(b), nodes=[a])
     a.client().execute_command("MIGRATE", "127.0.0.1", b.port, "", 0, 5000, "KEYS", key)
     before = cluster.commands()
-    hit = ok.plan_get(MODEL, prompt, TOOLSET, REPO)
+    hit = ok.plan_lookup(key, nolock=True)
     assert hit.status is PlanStatus.HIT and hit.plan == {"v": 1}
     d = diff(before, cluster.commands())
     assert d[dst] == {"asking": 1, "okome.plan.lookup": 1}
 
-    # MOVED: the slot now belongs to dst, the client's map still says src.
-    _setslot(cluster, slot, "NODE", cluster.node_id(b))
+    # TRYAGAIN: a lookup that may take the lock declares the lock's key too,
+    # which neither node has: ASK from the source, TRYAGAIN from the target
+    # (a call of several keys, some missing), again and again, until the
+    # slot has moved: then the source answers MOVED, and the target serves it.
+    done = threading.Timer(0.2, _setslot, (cluster, slot, "NODE", cluster.node_id(b)))
+    done.start()
+    before = cluster.commands()
     hit = ok.plan_get(MODEL, prompt, TOOLSET, REPO)
+    done.join()
+    assert hit.status is PlanStatus.HIT and hit.plan == {"v": 1}
+    # (The timer's own CLUSTER calls aside.)
+    d = [
+        {k: v for k, v in n.items() if not k.startswith(("cluster", "hello"))}
+        for n in diff(before, cluster.commands())
+    ]
+    assert d[dst]["asking"] >= 1 and d[dst]["okome.plan.lookup"] == 1, d
+    assert d[src] == {}, d  # redirected, never run there
+    assert cluster.nodes[dst].client().info("errorstats")["errorstat_TRYAGAIN"]["count"] >= 1
+
+    # MOVED: the slot now belongs to dst, the client's map still says src.
+    hit = stale.plan_get(MODEL, prompt, TOOLSET, REPO)
     assert hit.status is PlanStatus.HIT and hit.plan == {"v": 1}
     before = cluster.commands()
-    assert ok.plan_get(MODEL, prompt, TOOLSET, REPO).status is PlanStatus.HIT
+    assert stale.plan_get(MODEL, prompt, TOOLSET, REPO).status is PlanStatus.HIT
     expected = [{} for _ in range(3)]
     expected[dst] = {"okome.plan.lookup": 1}
     assert diff(before, cluster.commands()) == expected  # the map was updated
@@ -238,18 +283,43 @@ def test_asyncio_cluster(cluster):
     asyncio.run(main())
 
 
-def test_plan_get_argument_form_would_be_refused(cluster):
-    """Why the client routes by a locally computed key: the argument form on
-    a node that does not serve the slot is refused by the module."""
+def test_plan_get_on_another_node_is_moved(cluster):
+    """okome declares the keys a call touches (the plan key PLAN.GET derives
+    from the prompt included), so a node that does not serve them answers
+    MOVED, before anything runs; through a plain redis.Redis that is
+    okome.WrongSlotError, also redis-py's MovedError, naming the owner."""
+    cluster.flush()
     key = okome.planner_key(MODEL, "x", TOOLSET, REPO)
+    owner = cluster.nodes[owner_index(cluster, key)]
     other = cluster.nodes[(owner_index(cluster, key) + 1) % 3]
     try:
         okome.Okome(other.client()).plan_get(MODEL, "x", TOOLSET, REPO)
         raise AssertionError("not refused")
     except okome.WrongSlotError as e:
-        assert "OKOME.PLAN.LOOKUP" in str(e)
-    except redis.exceptions.ResponseError as e:  # pragma: no cover - the message changed
-        raise AssertionError(f"unexpected {e!r}") from e
+        assert isinstance(e, redis.exceptions.MovedError) and e.code == "MOVED"
+        assert (e.slot_id, e.host, e.port) == (okome._keys.slot(key), "127.0.0.1", owner.port)
+    assert other.client().dbsize() == 0
+
+
+def test_crossslot_is_redis_own(cluster):
+    """A call whose declared keys span two slots (a lookup charging an agent
+    of another slot, sent to one node without okome's split) is refused by
+    Redis itself with CROSSSLOT: okome.CrossSlotError, nothing written."""
+    cluster.flush()
+    key = okome.planner_key(MODEL, "cross", TOOLSET, REPO)
+    agent = next(
+        f"cross-{i}"
+        for i in range(100)
+        if okome._keys.slot(f"okome:budget:rate:{{cross-{i}}}") != okome._keys.slot(key)
+    )
+    owner = cluster.nodes[owner_index(cluster, key)]
+    try:
+        okome.Okome(owner.client()).plan_lookup(key, agent=agent, limit=5, window=60)
+        raise AssertionError("not refused")
+    except okome.CrossSlotError as e:
+        assert e.code == "CROSSSLOT" and isinstance(e, redis.exceptions.ClusterCrossSlotError)
+        assert "same slot" in str(e), str(e)  # Redis's text
+    assert all(n.client().dbsize() == 0 for n in cluster.nodes)
 
 
 def test_agent_ledger_across_slots(cluster):

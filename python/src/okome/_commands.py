@@ -171,18 +171,21 @@ def plan_lookup(
 ) -> Steps[PlanReply]:
     charge = _charge_options(agent, limit, window)
     options = _lookup_options(lock_ttl_ms, nolock, wait_ms, refresh_ahead_ms)
+    # On a cluster the agent is charged by a call of its own, first, when its
+    # window lives in another slot (one command cannot touch both: CROSSSLOT),
+    # and also when the lookup may wait: a follower woken after its slot moved
+    # away is answered TRYAGAIN and sent again (see _sync.Redirects), which
+    # must not charge the agent a second time.
     split = (
         cluster
         and agent is not None
-        and not _same_slot(_local(lambda: _keys.agent_key("rate", agent)), key)
+        and (bool(wait_ms) or not _same_slot(_local(lambda: _keys.agent_key("rate", agent)), key))
     )
     if not split:
         result: PlanReply = yield Call(
             ("OKOME.PLAN.LOOKUP", key, *charge, *options), parse_plan, key, wait_ms or None
         )
         return result
-    # The agent's window lives in another slot: one command cannot touch
-    # both (CROSSSLOT), so charge on the agent's node first, then look up.
     assert limit is not None and window is not None
     rate: RateReply = yield from _rate(agent, limit, window, None)
     if not rate.allowed:

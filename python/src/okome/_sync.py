@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import inspect
 import time
-from typing import Any
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Any, NoReturn
 
 import redis
 from redis import exceptions as rex
@@ -14,6 +16,9 @@ from . import errors
 from ._commands import Call
 
 MAX_REDIRECTS = 16  # as redis-py's RedisClusterRequestTTL
+TRYAGAIN_PAUSE = 0.005  # the least pause before retrying after TRYAGAIN
+CLUSTERDOWN_PAUSE = 0.25  # before re-reading the slot map after CLUSTERDOWN, as redis-py
+CLUSTERDOWN_RETRIES = 3  # as redis-py's default retry count
 
 
 def redirect_pause(attempt: int) -> float:
@@ -21,6 +26,134 @@ def redirect_pause(attempt: int) -> float:
     for the first two (a resharding answers MOVED or ASK once), then a short,
     growing pause while the nodes agree on the slot's owner."""
     return 0.0 if attempt < 2 else min(0.025 * attempt, 0.25)
+
+
+# The replies with which a cluster node refuses a call without running it.
+REDIRECTIONS = (rex.AskError, rex.TryAgainError, rex.ClusterDownError)  # AskError: MOVED too
+
+
+@dataclass(frozen=True)
+class Redirect:
+    """What the next attempt of a cluster call does: wait ``pause`` seconds;
+    re-read the slot map (``refresh``) or patch it with a ``moved`` reply;
+    then send to ``node`` (host, port), or, if ``None``, to the slot's owner
+    per the client's map; with ``ASKING`` first if ``asking``."""
+
+    pause: float
+    node: tuple[str, int] | None
+    asking: bool = False
+    moved: rex.MovedError | None = None
+    refresh: bool = False
+
+
+class Redirects:
+    """One cluster call's redirections, followed within ``MAX_REDIRECTS``
+    attempts; the sync and the asyncio transport do the I/O.
+
+    None of ``MOVED``, ``ASK``, ``TRYAGAIN`` and ``CLUSTERDOWN`` means the
+    call ran, so sending it again is safe, a blocking one (``WAIT``)
+    included:
+
+    - Redis answers them *instead of* running the command, from the keys it
+      declares (okome declares every key a call touches): a ``WAIT`` so
+      answered never blocked, no waiter was registered, nothing was charged
+      or locked. (Redis also unblocks with ``MOVED`` or ``CLUSTERDOWN`` a
+      client blocked on keys whose slot moves, but okome's ``WAIT`` blocks
+      with ``RM_BlockClient``, not on keys, and always gets okome's reply.)
+    - okome answers ``TRYAGAIN`` itself, before writing anything, to a
+      follower woken from ``WAIT`` whose slot moved meanwhile (a follower's
+      lock is taken only by the reply that carries its token, and on a
+      cluster a call with ``WAIT`` never carries an agent's charge: see
+      ``_commands.plan_lookup``), and to ``AGENT.KEYS`` / ``AGENT.PURGE``
+      when some of the ledger's keys have moved away. A follower sent again
+      waits again, on the slot's new owner.
+
+    What each makes the next attempt do:
+
+    - ``MOVED``: the slot map is patched, the call goes to the new owner.
+    - ``ASK``: the call goes to the importing node, with ``ASKING`` first.
+    - ``TRYAGAIN``: the slot is being migrated and the call's keys are split
+      between its two nodes (or missing on the importing node, for a call of
+      several keys): after a short, growing pause the call goes again to
+      the slot's owner per the map, without ``ASKING`` (the owner answers
+      ``ASK`` again if the keys have moved meanwhile, or serves the call
+      once the migration has ended). Out of attempts:
+      :class:`~okome.errors.SlotMigratingError`.
+    - ``CLUSTERDOWN`` (a failover under way, a slot not covered): as
+      redis-py, a pause of ``CLUSTERDOWN_PAUSE``, the slot map re-read,
+      then the call again; ``CLUSTERDOWN_RETRIES`` times at most, then the
+      ``ClusterDownError`` is raised.
+    """
+
+    def __init__(self, call: Call) -> None:
+        self.call = call
+        self.attempt = 0
+        self.tryagains = 0
+        self.downs = 0
+
+    def follow(self, e: rex.ResponseError) -> Redirect:
+        """The next attempt after the error reply ``e``; raises the error to
+        give the caller if ``e`` is not a redirection or the attempts are spent."""
+        if not isinstance(e, REDIRECTIONS):
+            raise errors.translate(e) from None
+        self.attempt += 1
+        pause = redirect_pause(self.attempt)
+        if isinstance(e, rex.ClusterDownError):
+            self.downs += 1
+            if self.downs > CLUSTERDOWN_RETRIES or self.attempt >= MAX_REDIRECTS:
+                raise e
+            return Redirect(max(pause, CLUSTERDOWN_PAUSE), None, refresh=True)
+        if isinstance(e, rex.TryAgainError):
+            self.tryagains += 1
+        if self.attempt >= MAX_REDIRECTS:
+            self.exhausted(e)
+        if isinstance(e, rex.MovedError):
+            return Redirect(pause, (e.host, e.port), moved=e)
+        if isinstance(e, rex.AskError):
+            return Redirect(pause, (e.host, e.port), asking=True)
+        return Redirect(max(pause, TRYAGAIN_PAUSE), None)
+
+    def exhausted(self, e: rex.ResponseError) -> NoReturn:
+        name = self.call.args[0]
+        if self.tryagains:
+            slot = "its slot" if self.call.route is None else f"slot {_slot(self.call.route)}"
+            raise errors.SlotMigratingError(
+                f"okome: {name} was answered TRYAGAIN {self.tryagains} times in "
+                f"{MAX_REDIRECTS} attempts: {slot} is being migrated, and the keys the call "
+                f"touches are not all on one of its two nodes; the call did not run: retry "
+                f"it once the migration has ended (last reply: {e})",
+                "TRYAGAIN",
+            ) from e
+        raise rex.ClusterError(f"okome: more than {MAX_REDIRECTS} redirections for {name}") from e
+
+
+def settle(call: Call, replies: list[Any]) -> Any:
+    """The reply of ``call`` from the replies of its commands (error replies
+    as exceptions): raises the first error. A redirection of a command
+    pipelined after a first one that ran must not be followed (the call
+    would run twice): it is raised as a ``ClusterError``."""
+    if isinstance(replies[0], Exception):
+        raise replies[0]
+    for i, reply in enumerate(replies[1:]):
+        if isinstance(reply, REDIRECTIONS):
+            raise rex.ClusterError(
+                f"okome: {call.args[0]} ran, but {call.more[i][0]} pipelined after it was "
+                f"refused with {type(reply).__name__} ({reply}); not sent again"
+            ) from reply
+        if isinstance(reply, Exception):
+            raise reply
+    return replies if call.more else replies[0]
+
+
+def commands(call: Call, asking: bool) -> list[tuple[Any, ...]]:
+    """What to send for ``call``: its command and those pipelined after it,
+    each preceded by ``ASKING`` if ``asking`` (ASKING holds for one command)."""
+    out: list[tuple[Any, ...]] = []
+    for args in (call.args, *call.more):
+        if asking:
+            out.append(("ASKING",))
+        out.append(args)
+    return out
 
 
 def read_timeout(socket_timeout: float | None, wait_ms: int) -> float:
@@ -101,9 +234,10 @@ def call_on(client: redis.Redis, call: Call, *, asking: bool = False) -> Any:
         return client.execute_command(*call.args)
     if getattr(client, "connection", None) is not None and call.wait_ms is None:
         pipe = client.pipeline(transaction=False)
-        for args in (call.args, *call.more):
+        for args in commands(call, asking):
             pipe.execute_command(*args)
-        return pipe.execute()
+        results = pipe.execute(raise_on_error=False)
+        return settle(call, results[1::2] if asking else results)
     if getattr(client, "connection", None) is not None:
         raise errors.ConfigurationError(
             "okome: a WAIT blocks its connection until the plan is stored, so it needs a "
@@ -113,14 +247,12 @@ def call_on(client: redis.Redis, call: Call, *, asking: bool = False) -> Any:
     conn = get_connection(pool)
     clean = False
     try:
-        commands = [call.args, *call.more]
-        if asking:
-            commands.insert(0, ("ASKING",))
-        conn.send_packed_command(conn.pack_commands(commands))
-        if asking:
-            conn.read_response()
-        replies, error = [], None
+        conn.send_packed_command(conn.pack_commands(commands(call, asking)))
+        replies: list[Any] = []
         for i in range(1 + len(call.more)):
+            if asking:
+                with suppress(rex.ResponseError):  # if refused, the command's reply says why
+                    conn.read_response()
             try:
                 if i == 0 and call.wait_ms is not None:
                     replies.append(_read(conn, read_timeout(conn.socket_timeout, call.wait_ms)))
@@ -128,11 +260,8 @@ def call_on(client: redis.Redis, call: Call, *, asking: bool = False) -> Any:
                     replies.append(conn.read_response())
             except rex.ResponseError as e:
                 replies.append(e)
-                error = error or e
         clean = True
-        if error is not None:
-            raise error
-        return replies if call.more else replies[0]
+        return settle(call, replies)
     except rex.ResponseError:
         clean = True
         raise
@@ -159,8 +288,9 @@ class Standalone:
 
 class Cluster:
     """Routes each call to the primary serving its key's slot, computed
-    locally; follows ``MOVED`` and ``ASK`` itself (so a blocking call is never
-    re-sent by the cluster client's retry)."""
+    locally; follows ``MOVED``, ``ASK``, ``TRYAGAIN`` and ``CLUSTERDOWN``
+    itself (see :class:`Redirects`), so a blocking call is never re-sent by
+    the cluster client's retry."""
 
     cluster = True
 
@@ -176,31 +306,39 @@ class Cluster:
             raise rex.ClusterError(f"okome: redirected to unknown node {host}:{port}")
         return node
 
+    def _owner(self, call: Call) -> Any:
+        if call.route is None:
+            return self.client.get_default_node()
+        return self.client.nodes_manager.get_node_from_slot(_slot(call.route))
+
     def execute(self, call: Call) -> Any:
         rc = self.client
-        if call.route is None:
-            node = rc.get_default_node()
-        else:
-            node = rc.nodes_manager.get_node_from_slot(_slot(call.route))
-        asking = False
-        for attempt in range(MAX_REDIRECTS):
-            if redirect_pause(attempt):
-                time.sleep(redirect_pause(attempt))
+        node, asking = self._owner(call), False
+        redirects = Redirects(call)
+        while True:
             try:
                 raw = call_on(rc.get_redis_connection(node), call, asking=asking)
-                return call.parse(raw)
-            except rex.MovedError as e:
-                manager = rc.nodes_manager
-                if hasattr(manager, "move_slot"):
-                    manager.move_slot(e)
-                elif hasattr(manager, "update_moved_exception"):
-                    manager.update_moved_exception(e)
-                node, asking = self._node(e.host, e.port), False
-            except rex.AskError as e:
-                node, asking = self._node(e.host, e.port), True
             except rex.ResponseError as e:
-                raise errors.translate(e) from None
-        raise rex.ClusterError(f"okome: more than {MAX_REDIRECTS} redirections for {call.args[0]}")
+                step = redirects.follow(e)
+            else:
+                return call.parse(raw)
+            if step.pause:
+                time.sleep(step.pause)
+            manager = rc.nodes_manager
+            if step.refresh:
+                with suppress(rex.RedisError, rex.RedisClusterException):
+                    manager.initialize()  # no node answers: the next attempt says so
+            if step.moved is not None:
+                if hasattr(manager, "move_slot"):
+                    manager.move_slot(step.moved)
+                elif hasattr(manager, "update_moved_exception"):
+                    manager.update_moved_exception(step.moved)
+            if step.node is not None:
+                node = self._node(*step.node)
+            else:
+                with suppress(rex.SlotNotCoveredError):  # no owner in the map: the same node
+                    node = self._owner(call)
+            asking = step.asking
 
 
 def _slot(key: str) -> int:

@@ -8,6 +8,7 @@ import asyncio
 import inspect
 import logging
 from collections.abc import AsyncIterator
+from contextlib import suppress
 from typing import Any, Callable
 
 import redis.asyncio as aredis
@@ -17,7 +18,7 @@ from redis.asyncio.cluster import RedisCluster
 from . import _commands as cmd
 from . import _keys, errors
 from ._commands import Call, Steps, T
-from ._sync import MAX_REDIRECTS, _needs_command_name, read_timeout, redirect_pause
+from ._sync import Redirects, _needs_command_name, commands, read_timeout, settle
 from .client import parse_info
 from .planner import (
     Options,
@@ -58,15 +59,12 @@ async def _blocking(conn: Any, call: Call, asking: bool) -> Any:
     replies, the first with a timeout above its wait. Raises a ``ResponseError``
     only once every reply is read; raises anything else with ``conn`` possibly
     holding an unread reply: the caller must then disconnect it."""
-    commands = [call.args, *call.more]
-    if asking:
-        commands.insert(0, ("ASKING",))
-    await conn.send_packed_command(conn.pack_commands(commands))
-    if asking:
-        await conn.read_response()
+    await conn.send_packed_command(conn.pack_commands(commands(call, asking)))
     replies: list[Any] = []
-    error: rex.ResponseError | None = None
     for i in range(1 + len(call.more)):
+        if asking:
+            with suppress(rex.ResponseError):  # if refused, the command's reply says why
+                await conn.read_response()
         try:
             if i == 0 and call.wait_ms is not None:
                 timeout = read_timeout(conn.socket_timeout, call.wait_ms)
@@ -75,10 +73,7 @@ async def _blocking(conn: Any, call: Call, asking: bool) -> Any:
                 replies.append(await conn.read_response())
         except rex.ResponseError as e:
             replies.append(e)
-            error = error or e
-    if error is not None:
-        raise error
-    return replies if call.more else replies[0]
+    return settle(call, replies)
 
 
 async def _call_on(client: aredis.Redis, call: Call) -> Any:
@@ -86,9 +81,9 @@ async def _call_on(client: aredis.Redis, call: Call) -> Any:
         return await client.execute_command(*call.args)
     if getattr(client, "connection", None) is not None and call.wait_ms is None:
         pipe = client.pipeline(transaction=False)
-        for args in (call.args, *call.more):
+        for args in commands(call, False):
             pipe.execute_command(*args)
-        return await pipe.execute()
+        return settle(call, await pipe.execute(raise_on_error=False))
     if getattr(client, "connection", None) is not None:
         raise errors.ConfigurationError(
             "okome: a WAIT blocks its connection until the plan is stored, so it needs a "
@@ -161,32 +156,42 @@ class _Cluster:
             raise rex.ClusterError(f"okome: redirected to unknown node {host}:{port}")
         return node
 
+    def _owner(self, call: Call) -> Any:
+        if call.route is None:
+            return self.client.get_default_node()
+        return self.client.nodes_manager.get_node_from_slot(_keys.slot(call.route))
+
     async def execute(self, call: Call) -> Any:
+        """As :meth:`okome._sync.Cluster.execute` (see :class:`okome._sync.Redirects`)."""
         rc = self.client
         await rc.initialize()  # once; a no-op afterwards
-        if call.route is None:
-            node = rc.get_default_node()
-        else:
-            node = rc.nodes_manager.get_node_from_slot(_keys.slot(call.route))
-        asking = False
-        for attempt in range(MAX_REDIRECTS):
-            if redirect_pause(attempt):
-                await asyncio.sleep(redirect_pause(attempt))
+        node, asking = self._owner(call), False
+        redirects = Redirects(call)
+        while True:
             try:
-                return call.parse(await _call_on_node(node, call, asking))
-            except rex.MovedError as e:
-                manager = rc.nodes_manager
+                raw = await _call_on_node(node, call, asking)
+            except rex.ResponseError as e:
+                step = redirects.follow(e)
+            else:
+                return call.parse(raw)
+            if step.pause:
+                await asyncio.sleep(step.pause)
+            manager = rc.nodes_manager
+            if step.refresh:
+                with suppress(rex.RedisError, rex.RedisClusterException):
+                    await manager.initialize()  # no node answers: the next attempt says so
+            if step.moved is not None:
                 move = getattr(manager, "move_slot", None)
                 if move is not None:
-                    moved = move(e)
+                    moved = move(step.moved)
                     if inspect.isawaitable(moved):
                         await moved
-                node, asking = await self._node(e.host, e.port), False
-            except rex.AskError as e:
-                node, asking = await self._node(e.host, e.port), True
-            except rex.ResponseError as e:
-                raise errors.translate(e) from None
-        raise rex.ClusterError(f"okome: more than {MAX_REDIRECTS} redirections for {call.args[0]}")
+            if step.node is not None:
+                node = await self._node(*step.node)
+            else:
+                with suppress(rex.SlotNotCoveredError):  # no owner in the map: the same node
+                    node = self._owner(call)
+            asking = step.asking
 
 
 def _transport(client: Any) -> _Standalone | _Cluster:

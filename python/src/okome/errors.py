@@ -67,12 +67,27 @@ class WrongTypeError(OkomeError):
     """The key holds a value of another Redis type (``WRONGTYPE``)."""
 
 
-class WrongSlotError(OkomeError):
-    """``OKOME.PLAN.GET`` sent to a cluster node that does not serve the plan's slot."""
+class WrongSlotError(OkomeError, rex.MovedError):
+    """A call sent with a plain ``redis.Redis`` to a cluster node that does not
+    serve its keys' slot: the node answered ``MOVED`` (``str(e)`` is ``"<slot>
+    <host>:<port>"``, as redis-py's ``MovedError``, which this also is). Use a
+    ``RedisCluster`` client, with which okome follows ``MOVED`` itself."""
 
 
 class CrossSlotError(OkomeError, rex.ClusterCrossSlotError):
-    """A command touching two slots (``AGENT`` with a plan in another slot)."""
+    """Redis's ``CROSSSLOT``: the keys one call touches are in two slots (say
+    ``AGENT`` with a plan in another slot, sent to a single node; on a
+    ``RedisCluster`` okome splits such calls itself)."""
+
+
+class SlotMigratingError(OkomeError, rex.TryAgainError):
+    """A cluster call refused with ``TRYAGAIN`` until okome's redirection
+    budget was spent: its slot is being migrated and the keys it touches are
+    split between the two nodes (or, for a call of several keys, missing on
+    the importing one). The call did not run; retry it once the migration
+    has ended. Also a redis-py ``TryAgainError``. Its message is the
+    client's (the call, the slot, the number of ``TRYAGAIN``), ending with
+    the last reply."""
 
 
 class PermissionDeniedError(OkomeError, rex.NoPermissionError):
@@ -98,7 +113,7 @@ class ConfigurationError(ValueError):
 def translate(e: rex.ResponseError) -> Exception:
     """The okome exception for an error reply redis-py raised."""
     if isinstance(e, OkomeError) or type(e) not in _TRANSLATED:
-        return e  # MOVED, ASK, READONLY, ...: redis-py's own classes
+        return e  # ASK, TRYAGAIN, READONLY, ...: redis-py's own classes
     text = str(e.args[0]) if e.args else str(e)
     code = getattr(e, "status_code", None)
     cls: type[OkomeError] = OkomeError
@@ -106,6 +121,8 @@ def translate(e: rex.ResponseError) -> Exception:
         code, cls = "NOPERM", PermissionDeniedError
     elif isinstance(e, rex.OutOfMemoryError):
         code, cls = "OOM", OOMError
+    elif isinstance(e, rex.MovedError):
+        code, cls = "MOVED", WrongSlotError
     elif isinstance(e, rex.ClusterCrossSlotError):
         code, cls = "CROSSSLOT", CrossSlotError
     elif text.startswith("WRONGTYPE "):
@@ -121,6 +138,7 @@ def translate(e: rex.ResponseError) -> Exception:
 
 _TRANSLATED = (
     rex.ResponseError,
+    rex.MovedError,
     rex.NoPermissionError,
     rex.OutOfMemoryError,
     rex.ClusterCrossSlotError,
@@ -133,8 +151,6 @@ def _classify(text: str) -> type[OkomeError]:
         return ModuleNotLoadedError
     if low.startswith("okome internal error"):
         return InternalError
-    if low.startswith("okome: ") and "does not serve" in low:
-        return WrongSlotError
     if low.startswith("kind ") and ("not cacheable" in low or "is read with" in low):
         return NotCacheableError
     if " is not valid json (" in low:
