@@ -8,7 +8,7 @@
 //! declared (`RM_ACLCheckCommandPermissions`), so one selector must allow
 //! the command and every key, as for the keys of a call.
 
-use crate::rkey::new_string;
+use crate::rkey::{Name, Strings};
 use okome_core::declared::Declared;
 use okome_core::keys::printable;
 use okome_core::Error;
@@ -42,22 +42,20 @@ impl User {
 
     /// Whether the user may run `command` with `keys` declared, as Redis
     /// would decide for a call that declared them.
-    fn may_call(&self, command: &str, keys: &Declared) -> bool {
-        let mut argv = vec![new_string(command.as_bytes())];
-        argv.extend(keys.tail().iter().map(|a| new_string(a)));
-        let ok = !argv.iter().any(|s| s.is_null())
-            && c_int::try_from(argv.len()).is_ok_and(|argc| {
-                // SAFETY: a live user and `argc` live strings.
-                unsafe {
-                    raw::RedisModule_ACLCheckCommandPermissions.is_some_and(|check| {
-                        check(self.ptr, argv.as_mut_ptr(), argc) == raw::REDISMODULE_OK as c_int
-                    })
-                }
-            });
-        for s in argv {
-            free_string(s);
-        }
-        ok
+    pub fn may_call(&self, command: &str, keys: &Declared) -> bool {
+        let tail = keys.tail();
+        let args = std::iter::once(command.as_bytes()).chain(tail.iter().map(Vec::as_slice));
+        let Some(mut argv) = Strings::new(args) else {
+            return false;
+        };
+        c_int::try_from(argv.len()).is_ok_and(|argc| {
+            // SAFETY: a live user and `argc` live strings.
+            unsafe {
+                raw::RedisModule_ACLCheckCommandPermissions.is_some_and(|check| {
+                    check(self.ptr, argv.as_mut_ptr(), argc) == raw::REDISMODULE_OK as c_int
+                })
+            }
+        })
     }
 }
 
@@ -72,38 +70,37 @@ impl Drop for User {
     }
 }
 
-fn free_string(s: *mut raw::RedisModuleString) {
-    if s.is_null() {
-        return;
-    }
-    // SAFETY: a string made by `new_string` (no context), freed once.
-    unsafe {
-        if let Some(free) = raw::RedisModule_FreeString {
-            free(ptr::null_mut(), s);
+/// Checks that the current user may run `command` with `keys` declared;
+/// otherwise [`refusal`] naming `shown`, `why` saying how the command came
+/// to it.
+pub fn check(
+    ctx: &Context,
+    command: &str,
+    keys: &Declared,
+    shown: &[u8],
+    why: &str,
+) -> Result<(), Error> {
+    match User::current(ctx) {
+        Some(user) if !user.may_call(command, keys) => {
+            Err(refusal(ctx, &user, command, shown, why))
         }
+        _ => Ok(()),
     }
 }
 
-/// Checks that the current user may run `command` with `keys` declared;
-/// otherwise `NOPERM` naming `shown` (the key found while running), with
-/// an entry in `ACL LOG` like Redis's own refusals.
-pub fn check(ctx: &Context, command: &str, keys: &Declared, shown: &[u8]) -> Result<(), Error> {
-    let Some(user) = User::current(ctx) else {
-        return Ok(());
-    };
-    if user.may_call(command, keys) {
-        return Ok(());
-    }
-    log_refusal(ctx, &user, shown);
-    Err(Error::Raw(format!(
-        "NOPERM this user has no permissions to access the '{}' key ({command} found it in the agent's ledger)",
+/// `NOPERM` for `shown` (a key `command` found while running: `why`),
+/// with an entry in `ACL LOG` like Redis's own refusals.
+pub fn refusal(ctx: &Context, user: &User, command: &str, shown: &[u8], why: &str) -> Error {
+    log_refusal(ctx, user, shown);
+    Error::Raw(format!(
+        "NOPERM this user has no permissions to access the '{}' key ({command} {why})",
         printable(shown)
-    )))
+    ))
 }
 
 fn log_refusal(ctx: &Context, user: &User, key: &[u8]) {
-    let object = new_string(key);
-    if object.is_null() {
+    let object = Name::new(key);
+    if object.ptr().is_null() {
         return;
     }
     // SAFETY: live context, user and string; the log copies the string.
@@ -112,10 +109,9 @@ fn log_refusal(ctx: &Context, user: &User, key: &[u8]) {
             add(
                 ctx.ctx,
                 user.ptr,
-                object,
+                object.ptr(),
                 raw::RedisModuleACLLogEntryReason_REDISMODULE_ACL_LOG_KEY,
             );
         }
     }
-    free_string(object);
 }

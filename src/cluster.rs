@@ -8,6 +8,7 @@
 //! (a probe `EXISTS` through `RM_Call`, which applies the slot's migration
 //! state and the caller's `ASKING`).
 
+use crate::rkey::Strings;
 use okome_core::declared::Declared;
 use okome_core::keys::{printable, slot};
 use okome_core::Error;
@@ -36,27 +37,10 @@ pub fn enabled() -> bool {
 /// refuses a call on keys it would redirect (another node's slot, or a
 /// migrating slot missing some of them).
 fn servable(ctx: &Context, keys: &[&[u8]]) -> bool {
-    let mut argv: Vec<*mut raw::RedisModuleString> = Vec::with_capacity(keys.len());
-    for k in keys {
-        argv.push(crate::rkey::new_string(k));
-    }
-    let ok = !argv.iter().any(|s| s.is_null()) && call_exists(ctx, &mut argv);
-    for s in argv {
-        // SAFETY: strings made above without a context, freed once.
-        unsafe {
-            if let Some(free) = raw::RedisModule_FreeString {
-                if !s.is_null() {
-                    free(std::ptr::null_mut(), s);
-                }
-            }
-        }
-    }
-    ok
-}
-
-/// `EXISTS` on `argv` through `RM_Call` ("v": a vector of strings).
-fn call_exists(ctx: &Context, argv: &mut [*mut raw::RedisModuleString]) -> bool {
-    // SAFETY: live strings; the reply is freed below.
+    let Some(mut argv) = Strings::new(keys.iter().copied()) else {
+        return false;
+    };
+    // SAFETY: live strings ("v": a vector of them); the reply is freed below.
     unsafe {
         let Some(call) = raw::RedisModule_Call else {
             return false;

@@ -276,14 +276,9 @@ struct Ask {
 }
 
 impl Ask {
-    /// The keys a woken follower touches: the plan, and its lock unless
-    /// `NOLOCK`.
+    /// The keys a woken follower touches.
     fn declared(&self) -> Declared {
-        let d = Declared::none().with(Access::Read, self.key.clone());
-        match self.lock_ttl_ms {
-            Some(_) => d.with(Access::Write, keys::lock_key(&self.key)),
-            None => d,
-        }
+        declared::lookup(&self.key, self.lock_ttl_ms.is_some())
     }
 }
 
@@ -298,13 +293,8 @@ enum Origin {
 /// Opens the lock of `ask.key` when the lookup may need it: on a miss, or
 /// in a refresh zone (the lock is declared unless `NOLOCK`).
 fn open_lock(ctx: &Context, ask: &Ask, hit: bool) -> Result<Option<Key>, Error> {
-    let lock = match (ask.lock_ttl_ms, hit) {
-        (Some(_), false) => Some(Key::open(ctx, &keys::lock_key(&ask.key), true)),
-        (Some(_), true) if ask.refresh_ahead_ms > 0 => {
-            Some(Key::open(ctx, &keys::lock_key(&ask.key), true))
-        }
-        _ => None,
-    };
+    let needed = ask.lock_ttl_ms.is_some() && (!hit || ask.refresh_ahead_ms > 0);
+    let lock = needed.then(|| Key::open(ctx, &keys::lock_key(&ask.key), true));
     if let Some(l) = &lock {
         l.check_string_or_empty()?;
     }
@@ -493,8 +483,15 @@ impl wait::Waiter for Follower {
         // The slot may have moved to another node, or the user's
         // permissions changed, while it waited.
         let keys = ask.declared();
-        let checked = cluster::check(ctx, &keys, LOOKUP_INSTEAD)
-            .and_then(|()| acl::check(ctx, ask.command, &keys, &ask.key));
+        let checked = cluster::check(ctx, &keys, LOOKUP_INSTEAD).and_then(|()| {
+            acl::check(
+                ctx,
+                ask.command,
+                &keys,
+                &ask.key,
+                "checked it again after waiting",
+            )
+        });
         if let Err(e) = checked {
             return (Err(e), Served::Other);
         }
@@ -781,7 +778,13 @@ pub fn agent_record(ctx: &Context, call: &Call) -> Reply {
         let both = Declared::none()
             .with(Access::ReadWrite, req.ledger.clone())
             .with(Access::ReadWrite, req.key.to_vec());
-        acl::check(ctx, args::AGENT_RECORD, &both, req.key)?;
+        acl::check(
+            ctx,
+            args::AGENT_RECORD,
+            &both,
+            req.key,
+            "records it from another slot",
+        )?;
         let Some(p) = req.pxat else {
             return Err(Error::Raw(format!(
                 "ERR okome: '{shown}' is in slot {}, not in the agent's slot {}; in a cluster, record a key of another slot with OKOME.AGENT.RECORD <agent> <key> PXAT <its PEXPIRETIME, read on its node>",
@@ -870,19 +873,24 @@ fn check_entries(
         .iter()
         .fold(with_ledger(), |d, e| d.with(access, e.key.clone()));
     cluster::check(ctx, &all, ENTRIES_MOVING)?;
-    if acl::check(ctx, command, &all, ledger).is_ok() {
+    let Some(user) = acl::User::current(ctx) else {
+        return Ok(());
+    };
+    if user.may_call(command, &all) {
         return Ok(());
     }
     // Name the first entry refused on its own (or the ledger with all).
-    for e in &looked_at {
-        acl::check(
-            ctx,
-            command,
-            &with_ledger().with(access, e.key.clone()),
-            &e.key,
-        )?;
-    }
-    acl::check(ctx, command, &all, ledger)
+    let shown = looked_at
+        .iter()
+        .find(|e| !user.may_call(command, &with_ledger().with(access, e.key.clone())))
+        .map_or(ledger, |e| e.key.as_slice());
+    Err(acl::refusal(
+        ctx,
+        &user,
+        command,
+        shown,
+        "found it in the agent's ledger",
+    ))
 }
 
 const ENTRIES_MOVING: &str = "some of the agent's keys are in a slot being migrated; retry";

@@ -18,14 +18,18 @@
 use crate::register;
 use crate::rkey::new_string;
 use crate::{cluster, config, server};
-use okome_core::declared::{self, Declared, Tail};
+use okome_core::declared::{self, Access, Declared, Part, Tail};
 use redis_module::{raw, Context};
 use std::ffi::c_int;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
+use std::sync::atomic::{AtomicPtr, Ordering};
 
 /// Registers the filter; false if Redis refused.
 pub fn init(ctx: &Context) -> bool {
+    if !make_shared() {
+        return false;
+    }
     // SAFETY: called from OnLoad with a live context.
     unsafe {
         raw::RedisModule_RegisterCommandFilter
@@ -92,18 +96,93 @@ fn declare(fctx: *mut raw::RedisModuleCommandFilterCtx) {
         .and_then(|d| d.ok())
         .unwrap_or_else(Declared::none);
     drop(args);
-    for (i, a) in keys.tail().iter().enumerate() {
-        let s = new_string(a);
-        let Ok(at) = c_int::try_from(i).map(|i| argc.saturating_add(i)) else {
-            return;
+    let mut at = argc;
+    for part in keys.parts() {
+        let s = match part {
+            Part::Key(k) => new_string(k),
+            _ => match shared(part) {
+                s if s.is_null() => new_string(&part.bytes()),
+                s => s,
+            },
         };
-        // SAFETY: `s` is a new string whose ownership passes to argv.
+        if s.is_null() {
+            return;
+        }
+        // SAFETY: `s` is a string of our own (a new one, or a new
+        // reference to a shared one) whose ownership passes to argv.
         unsafe {
             if let Some(insert) = raw::RedisModule_CommandFilterArgInsert {
-                if !s.is_null() {
-                    insert(fctx, at, s);
+                insert(fctx, at, s);
+            }
+        }
+        at = at.saturating_add(1);
+    }
+}
+
+/// Counts up to this are shared strings.
+const MAX_SHARED_COUNT: usize = 4;
+
+/// The keywords and small counts of every tail, made at load and shared
+/// by every call (a new reference each: no allocation), like `rkey`'s
+/// shared `PXAT`; freed at `MODULE UNLOAD` by [`release_shared`].
+static SHARED: [AtomicPtr<raw::RedisModuleString>; SHARED_LEN] =
+    [const { AtomicPtr::new(ptr::null_mut()) }; SHARED_LEN];
+const SHARED_LEN: usize = Access::ALL.len() + MAX_SHARED_COUNT + 1;
+
+/// The index in [`SHARED`] of a keyword or a small count.
+fn shared_index(part: Part) -> Option<usize> {
+    match part {
+        Part::Keyword(a) => Access::ALL.iter().position(|&x| x == a),
+        Part::Count(n) if n <= MAX_SHARED_COUNT => Access::ALL.len().checked_add(n),
+        _ => None,
+    }
+}
+
+/// Makes the shared strings; false if one could not be made.
+fn make_shared() -> bool {
+    let keywords = Access::ALL.into_iter().map(Part::Keyword);
+    let counts = (0..=MAX_SHARED_COUNT).map(Part::Count);
+    keywords.chain(counts).all(|p| {
+        let s = new_string(&p.bytes());
+        let slot = shared_index(p).and_then(|i| SHARED.get(i));
+        match slot {
+            Some(slot) if !s.is_null() => {
+                slot.store(s, Ordering::Relaxed);
+                true
+            }
+            _ => false,
+        }
+    })
+}
+
+/// Frees the shared strings (at `MODULE UNLOAD`).
+pub fn release_shared() {
+    for slot in &SHARED {
+        let s = slot.swap(ptr::null_mut(), Ordering::Relaxed);
+        if !s.is_null() {
+            // SAFETY: made by `new_string` (no context), freed once.
+            unsafe {
+                if let Some(free) = raw::RedisModule_FreeString {
+                    free(ptr::null_mut(), s);
                 }
             }
         }
     }
+}
+
+/// A new reference to the shared string of `part` (a keyword or a small
+/// count), or null for any other part.
+fn shared(part: Part) -> *mut raw::RedisModuleString {
+    let s = shared_index(part)
+        .and_then(|i| SHARED.get(i))
+        .map_or(ptr::null_mut(), |slot| slot.load(Ordering::Relaxed));
+    if !s.is_null() {
+        // SAFETY: a live shared string; one more reference, owned by argv.
+        unsafe {
+            if let Some(retain) = raw::RedisModule_RetainString {
+                retain(ptr::null_mut(), s);
+            }
+        }
+    }
+    s
 }

@@ -78,6 +78,7 @@ fn set_options(ctx: &Context) {
 
 fn deinit(_ctx: &Context) -> Status {
     rkey::release_shared();
+    filter::release_shared();
     Status::Ok
 }
 

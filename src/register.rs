@@ -123,8 +123,6 @@ fn report_keys(ctx: *mut raw::RedisModuleCtx, argv: *mut *mut raw::RedisModuleSt
     });
 }
 
-const ARITY_PREFIX: &str = "ERR wrong number of arguments for '";
-
 /// Redis's arity error for `name` called with `n` arguments after its name,
 /// if its arity refuses them. Redis checks the arity of the arguments it
 /// receives, the tail of declared keys included; this checks the user's.
@@ -137,7 +135,15 @@ fn arity_error(name: &str, n: usize) -> Option<String> {
     } else {
         given == want
     };
-    (!ok).then(|| format!("{ARITY_PREFIX}{name}' command"))
+    (!ok).then(|| format!("ERR wrong number of arguments for '{name}' command"))
+}
+
+/// What a call came to: a reply, okome's error, or Redis's arity error
+/// (replied as Redis replies it, and not counted in `errors`).
+enum Outcome<T> {
+    Reply(T),
+    Failed(okome_core::Error),
+    Arity(String),
 }
 
 fn dispatch<T: Respond>(
@@ -161,20 +167,18 @@ fn dispatch<T: Respond>(
                 Call::plain(args)
             };
             if let Some(e) = arity_error(name, call.args.len()) {
-                return Err(okome_core::Error::Raw(e));
+                return Outcome::Arity(e);
             }
-            handler(&context, &call)
+            match handler(&context, &call) {
+                Ok(v) => Outcome::Reply(v),
+                Err(e) => Outcome::Failed(e),
+            }
         })
     }));
-    if let Ok(Err(okome_core::Error::Raw(e))) = &outcome {
-        if e.starts_with(ARITY_PREFIX) {
-            // Redis's own arity error, as Redis replies it (not counted).
-            return context.reply(Err(RedisError::String(e.clone()))) as c_int;
-        }
-    }
     let error = match outcome {
-        Ok(Ok(v)) => return v.respond(&context) as c_int,
-        Ok(Err(e)) => RedisError::String(e.to_string()),
+        Ok(Outcome::Reply(v)) => return v.respond(&context) as c_int,
+        Ok(Outcome::Arity(e)) => return context.reply(Err(RedisError::String(e))) as c_int,
+        Ok(Outcome::Failed(e)) => RedisError::String(e.to_string()),
         Err(_) => RedisError::Str(PANIC_REPLY),
     };
     crate::stats::bump(&crate::stats::c::errors);

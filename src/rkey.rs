@@ -77,6 +77,38 @@ impl Drop for Name {
     }
 }
 
+/// An argument vector of new strings, freed on drop: what `RM_Call` and
+/// `RM_ACLCheckCommandPermissions` take.
+pub struct Strings {
+    ptrs: Vec<*mut raw::RedisModuleString>,
+}
+
+impl Strings {
+    /// The strings of `items`; `None` if one could not be made.
+    pub fn new<'a>(items: impl IntoIterator<Item = &'a [u8]>) -> Option<Strings> {
+        let s = Strings {
+            ptrs: items.into_iter().map(new_string).collect(),
+        };
+        (!s.ptrs.iter().any(|p| p.is_null())).then_some(s)
+    }
+
+    pub fn as_mut_ptr(&mut self) -> *mut *mut raw::RedisModuleString {
+        self.ptrs.as_mut_ptr()
+    }
+
+    pub fn len(&self) -> usize {
+        self.ptrs.len()
+    }
+}
+
+impl Drop for Strings {
+    fn drop(&mut self) {
+        for &s in &self.ptrs {
+            free_string(ptr::null_mut(), s);
+        }
+    }
+}
+
 /// An open key and its name; closed on drop.
 pub struct Key {
     ptr: *mut raw::RedisModuleKey,

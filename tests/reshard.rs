@@ -58,32 +58,9 @@ const MAX_ATTEMPTS: u32 = 50;
 
 // ------------------------------------------------------------------ slots
 
-/// CRC16/XMODEM, Redis Cluster's key hash.
-fn crc16(data: &[u8]) -> u16 {
-    let mut crc: u16 = 0;
-    for &b in data {
-        crc ^= u16::from(b) << 8;
-        for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 {
-                (crc << 1) ^ 0x1021
-            } else {
-                crc << 1
-            };
-        }
-    }
-    crc
-}
-
-/// The slot of `key`, hash tag included.
+/// The slot of `key`, hash tag included (okome's own function).
 fn key_slot(key: &[u8]) -> usize {
-    let tagged = key.iter().position(|&c| c == b'{').and_then(|open| {
-        let rest = &key[open + 1..];
-        rest.iter()
-            .position(|&c| c == b'}')
-            .filter(|&close| close > 0)
-            .map(|close| &rest[..close])
-    });
-    usize::from(crc16(tagged.unwrap_or(key))) % SLOTS
+    usize::from(okome_core::keys::slot(key))
 }
 
 fn port_of(addr: &str) -> Result<u16, String> {

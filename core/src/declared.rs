@@ -96,17 +96,41 @@ impl Declared {
             .flat_map(move |a| self.group(a).iter().map(move |k| (a, k.as_slice())))
     }
 
-    /// The arguments the filter appends: every group, empty ones included,
-    /// so the tail always ends the arguments and is found from the end.
-    pub fn tail(&self) -> Vec<Vec<u8>> {
-        let mut out = Vec::with_capacity(self.iter().count().saturating_add(6));
-        for a in Access::ALL {
+    /// The arguments the filter appends, in order: every group, empty
+    /// ones included, so the tail always ends the arguments and is found
+    /// from the end.
+    pub fn parts(&self) -> impl Iterator<Item = Part<'_>> {
+        Access::ALL.into_iter().flat_map(move |a| {
             let keys = self.group(a);
-            out.push(a.keyword().as_bytes().to_vec());
-            out.push(keys.len().to_string().into_bytes());
-            out.extend(keys.iter().cloned());
+            [Part::Keyword(a), Part::Count(keys.len())]
+                .into_iter()
+                .chain(keys.iter().map(|k| Part::Key(k)))
+        })
+    }
+
+    /// [`Declared::parts`] as bytes.
+    pub fn tail(&self) -> Vec<Vec<u8>> {
+        self.parts().map(|p| p.bytes()).collect()
+    }
+}
+
+/// One argument of a tail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part<'a> {
+    /// The keyword opening a group.
+    Keyword(Access),
+    /// How many keys the group has.
+    Count(usize),
+    Key(&'a [u8]),
+}
+
+impl Part<'_> {
+    pub fn bytes(self) -> Vec<u8> {
+        match self {
+            Part::Keyword(a) => a.keyword().as_bytes().to_vec(),
+            Part::Count(n) => n.to_string().into_bytes(),
+            Part::Key(k) => k.to_vec(),
         }
-        out
     }
 }
 
@@ -211,6 +235,15 @@ pub fn derive(
     Some(d)
 }
 
+/// A plan lookup of `key`: the plan (read) and, if the lookup may take the
+/// lock (not `NOLOCK`), its lock (written). What a follower woken from
+/// `WAIT` touches too.
+pub fn lookup(key: &[u8], locks: bool) -> Declared {
+    Declared::none()
+        .with(Access::Read, key.to_vec())
+        .with_opt(Access::Write, locks.then(|| lock_key(key)))
+}
+
 /// `OKOME.LOCK`/`OKOME.UNLOCK`: only the lock of `key` is touched.
 pub fn lock_only(key: &[u8]) -> Declared {
     Declared::none().with(Access::Write, lock_key(key))
@@ -232,9 +265,7 @@ impl args::PlanGet {
     /// The plan (read), its lock (written on a miss or a refresh, unless
     /// `NOLOCK`) and, with `AGENT`, the agent's rate window.
     pub fn declared(&self) -> Declared {
-        Declared::none()
-            .with(Access::Read, self.key.clone())
-            .with_opt(Access::Write, self.lock_ttl_ms.map(|_| lock_key(&self.key)))
+        lookup(&self.key, self.lock_ttl_ms.is_some())
             .with_opt(Access::ReadWrite, self.rate.as_ref().map(|c| c.key.clone()))
     }
 }

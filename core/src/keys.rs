@@ -239,7 +239,33 @@ pub fn unescape(segment: &[u8]) -> Option<Vec<u8>> {
 
 /// Lowercase hex SHA-256 of the prompt's bytes.
 pub fn prompt_hash(prompt: &[u8]) -> String {
-    hex::encode(Sha256::digest(prompt))
+    LAST_HASH.with(|last| {
+        let Ok(mut last) = last.try_borrow_mut() else {
+            return hex::encode(Sha256::digest(prompt));
+        };
+        if let Some((p, h)) = last.as_ref() {
+            if p.as_slice() == prompt {
+                return h.clone();
+            }
+        }
+        let h = hex::encode(Sha256::digest(prompt));
+        if prompt.len() <= MEMO_MAX_PROMPT {
+            *last = Some((prompt.to_vec(), h.clone()));
+        }
+        h
+    })
+}
+
+/// Prompts up to this size are remembered with their hash.
+const MEMO_MAX_PROMPT: usize = 1 << 20;
+
+thread_local! {
+    /// The last prompt hashed and its hash: a call's keys are derived once
+    /// by okome's command filter and again by the command, from the same
+    /// prompt, so it is hashed once (comparing bytes costs a fraction of
+    /// hashing them).
+    static LAST_HASH: std::cell::RefCell<Option<(Vec<u8>, String)>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 /// Builds the key of `kind` from its components, in the order of
