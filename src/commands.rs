@@ -11,8 +11,7 @@ use crate::rkey::{self, Holds, Key};
 use crate::server::{self, Refusal};
 use crate::stats::{bump, c};
 use crate::wait::{self, Served, Verdict};
-use okome_core::args;
-use okome_core::args::Charge;
+use okome_core::command::{self as args, Charge};
 use okome_core::declared::{self, Access, Declared};
 use okome_core::keys::{self, printable};
 use okome_core::limiter::{self, Charged, Decision, Unusable, Write};
@@ -243,7 +242,7 @@ pub fn plan_get(ctx: &Context, call: &Call) -> Reply {
     let cfg = config::current();
     let req = args::parse_plan_get(call.args, &cfg)?;
     call.declare(&req.declared())?;
-    lookup(ctx, req, args::PLAN_GET)
+    lookup(ctx, req, args::PLAN_GET.name)
 }
 
 /// A woken follower whose plan's slot moved away while it waited.
@@ -255,7 +254,7 @@ pub fn plan_lookup(ctx: &Context, call: &Call) -> Reply {
     let cfg = config::current();
     let req = args::parse_plan_lookup(call.args, &cfg)?;
     call.declare(&req.declared())?;
-    lookup(ctx, req, args::PLAN_LOOKUP)
+    lookup(ctx, req, args::PLAN_LOOKUP.name)
 }
 
 /// What a lookup asks for once the agent is charged: shared by a fresh
@@ -630,7 +629,7 @@ pub fn plan_set(ctx: &Context, call: &Call) -> Reply {
 pub fn lock(ctx: &Context, call: &Call) -> Reply {
     let cfg = config::current();
     let req = args::parse_lock(call.args, &cfg)?;
-    call.declare(&declared::lock_only(req.key))?;
+    call.declare(&req.declared())?;
     let now = rkey::now_ms();
     let lock = Key::open(ctx, &keys::lock_key(req.key), true);
     let current = lock.string()?;
@@ -661,7 +660,7 @@ pub fn lock(ctx: &Context, call: &Call) -> Reply {
 /// OKOME.UNLOCK key token
 pub fn unlock(ctx: &Context, call: &Call) -> Reply {
     let req = args::parse_unlock(call.args)?;
-    call.declare(&declared::lock_only(req.key))?;
+    call.declare(&req.declared())?;
     let lock = Key::open(ctx, &keys::lock_key(req.key), true);
     if lock.string()? != Some(req.token) {
         lock_state(ctx, &lock, rkey::now_ms(), true);
@@ -780,7 +779,7 @@ pub fn agent_record(ctx: &Context, call: &Call) -> Reply {
             .with(Access::ReadWrite, req.key.to_vec());
         acl::check(
             ctx,
-            args::AGENT_RECORD,
+            args::AGENT_RECORD.name,
             &both,
             req.key,
             "records it from another slot",
@@ -905,7 +904,7 @@ pub fn agent_keys(ctx: &Context, call: &Call) -> Reply {
     drop(ledger);
     check_entries(
         ctx,
-        args::AGENT_KEYS,
+        args::AGENT_KEYS.name,
         &req.ledger,
         Access::Read,
         &entries,
@@ -939,7 +938,7 @@ pub fn agent_purge(ctx: &Context, call: &Call) -> Reply {
     // Check every key first (ACL included), so a refusal writes nothing.
     check_entries(
         ctx,
-        args::AGENT_PURGE,
+        args::AGENT_PURGE.name,
         &req.ledger,
         Access::ReadWrite,
         &entries,

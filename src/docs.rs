@@ -1,74 +1,13 @@
-//! `COMMAND DOCS` / `COMMAND INFO` data: arguments and key specs of every
-//! command, declared once and turned into the raw structs that
-//! `RedisModule_SetCommandInfo` copies. A numeric argument's summary (its
-//! range, unit and default) comes from the range table,
-//! `okome_core::config::ARGS`.
+//! `COMMAND DOCS` / `COMMAND INFO` data: a command's arguments and key
+//! specs, from its description (`okome_core::command`), turned into the raw
+//! structs that `RedisModule_SetCommandInfo` copies. A numeric argument's
+//! summary (its range, unit and default) is its bounds'.
 
+use okome_core::command::{Arg, Route, Ty};
 use okome_core::declared::Access;
 use redis_module::raw;
 use std::ffi::{c_char, c_int, CString};
 use std::ptr;
-
-/// Argument types (a subset of `RedisModuleCommandArgType`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ty {
-    Str,
-    Int,
-    Key,
-    PureToken,
-    OneOf,
-    Block,
-}
-
-/// One argument as `COMMAND DOCS` shows it.
-#[derive(Debug, Clone, Copy)]
-pub struct Arg {
-    pub name: &'static str,
-    pub ty: Ty,
-    pub token: Option<&'static str>,
-    pub optional: bool,
-    pub multiple: bool,
-    pub sub: &'static [Arg],
-}
-
-pub const fn arg(name: &'static str, ty: Ty) -> Arg {
-    Arg {
-        name,
-        ty,
-        token: None,
-        optional: false,
-        multiple: false,
-        sub: &[],
-    }
-}
-
-impl Arg {
-    pub const fn token(mut self, t: &'static str) -> Arg {
-        self.token = Some(t);
-        self
-    }
-    pub const fn optional(mut self) -> Arg {
-        self.optional = true;
-        self
-    }
-    pub const fn multiple(mut self) -> Arg {
-        self.multiple = true;
-        self
-    }
-    pub const fn sub(mut self, s: &'static [Arg]) -> Arg {
-        self.sub = s;
-        self
-    }
-}
-
-/// The key (or routing argument) at a position and what the command does
-/// to it.
-#[derive(Debug, Clone, Copy)]
-pub struct KeyAt {
-    pub pos: c_int,
-    pub flags: u32,
-    pub notes: &'static str,
-}
 
 /// Owns the C strings and arrays handed to Redis until it has copied them.
 #[derive(Default)]
@@ -89,16 +28,16 @@ impl Arena {
         s.map_or(ptr::null(), |s| self.cstr(s))
     }
 
-    /// A zero-terminated array of `args` of `command`; the pointer stays
-    /// valid while the arena lives.
-    pub fn args(&mut self, command: &str, args: &[Arg]) -> *mut raw::RedisModuleCommandArg {
+    /// A zero-terminated array of `args`; the pointer stays valid while
+    /// the arena lives.
+    pub fn args(&mut self, args: &[Arg]) -> *mut raw::RedisModuleCommandArg {
         if args.is_empty() {
             return ptr::null_mut();
         }
         let mut out = Vec::with_capacity(args.len() + 1);
         for a in args {
-            let sub = self.args(command, a.sub);
-            let summary = okome_core::config::arg_summary(command, a.name);
+            let sub = self.args(a.sub);
+            let summary = a.bounds.map(|b| b.summary());
             let ty = match a.ty {
                 Ty::Str => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_STRING,
                 Ty::Int => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_INTEGER,
@@ -141,7 +80,7 @@ impl Arena {
     /// the last argument back, then the number of keys, then the keys.
     pub fn key_specs(
         &mut self,
-        route: Option<KeyAt>,
+        route: Option<Route>,
         declares: bool,
     ) -> (
         *mut raw::RedisModuleCommandKeySpec,
@@ -152,7 +91,7 @@ impl Arena {
             let notes = self.cstr(k.notes);
             v.push(raw::RedisModuleCommandKeySpec {
                 notes,
-                flags: u64::from(k.flags),
+                flags: u64::from(raw::REDISMODULE_CMD_KEY_RO | raw::REDISMODULE_CMD_KEY_NOT_KEY),
                 begin_search_type:
                     raw::RedisModuleKeySpecBeginSearchType_REDISMODULE_KSPEC_BS_INDEX,
                 bs: raw::RedisModuleCommandKeySpec__bindgen_ty_1 {
@@ -229,137 +168,3 @@ fn group_notes(access: Access) -> &'static str {
         Access::ReadWrite => "keys the call reads and writes (appended by okome's command filter)",
     }
 }
-
-use Ty::*;
-
-const AGENT_BLOCK: &[Arg] = &[
-    arg("agent", Str).token("AGENT"),
-    arg("limit", Int).token("LIMIT"),
-    arg("window", Int).token("WINDOW"),
-];
-const LOCK_CHOICE: &[Arg] = &[
-    arg("lockttl", Int).token("LOCKTTL"),
-    arg("nolock", PureToken).token("NOLOCK"),
-];
-
-pub const PLAN_GET: &[Arg] = &[
-    arg("model", Str),
-    arg("prompt", Str),
-    arg("toolset_version", Str),
-    arg("repo_hash", Str),
-    // The second argument is the prompt's SHA-256 (64 lowercase hex digits).
-    arg("hashed", PureToken).token("HASHED").optional(),
-    arg("rate", Block).optional().sub(AGENT_BLOCK),
-    arg("lock", OneOf).optional().sub(LOCK_CHOICE),
-    arg("wait", Int).token("WAIT").optional(),
-    arg("refreshahead", Int).token("REFRESHAHEAD").optional(),
-];
-
-const WBUDGET_BLOCK: &[Arg] = &[
-    arg("wlimit", Int).token("WLIMIT"),
-    arg("wwindow", Int).token("WWINDOW").optional(),
-];
-
-/// `AGENT id [WLIMIT n [WWINDOW s]]`: record the plan in the agent's
-/// ledger, and optionally charge its write budget.
-const PLAN_SET_AGENT: &[Arg] = &[
-    arg("agent", Str).token("AGENT"),
-    arg("wbudget", Block).optional().sub(WBUDGET_BLOCK),
-];
-
-pub const PLAN_SET: &[Arg] = &[
-    arg("key", Key),
-    arg("plan_json", Str),
-    arg("ttl", Int).token("TTL").optional(),
-    arg("token", Str).token("TOKEN").optional(),
-    arg("agent", Block).optional().sub(PLAN_SET_AGENT),
-];
-
-pub const LOCK: &[Arg] = &[
-    arg("key", Key),
-    arg("ttl", Int).token("TTL").optional(),
-    arg("token", Str).token("TOKEN").optional(),
-];
-
-pub const UNLOCK: &[Arg] = &[arg("key", Key), arg("token", Str)];
-
-pub const RATE: &[Arg] = &[
-    arg("agent", Str),
-    arg("limit", Int),
-    arg("window", Int),
-    arg("cost", Int).token("COST").optional(),
-];
-
-pub const WBUDGET: &[Arg] = &[
-    arg("agent", Str),
-    arg("write_limit", Int),
-    arg("window", Int).token("WINDOW").optional(),
-    arg("cost", Int).token("COST").optional(),
-];
-
-pub const CACHE_GET: &[Arg] = &[arg("kind", Str), arg("part", Str).multiple()];
-
-pub const CACHE_SET: &[Arg] = &[
-    arg("kind", Str),
-    arg("part", Str).multiple(),
-    arg("value_json", Str),
-    arg("ttl", Int).token("TTL").optional(),
-    arg("agent", Str).token("AGENT").optional(),
-];
-
-pub const KEY: &[Arg] = &[arg("kind", Str), arg("part", Str).multiple()];
-
-pub const AGENT_RECORD: &[Arg] = &[
-    arg("agent", Str),
-    arg("key", Str),
-    arg("pxat", Int).token("PXAT").optional(),
-];
-
-pub const AGENT_KEYS: &[Arg] = &[
-    arg("agent", Str),
-    arg("count", Int).token("COUNT").optional(),
-    arg("cursor", Str).token("CURSOR").optional(),
-];
-
-pub const AGENT_PURGE: &[Arg] = &[
-    arg("agent", Str),
-    arg("count", Int).token("COUNT").optional(),
-];
-
-pub const PLAN_LOOKUP: &[Arg] = &[
-    arg("key", Key),
-    arg("rate", Block).optional().sub(AGENT_BLOCK),
-    arg("lock", OneOf).optional().sub(LOCK_CHOICE),
-    arg("wait", Int).token("WAIT").optional(),
-    arg("refreshahead", Int).token("REFRESHAHEAD").optional(),
-];
-
-pub const LOOKUP_KEY: KeyAt = KeyAt {
-    pos: 1,
-    flags: raw::REDISMODULE_CMD_KEY_RO | raw::REDISMODULE_CMD_KEY_NOT_KEY,
-    notes: "the planner key: routes the command in a cluster; declared with its lock key:lock in the appended tail",
-};
-/// Not a key: the agent, routed as the hash tag of its window.
-pub const AGENT_ROUTE: KeyAt = KeyAt {
-    pos: 1,
-    flags: raw::REDISMODULE_CMD_KEY_RO | raw::REDISMODULE_CMD_KEY_NOT_KEY,
-    notes: "the agent id: the hash tag of okome:budget:*:{agent}; routes the command in a cluster (the keys themselves are declared in the appended tail)",
-};
-/// Not a key: the first part, routed as the hash tag of the cache key.
-pub const PART_ROUTE: KeyAt = KeyAt {
-    pos: 2,
-    flags: raw::REDISMODULE_CMD_KEY_RO | raw::REDISMODULE_CMD_KEY_NOT_KEY,
-    notes: "the first part: the hash tag of the cache key; routes the command in a cluster (the key itself is declared in the appended tail)",
-};
-pub const PLANNER_KEY: KeyAt = KeyAt {
-    pos: 1,
-    flags: raw::REDISMODULE_CMD_KEY_RO | raw::REDISMODULE_CMD_KEY_NOT_KEY,
-    notes: "the planner key: routes the command in a cluster; declared (with its lock key:lock under TOKEN) in the appended tail",
-};
-/// `OKOME.LOCK`/`OKOME.UNLOCK`: the protected key routes; only its lock
-/// `key:lock` is touched, and declared.
-pub const LOCKED_KEY: KeyAt = KeyAt {
-    pos: 1,
-    flags: raw::REDISMODULE_CMD_KEY_RO | raw::REDISMODULE_CMD_KEY_NOT_KEY,
-    notes: "the protected key: routes the command in a cluster; its lock key:lock, the only key touched, is declared in the appended tail",
-};

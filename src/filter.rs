@@ -15,10 +15,10 @@
 //! error the command will reply) gets an empty tail, so a tail a client
 //! wrote itself is never taken for okome's.
 
-use crate::register;
 use crate::rkey::new_string;
 use crate::{cluster, config, server};
-use okome_core::declared::{self, Access, Declared, Part, Tail};
+use okome_core::command;
+use okome_core::declared::{Access, Declared, Part, Tail};
 use redis_module::{raw, Context};
 use std::ffi::c_int;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -74,7 +74,7 @@ fn declare(fctx: *mut raw::RedisModuleCommandFilterCtx) {
     {
         return;
     }
-    let Some(spec) = register::declaring(name) else {
+    let Some(derive) = command::find(name).and_then(|c| c.keys) else {
         return;
     };
     // Valkey 9 runs scripts in a scripting-engine module whose calls
@@ -86,15 +86,14 @@ fn declare(fctx: *mut raw::RedisModuleCommandFilterCtx) {
     }
     let args: Vec<&[u8]> = (1..argc).map(|i| arg(fctx, i)).collect();
     let cfg = config::current();
-    let derive = |a: &[&[u8]]| declared::derive(spec, a, &cfg, cluster::enabled());
+    let cluster = cluster::enabled();
+    let derive = |a: &[&[u8]]| derive(a, &cfg, cluster);
     if let Some(t) = Tail::find(&args) {
-        if derive(t.user(&args)).is_some_and(|d| d.is_ok_and(|d| t.matches(&d))) {
+        if derive(t.user(&args)).is_ok_and(|d| t.matches(&d)) {
             return;
         }
     }
-    let keys = derive(&args)
-        .and_then(|d| d.ok())
-        .unwrap_or_else(Declared::none);
+    let keys = derive(&args).unwrap_or_else(|_| Declared::none());
     drop(args);
     let mut at = argc;
     for part in keys.parts() {

@@ -22,7 +22,7 @@
 //! opened; every entry in full when it is read).
 
 use crate::rkey::{Key, Name};
-use okome_core::args::Cursor;
+use okome_core::command::Cursor;
 use okome_core::keys::{self, printable, Kind};
 use okome_core::Error;
 use redis_module::{raw, Context};

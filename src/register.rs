@@ -9,7 +9,7 @@ use crate::call::Call;
 use crate::commands;
 use crate::docs;
 use crate::reply::PANIC_REPLY;
-use okome_core::args;
+use okome_core::command::{self, Command};
 use okome_core::declared::Tail;
 use redis_module::{raw, Context, RedisError, RedisValue, Status};
 use std::ffi::CString;
@@ -123,19 +123,18 @@ fn report_keys(ctx: *mut raw::RedisModuleCtx, argv: *mut *mut raw::RedisModuleSt
     });
 }
 
-/// Redis's arity error for `name` called with `n` arguments after its name,
-/// if its arity refuses them. Redis checks the arity of the arguments it
-/// receives, the tail of declared keys included; this checks the user's.
-fn arity_error(name: &str, n: usize) -> Option<String> {
-    let arity = COMMANDS.iter().find(|s| s.name == name)?.arity;
+/// Redis's arity error for `command` called with `n` arguments after its
+/// name, if its arity refuses them. Redis checks the arity of the arguments
+/// it receives, the tail of declared keys included; this checks the user's.
+fn arity_error(command: &Command, n: usize) -> Option<String> {
     let given = i64::try_from(n).ok()?.saturating_add(1);
-    let want = i64::from(arity);
+    let want = i64::from(command.arity);
     let ok = if want < 0 {
         given >= -want
     } else {
         given == want
     };
-    (!ok).then(|| format!("ERR wrong number of arguments for '{name}' command"))
+    (!ok).then(|| command.arity_error().to_string())
 }
 
 /// What a call came to: a reply, okome's error, or Redis's arity error
@@ -151,9 +150,9 @@ fn dispatch<T: Respond>(
     argv: *mut *mut raw::RedisModuleString,
     argc: c_int,
     handler: Handler<T>,
-    name: &'static str,
-    declares: bool,
+    command: &'static Command,
 ) -> c_int {
+    let declares = command.keys.is_some();
     if declares && keys_position_request(ctx) {
         let _ = catch_unwind(AssertUnwindSafe(|| report_keys(ctx, argv, argc)));
         return raw::REDISMODULE_OK as c_int;
@@ -166,7 +165,7 @@ fn dispatch<T: Respond>(
             } else {
                 Call::plain(args)
             };
-            if let Some(e) = arity_error(name, call.args.len()) {
+            if let Some(e) = arity_error(command, call.args.len()) {
                 return Outcome::Arity(e);
             }
             match handler(&context, &call) {
@@ -185,232 +184,66 @@ fn dispatch<T: Respond>(
     context.reply(Err(error)) as c_int
 }
 
-macro_rules! trampoline {
-    ($name:ident, $handler:path, $command:expr, $declares:expr) => {
-        extern "C" fn $name(
+type Callback =
+    extern "C" fn(*mut raw::RedisModuleCtx, *mut *mut raw::RedisModuleString, c_int) -> c_int;
+
+/// A command as registered: its description and the callback Redis calls.
+pub struct Registered {
+    pub command: &'static Command,
+    pub callback: Callback,
+}
+
+/// A command's description with its handler, behind a callback of its own.
+macro_rules! registered {
+    ($command:path => $handler:path) => {{
+        extern "C" fn callback(
             ctx: *mut raw::RedisModuleCtx,
             argv: *mut *mut raw::RedisModuleString,
             argc: c_int,
         ) -> c_int {
-            dispatch(ctx, argv, argc, $handler, $command, $declares)
+            dispatch(ctx, argv, argc, $handler, &$command)
         }
-    };
+        Registered {
+            command: &$command,
+            callback,
+        }
+    }};
 }
 
-trampoline!(t_plan_get, commands::plan_get, args::PLAN_GET, true);
-trampoline!(
-    t_plan_lookup,
-    commands::plan_lookup,
-    args::PLAN_LOOKUP,
-    true
-);
-trampoline!(t_plan_set, commands::plan_set, args::PLAN_SET, true);
-trampoline!(t_lock, commands::lock, args::LOCK, true);
-trampoline!(t_unlock, commands::unlock, args::UNLOCK, true);
-trampoline!(t_cache_get, commands::cache_get, args::CACHE_GET, true);
-trampoline!(t_cache_set, commands::cache_set, args::CACHE_SET, true);
-trampoline!(t_key, commands::key, args::KEY, false);
-trampoline!(t_rate, commands::rate, args::RATE, true);
-trampoline!(t_wbudget, commands::wbudget, args::WBUDGET, true);
-trampoline!(
-    t_agent_record,
-    commands::agent_record,
-    args::AGENT_RECORD,
-    true
-);
-trampoline!(t_agent_keys, commands::agent_keys, args::AGENT_KEYS, true);
-trampoline!(
-    t_agent_purge,
-    commands::agent_purge,
-    args::AGENT_PURGE,
-    true
-);
-
-type Callback =
-    extern "C" fn(*mut raw::RedisModuleCtx, *mut *mut raw::RedisModuleString, c_int) -> c_int;
-
-/// One command as registered.
-pub struct Spec {
-    pub name: &'static str,
-    pub callback: Callback,
-    pub flags: &'static str,
-    pub arity: c_int,
-    pub summary: &'static str,
-    pub complexity: &'static str,
-    pub args: &'static [docs::Arg],
-    /// The argument cluster clients route by (`NOT_KEY`), if any.
-    pub key: Option<docs::KeyAt>,
-    /// Whether the call touches keys, declared in the tail the command
-    /// filter appends (every command but `OKOME.KEY`).
-    pub declares: bool,
-}
-
-/// The full name of the okome command `name` (any case) if it declares
-/// keys: what the command filter appends a tail to.
-pub fn declaring(name: &[u8]) -> Option<&'static str> {
-    COMMANDS
-        .iter()
-        .find(|s| s.declares && s.name.as_bytes().eq_ignore_ascii_case(name))
-        .map(|s| s.name)
-}
-
-pub const COMMANDS: &[Spec] = &[
-    Spec {
-        name: args::PLAN_GET,
-        callback: t_plan_get,
-        flags: "write",
-        arity: -5,
-        summary: "Looks up a plan by model, prompt (or its SHA-256 with HASHED), toolset and repo; on a miss takes the stampede lock",
-        complexity: "O(N) in the prompt size (SHA-256; O(1) with HASHED), plus O(1) amortised with AGENT",
-        args: docs::PLAN_GET,
-        key: None,
-        declares: true,
-    },
-    Spec {
-        name: args::PLAN_LOOKUP,
-        callback: t_plan_lookup,
-        flags: "write",
-        arity: -2,
-        summary: "OKOME.PLAN.GET by planner key (from OKOME.KEY): the form cluster clients route by key",
-        complexity: "O(1), plus O(1) amortised with AGENT",
-        args: docs::PLAN_LOOKUP,
-        key: Some(docs::LOOKUP_KEY),
-        declares: true,
-    },
-    Spec {
-        name: args::PLAN_SET,
-        callback: t_plan_set,
-        flags: "write deny-oom",
-        arity: -3,
-        summary: "Stores a plan as JSON under a planner key, with its TTL standard, and releases the lock",
-        complexity: "O(N) in the plan size (JSON validation), plus O(log M) with AGENT for M entries in the agent's ledger, plus O(1) amortised with WLIMIT",
-        args: docs::PLAN_SET,
-        key: Some(docs::PLANNER_KEY),
-        declares: true,
-    },
-    Spec {
-        name: args::LOCK,
-        callback: t_lock,
-        flags: "write deny-oom fast",
-        arity: -2,
-        summary: "Acquires the stampede lock of a key, or extends a lock held with a token",
-        complexity: "O(1)",
-        args: docs::LOCK,
-        key: Some(docs::LOCKED_KEY),
-        declares: true,
-    },
-    Spec {
-        name: args::UNLOCK,
-        callback: t_unlock,
-        flags: "write fast",
-        arity: -3,
-        summary: "Releases a stampede lock if it is held with the given token",
-        complexity: "O(1)",
-        args: docs::UNLOCK,
-        key: Some(docs::LOCKED_KEY),
-        declares: true,
-    },
-    Spec {
-        name: args::RATE,
-        callback: t_rate,
-        flags: "write deny-oom fast",
-        arity: -4,
-        summary: "Charges an agent's exact sliding-window rate limit; a refused call consumes nothing",
-        complexity: "O(1) amortised, whatever the limit (a refused call walks the entries until COST units fit)",
-        args: docs::RATE,
-        key: Some(docs::AGENT_ROUTE),
-        declares: true,
-    },
-    Spec {
-        name: args::WBUDGET,
-        callback: t_wbudget,
-        flags: "write deny-oom fast",
-        arity: -3,
-        summary: "Charges an agent's cache-write budget (an exact sliding window, 60 s by default)",
-        complexity: "O(1) amortised, whatever the limit",
-        args: docs::WBUDGET,
-        key: Some(docs::AGENT_ROUTE),
-        declares: true,
-    },
-    Spec {
-        name: args::CACHE_GET,
-        callback: t_cache_get,
-        flags: "readonly fast",
-        arity: -3,
-        summary: "Reads a model_meta, rag, tools or health value and its remaining TTL",
-        complexity: "O(1)",
-        args: docs::CACHE_GET,
-        key: Some(docs::PART_ROUTE),
-        declares: true,
-    },
-    Spec {
-        name: args::CACHE_SET,
-        callback: t_cache_set,
-        flags: "write deny-oom",
-        arity: -4,
-        summary: "Stores a model_meta, rag, tools or health value as JSON with its TTL standard",
-        complexity: "O(N) in the value size (JSON validation), plus O(log M) with AGENT for M entries in the agent's ledger",
-        args: docs::CACHE_SET,
-        key: Some(docs::PART_ROUTE),
-        declares: true,
-    },
-    Spec {
-        name: args::KEY,
-        callback: t_key,
-        flags: "allow-stale",
-        arity: -3,
-        summary: "Returns the canonical okome key for a kind and its parts; touches no data",
-        complexity: "O(N) in the size of the parts (SHA-256 of a planner prompt, none with HASHED)",
-        args: docs::KEY,
-        key: None,
-        declares: false,
-    },
-    Spec {
-        name: args::AGENT_RECORD,
-        callback: t_agent_record,
-        flags: "write deny-oom",
-        arity: -3,
-        summary: "Records a cache key an agent wrote in its ledger (okome:budget:keys:{agent}), with the key's expiry",
-        complexity: "O(log N) for N entries in the ledger, plus O(E log N) for E expired entries pruned",
-        args: docs::AGENT_RECORD,
-        key: Some(docs::AGENT_ROUTE),
-        declares: true,
-    },
-    Spec {
-        name: args::AGENT_KEYS,
-        callback: t_agent_keys,
-        flags: "readonly",
-        arity: -2,
-        summary: "Lists an agent's live ledger entries, latest-expiring first, with remaining TTLs and states, paged",
-        complexity: "O(log N + C) for C entries returned of N in the ledger",
-        args: docs::AGENT_KEYS,
-        key: Some(docs::AGENT_ROUTE),
-        declares: true,
-    },
-    Spec {
-        name: args::AGENT_PURGE,
-        callback: t_agent_purge,
-        flags: "write",
-        arity: -2,
-        summary: "Deletes the keys still holding an agent's writes (at most COUNT ledger entries per call), then its ledger",
-        complexity: "O(C log N) for C entries looked at (COUNT, 1000 by default) of N in the ledger",
-        args: docs::AGENT_PURGE,
-        key: Some(docs::AGENT_ROUTE),
-        declares: true,
-    },
+/// Every command and its handler, in the order they are registered.
+pub const COMMANDS: [Registered; 13] = [
+    registered!(command::PLAN_GET => commands::plan_get),
+    registered!(command::PLAN_LOOKUP => commands::plan_lookup),
+    registered!(command::PLAN_SET => commands::plan_set),
+    registered!(command::LOCK => commands::lock),
+    registered!(command::UNLOCK => commands::unlock),
+    registered!(command::RATE => commands::rate),
+    registered!(command::WBUDGET => commands::wbudget),
+    registered!(command::CACHE_GET => commands::cache_get),
+    registered!(command::CACHE_SET => commands::cache_set),
+    registered!(command::KEY => commands::key),
+    registered!(command::AGENT_RECORD => commands::agent_record),
+    registered!(command::AGENT_KEYS => commands::agent_keys),
+    registered!(command::AGENT_PURGE => commands::agent_purge),
 ];
 
 const SINCE: &str = "0.1.0";
 
-fn register(ctx: &Context, spec: &Spec) -> Result<(), String> {
-    let name = CString::new(spec.name).map_err(|e| e.to_string())?;
-    let flags = if spec.declares {
-        format!("{} getkeys-api", spec.flags)
+/// Creates the command: its name, flags and callback.
+fn create(ctx: &Context, r: &Registered) -> Result<*mut raw::RedisModuleCommand, String> {
+    let command = r.command;
+    let name = CString::new(command.name).map_err(|e| e.to_string())?;
+    let flags = if command.keys.is_some() {
+        format!("{} getkeys-api", command.flags)
     } else {
-        spec.flags.to_string()
+        command.flags.to_string()
     };
     let flags = CString::new(flags).map_err(|e| e.to_string())?;
-    let create = unsafe { raw::RedisModule_CreateCommand }.ok_or("no CreateCommand")?;
+    let (Some(create), Some(get)) = (unsafe { raw::RedisModule_CreateCommand }, unsafe {
+        raw::RedisModule_GetCommand
+    }) else {
+        return Err("no CreateCommand".into());
+    };
     // No legacy key positions: the keys are the tail's, which Redis asks
     // for through the getkeys API (and finds with the key specs).
     // SAFETY: valid C strings and a callback with the expected signature.
@@ -418,7 +251,7 @@ fn register(ctx: &Context, spec: &Spec) -> Result<(), String> {
         create(
             ctx.ctx,
             name.as_ptr(),
-            Some(spec.callback),
+            Some(r.callback),
             flags.as_ptr(),
             0,
             0,
@@ -426,24 +259,26 @@ fn register(ctx: &Context, spec: &Spec) -> Result<(), String> {
         )
     };
     if rc != raw::REDISMODULE_OK as c_int {
-        return Err(format!("could not create command {}", spec.name));
+        return Err(format!("could not create command {}", command.name));
     }
-    let (Some(get), Some(set_info)) = (unsafe { raw::RedisModule_GetCommand }, unsafe {
-        raw::RedisModule_SetCommandInfo
-    }) else {
-        return Err("no SetCommandInfo".into());
-    };
     // SAFETY: the command was just created under this name.
     let cmd = unsafe { get(ctx.ctx, name.as_ptr()) };
     if cmd.is_null() {
-        return Err(format!("command {} not found after creation", spec.name));
+        return Err(format!("command {} not found after creation", command.name));
     }
-    let summary = CString::new(spec.summary).map_err(|e| e.to_string())?;
+    Ok(cmd)
+}
+
+/// Sets what `COMMAND INFO` and `COMMAND DOCS` show of `command`: arity,
+/// summary, complexity, arguments and key specs.
+fn set_info(cmd: *mut raw::RedisModuleCommand, command: &Command) -> Result<(), String> {
+    let set_info = unsafe { raw::RedisModule_SetCommandInfo }.ok_or("no SetCommandInfo")?;
+    let summary = CString::new(command.summary).map_err(|e| e.to_string())?;
     let since = CString::new(SINCE).map_err(|e| e.to_string())?;
-    let complexity = CString::new(spec.complexity).map_err(|e| e.to_string())?;
+    let complexity = CString::new(command.complexity).map_err(|e| e.to_string())?;
     let mut arena = docs::Arena::default();
-    let args = arena.args(spec.name, spec.args);
-    let (key_specs, _key_specs_owner) = arena.key_specs(spec.key, spec.declares);
+    let args = arena.args(command.args);
+    let (key_specs, _key_specs_owner) = arena.key_specs(command.route, command.keys.is_some());
     let version = raw::RedisModuleCommandInfoVersion {
         version: 1,
         sizeof_historyentry: std::mem::size_of::<raw::RedisModuleCommandHistoryEntry>(),
@@ -457,21 +292,21 @@ fn register(ctx: &Context, spec: &Spec) -> Result<(), String> {
         since: since.as_ptr(),
         history: ptr::null_mut(),
         tips: ptr::null::<c_char>(),
-        arity: spec.arity,
+        arity: command.arity as c_int,
         key_specs,
         args,
     };
-    // SAFETY: `info` and the strings it points to outlive the call, which
-    // copies them.
+    // SAFETY: `cmd` is a command this module created; `info` and the
+    // strings it points to outlive the call, which copies them.
     if unsafe { set_info(cmd, &info) } != raw::REDISMODULE_OK as c_int {
-        return Err(format!("could not set info of {}", spec.name));
+        return Err(format!("could not set info of {}", command.name));
     }
     Ok(())
 }
 
 pub fn register_all(ctx: &Context) -> Status {
-    for spec in COMMANDS {
-        if let Err(e) = register(ctx, spec) {
+    for r in &COMMANDS {
+        if let Err(e) = create(ctx, r).and_then(|cmd| set_info(cmd, r.command)) {
             ctx.log_warning(&format!("okome: {e}"));
             return Status::Err;
         }

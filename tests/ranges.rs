@@ -1,5 +1,5 @@
-//! One table, `okome_core::config` (the configs' `params()` and the command
-//! arguments' `ARGS`), is the source of every range; these tests check that
+//! One table, `okome_core::config` (the configs' `params()`) with the
+//! commands' descriptions (`okome_core::command::ranges()`), is the source of every range; these tests check that
 //! everything a user meets agrees with it, on a real server:
 //! - `CONFIG SET` takes each config's min and max and refuses min-1 and
 //!   max+1;
@@ -18,7 +18,8 @@
 mod common;
 
 use common::*;
-use okome_core::config::{params, Bounds, Range, ARGS};
+use okome_core::command::ranges;
+use okome_core::config::{params, Bounds, Range};
 use redis::{Connection, Value};
 use std::path::Path;
 
@@ -149,7 +150,7 @@ fn every_command_takes_each_arguments_range() {
         .query(&mut c)
         .unwrap();
     let cfg = okome_core::config::Config::default();
-    for a in ARGS {
+    for a in ranges() {
         let (min, max, unit) = match a.bounds {
             Bounds::Fixed(r) => (r.min, r.max, r.unit),
             Bounds::Standard { prefix, hard, .. } => {
@@ -241,7 +242,7 @@ fn array(v: &Value) -> &[Value] {
 fn command_docs_shows_each_arguments_range() {
     let s = Server::start();
     let mut c = s.conn();
-    for a in ARGS {
+    for a in ranges() {
         let reply: Value = redis::cmd("COMMAND")
             .arg("DOCS")
             .arg(a.command)
@@ -300,7 +301,7 @@ fn command_docs_shows_each_arguments_range() {
         }
         for arg in ints {
             assert!(
-                arg == "pxat" || ARGS.iter().any(|a| a.command == name && a.arg == arg),
+                arg == "pxat" || ranges().iter().any(|a| a.command == name && a.arg == arg),
                 "{name} {arg}: an integer argument missing from the range table"
             );
         }
@@ -370,7 +371,7 @@ fn readme_lists_every_range() {
         .skip(1)
         .collect();
     assert!(!args_table.is_empty(), "README has no argument range table");
-    for a in ARGS {
+    for a in ranges() {
         let row = args_table
             .iter()
             .find(|r| names_command(&r[1], a.command) && names_arg(&r[0], a.arg))

@@ -1,9 +1,10 @@
 //! TTL standards and size limits: the values behind the `okome.*` module
 //! configs, with defaults from SPEC.md and the seed's TTL table; and the one
 //! table of every range: the hard bounds of each config ([`params`]) and of
-//! each numeric command argument ([`OPTIONS`], [`ARGS`]). The option parser
-//! ([`crate::args`]), the config setter, `COMMAND DOCS` and README's tables
-//! all read them from here, and tests check that they agree.
+//! each numeric command argument ([`OPTIONS`]; which argument takes which is
+//! said by the commands' descriptions, [`crate::command`]). The option
+//! parser, the config setter, `COMMAND DOCS` and README's tables all read
+//! them from here, and tests check that they agree.
 
 use crate::keys::Kind;
 use crate::limiter::{MAX_LIMIT, MAX_WINDOW_S};
@@ -216,67 +217,32 @@ pub enum Bounds {
     KindStandard,
 }
 
-/// One numeric argument of one command, by its `COMMAND DOCS` name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ArgRange {
-    pub command: &'static str,
-    pub arg: &'static str,
-    pub bounds: Bounds,
-}
-
-const fn within(command: &'static str, arg: &'static str, bounds: Bounds) -> ArgRange {
-    ArgRange {
-        command,
-        arg,
-        bounds,
-    }
-}
-
-const fn fixed(command: &'static str, arg: &'static str, r: Range) -> ArgRange {
-    within(command, arg, Bounds::Fixed(r))
-}
-
-const LOCK_STANDARD: Bounds = Bounds::Standard {
+/// `okome.lock-ttl-*`: the standard of a lock's TTL (`TTL` of `LOCK`,
+/// `LOCKTTL` of a lookup).
+pub const LOCK_STANDARD: Bounds = Bounds::Standard {
     prefix: "lock-ttl",
     hard: LOCK_TTL_MS,
     seed: SEED_LOCK_TTL_MS,
 };
 
-const PLANNER_STANDARD: Bounds = Bounds::Standard {
+/// `okome.planner-ttl-*`: the standard of a plan's TTL (`TTL` of
+/// `PLAN.SET`).
+pub const PLANNER_STANDARD: Bounds = Bounds::Standard {
     prefix: "planner-ttl",
     hard: CACHE_TTL_S,
     seed: SEED_PLANNER_TTL_S,
 };
 
-/// Every bounded numeric argument of every command (`PXAT`, an absolute
-/// time checked against the clock, aside).
-pub const ARGS: [ArgRange; 23] = [
-    fixed("okome.plan.get", "limit", LIMIT),
-    fixed("okome.plan.get", "window", WINDOW_S),
-    fixed("okome.plan.get", "wait", WAIT_MS),
-    fixed("okome.plan.get", "refreshahead", REFRESH_AHEAD_MS),
-    within("okome.plan.get", "lockttl", LOCK_STANDARD),
-    fixed("okome.plan.lookup", "limit", LIMIT),
-    fixed("okome.plan.lookup", "window", WINDOW_S),
-    fixed("okome.plan.lookup", "wait", WAIT_MS),
-    fixed("okome.plan.lookup", "refreshahead", REFRESH_AHEAD_MS),
-    within("okome.plan.lookup", "lockttl", LOCK_STANDARD),
-    within("okome.plan.set", "ttl", PLANNER_STANDARD),
-    fixed("okome.plan.set", "wlimit", LIMIT),
-    fixed("okome.plan.set", "wwindow", WINDOW_S),
-    within("okome.lock", "ttl", LOCK_STANDARD),
-    fixed("okome.rate", "limit", LIMIT),
-    fixed("okome.rate", "window", WINDOW_S),
-    fixed("okome.rate", "cost", COST),
-    fixed("okome.wbudget", "write_limit", LIMIT),
-    fixed("okome.wbudget", "window", WINDOW_S),
-    fixed("okome.wbudget", "cost", COST),
-    within("okome.cache.set", "ttl", Bounds::KindStandard),
-    fixed("okome.agent.keys", "count", KEYS_COUNT),
-    fixed("okome.agent.purge", "count", PURGE_COUNT),
-];
-
 impl Bounds {
+    /// The unit of the bounded value, as errors show it.
+    pub fn unit(&self) -> &'static str {
+        match self {
+            Bounds::Fixed(r) => r.unit,
+            Bounds::Standard { hard, .. } => hard.unit,
+            Bounds::KindStandard => CACHE_TTL_S.unit,
+        }
+    }
+
     /// The argument summary `COMMAND DOCS` shows.
     pub fn summary(&self) -> String {
         match self {
@@ -295,14 +261,6 @@ impl Bounds {
             ),
         }
     }
-}
-
-/// The `COMMAND DOCS` summary of argument `arg` (its `COMMAND DOCS` name)
-/// of `command`, if it is a bounded number.
-pub fn arg_summary(command: &str, arg: &str) -> Option<String> {
-    ARGS.iter()
-        .find(|a| a.command.eq_ignore_ascii_case(command) && a.arg.eq_ignore_ascii_case(arg))
-        .map(|a| a.bounds.summary())
 }
 
 /// Everything an operator can tune.
@@ -669,7 +627,7 @@ impl Config {
             let (value, tail) = tail
                 .split_first()
                 .ok_or_else(|| format!("module argument 'okome.{bare}' needs a value"))?;
-            let v = crate::args::parse_int("value", value)
+            let v = crate::int::parse_int("value", value)
                 .map_err(|_| format!("module argument 'okome.{bare}': value is not an integer"))?;
             c.set(name, v)?;
             rest = tail;
@@ -790,23 +748,6 @@ mod range_tests {
         assert_eq!(KEYS_COUNT.summary(), "1 to 10000 keys, default 100");
         assert_eq!(SEED_HEALTH_TTL_S.text(), "30");
         assert_eq!(SEED_LOCK_TTL_MS.text(), "8000–10000");
-        assert_eq!(
-            arg_summary("OKOME.LOCK", "TTL").unwrap(),
-            "okome.lock-ttl-min to okome.lock-ttl-max ms (each configurable within 100 to \
-             60000; the seed's standard: 8000 to 10000), default okome.lock-ttl-default"
-        );
-        assert_eq!(arg_summary("okome.lock", "token"), None);
-        // Every command argument is listed once.
-        for (i, a) in ARGS.iter().enumerate() {
-            assert!(
-                !ARGS[..i]
-                    .iter()
-                    .any(|b| (b.command, b.arg) == (a.command, a.arg)),
-                "{} {} twice",
-                a.command,
-                a.arg
-            );
-        }
     }
 
     /// A standard configured outside the seed's is worth a warning, once.

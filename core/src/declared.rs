@@ -19,10 +19,7 @@
 //! tail a client wrote itself can only add keys to Redis's checks, never
 //! hide one.
 
-use crate::args;
-use crate::config::Config;
-use crate::keys::{lock_key, slot};
-use crate::Result;
+use crate::keys::lock_key;
 
 /// What a call does to a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -207,34 +204,6 @@ fn count(arg: &[u8]) -> Option<usize> {
     std::str::from_utf8(arg).ok()?.parse().ok()
 }
 
-/// The keys a call of `command` (lowercase full name) with `args` (after
-/// the name) touches; `None` for a command that touches none (`OKOME.KEY`)
-/// or is not okome's. `cluster` says whether keys of other slots are left
-/// to the command (see `AGENT.RECORD`).
-pub fn derive(
-    command: &str,
-    args: &[&[u8]],
-    cfg: &Config,
-    cluster: bool,
-) -> Option<Result<Declared>> {
-    let d = match command {
-        args::PLAN_GET => args::parse_plan_get(args, cfg).map(|r| r.declared()),
-        args::PLAN_LOOKUP => args::parse_plan_lookup(args, cfg).map(|r| r.declared()),
-        args::PLAN_SET => args::parse_plan_set(args, cfg).map(|r| r.declared()),
-        args::LOCK => args::parse_lock(args, cfg).map(|r| lock_only(r.key)),
-        args::UNLOCK => args::parse_unlock(args).map(|r| lock_only(r.key)),
-        args::RATE => args::parse_rate(args).map(|c| c.declared()),
-        args::WBUDGET => args::parse_wbudget(args, cfg).map(|c| c.declared()),
-        args::CACHE_GET => args::parse_cache_get(args).map(|r| r.declared()),
-        args::CACHE_SET => args::parse_cache_set(args, cfg).map(|r| r.declared()),
-        args::AGENT_RECORD => args::parse_agent_record(args).map(|r| r.declared(cluster)),
-        args::AGENT_KEYS => args::parse_agent_keys(args).map(|r| r.declared()),
-        args::AGENT_PURGE => args::parse_agent_purge(args).map(|r| r.declared()),
-        _ => return None,
-    };
-    Some(d)
-}
-
 /// A plan lookup of `key`: the plan (read) and, if the lookup may take the
 /// lock (not `NOLOCK`), its lock (written). What a follower woken from
 /// `WAIT` touches too.
@@ -242,89 +211,6 @@ pub fn lookup(key: &[u8], locks: bool) -> Declared {
     Declared::none()
         .with(Access::Read, key.to_vec())
         .with_opt(Access::Write, locks.then(|| lock_key(key)))
-}
-
-/// `OKOME.LOCK`/`OKOME.UNLOCK`: only the lock of `key` is touched.
-pub fn lock_only(key: &[u8]) -> Declared {
-    Declared::none().with(Access::Write, lock_key(key))
-}
-
-impl args::Charge {
-    /// A charge reads and writes its window; a peek (`COST 0`) only reads.
-    pub fn declared(&self) -> Declared {
-        let access = if self.cost == 0 {
-            Access::Read
-        } else {
-            Access::ReadWrite
-        };
-        Declared::none().with(access, self.key.clone())
-    }
-}
-
-impl args::PlanGet {
-    /// The plan (read), its lock (written on a miss or a refresh, unless
-    /// `NOLOCK`) and, with `AGENT`, the agent's rate window.
-    pub fn declared(&self) -> Declared {
-        lookup(&self.key, self.lock_ttl_ms.is_some())
-            .with_opt(Access::ReadWrite, self.rate.as_ref().map(|c| c.key.clone()))
-    }
-}
-
-impl args::PlanSet<'_> {
-    /// The plan (written), its lock with `TOKEN`, the write budget with
-    /// `WLIMIT` and the ledger with `AGENT`.
-    pub fn declared(&self) -> Declared {
-        Declared::none()
-            .with(Access::Write, self.key.to_vec())
-            .with_opt(Access::Write, self.token.map(|_| lock_key(self.key)))
-            .with_opt(
-                Access::ReadWrite,
-                self.budget.as_ref().map(|c| c.key.clone()),
-            )
-            .with_opt(Access::ReadWrite, self.ledger.clone())
-    }
-}
-
-impl args::CacheGet {
-    pub fn declared(&self) -> Declared {
-        Declared::none().with(Access::Read, self.key.clone())
-    }
-}
-
-impl args::CacheSet<'_> {
-    /// The value (written) and, with `AGENT`, the ledger.
-    pub fn declared(&self) -> Declared {
-        Declared::none()
-            .with(Access::Write, self.key.clone())
-            .with_opt(Access::ReadWrite, self.ledger.clone())
-    }
-}
-
-impl args::AgentRecord<'_> {
-    /// The ledger, and the recorded key, read and written: recording needs
-    /// the right to write the key, so a ledger holds only keys its agent
-    /// could have written. In a cluster a key of another slot is not
-    /// declared (one call spans one slot); the command checks it itself.
-    pub fn declared(&self, cluster: bool) -> Declared {
-        let here = !cluster || slot(self.key) == slot(&self.ledger);
-        Declared::none()
-            .with(Access::ReadWrite, self.ledger.clone())
-            .with_opt(Access::ReadWrite, here.then(|| self.key.to_vec()))
-    }
-}
-
-impl args::AgentKeys {
-    /// The ledger; the keys it lists are checked by the command.
-    pub fn declared(&self) -> Declared {
-        Declared::none().with(Access::Read, self.ledger.clone())
-    }
-}
-
-impl args::AgentPurge {
-    /// The ledger; the keys it deletes are checked by the command.
-    pub fn declared(&self) -> Declared {
-        Declared::none().with(Access::ReadWrite, self.ledger.clone())
-    }
 }
 
 #[cfg(test)]
@@ -377,60 +263,5 @@ mod tests {
             let args: Vec<&[u8]> = bad.iter().map(|s| s.as_bytes()).collect();
             assert_eq!(Tail::find(&args), None, "{bad:?}");
         }
-    }
-
-    #[test]
-    fn each_command_declares_what_it_touches() {
-        let cfg = Config::default();
-        let d = |cmd: &str, a: &[&str]| {
-            let v: Vec<&[u8]> = a.iter().map(|s| s.as_bytes()).collect();
-            derive(cmd, &v, &cfg, false)
-                .unwrap()
-                .unwrap_or_else(|e| panic!("{cmd} {a:?}: {e}"))
-        };
-        let rate = d(args::RATE, &["a", "5", "60"]);
-        assert_eq!(
-            rate.group(Access::ReadWrite),
-            [b"okome:budget:rate:{a}".to_vec()]
-        );
-        let peek = d(args::RATE, &["a", "5", "60", "COST", "0"]);
-        assert_eq!(
-            peek.group(Access::Read),
-            [b"okome:budget:rate:{a}".to_vec()]
-        );
-        assert!(peek.group(Access::ReadWrite).is_empty());
-        let lock = d(args::LOCK, &["okome:tools:{v}"]);
-        assert_eq!(
-            lock.group(Access::Write),
-            [b"okome:tools:{v}:lock".to_vec()]
-        );
-        let plan = format!("okome:planner:m:{{{}}}:t:r", "a".repeat(64));
-        let get = d(args::PLAN_LOOKUP, &[&plan, "NOLOCK"]);
-        assert_eq!(get.iter().count(), 1);
-        let get = d(args::PLAN_LOOKUP, &[&plan]);
-        assert_eq!(get.group(Access::Read), [plan.as_bytes().to_vec()]);
-        assert_eq!(
-            get.group(Access::Write),
-            [format!("{plan}:lock").into_bytes()]
-        );
-        let set = d(args::CACHE_SET, &["tools", "v", "{}", "AGENT", "a"]);
-        assert_eq!(set.group(Access::Write), [b"okome:tools:{v}".to_vec()]);
-        assert_eq!(
-            set.group(Access::ReadWrite),
-            [b"okome:budget:keys:{a}".to_vec()]
-        );
-        let rec = d(args::AGENT_RECORD, &["a", "okome:tools:{v}"]);
-        assert_eq!(rec.group(Access::ReadWrite).len(), 2);
-        let v: Vec<&[u8]> = vec![b"a", b"okome:tools:{v}"];
-        let rec = derive(args::AGENT_RECORD, &v, &cfg, true).unwrap().unwrap();
-        assert_eq!(
-            rec.group(Access::ReadWrite).len(),
-            1,
-            "another slot: not declared"
-        );
-        assert!(derive(args::KEY, &v, &cfg, false).is_none());
-        assert!(derive(args::RATE, &[b"a".as_slice()], &cfg, false)
-            .unwrap()
-            .is_err());
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! - [`keys`]: the key scheme, escaping and key validation,
 //! - [`config`]: TTL standards and limits (the values behind `okome.*` configs),
-//! - [`args`]: the argument grammar of every command, producing typed requests,
+//! - [`command`]: every command's description and grammar, producing typed requests,
 //! - [`declared`]: the keys each call touches, as the tail the filter appends,
 //! - [`error`]: every error reply, as one enum with the exact text.
 //!
@@ -21,10 +21,11 @@
     )
 )]
 
-pub mod args;
+pub mod command;
 pub mod config;
 pub mod declared;
 pub mod error;
+pub mod int;
 pub mod keys;
 pub mod limiter;
 

@@ -2,7 +2,7 @@
 //! and every error renders as an `ERR`/`WRONGTYPE` reply.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use okome_core::args::*;
+use okome_core::command::*;
 use okome_core::config::Config;
 
 fuzz_target!(|data: &[u8]| {
