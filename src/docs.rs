@@ -73,6 +73,51 @@ impl Arena {
         p
     }
 
+    /// The routing argument's key spec: one argument at its position,
+    /// `NOT_KEY`.
+    fn route_spec(&mut self, r: Route) -> raw::RedisModuleCommandKeySpec {
+        raw::RedisModuleCommandKeySpec {
+            notes: self.cstr(r.notes),
+            flags: u64::from(raw::REDISMODULE_CMD_KEY_RO | raw::REDISMODULE_CMD_KEY_NOT_KEY),
+            begin_search_type: raw::RedisModuleKeySpecBeginSearchType_REDISMODULE_KSPEC_BS_INDEX,
+            bs: raw::RedisModuleCommandKeySpec__bindgen_ty_1 {
+                index: raw::RedisModuleCommandKeySpec__bindgen_ty_1__bindgen_ty_1 { pos: r.pos },
+            },
+            find_keys_type: raw::RedisModuleKeySpecFindKeysType_REDISMODULE_KSPEC_FK_RANGE,
+            fk: raw::RedisModuleCommandKeySpec__bindgen_ty_2 {
+                range: raw::RedisModuleCommandKeySpec__bindgen_ty_2__bindgen_ty_1 {
+                    lastkey: 0,
+                    keystep: 1,
+                    limit: 0,
+                },
+            },
+        }
+    }
+
+    /// The key spec of one group of the tail: its keyword, searched from
+    /// the last argument back, then the number of keys, then the keys.
+    fn group_spec(&mut self, access: Access) -> raw::RedisModuleCommandKeySpec {
+        raw::RedisModuleCommandKeySpec {
+            notes: self.cstr(group_notes(access)),
+            flags: u64::from(key_flags(access)),
+            begin_search_type: raw::RedisModuleKeySpecBeginSearchType_REDISMODULE_KSPEC_BS_KEYWORD,
+            bs: raw::RedisModuleCommandKeySpec__bindgen_ty_1 {
+                keyword: raw::RedisModuleCommandKeySpec__bindgen_ty_1__bindgen_ty_2 {
+                    keyword: self.cstr(access.keyword()),
+                    startfrom: -1,
+                },
+            },
+            find_keys_type: raw::RedisModuleKeySpecFindKeysType_REDISMODULE_KSPEC_FK_KEYNUM,
+            fk: raw::RedisModuleCommandKeySpec__bindgen_ty_2 {
+                keynum: raw::RedisModuleCommandKeySpec__bindgen_ty_2__bindgen_ty_2 {
+                    keynumidx: 0,
+                    firstkey: 1,
+                    keystep: 1,
+                },
+            },
+        }
+    }
+
     /// The zero-terminated key-spec array of a command: its routing
     /// argument (`NOT_KEY`: what cluster clients route by) if any, then,
     /// for a command that declares keys, one spec per group of the tail of
@@ -87,52 +132,12 @@ impl Arena {
         Vec<raw::RedisModuleCommandKeySpec>,
     ) {
         let mut v = Vec::with_capacity(5);
-        if let Some(k) = route {
-            let notes = self.cstr(k.notes);
-            v.push(raw::RedisModuleCommandKeySpec {
-                notes,
-                flags: u64::from(raw::REDISMODULE_CMD_KEY_RO | raw::REDISMODULE_CMD_KEY_NOT_KEY),
-                begin_search_type:
-                    raw::RedisModuleKeySpecBeginSearchType_REDISMODULE_KSPEC_BS_INDEX,
-                bs: raw::RedisModuleCommandKeySpec__bindgen_ty_1 {
-                    index: raw::RedisModuleCommandKeySpec__bindgen_ty_1__bindgen_ty_1 {
-                        pos: k.pos,
-                    },
-                },
-                find_keys_type: raw::RedisModuleKeySpecFindKeysType_REDISMODULE_KSPEC_FK_RANGE,
-                fk: raw::RedisModuleCommandKeySpec__bindgen_ty_2 {
-                    range: raw::RedisModuleCommandKeySpec__bindgen_ty_2__bindgen_ty_1 {
-                        lastkey: 0,
-                        keystep: 1,
-                        limit: 0,
-                    },
-                },
-            });
+        if let Some(r) = route {
+            v.push(self.route_spec(r));
         }
         if declares {
             for access in Access::ALL {
-                let notes = self.cstr(group_notes(access));
-                let keyword = self.cstr(access.keyword());
-                v.push(raw::RedisModuleCommandKeySpec {
-                    notes,
-                    flags: u64::from(key_flags(access)),
-                    begin_search_type:
-                        raw::RedisModuleKeySpecBeginSearchType_REDISMODULE_KSPEC_BS_KEYWORD,
-                    bs: raw::RedisModuleCommandKeySpec__bindgen_ty_1 {
-                        keyword: raw::RedisModuleCommandKeySpec__bindgen_ty_1__bindgen_ty_2 {
-                            keyword,
-                            startfrom: -1,
-                        },
-                    },
-                    find_keys_type: raw::RedisModuleKeySpecFindKeysType_REDISMODULE_KSPEC_FK_KEYNUM,
-                    fk: raw::RedisModuleCommandKeySpec__bindgen_ty_2 {
-                        keynum: raw::RedisModuleCommandKeySpec__bindgen_ty_2__bindgen_ty_2 {
-                            keynumidx: 0,
-                            firstkey: 1,
-                            keystep: 1,
-                        },
-                    },
-                });
+                v.push(self.group_spec(access));
             }
         }
         if v.is_empty() {

@@ -70,20 +70,14 @@ impl fmt::Display for Error {
                 min,
                 max,
                 unit,
-            } if min == max => write!(
-                f,
-                "ERR {what} {value} is out of range: must be {min} {unit}"
-            ),
-            Error::OutOfRange {
-                what,
-                value,
-                min,
-                max,
-                unit,
-            } => write!(
-                f,
-                "ERR {what} {value} is out of range: must be between {min} and {max} {unit}"
-            ),
+            } => {
+                write!(f, "ERR {what} {value} is out of range: must be ")?;
+                if min == max {
+                    write!(f, "{min} {unit}")
+                } else {
+                    write!(f, "between {min} and {max} {unit}")
+                }
+            }
             Error::Empty(what) => write!(f, "ERR {what} must not be empty"),
             Error::TooLarge {
                 what,
@@ -97,6 +91,20 @@ impl fmt::Display for Error {
             Error::InvalidJson { what, detail } => {
                 write!(f, "ERR {what} is not valid JSON ({detail})")
             }
+            Error::NotPromptHash { got, len } => write!(
+                f,
+                "ERR prompt_hash must be the SHA-256 of the prompt as 64 lowercase hex digits \
+                 (HASHED); got '{got}' ({len} bytes)"
+            ),
+            _ => self.fmt_data(f),
+        }
+    }
+}
+
+impl Error {
+    /// The errors about kinds, keys and what they hold.
+    fn fmt_data(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
             Error::NotCacheable(kind) => write!(
                 f,
                 "ERR kind '{kind}' is not cacheable: okome caches only read-only, deterministic, \
@@ -119,7 +127,6 @@ impl fmt::Display for Error {
                 Ok(())
             }
             Error::BadKey(msg) => write!(f, "ERR {msg}"),
-            Error::Raw(msg) => write!(f, "{msg}"),
             Error::WindowAhead { key, ahead_ms } => write!(
                 f,
                 "ERR '{key}' holds an okome budget window whose newest entry is {ahead_ms} ms \
@@ -127,15 +134,13 @@ impl fmt::Display for Error {
                  another client, or under a clock that far ahead?); nothing was charged or written",
                 allowance = crate::limiter::CLOCK_SKEW_ALLOWANCE_MS
             ),
-            Error::NotPromptHash { got, len } => write!(
-                f,
-                "ERR prompt_hash must be the SHA-256 of the prompt as 64 lowercase hex digits \
-                 (HASHED); got '{got}' ({len} bytes)"
-            ),
             Error::WrongType => write!(
                 f,
                 "WRONGTYPE Operation against a key holding the wrong kind of value"
             ),
+            Error::Raw(msg) => write!(f, "{msg}"),
+            // The argument errors, which `fmt` writes itself.
+            _ => Ok(()),
         }
     }
 }
