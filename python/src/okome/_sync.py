@@ -1,4 +1,6 @@
-"""How a :class:`~okome._commands.Call` reaches a server, for redis-py's sync clients."""
+"""How a :class:`~okome._commands.Call` reaches a server, for redis-py's sync
+clients; and what :mod:`okome._async`, its asyncio twin, shares with it
+(:class:`Redirects`, :func:`settle`, :func:`commands`, :func:`pipeline`, ...)."""
 
 from __future__ import annotations
 
@@ -221,6 +223,24 @@ def _read(conn: Any, timeout: float) -> Any:
             conn._sock.settimeout(conn.socket_timeout)
 
 
+def pipeline(client: Any, call: Call, asking: bool) -> Any:
+    """``call`` queued on a pipeline of ``client`` if the client has a single
+    connection (``single_connection_client=True``), sync or asyncio; ``None``
+    if it has a pool, from which the call takes a connection of its own.
+    Raises ``ConfigurationError`` for a blocking call on a single connection."""
+    if getattr(client, "connection", None) is None:
+        return None
+    if call.wait_ms is not None:
+        raise errors.ConfigurationError(
+            "okome: a WAIT blocks its connection until the plan is stored, so it needs a "
+            "connection of its own; create the client without single_connection_client=True"
+        )
+    pipe = client.pipeline(transaction=False)
+    for args in commands(call, asking):
+        pipe.execute_command(*args)
+    return pipe
+
+
 def call_on(client: redis.Redis, call: Call, *, asking: bool = False) -> Any:
     """Run ``call`` on a standalone client (or one cluster node's client).
 
@@ -232,17 +252,10 @@ def call_on(client: redis.Redis, call: Call, *, asking: bool = False) -> Any:
     """
     if call.wait_ms is None and not asking and not call.more:
         return client.execute_command(*call.args)
-    if getattr(client, "connection", None) is not None and call.wait_ms is None:
-        pipe = client.pipeline(transaction=False)
-        for args in commands(call, asking):
-            pipe.execute_command(*args)
+    pipe = pipeline(client, call, asking)
+    if pipe is not None:
         results = pipe.execute(raise_on_error=False)
         return settle(call, results[1::2] if asking else results)
-    if getattr(client, "connection", None) is not None:
-        raise errors.ConfigurationError(
-            "okome: a WAIT blocks its connection until the plan is stored, so it needs a "
-            "connection of its own; create the client without single_connection_client=True"
-        )
     pool = client.connection_pool
     conn = get_connection(pool)
     clean = False
@@ -301,19 +314,12 @@ class Cluster:
         node = self.client.get_node(host=host, port=port)
         if node is None:
             self.client.nodes_manager.initialize()
-            node = self.client.get_node(host=host, port=port)
-        if node is None:
-            raise rex.ClusterError(f"okome: redirected to unknown node {host}:{port}")
+            node = known_node(self.client, host, port)
         return node
-
-    def _owner(self, call: Call) -> Any:
-        if call.route is None:
-            return self.client.get_default_node()
-        return self.client.nodes_manager.get_node_from_slot(_slot(call.route))
 
     def execute(self, call: Call) -> Any:
         rc = self.client
-        node, asking = self._owner(call), False
+        node, asking = owner(rc, call), False
         redirects = Redirects(call)
         while True:
             try:
@@ -337,8 +343,24 @@ class Cluster:
                 node = self._node(*step.node)
             else:
                 with suppress(rex.SlotNotCoveredError):  # no owner in the map: the same node
-                    node = self._owner(call)
+                    node = owner(rc, call)
             asking = step.asking
+
+
+def owner(client: Any, call: Call) -> Any:
+    """The node of a cluster client (sync or asyncio) that serves ``call``
+    per its slot map (``SlotNotCoveredError`` if none does)."""
+    if call.route is None:
+        return client.get_default_node()
+    return client.nodes_manager.get_node_from_slot(_slot(call.route))
+
+
+def known_node(client: Any, host: str, port: int) -> Any:
+    """The node ``host:port`` in a cluster client's map (sync or asyncio)."""
+    node = client.get_node(host=host, port=port)
+    if node is None:
+        raise rex.ClusterError(f"okome: redirected to unknown node {host}:{port}")
+    return node
 
 
 def _slot(key: str) -> int:

@@ -1,14 +1,16 @@
-"""``okome.Okome``: one method per okome command, over redis-py's sync clients."""
+"""``okome.Okome``: one method per okome command, over redis-py's sync clients;
+and what :mod:`okome.aio.client`, its asyncio twin, shares with it
+(:class:`ClientBase`, :func:`parse_info`)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from . import _commands as cmd
 from . import _keys
 from ._commands import Steps, T
-from ._sync import transport
+from ._sync import Cluster, Standalone, transport
 from .replies import (
     CacheEntry,
     LedgerEntry,
@@ -40,7 +42,43 @@ def parse_info(raw: Any) -> dict[str, Any]:
     return out
 
 
-class Okome:
+class Transport(Protocol):
+    """What a client's transport (:mod:`okome._sync`, :mod:`okome._async`) tells it."""
+
+    cluster: bool
+
+
+X = TypeVar("X", bound=Transport)
+
+
+class ClientBase(Generic[X]):
+    """What :class:`Okome` and :class:`okome.aio.Okome` share: the redis-py
+    client, its transport, and what needs no round trip."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self._transport = self._connect(client)
+
+    def _connect(self, client: Any) -> X:
+        """The transport for ``client`` (``TypeError`` if it cannot serve it)."""
+        raise NotImplementedError
+
+    @property
+    def is_cluster(self) -> bool:
+        return self._transport.cluster
+
+    @staticmethod
+    def planner_key(
+        model: str | bytes,
+        prompt: str | bytes,
+        toolset_version: str | bytes,
+        repo_hash: str | bytes,
+    ) -> str:
+        """The planner key, computed locally (no round trip), as ``OKOME.KEY planner`` does."""
+        return _keys.planner_key(model, prompt, toolset_version, repo_hash)
+
+
+class Okome(ClientBase["Standalone | Cluster"]):  # quoted: no X | Y at run time on 3.9
     """okome's commands over a ``redis.Redis`` or ``redis.cluster.RedisCluster``.
 
     >>> ok = Okome(redis.Redis())
@@ -54,13 +92,8 @@ class Okome:
     timeout above the wait, and are never re-sent by redis-py's retry.
     """
 
-    def __init__(self, client: Any) -> None:
-        self.client = client
-        self._transport = transport(client)
-
-    @property
-    def is_cluster(self) -> bool:
-        return self._transport.cluster
+    def _connect(self, client: Any) -> Standalone | Cluster:
+        return transport(client)
 
     def _drive(self, steps: Steps[T]) -> T:
         try:
@@ -258,16 +291,6 @@ class Okome:
         """``OKOME.KEY kind part...``: the canonical key (for ``planner``: model,
         prompt, toolset_version, repo_hash)."""
         return self._drive(cmd.key(kind, parts))
-
-    @staticmethod
-    def planner_key(
-        model: str | bytes,
-        prompt: str | bytes,
-        toolset_version: str | bytes,
-        repo_hash: str | bytes,
-    ) -> str:
-        """The planner key, computed locally (no round trip), as ``OKOME.KEY planner`` does."""
-        return _keys.planner_key(model, prompt, toolset_version, repo_hash)
 
     def stats(self) -> dict[str, Any]:
         """``INFO okome`` (on a cluster: of the default node)."""

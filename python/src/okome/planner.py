@@ -1,4 +1,6 @@
-"""``okome.Planner``: README's "Leader and followers" protocol in one call."""
+"""``okome.Planner``: README's "Leader and followers" protocol in one call;
+and what :mod:`okome.aio.planner`, its asyncio twin, shares with it
+(:class:`PlanResult`, :class:`Options`, :class:`PlannerBase`, ...)."""
 
 from __future__ import annotations
 
@@ -7,13 +9,15 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Generic, TypedDict, TypeVar
 
 from .client import Okome
 from .errors import PlanLocked, RateLimited
 from .replies import PlanReply, PlanStatus, RawJSON, StoreStatus, encode_json
 
 log = logging.getLogger("okome")
+
+C = TypeVar("C")
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,34 @@ def heartbeat_interval(lock_ttl_ms: int | None, heartbeat_ms: int | None) -> flo
     return max(lock_ttl_ms or 9000, 30) / 3000.0
 
 
+def plan_json(plan: Any) -> bytes | RawJSON:
+    """The JSON text a leader stores for ``plan``; raises if ``plan`` cannot
+    be encoded (call it while holding the lock)."""
+    value = encode_json(plan)
+    return value if isinstance(value, bytes) else RawJSON(value)
+
+
+class Lookup(TypedDict):
+    """The keywords of a planner request's ``plan_get``."""
+
+    agent: str | bytes | None
+    limit: int | None
+    window: int | None
+    lock_ttl_ms: int | None
+    wait_ms: int | None
+    refresh_ahead_ms: int | None
+
+
+class Store(TypedDict):
+    """The keywords of a leader's ``plan_set``."""
+
+    ttl: int | None
+    token: str | None
+    agent: str | bytes | None
+    write_limit: int | None
+    write_window: int | None
+
+
 @dataclass(frozen=True)
 class Options:
     """A planner's settings (every ``get_or_compute`` keyword that is ``None``
@@ -123,8 +155,72 @@ class Options:
         values = {k: v for k, v in overrides.items() if v is not None}
         return Options(**{**self.__dict__, **values})
 
+    def lookup(self, agent: str | bytes | None) -> Lookup:
+        """A request's ``plan_get`` keywords (the agent's rate only with an agent)."""
+        return Lookup(
+            agent=agent,
+            limit=self.limit if agent is not None else None,
+            window=self.window if agent is not None else None,
+            lock_ttl_ms=self.lock_ttl_ms,
+            wait_ms=self.wait_ms or None,
+            refresh_ahead_ms=self.refresh_ahead_ms,
+        )
 
-class Planner:
+    def store(self, token: str | None, agent: str | bytes | None) -> Store:
+        """A leader's ``plan_set`` keywords (the agent's write budget only with
+        an agent and a ``write_limit``)."""
+        return Store(
+            ttl=self.ttl,
+            token=token,
+            agent=agent if self.write_limit is not None else None,
+            write_limit=self.write_limit if agent is not None else None,
+            write_window=self.write_window if agent is not None else None,
+        )
+
+
+class PlannerBase(Generic[C]):
+    """What :class:`Planner` and :class:`okome.aio.Planner` share: the client
+    (``okome``) and the settings (``options``) they are made with."""
+
+    okome: C
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        limit: int = 60,
+        window: int = 60,
+        write_limit: int | None = 30,
+        write_window: int | None = None,
+        wait_ms: int = 10_000,
+        refresh_ahead_ms: int = 60_000,
+        ttl: int | None = None,
+        lock_ttl_ms: int | None = None,
+        heartbeat_ms: int | None = None,
+    ) -> None:
+        self.okome = self._wrap(client)
+        self.options = Options(
+            limit=limit,
+            window=window,
+            write_limit=write_limit,
+            write_window=write_window,
+            wait_ms=wait_ms,
+            refresh_ahead_ms=refresh_ahead_ms,
+            ttl=ttl,
+            lock_ttl_ms=lock_ttl_ms,
+            heartbeat_ms=heartbeat_ms,
+        )
+        self._start()
+
+    def _wrap(self, client: Any) -> C:
+        """``client`` as the planner's okome client (``okome`` itself if it is one)."""
+        raise NotImplementedError
+
+    def _start(self) -> None:
+        """Set up what runs the background work (after ``okome`` and ``options``)."""
+
+
+class Planner(PlannerBase[Okome]):
     """The planner protocol over a sync client.
 
     ``get_or_compute`` makes one ``PLAN.GET ... WAIT ... REFRESHAHEAD ...``
@@ -143,32 +239,10 @@ class Planner:
     - ``LOCKED`` (the wait timed out): raises :class:`okome.PlanLocked` (``503``).
     """
 
-    def __init__(
-        self,
-        client: Any,
-        *,
-        limit: int = 60,
-        window: int = 60,
-        write_limit: int | None = 30,
-        write_window: int | None = None,
-        wait_ms: int = 10_000,
-        refresh_ahead_ms: int = 60_000,
-        ttl: int | None = None,
-        lock_ttl_ms: int | None = None,
-        heartbeat_ms: int | None = None,
-    ) -> None:
-        self.okome = client if isinstance(client, Okome) else Okome(client)
-        self.options = Options(
-            limit=limit,
-            window=window,
-            write_limit=write_limit,
-            write_window=write_window,
-            wait_ms=wait_ms,
-            refresh_ahead_ms=refresh_ahead_ms,
-            ttl=ttl,
-            lock_ttl_ms=lock_ttl_ms,
-            heartbeat_ms=heartbeat_ms,
-        )
+    def _wrap(self, client: Any) -> Okome:
+        return client if isinstance(client, Okome) else Okome(client)
+
+    def _start(self) -> None:
         self._background: set[threading.Thread] = set()
         self._lock = threading.Lock()
         self._heartbeats = _Heartbeats(self.okome)
@@ -205,18 +279,7 @@ class Planner:
             lock_ttl_ms=lock_ttl_ms,
             heartbeat_ms=heartbeat_ms,
         )
-        reply = self.okome.plan_get(
-            model,
-            prompt,
-            toolset_version,
-            repo_hash,
-            agent=agent,
-            limit=o.limit if agent is not None else None,
-            window=o.window if agent is not None else None,
-            lock_ttl_ms=o.lock_ttl_ms,
-            wait_ms=o.wait_ms or None,
-            refresh_ahead_ms=o.refresh_ahead_ms,
-        )
+        reply = self.okome.plan_get(model, prompt, toolset_version, repo_hash, **o.lookup(agent))
         if reply.status is PlanStatus.HIT:
             return served(reply)
         if reply.status is PlanStatus.REFRESH:
@@ -240,19 +303,11 @@ class Planner:
         try:
             try:
                 plan = compute()
-                value = encode_json(plan)  # refuse an unencodable plan while we hold the lock
+                value = plan_json(plan)  # refuse an unencodable plan while we hold the lock
             finally:
                 if lease is not None:
                     self._heartbeats.remove(lease)
-            set_reply = self.okome.plan_set(
-                reply.key,
-                value if isinstance(value, bytes) else RawJSON(value),
-                ttl=o.ttl,
-                token=token,
-                agent=agent if o.write_limit is not None else None,
-                write_limit=o.write_limit if agent is not None else None,
-                write_window=o.write_window if agent is not None else None,
-            )
+            set_reply = self.okome.plan_set(reply.key, value, **o.store(token, agent))
         except BaseException:
             if token is not None:
                 self._release(reply.key, token)

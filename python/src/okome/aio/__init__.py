@@ -1,0 +1,17 @@
+"""okome over ``redis.asyncio``: :class:`Okome` and :class:`Planner`, the
+asyncio twins of :class:`okome.Okome` and :class:`okome.Planner`, sending
+exactly the same commands.
+
+The layout mirrors the sync side's: :mod:`okome.aio.client` (the commands),
+:mod:`okome.aio.planner` (the planner) and :mod:`okome._async` (the
+transport), each sharing what is not I/O with its sync twin
+(:mod:`okome.client`, :mod:`okome.planner`, :mod:`okome._sync`).
+"""
+
+from __future__ import annotations
+
+from ..planner import PlanResult
+from .client import Okome
+from .planner import Planner
+
+__all__ = ["Okome", "PlanResult", "Planner"]

@@ -1,0 +1,218 @@
+"""``okome.aio.Okome``: one coroutine per okome command, over ``redis.asyncio``;
+the twin of :class:`okome.Okome`, driving the same command builders
+(:mod:`okome._commands`), so both send exactly the same commands."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from .. import _commands as cmd
+from .._async import Cluster, Standalone, transport
+from .._commands import Steps, T
+from ..client import ClientBase, parse_info
+from ..replies import (
+    CacheEntry,
+    LedgerEntry,
+    LedgerPage,
+    LedgerRecord,
+    PlanReply,
+    PlanSetReply,
+    PurgeReply,
+    RateReply,
+)
+
+
+class Okome(ClientBase["Standalone | Cluster"]):  # quoted: no X | Y at run time on 3.9
+    """okome's commands over ``redis.asyncio``: the same methods, arguments and
+    replies as :class:`okome.Okome`, as coroutines."""
+
+    def _connect(self, client: Any) -> Standalone | Cluster:
+        return transport(client)
+
+    async def _drive(self, steps: Steps[T]) -> T:
+        try:
+            call = next(steps)
+            while True:
+                call = steps.send(await self._transport.execute(call))
+        except StopIteration as done:
+            result: T = done.value
+            return result
+
+    # -- the planner ---------------------------------------------------------
+
+    async def plan_get(
+        self,
+        model: str | bytes,
+        prompt: str | bytes,
+        toolset_version: str | bytes,
+        repo_hash: str | bytes,
+        *,
+        agent: str | bytes | None = None,
+        limit: int | None = None,
+        window: int | None = None,
+        lock_ttl_ms: int | None = None,
+        nolock: bool = False,
+        wait_ms: int | None = None,
+        refresh_ahead_ms: int | None = None,
+    ) -> PlanReply:
+        """See :meth:`okome.Okome.plan_get`."""
+        return await self._drive(
+            cmd.plan_get(
+                self.is_cluster,
+                model,
+                prompt,
+                toolset_version,
+                repo_hash,
+                agent=agent,
+                limit=limit,
+                window=window,
+                lock_ttl_ms=lock_ttl_ms,
+                nolock=nolock,
+                wait_ms=wait_ms,
+                refresh_ahead_ms=refresh_ahead_ms,
+            )
+        )
+
+    async def plan_lookup(
+        self,
+        key: str,
+        *,
+        agent: str | bytes | None = None,
+        limit: int | None = None,
+        window: int | None = None,
+        lock_ttl_ms: int | None = None,
+        nolock: bool = False,
+        wait_ms: int | None = None,
+        refresh_ahead_ms: int | None = None,
+    ) -> PlanReply:
+        """See :meth:`okome.Okome.plan_lookup`."""
+        return await self._drive(
+            cmd.plan_lookup(
+                self.is_cluster,
+                key,
+                agent=agent,
+                limit=limit,
+                window=window,
+                lock_ttl_ms=lock_ttl_ms,
+                nolock=nolock,
+                wait_ms=wait_ms,
+                refresh_ahead_ms=refresh_ahead_ms,
+            )
+        )
+
+    async def plan_set(
+        self,
+        key: str,
+        plan: Any,
+        *,
+        ttl: int | None = None,
+        token: str | None = None,
+        agent: str | bytes | None = None,
+        write_limit: int | None = None,
+        write_window: int | None = None,
+    ) -> PlanSetReply:
+        """See :meth:`okome.Okome.plan_set`."""
+        return await self._drive(
+            cmd.plan_set(
+                self.is_cluster,
+                key,
+                plan,
+                ttl=ttl,
+                token=token,
+                agent=agent,
+                write_limit=write_limit,
+                write_window=write_window,
+            )
+        )
+
+    # -- locks -----------------------------------------------------------------
+
+    async def lock(self, key: str, *, ttl_ms: int | None = None) -> str | None:
+        """See :meth:`okome.Okome.lock`."""
+        return await self._drive(cmd.lock(key, ttl_ms))
+
+    async def extend_lock(self, key: str, token: str, *, ttl_ms: int | None = None) -> bool:
+        """See :meth:`okome.Okome.extend_lock`."""
+        return await self._drive(cmd.extend_lock(key, token, ttl_ms))
+
+    async def unlock(self, key: str, token: str) -> bool:
+        """See :meth:`okome.Okome.unlock`."""
+        return await self._drive(cmd.unlock(key, token))
+
+    # -- budgets ---------------------------------------------------------------
+
+    async def rate(
+        self, agent: str | bytes, limit: int, window: int, *, cost: int | None = None
+    ) -> RateReply:
+        """See :meth:`okome.Okome.rate`."""
+        return await self._drive(cmd.rate(agent, limit, window, cost))
+
+    async def wbudget(
+        self,
+        agent: str | bytes,
+        write_limit: int,
+        *,
+        window: int | None = None,
+        cost: int | None = None,
+    ) -> RateReply:
+        """See :meth:`okome.Okome.wbudget`."""
+        return await self._drive(cmd.wbudget(agent, write_limit, window, cost))
+
+    # -- other caches ----------------------------------------------------------
+
+    async def cache_get(self, kind: str, *parts: str | bytes) -> CacheEntry | None:
+        """See :meth:`okome.Okome.cache_get`."""
+        return await self._drive(cmd.cache_get(kind, parts))
+
+    async def cache_set(
+        self,
+        kind: str,
+        *parts: str | bytes,
+        value: Any,
+        ttl: int | None = None,
+        agent: str | bytes | None = None,
+    ) -> int:
+        """See :meth:`okome.Okome.cache_set`."""
+        return await self._drive(cmd.cache_set(self.is_cluster, kind, parts, value, ttl, agent))
+
+    # -- the agent ledger ------------------------------------------------------
+
+    async def agent_record(
+        self, agent: str | bytes, key: str, *, pxat: int | None = None
+    ) -> LedgerRecord:
+        """See :meth:`okome.Okome.agent_record`."""
+        return await self._drive(cmd.agent_record(self.is_cluster, agent, key, pxat))
+
+    async def agent_keys(
+        self, agent: str | bytes, *, count: int | None = None, cursor: str | None = None
+    ) -> LedgerPage:
+        """See :meth:`okome.Okome.agent_keys`."""
+        return await self._drive(cmd.agent_keys(agent, count, cursor))
+
+    async def iter_agent_keys(
+        self, agent: str | bytes, *, count: int | None = None
+    ) -> AsyncIterator[LedgerEntry]:
+        """See :meth:`okome.Okome.iter_agent_keys`."""
+        cursor: str | None = None
+        while True:
+            page = await self.agent_keys(agent, count=count, cursor=cursor)
+            for entry in page.entries:
+                yield entry
+            if page.cursor is None:
+                return
+            cursor = page.cursor
+
+    async def agent_purge(self, agent: str | bytes, *, count: int | None = None) -> PurgeReply:
+        """See :meth:`okome.Okome.agent_purge`."""
+        return await self._drive(cmd.agent_purge(agent, count))
+
+    # -- keys and counters -----------------------------------------------------
+
+    async def key(self, kind: str, *parts: str | bytes) -> str:
+        """See :meth:`okome.Okome.key`."""
+        return await self._drive(cmd.key(kind, parts))
+
+    async def stats(self) -> dict[str, Any]:
+        """``INFO okome``."""
+        return parse_info(await self._drive(cmd.info()))
