@@ -427,39 +427,44 @@ fn rate_and_wbudget_grammar() {
         0
     );
     let e = |a: &[&[u8]]| parse_rate(a).unwrap_err().to_string();
-    assert_eq!(
-        e(&[b"a", b"60"]),
-        "ERR wrong number of arguments for 'okome.rate' command"
-    );
-    assert_eq!(e(&[b"", b"60", b"60"]), "ERR agent must not be empty");
-    assert_eq!(
-        e(&[b"a", b"0", b"60"]),
-        "ERR limit 0 is out of range: must be between 1 and 100000 units"
-    );
-    assert_eq!(
-        e(&[b"a", b"-1", b"60"]),
-        "ERR limit -1 is out of range: must be between 1 and 100000 units"
-    );
-    assert_eq!(
-        e(&[b"a", b"60", b"0"]),
-        "ERR window 0 is out of range: must be between 1 and 31536000 seconds"
-    );
-    assert_eq!(
-        e(&[b"a", b"60", b"-5"]),
-        "ERR window -5 is out of range: must be between 1 and 31536000 seconds"
-    );
-    assert_eq!(
-        e(&[b"a", b"99999999999999999999", b"60"]),
-        "ERR limit is not an integer or out of range"
-    );
-    assert_eq!(
-        e(&[b"a", b"6", b"60", b"COST", b"7"]),
-        "ERR cost 7 is out of range: must be between 0 and 6 units (0 to the limit)"
-    );
-    assert_eq!(
-        e(&[b"a", b"6", b"60", b"COST", b"-1"]),
-        "ERR cost -1 is out of range: must be between 0 and 6 units (0 to the limit)"
-    );
+    let refused: [(&[&[u8]], &str); 9] = [
+        (
+            &[b"a", b"60"],
+            "ERR wrong number of arguments for 'okome.rate' command",
+        ),
+        (&[b"", b"60", b"60"], "ERR agent must not be empty"),
+        (
+            &[b"a", b"0", b"60"],
+            "ERR limit 0 is out of range: must be between 1 and 100000 units",
+        ),
+        (
+            &[b"a", b"-1", b"60"],
+            "ERR limit -1 is out of range: must be between 1 and 100000 units",
+        ),
+        (
+            &[b"a", b"60", b"0"],
+            "ERR window 0 is out of range: must be between 1 and 31536000 seconds",
+        ),
+        (
+            &[b"a", b"60", b"-5"],
+            "ERR window -5 is out of range: must be between 1 and 31536000 seconds",
+        ),
+        (
+            &[b"a", b"99999999999999999999", b"60"],
+            "ERR limit is not an integer or out of range",
+        ),
+        (
+            &[b"a", b"6", b"60", b"COST", b"7"],
+            "ERR cost 7 is out of range: must be between 0 and 6 units (0 to the limit)",
+        ),
+        (
+            &[b"a", b"6", b"60", b"COST", b"-1"],
+            "ERR cost -1 is out of range: must be between 0 and 6 units (0 to the limit)",
+        ),
+    ];
+    for (args, want) in refused {
+        assert_eq!(e(args), want, "{args:?}");
+    }
     let w = parse_wbudget(&[b"a", b"30"], &c).unwrap();
     assert_eq!(
         (w.key.as_slice(), w.window_ms),
