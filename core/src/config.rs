@@ -8,7 +8,7 @@
 
 use crate::keys::Kind;
 use crate::limiter::{MAX_LIMIT, MAX_WINDOW_S};
-use crate::{Error, Result};
+use crate::{Error, Result, YEAR_S};
 
 /// An allowed range and a default, in the unit of the standard (seconds for
 /// cache TTLs, milliseconds for the lock TTL).
@@ -132,8 +132,6 @@ fn span(min: u64, max: u64, sep: &str) -> String {
         format!("{min}{sep}{max}")
     }
 }
-
-const YEAR_S: u64 = 31_536_000;
 
 /// `WAIT ms` of `PLAN.GET` / `PLAN.LOOKUP`: at most ten minutes blocked.
 pub const WAIT_MS: Range = Range::new("WAIT", "ms", 1, 600_000);

@@ -4,6 +4,8 @@
 //! - [`config`]: TTL standards and limits (the values behind `okome.*` configs),
 //! - [`command`]: every command's description and grammar, producing typed requests,
 //! - [`declared`]: the keys each call touches, as the tail the filter appends,
+//! - [`limiter`]: the rate limits behind `OKOME.RATE` and `OKOME.WBUDGET`,
+//!   one module per algorithm behind one seam, and their stored forms,
 //! - [`error`]: every error reply, as one enum with the exact text.
 //!
 //! Nothing here imports `redis_module`, reads a clock or does I/O: time is a
@@ -30,6 +32,10 @@ pub mod keys;
 pub mod limiter;
 
 pub use error::Error;
+
+/// A year (365 days), seconds: the longest cache TTL and the longest rate
+/// window.
+pub const YEAR_S: u64 = 31_536_000;
 
 /// Result type of the core.
 pub type Result<T> = std::result::Result<T, Error>;

@@ -5,11 +5,13 @@
 //! module runs) decides exactly as the limiter and reads back as its window.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
+use okome_core::limiter::model::Reference;
 use okome_core::limiter::{
-    apply, charge_with, Unusable, Window, Write, CLOCK_SKEW_ALLOWANCE_MS, SMALL_BYTES,
+    apply, charge_with, Quota, Unusable, Window, Write, CLOCK_SKEW_ALLOWANCE_MS, SMALL_BYTES,
 };
 
 fuzz_target!(|data: &[u8]| {
+    let five = Quota::new(5, 60_000, 1);
     // The bytes as a stored window, charged at clocks from the start to the
     // end of time: accepted, it empties within window + allowance; refused,
     // it is left as it was.
@@ -22,13 +24,13 @@ fuzz_target!(|data: &[u8]| {
                 let bound = now.saturating_add(60_000 + CLOCK_SKEW_ALLOWANCE_MS);
                 assert!(w.empty_at(60_000).is_none_or(|at| at <= bound));
             } else {
-                assert!(!d.allowed && !d.changed);
+                assert!(!d.allowed);
                 assert_eq!(w, stored);
             }
             // The stored form on the same bytes: the same decision, and it
             // reads back as the same window.
             let mut out = Vec::new();
-            match charge_with(data, now, 5, 60_000, 1, &mut out, 0) {
+            match charge_with(data, now, five, &mut out, 0) {
                 Ok(c) => {
                     assert!(accepted);
                     assert_eq!(c.decision, d);
@@ -42,7 +44,7 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     // Any bytes: never a panic.
-    let _ = charge_with(data, 1_000_000, 5, 60_000, 1, &mut Vec::new(), SMALL_BYTES);
+    let _ = charge_with(data, 1_000_000, five, &mut Vec::new(), SMALL_BYTES);
     let Some((&head, calls)) = data.split_first() else {
         return;
     };
@@ -55,15 +57,15 @@ fuzz_target!(|data: &[u8]| {
     // whenever it applies.
     let small = if head & 0x80 == 0 { SMALL_BYTES } else { 0 };
     let mut now: i64 = 1_000_000;
-    let mut admitted: Vec<(i64, u64)> = Vec::new();
-    let mut newest = i64::MIN;
+    let mut admitted = Reference::default();
     for pair in calls.chunks(2) {
         let step = i64::from(pair[0] as i8);
         now += step;
         let cost = u64::from(*pair.get(1).unwrap_or(&1)) % (limit + 1);
         let before = w.clone();
         let d = w.charge(now, limit, window_ms, cost);
-        let stored = charge_with(&value, now, limit, window_ms, cost, &mut out, small);
+        let q = Quota::new(limit, window_ms, cost);
+        let stored = charge_with(&value, now, q, &mut out, small);
         match stored {
             Ok(c) => {
                 assert_eq!(c.decision, d);
@@ -74,30 +76,24 @@ fuzz_target!(|data: &[u8]| {
                 }
                 assert_eq!(Window::decode(&value).unwrap_or_default(), w);
             }
-            Err(e) => assert!(matches!(e, Unusable::Ahead(_)) && !d.changed),
+            Err(e) => assert!(matches!(e, Unusable::Ahead(_)) && !d.allowed),
         }
-        if newest > now + CLOCK_SKEW_ALLOWANCE_MS {
+        if admitted
+            .newest()
+            .is_some_and(|newest| newest > now + CLOCK_SKEW_ALLOWANCE_MS)
+        {
             // The clock went back further than the allowance.
             assert!(w.check_times(now).is_err());
-            assert!(!d.allowed && !d.changed);
+            assert!(!d.allowed);
             assert_eq!(w, before);
             continue;
         }
-        let t = now.max(newest);
         if d.allowed && cost > 0 {
-            admitted.push((t, cost));
-            newest = t;
+            admitted.log.push((admitted.clock(now), cost));
         } else {
             assert_eq!(w, before);
         }
-        for &(a, _) in &admitted {
-            let sum: u64 = admitted
-                .iter()
-                .filter(|(b, _)| *b >= a && *b < a + window_ms as i64)
-                .map(|(_, u)| u)
-                .sum();
-            assert!(sum <= limit);
-        }
+        assert!(admitted.never_over(window_ms as i64, limit));
         assert_eq!(Window::decode(&w.encode()).unwrap_or_default(), w);
     }
 });
