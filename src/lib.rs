@@ -15,7 +15,7 @@
 mod acl;
 mod call;
 mod cluster;
-mod commands;
+mod cmd;
 mod config;
 mod docs;
 mod filter;

@@ -6,7 +6,7 @@
 //! of aborting the server.
 
 use crate::call::Call;
-use crate::commands;
+use crate::cmd::{agent, budget, cache, lock, plan};
 use crate::docs;
 use crate::reply::PANIC_REPLY;
 use okome_core::args;
@@ -197,34 +197,24 @@ macro_rules! trampoline {
     };
 }
 
-trampoline!(t_plan_get, commands::plan_get, args::PLAN_GET, true);
-trampoline!(
-    t_plan_lookup,
-    commands::plan_lookup,
-    args::PLAN_LOOKUP,
-    true
-);
-trampoline!(t_plan_set, commands::plan_set, args::PLAN_SET, true);
-trampoline!(t_lock, commands::lock, args::LOCK, true);
-trampoline!(t_unlock, commands::unlock, args::UNLOCK, true);
-trampoline!(t_cache_get, commands::cache_get, args::CACHE_GET, true);
-trampoline!(t_cache_set, commands::cache_set, args::CACHE_SET, true);
-trampoline!(t_key, commands::key, args::KEY, false);
-trampoline!(t_rate, commands::rate, args::RATE, true);
-trampoline!(t_wbudget, commands::wbudget, args::WBUDGET, true);
+trampoline!(t_plan_get, plan::plan_get, args::PLAN_GET, true);
+trampoline!(t_plan_lookup, plan::plan_lookup, args::PLAN_LOOKUP, true);
+trampoline!(t_plan_set, plan::plan_set, args::PLAN_SET, true);
+trampoline!(t_lock, lock::lock, args::LOCK, true);
+trampoline!(t_unlock, lock::unlock, args::UNLOCK, true);
+trampoline!(t_cache_get, cache::cache_get, args::CACHE_GET, true);
+trampoline!(t_cache_set, cache::cache_set, args::CACHE_SET, true);
+trampoline!(t_key, cache::key, args::KEY, false);
+trampoline!(t_rate, budget::rate, args::RATE, true);
+trampoline!(t_wbudget, budget::wbudget, args::WBUDGET, true);
 trampoline!(
     t_agent_record,
-    commands::agent_record,
+    agent::agent_record,
     args::AGENT_RECORD,
     true
 );
-trampoline!(t_agent_keys, commands::agent_keys, args::AGENT_KEYS, true);
-trampoline!(
-    t_agent_purge,
-    commands::agent_purge,
-    args::AGENT_PURGE,
-    true
-);
+trampoline!(t_agent_keys, agent::agent_keys, args::AGENT_KEYS, true);
+trampoline!(t_agent_purge, agent::agent_purge, args::AGENT_PURGE, true);
 
 type Callback =
     extern "C" fn(*mut raw::RedisModuleCtx, *mut *mut raw::RedisModuleString, c_int) -> c_int;

@@ -2,8 +2,10 @@
 //! increments (commands run on Redis's main thread), so they cost the hot
 //! path a few nanoseconds.
 
-use redis_module::raw;
+use okome_core::keys::Kind;
+use redis_module::{raw, Context};
 use std::ffi::{c_char, c_int, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 macro_rules! counters {
@@ -51,6 +53,7 @@ counters!(
     ledger_dropped,
     ledger_purged,
     errors,
+    callback_panics,
 );
 
 /// Adds one to a counter. Commands, callbacks and timers all run on
@@ -72,9 +75,39 @@ pub fn reset() {
     }
 }
 
-/// Keyspace events okome listens to: evictions of its rate and write
-/// windows (an evicted window forgets what it admitted; agent ledgers,
-/// also under `okome:budget:`, are not windows).
+/// Clients blocked in `WAIT` now (`waiting_clients`), kept by the wait
+/// registry as it changes.
+static WAITING: AtomicU64 = AtomicU64::new(0);
+
+/// Records how many clients wait now.
+pub fn set_waiting(n: usize) {
+    WAITING.store(n as u64, Ordering::Relaxed);
+}
+
+/// Runs `f`, the body of the callback `callback` (a timer, an event, the
+/// command filter): a panic must not unwind into Redis, so it is caught,
+/// logged as a warning naming the callback, and counted in
+/// `callback_panics`. `None` if `f` panicked.
+pub fn guard<R>(ctx: *mut raw::RedisModuleCtx, callback: &str, f: impl FnOnce() -> R) -> Option<R> {
+    let result = catch_unwind(AssertUnwindSafe(f));
+    if result.is_err() {
+        bump(&c::callback_panics);
+        let message = format!(
+            "okome: internal error: the {callback} callback panicked and was stopped there; please report it"
+        );
+        let _ = catch_unwind(AssertUnwindSafe(|| {
+            if ctx.is_null() {
+                redis_module::logging::log_warning(&message);
+            } else {
+                Context::new(ctx).log_warning(&message);
+            }
+        }));
+    }
+    result.ok()
+}
+
+/// Keyspace events okome listens to: evictions of its budget windows (an
+/// evicted window forgets what it admitted).
 extern "C" fn on_evicted(
     _ctx: *mut raw::RedisModuleCtx,
     _type: c_int,
@@ -87,7 +120,7 @@ extern "C" fn on_evicted(
     if !p.is_null() {
         // SAFETY: p points to len bytes owned by `key`.
         let name = unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len) };
-        if name.starts_with(b"okome:budget:rate:") || name.starts_with(b"okome:budget:write:") {
+        if Kind::of(name).is_some_and(Kind::is_budget) {
             bump(&c::windows_evicted);
         }
     }
@@ -137,11 +170,7 @@ extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: c_int) 
             hits as f64 / lookups as f64
         };
         add_f(ctx, c"planner_hit_ratio".as_ptr(), ratio);
-        add(
-            ctx,
-            c"waiting_clients".as_ptr(),
-            crate::wait::waiting() as u64,
-        );
+        add(ctx, c"waiting_clients".as_ptr(), get(&WAITING));
     }
 }
 
