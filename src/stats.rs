@@ -2,8 +2,9 @@
 //! increments (commands run on Redis's main thread), so they cost the hot
 //! path a few nanoseconds.
 
+use crate::server;
 use okome_core::keys::Kind;
-use redis_module::{raw, Context};
+use redis_module::raw;
 use std::ffi::{c_char, c_int, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -61,17 +62,18 @@ counters!(
 /// locked read-modify-write on the hot path. Built with the `no-stats`
 /// feature it does nothing (for measuring what the counters cost).
 #[inline]
-pub fn bump(c: &AtomicU64) {
+pub fn bump(counter: &AtomicU64) {
     if cfg!(not(feature = "no-stats")) {
-        c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+        let n = counter.load(Ordering::Relaxed).wrapping_add(1);
+        counter.store(n, Ordering::Relaxed);
     }
 }
 
 /// Sets every counter to zero (at load: `INFO okome` counts since the
 /// module loaded, also after `MODULE UNLOAD` and `MODULE LOAD`).
 pub fn reset() {
-    for (_, c) in ALL {
-        c.store(0, Ordering::Relaxed);
+    for (_, counter) in ALL {
+        counter.store(0, Ordering::Relaxed);
     }
 }
 
@@ -95,13 +97,7 @@ pub fn guard<R>(ctx: *mut raw::RedisModuleCtx, callback: &str, f: impl FnOnce() 
         let message = format!(
             "okome: internal error: the {callback} callback panicked and was stopped there; please report it"
         );
-        let _ = catch_unwind(AssertUnwindSafe(|| {
-            if ctx.is_null() {
-                redis_module::logging::log_warning(&message);
-            } else {
-                Context::new(ctx).log_warning(&message);
-            }
-        }));
+        let _ = catch_unwind(AssertUnwindSafe(|| server::log_warning(ctx, &message)));
     }
     result.ok()
 }
@@ -141,8 +137,8 @@ pub fn watch_evictions(ctx: *mut raw::RedisModuleCtx) -> bool {
     }
 }
 
-fn get(c: &AtomicU64) -> u64 {
-    c.load(Ordering::Relaxed)
+fn get(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
 }
 
 extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: c_int) {

@@ -510,6 +510,7 @@ fn info_okome_counts_a_known_workload_exactly() {
         ("ledger_dropped", 1),
         ("ledger_purged", 2),
         ("errors", 2),
+        ("callback_panics", 0),
     ]
     .into_iter()
     .collect();

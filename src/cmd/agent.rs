@@ -226,7 +226,7 @@ pub fn agent_keys(ctx: &Context, call: &Call) -> Reply {
             bulk_str(st.name()),
         ]));
     }
-    let cursor = next.map_or_else(|| b"0".to_vec(), |c| c.encode());
+    let cursor = next.map_or_else(|| b"0".to_vec(), |cursor| cursor.encode());
     Ok(RedisValue::Array(vec![
         RedisValue::StringBuffer(cursor),
         RedisValue::Array(items),

@@ -208,6 +208,8 @@ impl Ask {
     }
 }
 
+/// A `PLAN.GET`/`PLAN.LOOKUP` (`command`): opens and checks its keys,
+/// charges the agent, then answers, or blocks the caller until it can.
 fn lookup(ctx: &Context, req: args::PlanGet, command: &'static str) -> Reply {
     let now = rkey::now_ms();
     let mut ask = Ask {
@@ -238,10 +240,10 @@ fn lookup(ctx: &Context, req: args::PlanGet, command: &'static str) -> Reply {
     }
     let answer = match Looking::command(ctx, &ask, now, refusal).decide(&plan, lock)? {
         Found::Answer(a) => a,
-        Found::Held { pttl } => match wait_for_plan(ctx, &ask, req.wait_ms, pttl) {
-            Ok(()) => return Ok(RedisValue::NoReply),
-            Err(()) => Answer::Locked { pttl },
-        },
+        Found::Held { pttl } if wait_for_plan(ctx, &ask, req.wait_ms, pttl) => {
+            return Ok(RedisValue::NoReply);
+        }
+        Found::Held { pttl } => Answer::Locked { pttl },
     };
     Ok(answer.reply(ctx, &ask.key, ask.rate))
 }
@@ -273,10 +275,10 @@ fn write_refusal(
 }
 
 /// Blocks the caller until the plan is there or the lock is free, if it
-/// asked to `WAIT` and may block; `Err` if it did not block.
-fn wait_for_plan(ctx: &Context, ask: &Ask, wait_ms: Option<u64>, pttl: i64) -> Result<(), ()> {
+/// asked to `WAIT` and may block; whether it blocked.
+fn wait_for_plan(ctx: &Context, ask: &Ask, wait_ms: Option<u64>, pttl: i64) -> bool {
     let Some(wait_ms) = wait_ms.filter(|_| wait::can_block(ctx)) else {
-        return Err(());
+        return false;
     };
     let follower = Box::new(Follower { ask: ask.clone() });
     let probe_in = if pttl < 0 {
@@ -284,7 +286,7 @@ fn wait_for_plan(ctx: &Context, ask: &Ask, wait_ms: Option<u64>, pttl: i64) -> R
     } else {
         pttl.saturating_add(1)
     };
-    wait::block(ctx, &ask.key, wait_ms, follower, probe, probe_in).map_err(|_| ())
+    wait::block(ctx, &ask.key, wait_ms, follower, probe, probe_in).is_ok()
 }
 
 /// A lookup whose keys are open and checked, at `now`.
@@ -486,11 +488,10 @@ fn probe_healed(ctx: &Context, lock_name: &[u8], now: i64) -> Verdict {
         Ok(LockState::Held(_)) => Verdict::ProbeIn(RETRY_MS),
         Ok(LockState::Free) => Verdict::WakeFirst,
         Err(e) => {
-            // The text is a format string to Redis's log: no conversions.
-            let e = e.to_string().replace('%', "%%");
-            ctx.log_warning(&format!(
-                "okome: the waiters' probe could not heal a lock ({e}); looking again in {RETRY_MS} ms"
-            ));
+            server::log_warning(
+                ctx.ctx,
+                &format!("okome: the waiters' probe could not heal a lock ({e}); looking again in {RETRY_MS} ms"),
+            );
             Verdict::ProbeIn(RETRY_MS)
         }
     }
