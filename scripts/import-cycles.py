@@ -36,7 +36,7 @@ def module_of(root: Path, f: Path) -> str:
 
 def expand(tree: str) -> list[str]:
     """The paths of a `use` tree: `a::{b, c::{d, e}}` -> a::b, a::c::d, ..."""
-    tree = re.sub(r"\s+", "", tree)
+    tree = re.sub(r"\s+", "", re.sub(r"\s+as\s+\w+", "", tree))
     depth = 0
     for i, ch in enumerate(tree):
         if ch == "{":
@@ -73,9 +73,8 @@ def paths(code: str) -> list[str]:
     return found
 
 
-def resolve(path: str, here: str, is_dir_module: bool, modules: set[str]) -> str | None:
+def resolve(path: str, here: str, modules: set[str]) -> str | None:
     segs = [s for s in path.split("::") if s and s != "*"]
-    segs = [s.split(" as ")[0] for s in segs]
     base: list[str] = [] if here == ROOT else here.split("::")
     head, rest = segs[0], segs[1:]
     if head == "crate":
@@ -101,7 +100,7 @@ def graph(root: Path) -> dict[str, set[str]]:
     for m, f in files.items():
         code = production(blank(f.read_text()))
         for p in paths(code):
-            to = resolve(p, m, f.name == "mod.rs", modules)
+            to = resolve(p, m, modules)
             if to and to != m:
                 edges[m].add(to)
     return edges
