@@ -15,6 +15,7 @@ import re
 import sys
 from pathlib import Path
 
+sys.dont_write_bytecode = True  # no __pycache__ beside the scripts
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from rust_source import blank, line_of, match_brace, production, rust_files  # noqa: E402
 
