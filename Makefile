@@ -71,8 +71,10 @@ fuzz: ## Fuzz the pure core (grammar, keys, limiter) with cargo fuzz, $(FUZZ_SEC
 	  else tail -40 ../target/fuzz-$$t.log; exit 1; fi; \
 	done
 
-lint: deps ## cargo fmt --check and clippy with warnings as errors
+lint: deps ## cargo fmt --check, clippy with warnings as errors, no import cycle, no function over 60 lines
 	$(CARGO) fmt --all -- --check
+	$(PYTHON) scripts/import-cycles.py src core/src
+	$(PYTHON) scripts/long-fns.py --max 60 src core/src
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(MAKE) --no-print-directory python-lint
 

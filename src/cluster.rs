@@ -15,6 +15,10 @@ use okome_core::Error;
 use redis_module::{raw, Context};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+/// What to do on `TRYAGAIN`. The keys checked here (a woken follower's, a
+/// ledger's entries) share a slot: one that moved, or is moving, away.
+const RETRY: &str = "retry: a cluster client is sent where the slot is now";
+
 static CLUSTER: AtomicBool = AtomicBool::new(false);
 
 /// Records at load whether this server runs in cluster mode (it cannot
@@ -64,8 +68,8 @@ fn servable(ctx: &Context, keys: &[&[u8]]) -> bool {
 
 /// In cluster mode, checks that `keys` share a slot this node may serve
 /// now; otherwise `CROSSSLOT`, or `TRYAGAIN` (a client retries, and is
-/// sent where the slot is now). `instead` completes the error.
-pub fn check(ctx: &Context, keys: &Declared, instead: &str) -> Result<(), Error> {
+/// sent where the slot is now).
+pub fn check(ctx: &Context, keys: &Declared) -> Result<(), Error> {
     if !enabled() {
         return Ok(());
     }
@@ -76,7 +80,7 @@ pub fn check(ctx: &Context, keys: &Declared, instead: &str) -> Result<(), Error>
     let s = slot(first);
     if let Some(other) = rest.iter().find(|k| slot(k) != s) {
         return Err(Error::Raw(format!(
-            "CROSSSLOT '{}' (slot {s}) and '{}' (slot {}) are in different slots; {instead}",
+            "CROSSSLOT '{}' (slot {s}) and '{}' (slot {}) are in different slots",
             printable(first),
             printable(other),
             slot(other)
@@ -84,7 +88,7 @@ pub fn check(ctx: &Context, keys: &Declared, instead: &str) -> Result<(), Error>
     }
     if !servable(ctx, &all) {
         return Err(Error::Raw(format!(
-            "TRYAGAIN okome: '{}' is in slot {s}, which this node cannot serve now (it is moving or has moved); {instead}",
+            "TRYAGAIN okome: '{}' is in slot {s}, which this node cannot serve now (it is moving or has moved); {RETRY}",
             printable(first)
         )));
     }

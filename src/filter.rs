@@ -16,12 +16,11 @@
 //! wrote itself is never taken for okome's.
 
 use crate::rkey::new_string;
-use crate::{cluster, config, server};
+use crate::{cluster, config, server, stats};
 use okome_core::command;
 use okome_core::declared::{Access, Declared, Part, Tail};
 use redis_module::{raw, Context};
 use std::ffi::c_int;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 use std::sync::atomic::{AtomicPtr, Ordering};
 
@@ -38,9 +37,9 @@ pub fn init(ctx: &Context) -> bool {
 }
 
 extern "C" fn filter(fctx: *mut raw::RedisModuleCommandFilterCtx) {
-    // A panic must not unwind into Redis. Nothing appended then: the
-    // command finds no tail and refuses itself.
-    let _ = catch_unwind(AssertUnwindSafe(|| declare(fctx)));
+    // A filter has no module context: a panic is logged without one.
+    // Nothing appended then: the command finds no tail and refuses itself.
+    stats::guard(ptr::null_mut(), "command filter", || declare(fctx));
 }
 
 /// Argument `i` of the filtered command, borrowed until it changes.

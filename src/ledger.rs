@@ -21,12 +21,12 @@
 //! first and last entries are checked, cheaply, whenever the ledger is
 //! opened; every entry in full when it is read).
 
-use crate::rkey::{Key, Name};
+use crate::rkey::{EffectArg, Key, Name};
 use okome_core::command::Cursor;
 use okome_core::keys::{self, printable, Kind};
 use okome_core::Error;
 use redis_module::{raw, Context};
-use std::ffi::{c_char, c_int, c_longlong, CStr};
+use std::ffi::{c_int, CStr};
 use std::ptr;
 
 const ZSET: i32 = raw::REDISMODULE_NOTIFY_ZSET;
@@ -159,18 +159,18 @@ impl Ledger {
 
     /// The highest entry, if any.
     fn last(&self, ctx: &Context) -> Option<(f64, Vec<u8>)> {
-        let mut out = None;
-        self.scan(ctx, f64::NEG_INFINITY, f64::INFINITY, false, |s, m| {
-            out = Some((s, m.to_vec()));
-            false
-        });
-        out
+        self.end(ctx, false)
     }
 
     /// The lowest entry, if any.
     fn first(&self, ctx: &Context) -> Option<(f64, Vec<u8>)> {
+        self.end(ctx, true)
+    }
+
+    /// The lowest entry (`lowest`) or the highest, if any.
+    fn end(&self, ctx: &Context, lowest: bool) -> Option<(f64, Vec<u8>)> {
         let mut out = None;
-        self.scan(ctx, f64::NEG_INFINITY, f64::INFINITY, true, |s, m| {
+        self.scan(ctx, f64::NEG_INFINITY, f64::INFINITY, lowest, |s, m| {
             out = Some((s, m.to_vec()));
             false
         });
@@ -329,57 +329,20 @@ impl Ledger {
         expire_at: i64,
         now: i64,
         max_keys: u64,
-    ) -> Recorded {
-        let mut dropped = 0;
+    ) -> Result<Recorded, Error> {
         // The highest expiry: the ledger's TTL. Removals below never take
         // it (expired entries lie below `now`, and it is alive; the
         // soonest-expiring are dropped) unless they empty the ledger.
-        let mut top = self.bounds.map(|(_, high)| high);
-        // Entries whose key has expired: score < now (a key expiring at
-        // `now` is still alive).
-        let cutoff = now.saturating_sub(1);
-        if self.bounds.is_some_and(|(low, _)| low <= cutoff as f64) {
-            let expired = self.members(ctx, f64::NEG_INFINITY, cutoff as f64, u64::MAX);
-            if !expired.is_empty() {
-                self.remove(&expired);
-                self.replicate(ctx, c"ZREMRANGEBYSCORE", &Arg::MinusInf, cutoff);
-                self.emptied_or(ctx, c"zremrangebyscore");
-            }
-        }
+        let top = self.bounds.map(|(_, high)| high);
+        self.prune(ctx, now)?;
         let m = Name::new(member);
         let old = self.score(&m);
-        if old.is_none() {
-            let len = self.len();
-            if len >= max_keys {
-                let n = len - max_keys.saturating_sub(1);
-                let oldest = self.members(ctx, f64::NEG_INFINITY, f64::INFINITY, n);
-                self.remove(&oldest);
-                dropped = oldest.len() as u64;
-                self.replicate(
-                    ctx,
-                    c"ZREMRANGEBYRANK",
-                    &Arg::Int(0),
-                    dropped.saturating_sub(1) as i64,
-                );
-                self.emptied_or(ctx, c"zremrangebyrank");
-            }
-        }
-        let mut flags: c_int = 0;
-        // SAFETY: the key is open for writing and empty or a sorted set.
-        let added = unsafe {
-            raw::RedisModule_ZsetAdd.is_some_and(|f| {
-                f(self.key.raw(), expire_at as f64, m.ptr(), &mut flags)
-                    == raw::REDISMODULE_OK as c_int
-            })
+        let dropped = match old {
+            Some(_) => 0,
+            None => self.make_room(ctx, max_keys)?,
         };
-        let zadd_flags = (raw::REDISMODULE_ZADD_ADDED | raw::REDISMODULE_ZADD_UPDATED) as c_int;
-        if added && flags & zadd_flags != 0 {
-            self.replicate_zadd(ctx, expire_at, member);
-            self.key.changed(ctx, &[(ZSET, c"zadd")]);
-        }
-        if self.len() <= 1 {
-            top = None;
-        }
+        self.add(ctx, &m, member, expire_at)?;
+        let top = top.filter(|_| self.len() > 1);
         let newest = match top {
             // The entry that expired last now expires sooner: look again.
             Some(t) if old.and_then(expiry_of) == Some(t) && expire_at < t => {
@@ -395,33 +358,94 @@ impl Ledger {
             self.bounds.map(|(_, high)| high)
         };
         if let Some(t) = newest.filter(|&t| current != Some(t)) {
-            self.key.set_abs_expire(ctx, t);
+            self.key.set_abs_expire(ctx, t)?;
         }
-        Recorded {
+        Ok(Recorded {
             dropped,
             size: self.len(),
+        })
+    }
+
+    /// Removes the entries whose key has expired at `now`: score < now (a
+    /// key expiring at `now` is still alive).
+    fn prune(&self, ctx: &Context, now: i64) -> Result<(), Error> {
+        let cutoff = now.saturating_sub(1);
+        if !self.bounds.is_some_and(|(low, _)| low <= cutoff as f64) {
+            return Ok(());
         }
+        let expired = self.members(ctx, f64::NEG_INFINITY, cutoff as f64, u64::MAX);
+        if expired.is_empty() {
+            return Ok(());
+        }
+        self.remove(&expired)?;
+        let bounds = [EffectArg::Word(c"-inf"), EffectArg::Int(cutoff)];
+        let replicated = self.key.replicate(ctx, c"ZREMRANGEBYSCORE", &bounds);
+        self.emptied_or(ctx, c"zremrangebyscore");
+        replicated
+    }
+
+    /// Drops the soonest-expiring entries of a ledger that holds
+    /// `max_keys` entries or more, so that one more fits; how many.
+    fn make_room(&self, ctx: &Context, max_keys: u64) -> Result<u64, Error> {
+        let len = self.len();
+        if len < max_keys {
+            return Ok(0);
+        }
+        let n = len - max_keys.saturating_sub(1);
+        let oldest = self.members(ctx, f64::NEG_INFINITY, f64::INFINITY, n);
+        self.remove_ranked(ctx, &oldest)?;
+        Ok(oldest.len() as u64)
+    }
+
+    /// Adds `member` (made as `m`) with score `expire_at`, or updates its
+    /// score, and replicates `ZADD key expire_at member` if it changed.
+    fn add(&self, ctx: &Context, m: &Name, member: &[u8], expire_at: i64) -> Result<(), Error> {
+        let mut flags: c_int = 0;
+        // SAFETY: the key is open for writing and empty or a sorted set.
+        let added = unsafe {
+            raw::RedisModule_ZsetAdd.is_some_and(|f| {
+                f(self.key.raw(), expire_at as f64, m.ptr(), &mut flags)
+                    == raw::REDISMODULE_OK as c_int
+            })
+        };
+        if !added {
+            return Err(self.key.refused("add an entry to"));
+        }
+        let zadd_flags = (raw::REDISMODULE_ZADD_ADDED | raw::REDISMODULE_ZADD_UPDATED) as c_int;
+        if flags & zadd_flags == 0 {
+            return Ok(());
+        }
+        let args = [EffectArg::Int(expire_at), EffectArg::Bytes(member)];
+        let replicated = self.key.replicate(ctx, c"ZADD", &args);
+        self.key.changed(ctx, &[(ZSET, c"zadd")]);
+        replicated
     }
 
     /// Removes the `n` soonest-expiring entries (the ones [`Ledger::oldest`]
     /// gave), or deletes the ledger if that is all of them.
-    pub fn remove_oldest(&self, ctx: &Context, entries: &[Entry]) {
+    pub fn remove_oldest(&self, ctx: &Context, entries: &[Entry]) -> Result<(), Error> {
         if entries.is_empty() {
-            return;
+            return Ok(());
         }
         if entries.len() as u64 >= self.len() {
-            self.key.delete(ctx);
-            return;
+            return self.key.delete(ctx);
         }
         let members: Vec<Vec<u8>> = entries.iter().map(|e| e.key.clone()).collect();
-        self.remove(&members);
-        self.replicate(
-            ctx,
-            c"ZREMRANGEBYRANK",
-            &Arg::Int(0),
-            (members.len() as i64).saturating_sub(1),
-        );
+        self.remove_ranked(ctx, &members)
+    }
+
+    /// Removes `members`, the lowest-ranked entries, and replicates
+    /// `ZREMRANGEBYRANK key 0 <n - 1>`.
+    fn remove_ranked(&self, ctx: &Context, members: &[Vec<u8>]) -> Result<(), Error> {
+        if members.is_empty() {
+            return Ok(());
+        }
+        self.remove(members)?;
+        let last = (members.len() as i64).saturating_sub(1);
+        let ranks = [EffectArg::Int(0), EffectArg::Int(last)];
+        let replicated = self.key.replicate(ctx, c"ZREMRANGEBYRANK", &ranks);
         self.emptied_or(ctx, c"zremrangebyrank");
+        replicated
     }
 
     /// Members with a score in `[min, max]`, ascending, at most `n`.
@@ -448,18 +472,24 @@ impl Ledger {
         ok.then_some(score)
     }
 
-    fn remove(&self, members: &[Vec<u8>]) {
+    /// Removes `members` (entries of the set); stops at the first Redis
+    /// refuses.
+    fn remove(&self, members: &[Vec<u8>]) -> Result<(), Error> {
         for m in members {
             let name = Name::new(m);
             let mut deleted: c_int = 0;
             // SAFETY: an open key and a live string; a set emptied by the
             // last removal is deleted by Redis.
-            unsafe {
-                if let Some(f) = raw::RedisModule_ZsetRem {
-                    f(self.key.raw(), name.ptr(), &mut deleted);
-                }
+            let removed = unsafe {
+                raw::RedisModule_ZsetRem.is_some_and(|f| {
+                    f(self.key.raw(), name.ptr(), &mut deleted) == raw::REDISMODULE_OK as c_int
+                })
+            };
+            if !removed {
+                return Err(self.key.refused("remove an entry from"));
             }
         }
+        Ok(())
     }
 
     /// Signals a removal as the built-in `event` does, plus `del` if it
@@ -471,68 +501,4 @@ impl Ledger {
             self.key.changed(ctx, &[(ZSET, event)]);
         }
     }
-
-    /// Propagates `<cmd> key <a> <b>` (two bounds).
-    fn replicate(&self, ctx: &Context, cmd: &CStr, a: &Arg, b: i64) {
-        let name = self.key.name().ptr();
-        if name.is_null() {
-            return;
-        }
-        // SAFETY: "scl" = string, C string, long long; "sll" = string and
-        // two long longs. Redis copies the arguments.
-        unsafe {
-            if let Some(f) = raw::RedisModule_Replicate {
-                match a {
-                    Arg::MinusInf => {
-                        f(
-                            ctx.ctx,
-                            cmd.as_ptr(),
-                            c"scl".as_ptr(),
-                            name,
-                            c"-inf".as_ptr(),
-                            b as c_longlong,
-                        );
-                    }
-                    Arg::Int(v) => {
-                        f(
-                            ctx.ctx,
-                            cmd.as_ptr(),
-                            c"sll".as_ptr(),
-                            name,
-                            *v as c_longlong,
-                            b as c_longlong,
-                        );
-                    }
-                }
-            }
-        }
-    }
-
-    /// Propagates `ZADD key expire_at member`.
-    fn replicate_zadd(&self, ctx: &Context, expire_at: i64, member: &[u8]) {
-        let name = self.key.name().ptr();
-        if name.is_null() {
-            return;
-        }
-        // SAFETY: "slb" = string, long long, buffer + length.
-        unsafe {
-            if let Some(f) = raw::RedisModule_Replicate {
-                f(
-                    ctx.ctx,
-                    c"ZADD".as_ptr(),
-                    c"slb".as_ptr(),
-                    name,
-                    expire_at as c_longlong,
-                    member.as_ptr().cast::<c_char>(),
-                    member.len(),
-                );
-            }
-        }
-    }
-}
-
-/// The first bound of a replicated range.
-enum Arg {
-    MinusInf,
-    Int(i64),
 }

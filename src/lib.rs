@@ -15,7 +15,7 @@
 mod acl;
 mod call;
 mod cluster;
-mod commands;
+mod cmd;
 mod config;
 mod docs;
 mod filter;
@@ -32,7 +32,7 @@ use redis_module::{redis_module, Context, RedisString, Status};
 fn init(ctx: &Context, args: &[RedisString]) -> Status {
     let bytes: Vec<&[u8]> = args.iter().map(|a| a.as_slice()).collect();
     if let Err(e) = config::init(ctx, &bytes) {
-        ctx.log_warning(&format!("okome: {e}"));
+        server::log_warning(ctx.ctx, &format!("okome: {e}"));
         return Status::Err;
     }
     cluster::init(ctx);

@@ -6,7 +6,7 @@
 //! of aborting the server.
 
 use crate::call::Call;
-use crate::commands;
+use crate::cmd::{agent, budget, cache, lock, plan};
 use crate::docs;
 use crate::reply::PANIC_REPLY;
 use okome_core::command::{self, Command};
@@ -212,19 +212,19 @@ macro_rules! registered {
 
 /// Every command and its handler, in the order they are registered.
 pub const COMMANDS: [Registered; 13] = [
-    registered!(command::PLAN_GET => commands::plan_get),
-    registered!(command::PLAN_LOOKUP => commands::plan_lookup),
-    registered!(command::PLAN_SET => commands::plan_set),
-    registered!(command::LOCK => commands::lock),
-    registered!(command::UNLOCK => commands::unlock),
-    registered!(command::RATE => commands::rate),
-    registered!(command::WBUDGET => commands::wbudget),
-    registered!(command::CACHE_GET => commands::cache_get),
-    registered!(command::CACHE_SET => commands::cache_set),
-    registered!(command::KEY => commands::key),
-    registered!(command::AGENT_RECORD => commands::agent_record),
-    registered!(command::AGENT_KEYS => commands::agent_keys),
-    registered!(command::AGENT_PURGE => commands::agent_purge),
+    registered!(command::PLAN_GET => plan::plan_get),
+    registered!(command::PLAN_LOOKUP => plan::plan_lookup),
+    registered!(command::PLAN_SET => plan::plan_set),
+    registered!(command::LOCK => lock::lock),
+    registered!(command::UNLOCK => lock::unlock),
+    registered!(command::RATE => budget::rate),
+    registered!(command::WBUDGET => budget::wbudget),
+    registered!(command::CACHE_GET => cache::cache_get),
+    registered!(command::CACHE_SET => cache::cache_set),
+    registered!(command::KEY => cache::key),
+    registered!(command::AGENT_RECORD => agent::agent_record),
+    registered!(command::AGENT_KEYS => agent::agent_keys),
+    registered!(command::AGENT_PURGE => agent::agent_purge),
 ];
 
 const SINCE: &str = "0.1.0";

@@ -16,7 +16,8 @@ pub fn bulk(bytes: &[u8]) -> RedisValue {
     RedisValue::StringBuffer(bytes.to_vec())
 }
 
-pub fn status(s: &'static str) -> RedisValue {
+/// A word (a status, a state) as a bulk string.
+pub fn bulk_str(s: &'static str) -> RedisValue {
     bulk(s.as_bytes())
 }
 

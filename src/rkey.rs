@@ -6,14 +6,16 @@
 //! times: `SET key value PXAT t`, `PEXPIREAT key t`, `DEL key`, or
 //! `SETRANGE key offset bytes` + `PEXPIREAT key t` (a window's tail).
 
+use okome_core::keys::printable;
+use okome_core::Error;
 use redis_module::{raw, Context};
 use std::ffi::CStr;
 use std::os::raw::{c_char, c_int, c_longlong};
+use std::ptr;
+use std::sync::atomic::{AtomicPtr, Ordering};
 
 /// The notification of a new expiry (`expire`, a generic event).
 const EXPIRE_EVENT: (i32, &CStr) = (raw::REDISMODULE_NOTIFY_GENERIC, c"expire");
-use std::ptr;
-use std::sync::atomic::{AtomicPtr, Ordering};
 
 /// What a key holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +70,22 @@ impl Name {
 
     pub fn ptr(&self) -> *mut raw::RedisModuleString {
         self.ptr
+    }
+
+    /// The name's bytes (empty if it could not be made).
+    pub fn bytes(&self) -> &[u8] {
+        if self.ptr.is_null() {
+            return &[];
+        }
+        let mut len: usize = 0;
+        // SAFETY: a live string, owned by `self`.
+        let p =
+            unsafe { raw::RedisModule_StringPtrLen.map_or(ptr::null(), |f| f(self.ptr, &mut len)) };
+        if p.is_null() {
+            return &[];
+        }
+        // SAFETY: p points to len bytes owned by the string, freed with it.
+        unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len) }
     }
 }
 
@@ -147,11 +165,6 @@ impl Key {
         self.ptr
     }
 
-    /// The key's name.
-    pub fn name(&self) -> &Name {
-        &self.name
-    }
-
     /// `RedisModule_KeyType` of the key (`REDISMODULE_KEYTYPE_*`).
     pub fn key_type(&self) -> isize {
         if self.ptr.is_null() {
@@ -170,14 +183,12 @@ impl Key {
     }
 
     /// The string value, `None` if the key is empty, `WRONGTYPE` otherwise.
-    pub fn string(&self) -> Result<Option<&[u8]>, okome_core::Error> {
+    pub fn string(&self) -> Result<Option<&[u8]>, Error> {
         match self.holds() {
             Holds::Nothing => Ok(None),
-            Holds::Other => Err(okome_core::Error::WrongType),
+            Holds::Other => Err(Error::WrongType),
             Holds::String => {
-                let (p, len) = self
-                    .dma(raw::REDISMODULE_READ)
-                    .ok_or(okome_core::Error::WrongType)?;
+                let (p, len) = self.dma(raw::REDISMODULE_READ).ok_or(Error::WrongType)?;
                 // SAFETY: p points to len bytes owned by the key, valid until
                 // the key is closed or modified (tied to `&self`).
                 Ok(Some(unsafe { std::slice::from_raw_parts(p, len) }))
@@ -186,9 +197,9 @@ impl Key {
     }
 
     /// Fails with `WRONGTYPE` unless the key is empty or holds a string.
-    pub fn check_string_or_empty(&self) -> Result<(), okome_core::Error> {
+    pub fn check_string_or_empty(&self) -> Result<(), Error> {
         match self.holds() {
-            Holds::Other => Err(okome_core::Error::WrongType),
+            Holds::Other => Err(Error::WrongType),
             _ => Ok(()),
         }
     }
@@ -216,26 +227,48 @@ impl Key {
     /// `StringSet`: an existing string is resized and overwritten without
     /// the extra keyspace lookups and expire removal of `setKey`, which
     /// makes the hot path of `OKOME.RATE` markedly cheaper.
-    pub fn set(&self, ctx: &Context, value: &[u8], expire_at: i64) {
+    pub fn set(&self, ctx: &Context, value: &[u8], expire_at: i64) -> Result<(), Error> {
         if self.ptr.is_null() {
-            return;
+            return Err(self.refused("write"));
         }
         if value.is_empty() || !self.write_in_place(value) {
-            let s = create_string(ctx.ctx, value);
-            // SAFETY: key opened for writing; StringSet retains `s`.
-            unsafe {
-                if let Some(f) = raw::RedisModule_StringSet {
-                    f(self.ptr, s);
-                }
-            }
-            free_string(ctx.ctx, s);
+            self.string_set(ctx, value)?;
         }
-        self.expire(expire_at);
-        self.replicate_set(ctx, value, expire_at);
+        self.expire(expire_at)?;
+        self.replicated_set(ctx, value, expire_at)
+    }
+
+    /// Replicates `SET key value PXAT expire_at` (the value just written)
+    /// and signals the write (`set`, then `expire`).
+    fn replicated_set(&self, ctx: &Context, value: &[u8], expire_at: i64) -> Result<(), Error> {
+        let args = [
+            EffectArg::Bytes(value),
+            EffectArg::Made(pxat_arg()),
+            EffectArg::Int(expire_at),
+        ];
+        let replicated = self.replicate(ctx, c"SET", &args);
         self.changed(
             ctx,
             &[(raw::REDISMODULE_NOTIFY_STRING, c"set"), EXPIRE_EVENT],
         );
+        replicated
+    }
+
+    /// Stores `value` through `StringSet` (a new string, copied).
+    fn string_set(&self, ctx: &Context, value: &[u8]) -> Result<(), Error> {
+        let s = create_string(ctx.ctx, value);
+        // SAFETY: key opened for writing; StringSet retains `s`.
+        let ok = !s.is_null()
+            && unsafe {
+                raw::RedisModule_StringSet
+                    .is_some_and(|f| f(self.ptr, s) == raw::REDISMODULE_OK as c_int)
+            };
+        free_string(ctx.ctx, s);
+        if ok {
+            Ok(())
+        } else {
+            Err(self.refused("write"))
+        }
     }
 
     /// The value's buffer through DMA (`mode`: read or write), with its
@@ -285,36 +318,57 @@ impl Key {
     ///
     /// The caller read the key's current value (a string) and wants it to
     /// keep its first `offset` bytes: if the write cannot be made in place,
-    /// nothing is written nor replicated.
-    pub fn set_range(&self, ctx: &Context, offset: usize, tail: &[u8], expire_at: i64) {
+    /// nothing is written nor replicated, and it fails.
+    pub fn set_range(
+        &self,
+        ctx: &Context,
+        offset: usize,
+        tail: &[u8],
+        expire_at: i64,
+    ) -> Result<(), Error> {
+        if !self.write_range(offset, tail) {
+            return Err(self.refused("write"));
+        }
+        self.expire(expire_at)?;
+        let offset = i64::try_from(offset).unwrap_or(i64::MAX);
+        let replicated = self
+            .replicate(
+                ctx,
+                c"SETRANGE",
+                &[EffectArg::Int(offset), EffectArg::Bytes(tail)],
+            )
+            .and_then(|()| self.replicate(ctx, c"PEXPIREAT", &[EffectArg::Int(expire_at)]));
+        self.changed(
+            ctx,
+            &[(raw::REDISMODULE_NOTIFY_STRING, c"setrange"), EXPIRE_EVENT],
+        );
+        replicated
+    }
+
+    /// [`Key::set_range`]'s write in place; whether it was made.
+    fn write_range(&self, offset: usize, tail: &[u8]) -> bool {
         if self.ptr.is_null() || self.holds() != Holds::String {
-            return;
+            return false;
         }
         let Some(len) = offset.checked_add(tail.len()) else {
-            return;
+            return false;
         };
         // The string keeps its first `offset` bytes: it never shrinks.
         if !self
             .dma(raw::REDISMODULE_READ)
             .is_some_and(|(_, cur)| cur <= len && self.truncate(len))
         {
-            return;
+            return false;
         }
         match self.dma(raw::REDISMODULE_WRITE) {
             // SAFETY: a writable buffer of exactly `len` bytes, of which
             // [offset, len) is written.
             Some((p, cur)) if cur == len => unsafe {
                 ptr::copy_nonoverlapping(tail.as_ptr(), p.add(offset), tail.len());
+                true
             },
-            _ => return,
+            _ => false,
         }
-        self.expire(expire_at);
-        self.replicate_setrange(ctx, offset, tail);
-        self.replicate_pexpireat(ctx, expire_at);
-        self.changed(
-            ctx,
-            &[(raw::REDISMODULE_NOTIFY_STRING, c"setrange"), EXPIRE_EVENT],
-        );
     }
 
     /// Rewrites the string value in place as `head`, then its own bytes
@@ -325,7 +379,7 @@ impl Key {
     /// in place, and the one copy `RM_Replicate` makes.
     ///
     /// If the value is not a string of at least `keep.end` bytes, nothing
-    /// is written nor replicated.
+    /// is written nor replicated, and it fails.
     pub fn set_compacted(
         &self,
         ctx: &Context,
@@ -333,30 +387,46 @@ impl Key {
         keep: std::ops::Range<usize>,
         tail: &[u8],
         expire_at: i64,
-    ) {
+    ) -> Result<(), Error> {
+        let Some((len, buffer)) = self.compact_in_place(head, keep, tail) else {
+            return Err(self.refused("write"));
+        };
+        if len < buffer && !self.truncate(len) {
+            // Cannot happen (shrinking a string we hold): store the bytes
+            // we meant, the buffer's first `len`, through a copy.
+            let value = self
+                .string()?
+                .and_then(|v| v.get(..len))
+                .map(<[u8]>::to_vec);
+            self.string_set(ctx, &value.ok_or_else(|| self.refused("write"))?)?;
+        }
+        self.expire(expire_at)?;
+        match self.string()? {
+            Some(value) => self.replicated_set(ctx, value, expire_at),
+            None => Err(self.refused("write")),
+        }
+    }
+
+    /// [`Key::set_compacted`]'s move in place: the new value's length, and
+    /// the buffer's (at least as long), or `None` if nothing was written.
+    fn compact_in_place(
+        &self,
+        head: &[u8],
+        keep: std::ops::Range<usize>,
+        tail: &[u8],
+    ) -> Option<(usize, usize)> {
         if self.ptr.is_null() || self.holds() != Holds::String || head.len() > keep.start {
-            return;
+            return None;
         }
-        let (Some(kept), Some(len)) = (
-            keep.end.checked_sub(keep.start),
-            head.len()
-                .checked_add(keep.len())
-                .and_then(|l| l.checked_add(tail.len())),
-        ) else {
-            return;
-        };
-        let Some((_, cur)) = self.dma(raw::REDISMODULE_READ) else {
-            return;
-        };
+        let kept = keep.end.checked_sub(keep.start)?;
+        let len = head.len().checked_add(kept)?.checked_add(tail.len())?;
+        let (_, cur) = self.dma(raw::REDISMODULE_READ)?;
         if keep.end > cur || (len > cur && !self.truncate(len)) {
-            return;
+            return None;
         }
-        let Some((p, n)) = self
+        let (p, n) = self
             .dma(raw::REDISMODULE_WRITE)
-            .filter(|&(_, n)| n >= len.max(keep.end))
-        else {
-            return;
-        };
+            .filter(|&(_, n)| n >= len.max(keep.end))?;
         // SAFETY: a writable buffer of n >= max(len, keep.end) bytes, used
         // before the next call that may move it.
         unsafe {
@@ -364,67 +434,56 @@ impl Key {
             ptr::copy_nonoverlapping(head.as_ptr(), p, head.len());
             ptr::copy_nonoverlapping(tail.as_ptr(), p.add(head.len() + kept), tail.len());
         }
-        let done = len >= n || self.truncate(len);
-        if !done {
-            // Cannot happen (shrinking a string we hold): store the bytes
-            // we meant, through a copy.
-            let mut value = Vec::with_capacity(len);
-            value.extend_from_slice(head);
-            if let Ok(Some(v)) = self.string() {
-                value.extend_from_slice(v.get(head.len()..head.len() + kept).unwrap_or_default());
-            }
-            value.extend_from_slice(tail);
-            let s = create_string(ctx.ctx, &value);
-            // SAFETY: key opened for writing; StringSet retains `s`.
-            unsafe {
-                if let Some(f) = raw::RedisModule_StringSet {
-                    f(self.ptr, s);
-                }
-            }
-            free_string(ctx.ctx, s);
-        }
-        self.expire(expire_at);
-        if let Ok(Some(value)) = self.string() {
-            self.replicate_set(ctx, value, expire_at);
-        }
-        self.changed(
-            ctx,
-            &[(raw::REDISMODULE_NOTIFY_STRING, c"set"), EXPIRE_EVENT],
-        );
+        Some((len, n))
     }
 
     /// Sets an absolute expiry (Unix ms) and replicates `PEXPIREAT`.
-    pub fn set_abs_expire(&self, ctx: &Context, expire_at: i64) {
-        self.expire(expire_at);
-        self.replicate_pexpireat(ctx, expire_at);
+    pub fn set_abs_expire(&self, ctx: &Context, expire_at: i64) -> Result<(), Error> {
+        self.expire(expire_at)?;
+        let replicated = self.replicate(ctx, c"PEXPIREAT", &[EffectArg::Int(expire_at)]);
         self.changed(ctx, &[EXPIRE_EVENT]);
+        replicated
     }
 
-    fn expire(&self, expire_at: i64) {
-        if self.ptr.is_null() {
-            return;
-        }
-        // SAFETY: key opened for writing and not empty.
-        unsafe {
-            if let Some(f) = raw::RedisModule_SetAbsExpire {
-                f(self.ptr, expire_at);
-            }
+    /// Sets an absolute expiry (Unix ms) on the key, opened for writing
+    /// and not empty.
+    fn expire(&self, expire_at: i64) -> Result<(), Error> {
+        // SAFETY: an open key; Redis checks the mode and that it exists.
+        let ok = !self.ptr.is_null()
+            && unsafe {
+                raw::RedisModule_SetAbsExpire
+                    .is_some_and(|f| f(self.ptr, expire_at) == raw::REDISMODULE_OK as c_int)
+            };
+        if ok {
+            Ok(())
+        } else {
+            Err(self.refused("set the expiry of"))
         }
     }
 
     /// Deletes the key and replicates `DEL`.
-    pub fn delete(&self, ctx: &Context) {
-        if self.ptr.is_null() {
-            return;
+    pub fn delete(&self, ctx: &Context) -> Result<(), Error> {
+        // SAFETY: an open key; Redis checks the mode.
+        let ok = !self.ptr.is_null()
+            && unsafe {
+                raw::RedisModule_DeleteKey
+                    .is_some_and(|f| f(self.ptr) == raw::REDISMODULE_OK as c_int)
+            };
+        if !ok {
+            return Err(self.refused("delete"));
         }
-        self.replicate_del(ctx);
-        // SAFETY: key opened for writing.
-        unsafe {
-            if let Some(f) = raw::RedisModule_DeleteKey {
-                f(self.ptr);
-            }
-        }
+        let replicated = self.replicate(ctx, c"DEL", &[]);
         self.changed(ctx, &[(raw::REDISMODULE_NOTIFY_GENERIC, c"del")]);
+        replicated
+    }
+
+    /// The error of a write the server did not make (`what`: `write`,
+    /// `delete`, ...). The call stops there: what it wrote before stands.
+    pub fn refused(&self, what: &str) -> Error {
+        Error::Raw(format!(
+            "ERR okome: could not {what} '{}' (the server refused); the call stopped there, and what it wrote before stands",
+            printable(self.name.bytes())
+        ))
     }
 
     /// Tells Redis the key changed, as a built-in write would: `WATCH` and
@@ -510,86 +569,51 @@ pub fn release_shared() {
     );
 }
 
+/// An argument of a replicated effect, after the key's name.
+pub enum EffectArg<'a> {
+    /// Bytes, copied by Redis.
+    Bytes(&'a [u8]),
+    /// An integer.
+    Int(i64),
+    /// A word (`-inf`), copied by Redis.
+    Word(&'a CStr),
+    /// A string already made (the shared `PXAT`): Redis takes a reference.
+    Made(*mut raw::RedisModuleString),
+}
+
 impl Key {
-    /// Propagates `SET key value PXAT expire_at` to replicas and the AOF.
-    /// The key's name and `PXAT` are passed as strings already made, so
-    /// Redis copies only the value and the time.
-    fn replicate_set(&self, ctx: &Context, value: &[u8], expire_at: i64) {
-        let (name, pxat) = (self.name.ptr(), pxat_arg());
-        if name.is_null() || pxat.is_null() {
-            return;
-        }
-        // SAFETY: "sbsl" = string, buffer, string, long long; both strings
-        // are live and Redis takes its own references.
-        unsafe {
-            if let Some(f) = raw::RedisModule_Replicate {
-                f(
-                    ctx.ctx,
-                    c"SET".as_ptr(),
-                    c"sbsl".as_ptr(),
-                    name,
-                    value.as_ptr().cast::<c_char>(),
-                    value.len(),
-                    pxat,
-                    expire_at as c_longlong,
-                );
-            }
-        }
-    }
-
-    /// Propagates `SETRANGE key offset tail`.
-    fn replicate_setrange(&self, ctx: &Context, offset: usize, tail: &[u8]) {
+    /// Propagates `cmd key args...` to replicas and the AOF, with the
+    /// key's name as made once. Fails if Redis refused, or for arguments
+    /// of a shape okome never replicates.
+    pub fn replicate(&self, ctx: &Context, cmd: &CStr, args: &[EffectArg]) -> Result<(), Error> {
+        use EffectArg::{Bytes, Int, Made, Word};
         let name = self.name.ptr();
-        if name.is_null() {
-            return;
-        }
-        // SAFETY: "slb" = string, long long, buffer; Redis copies them.
-        unsafe {
-            if let Some(f) = raw::RedisModule_Replicate {
-                f(
-                    ctx.ctx,
-                    c"SETRANGE".as_ptr(),
-                    c"slb".as_ptr(),
-                    name,
-                    c_longlong::try_from(offset).unwrap_or(c_longlong::MAX),
-                    tail.as_ptr().cast::<c_char>(),
-                    tail.len(),
-                );
+        let refused = || self.refused("replicate the write of");
+        let Some(f) = unsafe { raw::RedisModule_Replicate }.filter(|_| !name.is_null()) else {
+            return Err(refused());
+        };
+        let (c, cmd) = (ctx.ctx, cmd.as_ptr());
+        let buf = |b: &[u8]| b.as_ptr().cast::<c_char>();
+        // SAFETY: each format letter matches what follows it: `s` a live
+        // string, `b` a buffer and its length, `l` a long long, `c` a C
+        // string. Redis copies them, or takes a reference to a string.
+        let status = unsafe {
+            match *args {
+                [] => f(c, cmd, c"s".as_ptr(), name),
+                [Int(a)] => f(c, cmd, c"sl".as_ptr(), name, a as c_longlong),
+                [Int(a), Int(b)] => f(c, cmd, c"sll".as_ptr(), name, a, b as c_longlong),
+                [Int(a), Bytes(b)] => f(c, cmd, c"slb".as_ptr(), name, a, buf(b), b.len()),
+                [Word(w), Int(b)] => f(c, cmd, c"scl".as_ptr(), name, w.as_ptr(), b),
+                [Bytes(v), Made(s), Int(t)] if !s.is_null() => {
+                    f(c, cmd, c"sbsl".as_ptr(), name, buf(v), v.len(), s, t)
+                }
+                _ => return Err(refused()),
             }
-        }
-    }
-
-    /// Propagates `PEXPIREAT key expire_at`.
-    fn replicate_pexpireat(&self, ctx: &Context, expire_at: i64) {
-        let name = self.name.ptr();
-        if name.is_null() {
-            return;
-        }
-        // SAFETY: "sl" = string, long long.
-        unsafe {
-            if let Some(f) = raw::RedisModule_Replicate {
-                f(
-                    ctx.ctx,
-                    c"PEXPIREAT".as_ptr(),
-                    c"sl".as_ptr(),
-                    name,
-                    expire_at as c_longlong,
-                );
-            }
-        }
-    }
-
-    /// Propagates `DEL key`.
-    fn replicate_del(&self, ctx: &Context) {
-        let name = self.name.ptr();
-        if name.is_null() {
-            return;
-        }
-        // SAFETY: "s" = string.
-        unsafe {
-            if let Some(f) = raw::RedisModule_Replicate {
-                f(ctx.ctx, c"DEL".as_ptr(), c"s".as_ptr(), name);
-            }
+        };
+        if status == raw::REDISMODULE_OK as c_int {
+            Ok(())
+        } else {
+            Err(refused())
         }
     }
 }

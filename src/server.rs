@@ -78,6 +78,19 @@ pub fn background_refusal(ctx: &Context) -> Option<Refusal> {
     None
 }
 
+/// Logs `message` as a warning, with `ctx` (naming the module) or, where
+/// there is none (the command filter), without. Redis reads the message
+/// as a `printf` format: its `%` are escaped, so a key or an argument
+/// quoted in it is printed as it is.
+pub fn log_warning(ctx: *mut raw::RedisModuleCtx, message: &str) {
+    let message = message.replace('%', "%%");
+    if ctx.is_null() {
+        redis_module::logging::log_warning(&message);
+    } else {
+        Context::new(ctx).log_warning(&message);
+    }
+}
+
 static VALKEY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Whether this server is Valkey, as [`is_valkey`] found at load.

@@ -2,8 +2,11 @@
 //! increments (commands run on Redis's main thread), so they cost the hot
 //! path a few nanoseconds.
 
+use crate::server;
+use okome_core::keys::Kind;
 use redis_module::raw;
 use std::ffi::{c_char, c_int, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 macro_rules! counters {
@@ -51,6 +54,7 @@ counters!(
     ledger_dropped,
     ledger_purged,
     errors,
+    callback_panics,
 );
 
 /// Adds one to a counter. Commands, callbacks and timers all run on
@@ -58,23 +62,48 @@ counters!(
 /// locked read-modify-write on the hot path. Built with the `no-stats`
 /// feature it does nothing (for measuring what the counters cost).
 #[inline]
-pub fn bump(c: &AtomicU64) {
+pub fn bump(counter: &AtomicU64) {
     if cfg!(not(feature = "no-stats")) {
-        c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+        let n = counter.load(Ordering::Relaxed).wrapping_add(1);
+        counter.store(n, Ordering::Relaxed);
     }
 }
 
 /// Sets every counter to zero (at load: `INFO okome` counts since the
 /// module loaded, also after `MODULE UNLOAD` and `MODULE LOAD`).
 pub fn reset() {
-    for (_, c) in ALL {
-        c.store(0, Ordering::Relaxed);
+    for (_, counter) in ALL {
+        counter.store(0, Ordering::Relaxed);
     }
 }
 
-/// Keyspace events okome listens to: evictions of its rate and write
-/// windows (an evicted window forgets what it admitted; agent ledgers,
-/// also under `okome:budget:`, are not windows).
+/// Clients blocked in `WAIT` now (`waiting_clients`), kept by the wait
+/// registry as it changes.
+static WAITING: AtomicU64 = AtomicU64::new(0);
+
+/// Records how many clients wait now.
+pub fn set_waiting(n: usize) {
+    WAITING.store(n as u64, Ordering::Relaxed);
+}
+
+/// Runs `f`, the body of the callback `callback` (a timer, an event, the
+/// command filter): a panic must not unwind into Redis, so it is caught,
+/// logged as a warning naming the callback, and counted in
+/// `callback_panics`. `None` if `f` panicked.
+pub fn guard<R>(ctx: *mut raw::RedisModuleCtx, callback: &str, f: impl FnOnce() -> R) -> Option<R> {
+    let result = catch_unwind(AssertUnwindSafe(f));
+    if result.is_err() {
+        bump(&c::callback_panics);
+        let message = format!(
+            "okome: internal error: the {callback} callback panicked and was stopped there; please report it"
+        );
+        let _ = catch_unwind(AssertUnwindSafe(|| server::log_warning(ctx, &message)));
+    }
+    result.ok()
+}
+
+/// Keyspace events okome listens to: evictions of its budget windows (an
+/// evicted window forgets what it admitted).
 extern "C" fn on_evicted(
     _ctx: *mut raw::RedisModuleCtx,
     _type: c_int,
@@ -87,7 +116,7 @@ extern "C" fn on_evicted(
     if !p.is_null() {
         // SAFETY: p points to len bytes owned by `key`.
         let name = unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len) };
-        if name.starts_with(b"okome:budget:rate:") || name.starts_with(b"okome:budget:write:") {
+        if Kind::of(name).is_some_and(Kind::is_budget) {
             bump(&c::windows_evicted);
         }
     }
@@ -108,8 +137,8 @@ pub fn watch_evictions(ctx: *mut raw::RedisModuleCtx) -> bool {
     }
 }
 
-fn get(c: &AtomicU64) -> u64 {
-    c.load(Ordering::Relaxed)
+fn get(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
 }
 
 extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: c_int) {
@@ -137,11 +166,7 @@ extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: c_int) 
             hits as f64 / lookups as f64
         };
         add_f(ctx, c"planner_hit_ratio".as_ptr(), ratio);
-        add(
-            ctx,
-            c"waiting_clients".as_ptr(),
-            crate::wait::waiting() as u64,
-        );
+        add(ctx, c"waiting_clients".as_ptr(), get(&WAITING));
     }
 }
 

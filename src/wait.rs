@@ -34,12 +34,11 @@
 //! `wait_timed_out`, `wait_disconnected` or `wait_unblocked`.
 
 use crate::reply::{Reply, PANIC_REPLY};
-use crate::stats::{bump, c};
+use crate::stats::{self, bump, c};
 use redis_module::{raw, Context, RedisError};
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
 use std::os::raw::{c_int, c_void};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 
 type Bc = *mut raw::RedisModuleBlockedClient;
@@ -56,11 +55,17 @@ pub enum Served {
     Other,
 }
 
+/// A woken client's reply, and how it was served.
+pub struct Woken {
+    pub reply: Reply,
+    pub served: Served,
+}
+
 /// What a blocked client replies.
 pub trait Waiter {
     /// The reply of a client that was woken: the owner looks again, as a
     /// fresh call would.
-    fn woken(&self, ctx: &Context) -> (Reply, Served);
+    fn woken(&self, ctx: &Context) -> Woken;
     /// The reply at its deadline, or for `CLIENT UNBLOCK [TIMEOUT]`.
     fn expired(&self, ctx: &Context) -> Reply;
 }
@@ -80,12 +85,12 @@ pub enum Verdict {
 /// Looks at a key (in the db of its waiters) and says whom to wake.
 pub type Probe = fn(&Context, &[u8]) -> Verdict;
 
-/// A waiting client's queue: the db and key it waits on.
-type Slot = (c_int, Vec<u8>);
+/// What a client waits on, and names its queue: a db and a key in it.
+type WaitKey = (c_int, Vec<u8>);
 
 struct Entry {
     bc: Bc,
-    slot: Slot,
+    wait_key: WaitKey,
     client_id: u64,
     deadline: Option<TimerId>,
     waiter: Box<dyn Waiter>,
@@ -105,7 +110,7 @@ struct Registry {
     next_id: u64,
     entries: BTreeMap<u64, Entry>,
     by_bc: BTreeMap<usize, u64>,
-    queues: BTreeMap<Slot, Queue>,
+    queues: BTreeMap<WaitKey, Queue>,
 }
 
 thread_local! {
@@ -116,41 +121,61 @@ thread_local! {
     static FREEING: Cell<u64> = const { Cell::new(0) };
 }
 
+/// Runs `f` on the registry, then records how many clients wait
+/// (`waiting_clients` in `INFO okome`).
 fn with_registry<R>(f: impl FnOnce(&mut Registry) -> R) -> R {
-    REGISTRY.with(|r| f(&mut r.borrow_mut()))
+    REGISTRY.with(|r| {
+        let mut r = r.borrow_mut();
+        let out = f(&mut r);
+        stats::set_waiting(r.entries.len());
+        out
+    })
 }
 
 /// What leaving the registry left to do: timers to stop.
 #[derive(Default)]
 struct Leftover {
-    /// Probe timers: their data is a boxed [`Slot`].
+    /// Probe timers: their data is a boxed [`WaitKey`].
     probes: Vec<TimerId>,
     /// Deadline timers: their data is a plain waiter id.
     deadlines: Vec<TimerId>,
 }
 
 impl Registry {
+    /// Adds waiter `id` at the end of its queue (made with `probe` if it
+    /// is new); whether the queue's probe timer must be armed.
+    fn add(&mut self, id: u64, entry: Entry, probe: Probe) -> bool {
+        self.by_bc.insert(entry.bc as usize, id);
+        let q = self
+            .queues
+            .entry(entry.wait_key.clone())
+            .or_insert_with(|| Queue {
+                ids: VecDeque::new(),
+                probe,
+                timer: None,
+            });
+        q.ids.push_back(id);
+        let arm = q.timer.is_none();
+        self.entries.insert(id, entry);
+        arm
+    }
+
     /// Removes waiter `id` from its queue; the deadline timer and, if the
     /// queue is now empty, its probe timer go to `left`.
     fn remove(&mut self, id: u64, left: &mut Leftover) -> Option<Entry> {
         let e = self.entries.remove(&id)?;
         self.by_bc.remove(&(e.bc as usize));
         left.deadlines.extend(e.deadline);
-        if let Some(q) = self.queues.get_mut(&e.slot) {
+        if let Some(q) = self.queues.get_mut(&e.wait_key) {
             q.ids.retain(|&i| i != id);
             if q.ids.is_empty() {
-                if let Some(q) = self.queues.remove(&e.slot) {
+                if let Some(q) = self.queues.remove(&e.wait_key) {
                     left.probes.extend(q.timer);
                 }
             }
         }
         Some(e)
     }
-}
-
-/// Number of clients waiting now.
-pub fn waiting() -> usize {
-    with_registry(|r| r.entries.len())
 }
 
 /// Whether this context may block (not inside MULTI, a script or a
@@ -200,7 +225,7 @@ fn stop_timers(ctx: *mut raw::RedisModuleCtx, left: Leftover) {
                 && is_probe
                 && !data.is_null()
             {
-                drop(Box::from_raw(data.cast::<Slot>()));
+                drop(Box::from_raw(data.cast::<WaitKey>()));
             }
         }
     }
@@ -217,30 +242,10 @@ pub fn block(
     probe: Probe,
     probe_in_ms: i64,
 ) -> Result<(), Box<dyn Waiter>> {
-    // SAFETY: callbacks have the expected signatures; timeout 0 is "none".
-    let bc = unsafe {
-        match raw::RedisModule_BlockClient {
-            Some(f) => f(
-                ctx.ctx,
-                Some(on_reply),
-                Some(on_unblock_timeout),
-                Some(free_delivery),
-                0,
-            ),
-            None => ptr::null_mut(),
-        }
-    };
-    if bc.is_null() {
+    let Some((bc, client_id)) = block_client(ctx) else {
         return Err(waiter);
-    }
-    // SAFETY: `bc` was just returned by BlockClient; the context has a client.
-    let client_id = unsafe {
-        if let Some(f) = raw::RedisModule_SetDisconnectCallback {
-            f(bc, Some(on_disconnect));
-        }
-        raw::RedisModule_GetClientId.map_or(0, |f| f(ctx.ctx))
     };
-    let slot = (selected_db(ctx), key.to_vec());
+    let wait_key = (selected_db(ctx), key.to_vec());
     let id = with_registry(|r| {
         r.next_id = r.next_id.wrapping_add(1);
         r.next_id
@@ -251,31 +256,45 @@ pub fn block(
         on_deadline,
         id as usize as *mut c_void,
     );
-    let arm = with_registry(|r| {
-        r.by_bc.insert(bc as usize, id);
-        r.entries.insert(
-            id,
-            Entry {
-                bc,
-                slot: slot.clone(),
-                client_id,
-                deadline,
-                waiter,
-            },
-        );
-        let q = r.queues.entry(slot.clone()).or_insert_with(|| Queue {
-            ids: VecDeque::new(),
-            probe,
-            timer: None,
-        });
-        q.ids.push_back(id);
-        q.timer.is_none()
-    });
-    if arm {
-        schedule(ctx.ctx, slot, probe_in_ms);
+    let entry = Entry {
+        bc,
+        wait_key: wait_key.clone(),
+        client_id,
+        deadline,
+        waiter,
+    };
+    if with_registry(|r| r.add(id, entry, probe)) {
+        schedule(ctx.ctx, wait_key, probe_in_ms);
     }
     bump(&c::wait_blocked);
     Ok(())
+}
+
+/// Blocks the calling client (no timeout: see the module's comment), with
+/// okome's reply, timeout and disconnect callbacks; the handle and the
+/// client's id, or `None` if Redis refused.
+fn block_client(ctx: &Context) -> Option<(Bc, u64)> {
+    // SAFETY: callbacks have the expected signatures; timeout 0 is "none".
+    let bc = unsafe {
+        raw::RedisModule_BlockClient?(
+            ctx.ctx,
+            Some(on_reply),
+            Some(on_unblock_timeout),
+            Some(free_delivery),
+            0,
+        )
+    };
+    if bc.is_null() {
+        return None;
+    }
+    // SAFETY: `bc` was just returned by BlockClient; the context has a client.
+    let client_id = unsafe {
+        if let Some(f) = raw::RedisModule_SetDisconnectCallback {
+            f(bc, Some(on_disconnect));
+        }
+        raw::RedisModule_GetClientId.map_or(0, |f| f(ctx.ctx))
+    };
+    Some((bc, client_id))
 }
 
 /// Something that may end waits on `key` (in the current db) happened: the
@@ -284,16 +303,16 @@ pub fn wake(ctx: &Context, key: &[u8]) {
     if with_registry(|r| r.queues.is_empty()) {
         return;
     }
-    let slot = (selected_db(ctx), key.to_vec());
-    if with_registry(|r| r.queues.contains_key(&slot)) {
-        schedule(ctx.ctx, slot, 0);
+    let wait_key = (selected_db(ctx), key.to_vec());
+    if with_registry(|r| r.queues.contains_key(&wait_key)) {
+        schedule(ctx.ctx, wait_key, 0);
     }
 }
 
-/// (Re)arms the probe timer of `slot` to run in `after_ms`.
-fn schedule(ctx: *mut raw::RedisModuleCtx, slot: Slot, after_ms: i64) {
+/// (Re)arms the probe timer of `wait_key` to run in `after_ms`.
+fn schedule(ctx: *mut raw::RedisModuleCtx, wait_key: WaitKey, after_ms: i64) {
     let mut left = Leftover::default();
-    let exists = with_registry(|r| match r.queues.get_mut(&slot) {
+    let exists = with_registry(|r| match r.queues.get_mut(&wait_key) {
         Some(q) => {
             left.probes.extend(q.timer.take());
             true
@@ -304,14 +323,14 @@ fn schedule(ctx: *mut raw::RedisModuleCtx, slot: Slot, after_ms: i64) {
     if !exists {
         return;
     }
-    let data = Box::into_raw(Box::new(slot.clone()));
+    let data = Box::into_raw(Box::new(wait_key.clone()));
     let Some(id) = create_timer(ctx, after_ms, on_probe, data.cast::<c_void>()) else {
         // SAFETY: the timer was not made, so `data` is still ours.
         drop(unsafe { Box::from_raw(data) });
         return;
     };
     with_registry(|r| {
-        if let Some(q) = r.queues.get_mut(&slot) {
+        if let Some(q) = r.queues.get_mut(&wait_key) {
             q.timer = Some(id);
         }
     });
@@ -344,13 +363,13 @@ extern "C" fn on_probe(ctx: *mut raw::RedisModuleCtx, data: *mut c_void) {
         return;
     }
     // SAFETY: `data` came from Box::into_raw in `schedule`.
-    let slot = *unsafe { Box::from_raw(data.cast::<Slot>()) };
-    let _ = catch_unwind(AssertUnwindSafe(|| probe_slot(ctx, slot)));
+    let wait_key = *unsafe { Box::from_raw(data.cast::<WaitKey>()) };
+    stats::guard(ctx, "wait probe timer", || probe_queue(ctx, wait_key));
 }
 
-fn probe_slot(ctx: *mut raw::RedisModuleCtx, slot: Slot) {
+fn probe_queue(ctx: *mut raw::RedisModuleCtx, wait_key: WaitKey) {
     let probe = with_registry(|r| {
-        let q = r.queues.get_mut(&slot)?;
+        let q = r.queues.get_mut(&wait_key)?;
         // This timer has fired: it must not be stopped later.
         q.timer = None;
         Some(q.probe)
@@ -361,14 +380,14 @@ fn probe_slot(ctx: *mut raw::RedisModuleCtx, slot: Slot) {
     // SAFETY: selecting the db the waiters are in (a timer's own context).
     unsafe {
         if let Some(f) = raw::RedisModule_SelectDb {
-            f(ctx, slot.0);
+            f(ctx, wait_key.0);
         }
     }
     let context = Context::new(ctx);
-    let verdict = probe(&context, &slot.1);
+    let verdict = probe(&context, &wait_key.1);
     let mut left = Leftover::default();
     let (woken, more) = with_registry(|r| {
-        let ids: Vec<u64> = match (verdict, r.queues.get(&slot)) {
+        let ids: Vec<u64> = match (verdict, r.queues.get(&wait_key)) {
             (Verdict::WakeAll, Some(q)) => q.ids.iter().copied().collect(),
             (Verdict::WakeFirst, Some(q)) => q.ids.front().copied().into_iter().collect(),
             _ => Vec::new(),
@@ -377,7 +396,7 @@ fn probe_slot(ctx: *mut raw::RedisModuleCtx, slot: Slot) {
             .into_iter()
             .filter_map(|id| r.remove(id, &mut left))
             .collect();
-        (woken, r.queues.contains_key(&slot))
+        (woken, r.queues.contains_key(&wait_key))
     });
     stop_timers(ctx, left);
     for e in woken {
@@ -397,13 +416,13 @@ fn probe_slot(ctx: *mut raw::RedisModuleCtx, slot: Slot) {
             Verdict::WakeAll | Verdict::WakeFirst => 1,
             Verdict::ProbeIn(ms) => ms,
         };
-        schedule(ctx, slot, after);
+        schedule(ctx, wait_key, after);
     }
 }
 
 extern "C" fn on_deadline(ctx: *mut raw::RedisModuleCtx, data: *mut c_void) {
     let id = data as usize as u64;
-    let _ = catch_unwind(AssertUnwindSafe(|| {
+    stats::guard(ctx, "wait deadline timer", || {
         let mut left = Leftover::default();
         let found = with_registry(|r| {
             // This timer has fired: it must not be stopped later.
@@ -423,16 +442,21 @@ extern "C" fn on_deadline(ctx: *mut raw::RedisModuleCtx, data: *mut c_void) {
                 }),
             );
         }
-    }));
+    });
 }
 
-/// Runs `f`, turning a panic into an error reply.
-fn guarded(ctx: *mut raw::RedisModuleCtx, f: impl FnOnce(&Context) -> Reply) -> c_int {
+/// Runs `f`, the body of the reply callback `callback`, turning a panic
+/// into an error reply (logged and counted by [`stats::guard`]).
+fn guarded(
+    ctx: *mut raw::RedisModuleCtx,
+    callback: &str,
+    f: impl FnOnce(&Context) -> Reply,
+) -> c_int {
     let context = Context::new(ctx);
-    let reply = match catch_unwind(AssertUnwindSafe(|| f(&context))) {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(RedisError::String(e.to_string())),
-        Err(_) => Err(RedisError::Str(PANIC_REPLY)),
+    let reply = match stats::guard(ctx, callback, || f(&context)) {
+        Some(Ok(v)) => Ok(v),
+        Some(Err(e)) => Err(RedisError::String(e.to_string())),
+        None => Err(RedisError::Str(PANIC_REPLY)),
     };
     context.reply(reply) as c_int
 }
@@ -442,7 +466,7 @@ extern "C" fn on_reply(
     _argv: *mut *mut raw::RedisModuleString,
     _argc: c_int,
 ) -> c_int {
-    guarded(ctx, |context| {
+    guarded(ctx, "wait reply", |context| {
         // SAFETY: the private data is the `Delivery` given to UnblockClient.
         let delivery = unsafe {
             raw::RedisModule_GetBlockedClientPrivateData
@@ -460,7 +484,7 @@ extern "C" fn on_reply(
             bump(&c::wait_timed_out);
             return d.waiter.expired(context);
         }
-        let (reply, served) = d.waiter.woken(context);
+        let Woken { reply, served } = d.waiter.woken(context);
         bump(&c::wait_woken);
         bump(match served {
             Served::Hit => &c::wait_woken_hit,
@@ -491,7 +515,9 @@ extern "C" fn on_unblock_timeout(
         return raw::REDISMODULE_OK as c_int;
     };
     bump(&c::wait_unblocked);
-    let rc = guarded(ctx, |context| e.waiter.expired(context));
+    let rc = guarded(ctx, "CLIENT UNBLOCK timeout", |context| {
+        e.waiter.expired(context)
+    });
     unblock(e.bc, None);
     rc
 }
@@ -499,7 +525,7 @@ extern "C" fn on_unblock_timeout(
 /// The client disconnected, or `CLIENT UNBLOCK <id> ERROR` ended its wait
 /// (Redis replies the error itself).
 extern "C" fn on_disconnect(ctx: *mut raw::RedisModuleCtx, bc: Bc) {
-    let _ = catch_unwind(AssertUnwindSafe(|| {
+    stats::guard(ctx, "wait disconnect", || {
         let mut left = Leftover::default();
         let found = with_registry(|r| {
             let id = *r.by_bc.get(&(bc as usize))?;
@@ -515,7 +541,7 @@ extern "C" fn on_disconnect(ctx: *mut raw::RedisModuleCtx, bc: Bc) {
             });
             unblock(e.bc, None);
         }
-    }));
+    });
 }
 
 extern "C" fn free_delivery(_ctx: *mut raw::RedisModuleCtx, data: *mut c_void) {
@@ -560,12 +586,12 @@ extern "C" fn on_keyspace_swapped(
     {
         return;
     }
-    let _ = catch_unwind(AssertUnwindSafe(|| {
-        let slots: Vec<Slot> = with_registry(|r| r.queues.keys().cloned().collect());
-        for slot in slots {
-            schedule(ctx, slot, 0);
+    stats::guard(ctx, "flush and swapdb event", || {
+        let wait_keys: Vec<WaitKey> = with_registry(|r| r.queues.keys().cloned().collect());
+        for wait_key in wait_keys {
+            schedule(ctx, wait_key, 0);
         }
-    }));
+    });
 }
 
 /// Subscribes to the events the machinery needs (at load).

@@ -11,7 +11,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 /// Every counter of src/stats.rs, in its order.
-const COUNTERS: [&str; 32] = [
+const COUNTERS: [&str; 33] = [
     "planner_hits",
     "planner_misses",
     "planner_refreshes",
@@ -44,6 +44,7 @@ const COUNTERS: [&str; 32] = [
     "ledger_dropped",
     "ledger_purged",
     "errors",
+    "callback_panics",
 ];
 
 /// The counters of `INFO okome` as numbers (every one must be present).
@@ -509,6 +510,7 @@ fn info_okome_counts_a_known_workload_exactly() {
         ("ledger_dropped", 1),
         ("ledger_purged", 2),
         ("errors", 2),
+        ("callback_panics", 0),
     ]
     .into_iter()
     .collect();

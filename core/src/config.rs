@@ -454,6 +454,13 @@ macro_rules! standard_params {
 
 /// Every tunable, in documentation order.
 pub fn params() -> Vec<Param> {
+    let mut v = standards();
+    v.extend(limits());
+    v
+}
+
+/// The TTL standards: three configs each.
+fn standards() -> Vec<Param> {
     let mut v = Vec::new();
     v.extend(standard_params!(
         planner_ttl,
@@ -497,6 +504,12 @@ pub fn params() -> Vec<Param> {
         SEED_LOCK_TTL_MS,
         "stampede lock TTL, milliseconds"
     ));
+    v
+}
+
+/// The other tunables: windows, sizes, defaults of options.
+fn limits() -> Vec<Param> {
+    let mut v = Vec::new();
     v.push(Param::new(
         "write-window",
         WINDOW_S,

@@ -41,9 +41,6 @@ impl Kind {
         Kind::Ledger,
     ];
 
-    /// The kinds whose values can be written through `OKOME.CACHE.SET`.
-    pub const CACHE: [Kind; 4] = [Kind::ModelMeta, Kind::Rag, Kind::Tools, Kind::Health];
-
     /// The name used in commands (`OKOME.KEY <name> ...`).
     pub fn name(self) -> &'static str {
         match self {
@@ -98,8 +95,39 @@ impl Kind {
     }
 
     /// Whether values of this kind are cached data (and so may be locked).
+    /// Every kind is cached data, a budget window ([`Kind::is_budget`]) or
+    /// an agent's ledger.
     pub fn cacheable(self) -> bool {
-        !matches!(self, Kind::Rate | Kind::Write | Kind::Ledger)
+        match self {
+            Kind::Planner | Kind::ModelMeta | Kind::Rag | Kind::Tools | Kind::Health => true,
+            Kind::Rate | Kind::Write | Kind::Ledger => false,
+        }
+    }
+
+    /// Whether values of this kind are budget windows, charged by the
+    /// limiter (`OKOME.RATE`, `OKOME.WBUDGET`, an `AGENT` option). An
+    /// agent's ledger lives under `okome:budget:` too, but is not a window.
+    pub fn is_budget(self) -> bool {
+        match self {
+            Kind::Rate | Kind::Write => true,
+            Kind::Planner
+            | Kind::ModelMeta
+            | Kind::Rag
+            | Kind::Tools
+            | Kind::Health
+            | Kind::Ledger => false,
+        }
+    }
+
+    /// The kind whose prefix `key` starts with (`okome:<path>:`), the rest
+    /// unchecked: tells okome's keys apart where they are only named (an
+    /// eviction, a charge of a key okome built). [`parse`] validates a key.
+    pub fn of(key: &[u8]) -> Option<Kind> {
+        let rest = key.strip_prefix(PREFIX.as_bytes())?.strip_prefix(b":")?;
+        Kind::ALL.into_iter().find(|k| {
+            rest.strip_prefix(k.path().as_bytes())
+                .is_some_and(|r| r.starts_with(b":"))
+        })
     }
 
     /// The kind named `name` (case-insensitive), if any: each command says
@@ -604,6 +632,36 @@ mod tests {
         );
         assert_eq!(parse(b"okome:budget:keys:{a}"), Ok(Kind::Ledger));
         assert!(!Kind::Ledger.cacheable());
+    }
+
+    #[test]
+    fn every_kind_is_cached_data_a_budget_or_the_ledger() {
+        for k in Kind::ALL {
+            let roles = [k.cacheable(), k.is_budget(), k == Kind::Ledger];
+            assert_eq!(roles.iter().filter(|&&r| r).count(), 1, "{k:?}");
+        }
+        assert!(Kind::Rate.is_budget() && Kind::Write.is_budget());
+    }
+
+    #[test]
+    fn of_names_the_kind_of_a_built_key() {
+        for k in Kind::ALL {
+            let parts = vec![&b"a"[..]; k.components().len()];
+            let key = build(k, &parts).unwrap();
+            assert_eq!(Kind::of(&key), Some(k), "{}", printable(&key));
+            assert_eq!(Kind::of(&lock_key(&key)), Some(k));
+        }
+        for other in [
+            &b"okome:budget:rate"[..],
+            b"okome:budget:ratex:{a}",
+            b"okome:budget:{a}",
+            b"okome:ragx:{a}",
+            b"other:rag:{a}",
+            b"okome:",
+            b"",
+        ] {
+            assert_eq!(Kind::of(other), None, "{}", printable(other));
+        }
     }
 
     #[test]

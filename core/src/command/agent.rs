@@ -3,7 +3,9 @@
 
 use super::budget::{AGENT, AGENT_ROUTE};
 use super::spec::Ty::*;
-use super::spec::{arg, budget_key, cache_key_kind, keywords, parse_int, Arg, Command, Options};
+use super::spec::{
+    arg, budget_key, cache_key_kind, keywords, parse_int, Arg, Command, Options, Request,
+};
 use crate::config::{Bounds, Config, Standard, KEYS_COUNT, PURGE_COUNT};
 use crate::declared::{Access, Declared};
 use crate::keys::{printable, slot, Kind};
@@ -27,12 +29,12 @@ pub struct AgentRecord<'a> {
     pub pxat: Option<i64>,
 }
 
-impl AgentRecord<'_> {
+impl Request for AgentRecord<'_> {
     /// The ledger, and the recorded key, read and written: recording needs
     /// the right to write the key, so a ledger holds only keys its agent
     /// could have written. In a cluster a key of another slot is not
     /// declared (one call spans one slot); the command checks it itself.
-    pub fn declared(&self, cluster: bool) -> Declared {
+    fn declared(&self, cluster: bool) -> Declared {
         let here = !cluster || slot(self.key) == slot(&self.ledger);
         Declared::none()
             .with(Access::ReadWrite, self.ledger.clone())
@@ -48,9 +50,9 @@ pub struct AgentKeys {
     pub cursor: Option<Cursor>,
 }
 
-impl AgentKeys {
+impl Request for AgentKeys {
     /// The ledger; the keys it lists are checked by the command.
-    pub fn declared(&self) -> Declared {
+    fn declared(&self, _cluster: bool) -> Declared {
         Declared::none().with(Access::Read, self.ledger.clone())
     }
 }
@@ -63,9 +65,9 @@ pub struct AgentPurge {
     pub count: u64,
 }
 
-impl AgentPurge {
+impl Request for AgentPurge {
     /// The ledger; the keys it deletes are checked by the command.
-    pub fn declared(&self) -> Declared {
+    fn declared(&self, _cluster: bool) -> Declared {
         Declared::none().with(Access::ReadWrite, self.ledger.clone())
     }
 }
@@ -109,7 +111,7 @@ pub const AGENT_KEYS: Command = Command {
     complexity: "O(log N + C) for C entries returned of N in the ledger",
     args: &[AGENT, KEYS_COUNT_ARG, CURSOR],
     route: Some(AGENT_ROUTE),
-    keys: Some(|args, _, _| parse_agent_keys(args).map(|r| r.declared())),
+    keys: Some(|args, _, cluster| parse_agent_keys(args).map(|r| r.declared(cluster))),
 };
 
 pub const AGENT_PURGE: Command = Command {
@@ -120,7 +122,7 @@ pub const AGENT_PURGE: Command = Command {
     complexity: "O(C log N) for C entries looked at (COUNT, 1000 by default) of N in the ledger",
     args: &[AGENT, PURGE_COUNT_ARG],
     route: Some(AGENT_ROUTE),
-    keys: Some(|args, _, _| parse_agent_purge(args).map(|r| r.declared())),
+    keys: Some(|args, _, cluster| parse_agent_purge(args).map(|r| r.declared(cluster))),
 };
 
 pub fn parse_agent_record<'a>(args: &[&'a [u8]]) -> Result<AgentRecord<'a>> {

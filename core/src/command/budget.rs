@@ -1,7 +1,7 @@
 //! `OKOME.RATE` and `OKOME.WBUDGET`: a charge against an agent's exact
 //! sliding window (its rate limit, or its cache-write budget).
 
-use super::spec::{arg, budget_key, keywords, Arg, Command, Options, Route, Ty::*};
+use super::spec::{arg, budget_key, keywords, Arg, Command, Options, Request, Route, Ty::*};
 use crate::config::{Bounds, Config, COST, LIMIT, WINDOW_S};
 use crate::declared::{Access, Declared};
 use crate::keys::Kind;
@@ -17,9 +17,9 @@ pub struct Charge {
     pub cost: u64,
 }
 
-impl Charge {
+impl Request for Charge {
     /// A charge reads and writes its window; a peek (`COST 0`) only reads.
-    pub fn declared(&self) -> Declared {
+    fn declared(&self, _cluster: bool) -> Declared {
         let access = if self.cost == 0 {
             Access::Read
         } else {
@@ -68,7 +68,7 @@ pub const RATE: Command = Command {
         "O(1) amortised, whatever the limit (a refused call walks the entries until COST units fit)",
     args: &[AGENT, RATE_LIMIT, RATE_WINDOW, COST_ARG],
     route: Some(AGENT_ROUTE),
-    keys: Some(|args, _, _| parse_rate(args).map(|c| c.declared())),
+    keys: Some(|args, _, cluster| parse_rate(args).map(|c| c.declared(cluster))),
 };
 
 pub const WBUDGET: Command = Command {
@@ -79,7 +79,7 @@ pub const WBUDGET: Command = Command {
     complexity: "O(1) amortised, whatever the limit",
     args: &[AGENT, WRITE_LIMIT, WRITE_WINDOW, COST_ARG],
     route: Some(AGENT_ROUTE),
-    keys: Some(|args, cfg, _| parse_wbudget(args, cfg).map(|c| c.declared())),
+    keys: Some(|args, cfg, cluster| parse_wbudget(args, cfg).map(|c| c.declared(cluster))),
 };
 
 /// A window's length in ms, from its argument in seconds.

@@ -4,7 +4,9 @@
 use super::agent::ledger_key;
 use super::plan::is_hashed;
 use super::spec::Ty::*;
-use super::spec::{arg, check_json, check_size, check_value, keywords, Arg, Command, Keyword};
+use super::spec::{
+    arg, check_json, check_size, check_value, keywords, Arg, Command, Keyword, Request,
+};
 use super::spec::{Options, Route};
 use crate::config::{Bounds, Config};
 use crate::declared::{Access, Declared};
@@ -18,8 +20,8 @@ pub struct CacheGet {
     pub key: Vec<u8>,
 }
 
-impl CacheGet {
-    pub fn declared(&self) -> Declared {
+impl Request for CacheGet {
+    fn declared(&self, _cluster: bool) -> Declared {
         Declared::none().with(Access::Read, self.key.clone())
     }
 }
@@ -35,9 +37,9 @@ pub struct CacheSet<'a> {
     pub ledger: Option<Vec<u8>>,
 }
 
-impl CacheSet<'_> {
+impl Request for CacheSet<'_> {
     /// The value (written) and, with `AGENT`, the ledger.
-    pub fn declared(&self) -> Declared {
+    fn declared(&self, _cluster: bool) -> Declared {
         Declared::none()
             .with(Access::Write, self.key.clone())
             .with_opt(Access::ReadWrite, self.ledger.clone())
@@ -71,7 +73,7 @@ pub const CACHE_GET: Command = Command {
     complexity: "O(1)",
     args: &[KIND, PART],
     route: Some(PART_ROUTE),
-    keys: Some(|args, _, _| parse_cache_get(args).map(|r| r.declared())),
+    keys: Some(|args, _, cluster| parse_cache_get(args).map(|r| r.declared(cluster))),
 };
 
 pub const CACHE_SET: Command = Command {
@@ -82,7 +84,7 @@ pub const CACHE_SET: Command = Command {
     complexity: "O(N) in the value size (JSON validation), plus O(log M) with AGENT for M entries in the agent's ledger",
     args: &[KIND, PART, arg("value_json", Str), TTL, AGENT],
     route: Some(PART_ROUTE),
-    keys: Some(|args, cfg, _| parse_cache_set(args, cfg).map(|r| r.declared())),
+    keys: Some(|args, cfg, cluster| parse_cache_set(args, cfg).map(|r| r.declared(cluster))),
 };
 
 pub const KEY: Command = Command {

@@ -1,7 +1,7 @@
 //! `OKOME.LOCK` and `OKOME.UNLOCK`: the stampede lock of a cache key,
 //! stored at `key:lock`.
 
-use super::spec::{arg, cache_key_kind, keywords, Arg, Command, Options, Route, Ty::*};
+use super::spec::{arg, cache_key_kind, keywords, Arg, Command, Options, Request, Route, Ty::*};
 use crate::config::{Config, LOCK_STANDARD};
 use crate::declared::{Access, Declared};
 use crate::keys::lock_key;
@@ -29,14 +29,14 @@ fn lock_only(key: &[u8]) -> Declared {
     Declared::none().with(Access::Write, lock_key(key))
 }
 
-impl Lock<'_> {
-    pub fn declared(&self) -> Declared {
+impl Request for Lock<'_> {
+    fn declared(&self, _cluster: bool) -> Declared {
         lock_only(self.key)
     }
 }
 
-impl Unlock<'_> {
-    pub fn declared(&self) -> Declared {
+impl Request for Unlock<'_> {
+    fn declared(&self, _cluster: bool) -> Declared {
         lock_only(self.key)
     }
 }
@@ -69,7 +69,7 @@ pub const LOCK: Command = Command {
     complexity: "O(1)",
     args: &[KEY, TTL, TOKEN],
     route: Some(LOCKED_KEY),
-    keys: Some(|args, cfg, _| parse_lock(args, cfg).map(|r| r.declared())),
+    keys: Some(|args, cfg, cluster| parse_lock(args, cfg).map(|r| r.declared(cluster))),
 };
 
 pub const UNLOCK: Command = Command {
@@ -80,7 +80,7 @@ pub const UNLOCK: Command = Command {
     complexity: "O(1)",
     args: &[KEY, arg("token", Str)],
     route: Some(LOCKED_KEY),
-    keys: Some(|args, _, _| parse_unlock(args).map(|r| r.declared())),
+    keys: Some(|args, _, cluster| parse_unlock(args).map(|r| r.declared(cluster))),
 };
 
 /// Checks that `key` is a cacheable okome key (one that can be locked).

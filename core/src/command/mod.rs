@@ -41,7 +41,7 @@ pub use plan::{
     parse_plan_get, parse_plan_lookup, parse_plan_set, PlanGet, PlanSet, HASHED, PLAN_GET,
     PLAN_LOOKUP, PLAN_SET,
 };
-pub use spec::{check_json, parse_int, Arg, ArgRange, Command, Route, Ty};
+pub use spec::{check_json, parse_int, Arg, ArgRange, Command, Request, Route, Ty};
 
 use crate::config::Config;
 use crate::declared::Declared;

@@ -6,7 +6,7 @@ use super::budget::{limit, window, window_ms, Charge};
 use super::lock::TOKEN;
 use super::spec::Ty::*;
 use super::spec::{
-    arg, budget_key, check_size, check_value, keywords, Arg, Command, Options, Route,
+    arg, budget_key, check_size, check_value, keywords, Arg, Command, Options, Request, Route,
 };
 use crate::config::{Bounds, Config, LOCK_STANDARD, PLANNER_STANDARD, REFRESH_AHEAD_MS, WAIT_MS};
 use crate::declared::{self, Access, Declared};
@@ -31,10 +31,10 @@ pub struct PlanGet {
     pub refresh_ahead_ms: u64,
 }
 
-impl PlanGet {
+impl Request for PlanGet {
     /// The plan (read), its lock (written on a miss or a refresh, unless
     /// `NOLOCK`) and, with `AGENT`, the agent's rate window.
-    pub fn declared(&self) -> Declared {
+    fn declared(&self, _cluster: bool) -> Declared {
         declared::lookup(&self.key, self.lock_ttl_ms.is_some())
             .with_opt(Access::ReadWrite, self.rate.as_ref().map(|c| c.key.clone()))
     }
@@ -53,10 +53,10 @@ pub struct PlanSet<'a> {
     pub ledger: Option<Vec<u8>>,
 }
 
-impl PlanSet<'_> {
+impl Request for PlanSet<'_> {
     /// The plan (written), its lock with `TOKEN`, the write budget with
     /// `WLIMIT` and the ledger with `AGENT`.
-    pub fn declared(&self) -> Declared {
+    fn declared(&self, _cluster: bool) -> Declared {
         Declared::none()
             .with(Access::Write, self.key.to_vec())
             .with_opt(Access::Write, self.token.map(|_| lock_key(self.key)))
@@ -141,7 +141,7 @@ pub const PLAN_GET: Command = Command {
         LOOKUP_OPTIONS[3],
     ],
     route: None,
-    keys: Some(|args, cfg, _| parse_plan_get(args, cfg).map(|r| r.declared())),
+    keys: Some(|args, cfg, cluster| parse_plan_get(args, cfg).map(|r| r.declared(cluster))),
 };
 
 pub const PLAN_LOOKUP: Command = Command {
@@ -161,7 +161,7 @@ pub const PLAN_LOOKUP: Command = Command {
         pos: 1,
         notes: "the planner key: routes the command in a cluster; declared with its lock key:lock in the appended tail",
     }),
-    keys: Some(|args, cfg, _| parse_plan_lookup(args, cfg).map(|r| r.declared())),
+    keys: Some(|args, cfg, cluster| parse_plan_lookup(args, cfg).map(|r| r.declared(cluster))),
 };
 
 pub const PLAN_SET: Command = Command {
@@ -186,7 +186,7 @@ pub const PLAN_SET: Command = Command {
         pos: 1,
         notes: "the planner key: routes the command in a cluster; declared (with its lock key:lock under TOKEN) in the appended tail",
     }),
-    keys: Some(|args, cfg, _| parse_plan_set(args, cfg).map(|r| r.declared())),
+    keys: Some(|args, cfg, cluster| parse_plan_set(args, cfg).map(|r| r.declared(cluster))),
 };
 
 /// `OKOME.PLAN.GET model prompt toolset_version repo_hash [HASHED] [options]`:

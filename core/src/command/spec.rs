@@ -103,6 +103,14 @@ pub struct Route {
     pub notes: &'static str,
 }
 
+/// A parsed call: the keys it touches, which its call must have declared
+/// (`crate::declared`).
+pub trait Request {
+    /// `cluster`: whether the server runs in a cluster, where one call
+    /// spans one slot.
+    fn declared(&self, cluster: bool) -> Declared;
+}
+
 /// The keys a call of a command touches, derived from its arguments (the
 /// user's, without the tail): what okome's command filter declares.
 pub type Derive = fn(args: &[&[u8]], cfg: &Config, cluster: bool) -> Result<Declared>;
