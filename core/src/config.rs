@@ -509,49 +509,49 @@ fn standards() -> Vec<Param> {
 
 /// The other tunables: windows, sizes, defaults of options.
 fn limits() -> Vec<Param> {
-    let mut v = Vec::new();
-    v.push(Param::new(
-        "write-window",
-        WINDOW_S,
-        "default OKOME.WBUDGET / PLAN.SET WWINDOW window, seconds",
-        |c| c.write_window_s,
-        |c, v| c.write_window_s = v,
-    ));
-    v.push(Param {
-        memory: true,
-        ..Param::new(
-            "max-prompt-bytes",
-            MAX_BYTES,
-            "largest prompt OKOME.PLAN.GET and OKOME.KEY hash, bytes",
-            |c| c.max_prompt_bytes,
-            |c, v| c.max_prompt_bytes = v,
-        )
-    });
-    v.push(Param {
-        memory: true,
-        ..Param::new(
-            "max-value-bytes",
-            MAX_BYTES,
-            "largest value OKOME.PLAN.SET and OKOME.CACHE.SET store, bytes",
-            |c| c.max_value_bytes,
-            |c, v| c.max_value_bytes = v,
-        )
-    });
-    v.push(Param::new(
-        "refresh-ahead-ms",
-        REFRESH_AHEAD_MS,
-        "default REFRESHAHEAD of OKOME.PLAN.GET, milliseconds (0: off)",
-        |c| c.refresh_ahead_ms,
-        |c, v| c.refresh_ahead_ms = v,
-    ));
-    v.push(Param::new(
-        "ledger-max-keys",
-        LEDGER_MAX_KEYS,
-        "most keys an agent ledger (okome:budget:keys:{agent}) holds; the soonest-expiring is dropped when full",
-        |c| c.ledger_max_keys,
-        |c, v| c.ledger_max_keys = v,
-    ));
-    v
+    vec![
+        Param::new(
+            "write-window",
+            WINDOW_S,
+            "default OKOME.WBUDGET / PLAN.SET WWINDOW window, seconds",
+            |c| c.write_window_s,
+            |c, v| c.write_window_s = v,
+        ),
+        Param {
+            memory: true,
+            ..Param::new(
+                "max-prompt-bytes",
+                MAX_BYTES,
+                "largest prompt OKOME.PLAN.GET and OKOME.KEY hash, bytes",
+                |c| c.max_prompt_bytes,
+                |c, v| c.max_prompt_bytes = v,
+            )
+        },
+        Param {
+            memory: true,
+            ..Param::new(
+                "max-value-bytes",
+                MAX_BYTES,
+                "largest value OKOME.PLAN.SET and OKOME.CACHE.SET store, bytes",
+                |c| c.max_value_bytes,
+                |c, v| c.max_value_bytes = v,
+            )
+        },
+        Param::new(
+            "refresh-ahead-ms",
+            REFRESH_AHEAD_MS,
+            "default REFRESHAHEAD of OKOME.PLAN.GET, milliseconds (0: off)",
+            |c| c.refresh_ahead_ms,
+            |c, v| c.refresh_ahead_ms = v,
+        ),
+        Param::new(
+            "ledger-max-keys",
+            LEDGER_MAX_KEYS,
+            "most keys an agent ledger (okome:budget:keys:{agent}) holds; the soonest-expiring is dropped when full",
+            |c| c.ledger_max_keys,
+            |c, v| c.ledger_max_keys = v,
+        ),
+    ]
 }
 
 impl Config {
