@@ -7,8 +7,10 @@ A module is a file (`a.rs` is `a`, `cmd/mod.rs` is `cmd`, `cmd/plan.rs` is
 when its non-test code names a path into `n` through `crate::`,
 `super::` or `self::`: in a `use` (braces expanded) or inline
 (`crate::stats::bump(..)`). A path is charged to the longest module it
-starts with; a path to an item of the crate root (`crate::Error`) is not
-an import of another module. `mod` declarations are not imports.
+starts with; a path to an item the crate root re-exports (`crate::Error`,
+from `pub use error::Error;`) is an import of the module it comes from,
+and a path to the root's own items is not an import. `mod` declarations
+are not imports.
 
     scripts/import-cycles.py src core/src
     scripts/import-cycles.py --graph src     # print the edges too
@@ -74,7 +76,17 @@ def paths(code: str) -> list[str]:
     return found
 
 
-def resolve(path: str, here: str, modules: set[str]) -> str | None:
+def reexports(root_code: str) -> dict[str, str]:
+    """The crate root's `pub use module::Item;`: item -> module."""
+    return {
+        m.group(2): m.group(1)
+        for m in re.finditer(r"\bpub\s+use\s+([a-z_][a-z0-9_]*)::([A-Za-z_][A-Za-z0-9_]*)\s*;", root_code)
+    }
+
+
+def resolve(
+    path: str, here: str, modules: set[str], items: dict[str, str] | None = None
+) -> str | None:
     segs = [s for s in path.split("::") if s and s != "*"]
     base: list[str] = [] if here == ROOT else here.split("::")
     head, rest = segs[0], segs[1:]
@@ -87,6 +99,8 @@ def resolve(path: str, here: str, modules: set[str]) -> str | None:
         while rest and rest[0] == "super":
             start, rest = start[:-1], rest[1:]
     full = start + rest
+    if len(full) == 1 and items and full[0] in items:
+        return items[full[0]]
     for k in range(len(full), 0, -1):
         name = "::".join(full[:k])
         if name in modules:
@@ -98,10 +112,11 @@ def graph(root: Path) -> dict[str, set[str]]:
     files = {module_of(root, f): f for f in rust_files(root)}
     modules = set(files) - {ROOT}
     edges: dict[str, set[str]] = {m: set() for m in files}
+    items = reexports(blank(files[ROOT].read_text())) if ROOT in files else {}
     for m, f in files.items():
         code = production(blank(f.read_text()))
         for p in paths(code):
-            to = resolve(p, m, modules)
+            to = resolve(p, m, modules, items)
             if to and to != m:
                 edges[m].add(to)
     return edges

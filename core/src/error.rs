@@ -41,8 +41,10 @@ pub enum Error {
     NotCacheable(String),
     /// `planner` given to `OKOME.CACHE.*`.
     PlannerViaCache,
-    /// A kind `OKOME.KEY` does not know (it takes every kind, budgets too).
-    UnknownKind(String),
+    /// A kind `OKOME.KEY` does not know (it takes every kind, budgets too):
+    /// the printable name given, and the kinds it takes as a list
+    /// ([`crate::keys::Kind::unknown`]).
+    UnknownKind { kind: String, known: String },
     /// A key argument that is not a well-formed okome key of the expected kind.
     BadKey(String),
     /// A key holding a value of another Redis type.
@@ -55,7 +57,11 @@ pub enum Error {
     /// A budget window (at the printable `key`) whose newest entry lies
     /// `ahead_ms` in the future, beyond the clock-skew allowance: see
     /// [`crate::limiter::Window::check_times`].
-    WindowAhead { key: String, ahead_ms: u64 },
+    WindowAhead {
+        key: String,
+        ahead_ms: u64,
+        allowance_ms: i64,
+    },
 }
 
 impl fmt::Display for Error {
@@ -115,24 +121,20 @@ impl Error {
                 f,
                 "ERR kind 'planner' is read with OKOME.PLAN.GET and written with OKOME.PLAN.SET"
             ),
-            Error::UnknownKind(kind) => {
-                write!(
-                    f,
-                    "ERR kind '{kind}' is not a kind of okome key: OKOME.KEY takes "
-                )?;
-                let names = crate::keys::Kind::ALL.map(crate::keys::Kind::name);
-                if let Some((last, rest)) = names.split_last() {
-                    write!(f, "{} or {last}", rest.join(", "))?;
-                }
-                Ok(())
-            }
+            Error::UnknownKind { kind, known } => write!(
+                f,
+                "ERR kind '{kind}' is not a kind of okome key: OKOME.KEY takes {known}"
+            ),
             Error::BadKey(msg) => write!(f, "ERR {msg}"),
-            Error::WindowAhead { key, ahead_ms } => write!(
+            Error::WindowAhead {
+                key,
+                ahead_ms,
+                allowance_ms,
+            } => write!(
                 f,
                 "ERR '{key}' holds an okome budget window whose newest entry is {ahead_ms} ms \
-                 in the future, beyond the {allowance} ms clock-skew allowance (written by \
-                 another client, or under a clock that far ahead?); nothing was charged or written",
-                allowance = crate::limiter::CLOCK_SKEW_ALLOWANCE_MS
+                 in the future, beyond the {allowance_ms} ms clock-skew allowance (written by \
+                 another client, or under a clock that far ahead?); nothing was charged or written"
             ),
             Error::WrongType => write!(
                 f,

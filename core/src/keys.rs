@@ -130,6 +130,19 @@ impl Kind {
         })
     }
 
+    /// The refusal of `name`, which names no kind: lists every kind.
+    pub fn unknown(name: &[u8]) -> Error {
+        let names = Kind::ALL.map(Kind::name);
+        let known = match names.split_last() {
+            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+            None => String::new(),
+        };
+        Error::UnknownKind {
+            kind: printable(name),
+            known,
+        }
+    }
+
     /// The kind named `name` (case-insensitive), if any: each command says
     /// which kinds it takes ([`Error::NotCacheable`] for `OKOME.CACHE.*`,
     /// [`Error::UnknownKind`] for `OKOME.KEY`).
@@ -722,7 +735,7 @@ mod tests {
         assert!(e.starts_with("ERR kind 'git' is not cacheable"), "{e}");
         assert!(e.contains("git operations"));
         assert_eq!(
-            Error::UnknownKind("lock".into()).to_string(),
+            Kind::unknown(b"lock").to_string(),
             "ERR kind 'lock' is not a kind of okome key: OKOME.KEY takes planner, model_meta, \
              rag, tools, health, rate, write or ledger"
         );

@@ -210,7 +210,7 @@ pub fn parse_key(args: &[&[u8]], cfg: &Config) -> Result<Vec<u8>> {
     if parts.is_empty() {
         return Err(KEY.arity_error());
     }
-    match Kind::from_name(kind).ok_or_else(|| Error::UnknownKind(printable(kind)))? {
+    match Kind::from_name(kind).ok_or_else(|| Kind::unknown(kind))? {
         Kind::Planner => match parts {
             [model, prompt, toolset, repo_hash] => {
                 check_size("prompt", prompt, cfg.max_prompt_bytes, "max-prompt-bytes")?;

@@ -653,10 +653,7 @@ fn key_command() {
          repo_hash), or 5 (model, prompt_hash, toolset_version, repo_hash, HASHED), got 3"
     );
     // OKOME.KEY lists the kinds it takes: budgets too.
-    assert_eq!(
-        e(&[b"git", b"x"]),
-        Error::UnknownKind("git".into()).to_string()
-    );
+    assert_eq!(e(&[b"git", b"x"]), Kind::unknown(b"git").to_string());
     assert_eq!(
         e(&[b"lock", b"x"]),
         "ERR kind 'lock' is not a kind of okome key: OKOME.KEY takes planner, model_meta, \

@@ -234,6 +234,7 @@ impl AheadOfClock {
         Error::WindowAhead {
             key: printable(key),
             ahead_ms: self.ahead_ms(),
+            allowance_ms: CLOCK_SKEW_ALLOWANCE_MS,
         }
     }
 }
