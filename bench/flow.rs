@@ -11,7 +11,7 @@
 //! `OKOME_MODULE=target/release/libokome.so cargo bench --bench flow`.
 //! Prints a Markdown section on stdout.
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/it/support/mod.rs"]
 mod common;
 
 use common::Server;
