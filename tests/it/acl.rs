@@ -5,12 +5,6 @@
 
 use crate::support::*;
 
-fn as_user(s: &Server, user: &str) -> redis::Connection {
-    let mut c = s.conn();
-    let _: () = redis::cmd("AUTH").arg(&[user, "pw"]).query(&mut c).unwrap();
-    c
-}
-
 #[test]
 fn a_planner_only_user_cannot_make_okome_write_budgets() {
     let s = Server::start();
@@ -106,14 +100,7 @@ fn a_read_only_user_reads_with_nolock_and_takes_no_locks() {
         (h.status.as_str(), h.value.as_deref()),
         ("HIT", Some("{\"p\":1}"))
     );
-    let lookup: (
-        String,
-        String,
-        Option<String>,
-        Option<i64>,
-        Option<String>,
-        Option<i64>,
-    ) = redis::cmd("OKOME.PLAN.LOOKUP")
+    let lookup: PlanReply = redis::cmd("OKOME.PLAN.LOOKUP")
         .arg(&[hot.as_str(), "NOLOCK"])
         .query(&mut c)
         .unwrap();
@@ -143,19 +130,16 @@ fn a_read_only_user_reads_with_nolock_and_takes_no_locks() {
 
 /// The tail okome's filter appends to `OKOME.PLAN.LOOKUP key`.
 fn lookup_tail(key: &str) -> Vec<String> {
-    [
+    to_strings(&[
         "OKOME.R",
         "1",
         key,
         "OKOME.W",
         "1",
-        &format!("{key}:lock"),
+        &lock_of(key),
         "OKOME.RW",
         "0",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    ])
 }
 
 /// `ACL DRYRUN` and `COMMAND GETKEYSANDFLAGS` do not run command filters:

@@ -303,17 +303,8 @@ impl Vars {
     }
 }
 
-/// Runs a command; the error text if it failed.
-fn call(c: &mut Connection, args: &[String]) -> Result<redis::Value, String> {
-    let mut cmd = redis::cmd(&args[0]);
-    for a in &args[1..] {
-        cmd.arg(a);
-    }
-    cmd.query::<redis::Value>(c).map_err(|e| error_text(&e))
-}
-
 fn call_str(c: &mut Connection, line: &str, v: &Vars) -> Result<redis::Value, String> {
-    call(c, &v.args(line))
+    call(c, &refs(&v.args(line)))
 }
 
 fn set_user(admin: &mut Connection, user: &str, rules: &[&str]) {
@@ -322,15 +313,6 @@ fn set_user(admin: &mut Connection, user: &str, rules: &[&str]) {
         .arg(rules)
         .query(admin)
         .unwrap_or_else(|e| panic!("ACL SETUSER {user} {rules:?}: {e}"));
-}
-
-fn as_user(s: &Server, user: &str) -> Connection {
-    let mut c = s.conn();
-    let _: () = redis::cmd("AUTH")
-        .arg(&[user, "pw"])
-        .query(&mut c)
-        .unwrap_or_else(|e| panic!("AUTH {user}: {e}"));
-    c
 }
 
 /// Starts from an empty keyspace and writes `FIXTURE`.
@@ -434,7 +416,7 @@ fn every_okome_command_allows_exactly_what_one_selector_allows() {
 
             fixture(&mut admin, &v);
             let before = snapshot(&mut admin);
-            let got = call(c, &args);
+            let got = call(c, &refs(&args));
             match (&got, want_ok) {
                 (Ok(_), true) => {}
                 (Err(e), true) => failures.push(format!("{cell}: expected ok, got {e}")),
@@ -468,14 +450,6 @@ fn assert_noperm(c: &mut Connection, line: &str, v: &Vars) {
     assert!(is_noperm(&r), "{line}: expected NOPERM, got {r:?}");
 }
 
-fn exists(c: &mut Connection, key: &str) -> bool {
-    redis::cmd("EXISTS")
-        .arg(key)
-        .query::<i64>(c)
-        .expect("EXISTS")
-        == 1
-}
-
 /// The issue's reproduction: a selector that grants `GET` on okome's keys
 /// lets its user read them with `GET`, and nothing else; okome's commands,
 /// which root allows but whose keys root does not, are refused.
@@ -502,10 +476,7 @@ fn a_selector_granting_get_does_not_let_okome_read_or_write() {
     assert_noperm(&mut c, "OKOME.CACHE.SET tools v1 {}", &v);
     assert_noperm(&mut c, "OKOME.CACHE.GET tools v1", &v);
     assert_noperm(&mut c, "OKOME.PLAN.GET m p v r", &v);
-    assert!(
-        !exists(&mut admin, &format!("{}:lock", v.kp)),
-        "no lock written"
-    );
+    assert!(!exists(&mut admin, &lock_of(&v.kp)), "no lock written");
     // `admin`'s ledger lists $KH and okome:tools:{v1}.
     assert_noperm(&mut c, "OKOME.AGENT.PURGE admin", &v);
     assert!(exists(&mut admin, &v.kh) && exists(&mut admin, "okome:tools:{v1}"));

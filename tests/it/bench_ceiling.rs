@@ -5,29 +5,14 @@
 
 use crate::support::*;
 
-use std::time::{Duration, Instant};
-
 #[test]
 fn ceiling_commands_read_modify_write_expire_and_replicate_effects() {
     let rmw = build_cdylib("okome-bench-rmw", "libokome_bench_rmw.so");
     let rmw = rmw.to_str().expect("utf-8 path");
     let primary = Server::start_with(&["--loadmodule", rmw, "--repl-diskless-sync-delay", "0"]);
-    let port = primary.port.to_string();
-    let replica = Server::start_with(&["--replicaof", "127.0.0.1", &port]);
+    let replica = replica_of(&primary, &[], &[]);
     let mut p = primary.conn();
     let mut r = replica.conn();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let info: String = redis::cmd("INFO")
-            .arg("replication")
-            .query(&mut r)
-            .expect("info");
-        if info.lines().any(|l| l.trim() == "master_link_status:up") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "replica link not up:\n{info}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 
     for want in 1..=3i64 {
         let got: i64 = redis::cmd("RMW.INCR")
@@ -38,7 +23,7 @@ fn ceiling_commands_read_modify_write_expire_and_replicate_effects() {
     }
     let value: Vec<u8> = redis::cmd("GET").arg("c").query(&mut p).expect("get");
     assert_eq!(value, 3u64.to_le_bytes());
-    let ttl: i64 = redis::cmd("PTTL").arg("c").query(&mut p).expect("pttl");
+    let ttl = pttl(&mut p, "c");
     assert_eq!(ttl, -1, "RMW.INCR sets no expiry");
 
     let got: i64 = redis::cmd("RMW.INCREX")
@@ -53,25 +38,12 @@ fn ceiling_commands_read_modify_write_expire_and_replicate_effects() {
         .query(&mut p)
         .expect("increx");
     assert_eq!(got, 2);
-    let ttl: i64 = redis::cmd("PTTL").arg("x").query(&mut p).expect("pttl");
+    let ttl = pttl(&mut p, "x");
     assert!((59_000..=60_000).contains(&ttl), "PTTL {ttl}");
 
     // The replica got the effect: the same bytes and the same absolute expiry.
-    let acked: i64 = redis::cmd("WAIT")
-        .arg(1)
-        .arg(5000)
-        .query(&mut p)
-        .expect("wait");
-    assert_eq!(acked, 1);
-    let at_p: i64 = redis::cmd("PEXPIRETIME")
-        .arg("x")
-        .query(&mut p)
-        .expect("pexpiretime");
-    let at_r: i64 = redis::cmd("PEXPIRETIME")
-        .arg("x")
-        .query(&mut r)
-        .expect("pexpiretime");
-    assert_eq!(at_p, at_r);
+    replica_acked(&mut p);
+    assert_eq!(pexpiretime(&mut p, "x"), pexpiretime(&mut r, "x"));
     let on_replica: Vec<u8> = redis::cmd("GET").arg("x").query(&mut r).expect("get");
     assert_eq!(on_replica, 2u64.to_le_bytes());
 
@@ -87,7 +59,7 @@ fn ceiling_commands_read_modify_write_expire_and_replicate_effects() {
     let derived = "okome:budget:ceil:{agent%3A7}";
     let value: Vec<u8> = redis::cmd("GET").arg(derived).query(&mut p).expect("get");
     assert_eq!(value, 2u64.to_le_bytes());
-    let ttl: i64 = redis::cmd("PTTL").arg(derived).query(&mut p).expect("pttl");
+    let ttl = pttl(&mut p, derived);
     assert!((59_000..=60_000).contains(&ttl), "PTTL {ttl}");
 
     let _: i64 = redis::cmd("RPUSH")

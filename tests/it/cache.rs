@@ -7,22 +7,9 @@ use crate::support::*;
 use redis::Connection;
 use std::time::Duration;
 
-fn key_of(c: &mut Connection, kind: &str, parts: &[&str]) -> String {
-    redis::cmd("OKOME.KEY")
-        .arg(kind)
-        .arg(parts)
-        .query(c)
-        .unwrap()
-}
-
-fn cache_set(c: &mut Connection, kind: &str, parts: &[&str], value: &str, opts: &[&str]) -> i64 {
-    redis::cmd("OKOME.CACHE.SET")
-        .arg(kind)
-        .arg(parts)
-        .arg(value)
-        .arg(opts)
-        .query(c)
-        .unwrap()
+/// `OKOME.CACHE.SET kind parts... value opts...`: the TTL given, in ms.
+fn store(c: &mut Connection, kind: &str, parts: &[&str], value: &str, opts: &[&str]) -> i64 {
+    cache_set(c, &[&[kind][..], parts, &[value], opts].concat())
 }
 
 fn cache_get(c: &mut Connection, kind: &str, parts: &[&str]) -> Option<(String, i64)> {
@@ -31,19 +18,6 @@ fn cache_get(c: &mut Connection, kind: &str, parts: &[&str]) -> Option<(String, 
         .arg(parts)
         .query(c)
         .unwrap()
-}
-
-fn pttl(c: &mut Connection, key: &str) -> i64 {
-    redis::cmd("PTTL").arg(key).query(c).unwrap()
-}
-
-/// `t` is at most `max_ms` and at most one second below it.
-fn assert_ttl_near(what: &str, t: i64, max_ms: i64) {
-    assert!(
-        t > max_ms - 1000 && t <= max_ms,
-        "{what}: TTL {t} ms, want ({}, {max_ms}]",
-        max_ms - 1000
-    );
 }
 
 struct KindCase {
@@ -107,7 +81,7 @@ fn set_and_get_every_kind_with_its_default_ttl() {
     let s = Server::start();
     let mut c = s.conn();
     for k in KINDS {
-        assert_eq!(key_of(&mut c, k.kind, k.parts), k.key, "{}", k.kind);
+        assert_eq!(okome_key(&mut c, k.kind, k.parts), k.key, "{}", k.kind);
         assert_eq!(
             cache_get(&mut c, k.kind, k.parts),
             None,
@@ -116,7 +90,7 @@ fn set_and_get_every_kind_with_its_default_ttl() {
         );
 
         let value = format!("{{\"kind\":\"{}\",\"n\":[1,2.5,null,true]}}", k.kind);
-        let ms = cache_set(&mut c, k.kind, k.parts, &value, &[]);
+        let ms = store(&mut c, k.kind, k.parts, &value, &[]);
         assert_eq!(ms, k.default_s * 1000, "{}", k.kind);
 
         let (v, t) = cache_get(&mut c, k.kind, k.parts).expect("stored");
@@ -149,7 +123,7 @@ fn explicit_ttls_within_the_standard() {
         for &ttl in k.ok {
             let ttl_s = ttl.to_string();
             let value = format!("[{ttl}]");
-            let ms = cache_set(&mut c, k.kind, k.parts, &value, &["TTL", &ttl_s]);
+            let ms = store(&mut c, k.kind, k.parts, &value, &["TTL", &ttl_s]);
             assert_eq!(ms, ttl * 1000, "{} TTL {ttl}", k.kind);
             assert_ttl_near(k.key, pttl(&mut c, k.key), ttl * 1000);
             let (v, t) = cache_get(&mut c, k.kind, k.parts).unwrap();
@@ -158,7 +132,7 @@ fn explicit_ttls_within_the_standard() {
         }
         // Lowercase option name.
         let top = k.max.to_string();
-        let ms = cache_set(&mut c, k.kind, k.parts, "1", &["ttl", &top]);
+        let ms = store(&mut c, k.kind, k.parts, "1", &["ttl", &top]);
         assert_eq!(ms, k.max * 1000);
     }
 }
@@ -168,7 +142,7 @@ fn ttls_outside_the_standard_are_refused_and_change_nothing() {
     let s = Server::start();
     let mut c = s.conn();
     for k in KINDS {
-        cache_set(&mut c, k.kind, k.parts, "\"old\"", &[]);
+        store(&mut c, k.kind, k.parts, "\"old\"", &[]);
     }
     let before = snapshot(&mut c);
     for k in KINDS {
@@ -204,18 +178,18 @@ fn set_overwrites_value_and_resets_ttl() {
     let s = Server::start();
     let mut c = s.conn();
     assert_eq!(
-        cache_set(&mut c, "rag", &["r", "c"], "1", &["TTL", "1800"]),
+        store(&mut c, "rag", &["r", "c"], "1", &["TTL", "1800"]),
         1_800_000
     );
     assert_ttl_near("first", pttl(&mut c, "okome:rag:{r}:c"), 1_800_000);
-    assert_eq!(cache_set(&mut c, "rag", &["r", "c"], "2", &[]), 3_600_000);
+    assert_eq!(store(&mut c, "rag", &["r", "c"], "2", &[]), 3_600_000);
     assert_eq!(
         cache_get(&mut c, "rag", &["r", "c"]).map(|(v, _)| v),
         Some("2".into())
     );
     assert_ttl_near("second", pttl(&mut c, "okome:rag:{r}:c"), 3_600_000);
     assert_eq!(
-        cache_set(&mut c, "rag", &["r", "c"], "3", &["TTL", "2000"]),
+        store(&mut c, "rag", &["r", "c"], "3", &["TTL", "2000"]),
         2_000_000
     );
     assert_ttl_near("third", pttl(&mut c, "okome:rag:{r}:c"), 2_000_000);
@@ -227,7 +201,7 @@ fn set_overwrites_value_and_resets_ttl() {
         .query(&mut c)
         .unwrap();
     assert_eq!(pttl(&mut c, "okome:tools:{v1}"), -1);
-    assert_eq!(cache_set(&mut c, "tools", &["v1"], "{}", &[]), 600_000);
+    assert_eq!(store(&mut c, "tools", &["v1"], "{}", &[]), 600_000);
     assert_ttl_near("tools", pttl(&mut c, "okome:tools:{v1}"), 600_000);
     assert_eq!(
         cache_get(&mut c, "tools", &["v1"]).map(|(v, _)| v),
@@ -254,7 +228,7 @@ fn values_are_stored_byte_for_byte() {
     .enumerate()
     {
         let part = format!("v{i}");
-        assert_eq!(cache_set(&mut c, "tools", &[&part], v, &[]), 600_000);
+        assert_eq!(store(&mut c, "tools", &[&part], v, &[]), 600_000);
         let (got, _) = cache_get(&mut c, "tools", &[&part]).unwrap();
         assert_eq!(&got, v);
         let plain: String = redis::cmd("GET")
@@ -293,9 +267,9 @@ fn components_are_escaped_and_tuples_never_collide() {
         ("health", &["caf\u{e9}"], "okome:health:{caf%C3%A9}"),
     ];
     for (i, (kind, parts, key)) in cases.iter().enumerate() {
-        assert_eq!(&key_of(&mut c, kind, parts), key);
+        assert_eq!(&okome_key(&mut c, kind, parts), key);
         let value = i.to_string();
-        cache_set(&mut c, kind, parts, &value, &[]);
+        store(&mut c, kind, parts, &value, &[]);
         let plain: String = redis::cmd("GET").arg(*key).query(&mut c).unwrap();
         assert_eq!(plain, value, "{key}");
     }
@@ -314,7 +288,7 @@ fn components_are_escaped_and_tuples_never_collide() {
 fn kinds_are_case_insensitive() {
     let s = Server::start();
     let mut c = s.conn();
-    assert_eq!(cache_set(&mut c, "RAG", &["r", "c"], "1", &[]), 3_600_000);
+    assert_eq!(store(&mut c, "RAG", &["r", "c"], "1", &[]), 3_600_000);
     assert_eq!(
         cache_get(&mut c, "rag", &["r", "c"]).map(|(v, _)| v),
         Some("1".into())
@@ -323,8 +297,11 @@ fn kinds_are_case_insensitive() {
         cache_get(&mut c, "Rag", &["r", "c"]).map(|(v, _)| v),
         Some("1".into())
     );
-    assert_eq!(key_of(&mut c, "Model_Meta", &["m"]), "okome:model_meta:{m}");
-    assert_eq!(key_of(&mut c, "HEALTH", &["n"]), "okome:health:{n}");
+    assert_eq!(
+        okome_key(&mut c, "Model_Meta", &["m"]),
+        "okome:model_meta:{m}"
+    );
+    assert_eq!(okome_key(&mut c, "HEALTH", &["n"]), "okome:health:{n}");
     // Components are not case-folded.
     assert_eq!(cache_get(&mut c, "rag", &["R", "c"]), None);
 }
@@ -336,7 +313,7 @@ fn get_of_absent_or_expired_is_nil() {
     for k in KINDS {
         assert_eq!(cache_get(&mut c, k.kind, k.parts), None);
     }
-    cache_set(&mut c, "health", &["n"], "{\"up\":true}", &[]);
+    store(&mut c, "health", &["n"], "{\"up\":true}", &[]);
     let _: i64 = redis::cmd("PEXPIRE")
         .arg("okome:health:{n}")
         .arg(20)
@@ -364,7 +341,7 @@ fn key_command_for_every_kind() {
     let mut c = s.conn();
     let prompt = "Create a plan for X";
     assert_eq!(
-        key_of(
+        okome_key(
             &mut c,
             "planner",
             &["llama3:8b", prompt, "v1.2.3", "abc123"]
@@ -377,19 +354,19 @@ fn key_command_for_every_kind() {
     // The prompt is hashed, not escaped: any bytes and length give 64 hex.
     let long = "x:y ".repeat(10_000);
     assert_eq!(
-        key_of(&mut c, "planner", &["m", &long, "t", "r"]),
+        okome_key(&mut c, "planner", &["m", &long, "t", "r"]),
         format!("okome:planner:m:{{{}}}:t:r", sha256_hex(&long))
     );
     // sha256("abc") as a known answer.
     assert_eq!(
-        key_of(&mut c, "planner", &["m", "abc", "t", "r"]),
+        okome_key(&mut c, "planner", &["m", "abc", "t", "r"]),
         "okome:planner:m:{ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad}:t:r"
     );
     // Same key as PLAN.GET's.
     let m = plan_get(&mut c, &["llama3:8b", prompt, "v1.2.3", "abc123", "NOLOCK"]);
     assert_eq!(
         m.key,
-        key_of(
+        okome_key(
             &mut c,
             "planner",
             &["llama3:8b", prompt, "v1.2.3", "abc123"]
@@ -406,7 +383,7 @@ fn key_command_for_every_kind() {
         ("rate", &["agent-7"][..], "okome:budget:rate:{agent-7}"),
         ("WRITE", &["agent 7"][..], "okome:budget:write:{agent%207}"),
     ] {
-        assert_eq!(key_of(&mut c, kind, parts), want, "{kind} {parts:?}");
+        assert_eq!(okome_key(&mut c, kind, parts), want, "{kind} {parts:?}");
     }
 
     // OKOME.KEY touches no data (and PLAN.GET NOLOCK wrote nothing either).
@@ -419,8 +396,8 @@ fn key_matches_what_cache_set_writes() {
     let s = Server::start();
     let mut c = s.conn();
     for k in KINDS {
-        let key = key_of(&mut c, k.kind, k.parts);
-        cache_set(&mut c, k.kind, k.parts, "42", &[]);
+        let key = okome_key(&mut c, k.kind, k.parts);
+        store(&mut c, k.kind, k.parts, "42", &[]);
         let v: Option<String> = redis::cmd("GET").arg(&key).query(&mut c).unwrap();
         assert_eq!(v.as_deref(), Some("42"), "{key}");
         // And it is lockable with OKOME.LOCK.

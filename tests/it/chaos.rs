@@ -47,48 +47,6 @@ const AGENTS: [&str; 4] = ["a0", "a1", "a2", "a3"];
 const GRACE: Duration = Duration::from_secs(3);
 const T: Duration = Duration::from_secs(10);
 
-/// xorshift64*: small, seedable, good enough to pick steps.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.max(1))
-    }
-
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.below(hi - lo + 1)
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
-    }
-}
-
-fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
-}
-
-fn is_token(t: &str) -> bool {
-    t.len() == 32 && t.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Unblock {
     Timeout,
@@ -131,7 +89,7 @@ struct Waiter {
 
 struct Chaos {
     seed: u64,
-    rng: Rng,
+    rng: Xorshift64Star,
     step: usize,
     primary: Server,
     replica: Server,
@@ -170,19 +128,9 @@ impl Chaos {
             ],
             &module_args,
         );
-        let pport = primary.port.to_string();
-        let replica = Server::start_full(&["--replicaof", "127.0.0.1", &pport], &module_args);
+        let replica = replica_of(&primary, &[], &module_args);
         let mut admin = RawConn::connect(primary.port);
-        let mut rconn = RawConn::connect(replica.port);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let info = rconn.call(&["INFO", "replication"], T).text().unwrap();
-            if info.contains("master_link_status:up") {
-                break;
-            }
-            assert!(Instant::now() < deadline, "replica link not up:\n{info}");
-            thread::sleep(Duration::from_millis(20));
-        }
+        let rconn = RawConn::connect(replica.port);
         let keys = PROMPTS
             .iter()
             .map(|p| {
@@ -201,7 +149,7 @@ impl Chaos {
             .collect();
         Chaos {
             seed,
-            rng: Rng::new(seed),
+            rng: Xorshift64Star::new(seed),
             step: 0,
             primary,
             replica,
@@ -934,8 +882,8 @@ impl Chaos {
 
 #[test]
 fn chaos() {
-    let steps = env_u64("OKOME_CHAOS_STEPS").unwrap_or(10_000) as usize;
-    let seed = env_u64("OKOME_CHAOS_SEED").unwrap_or_else(|| {
+    let steps = env_number::<u64>("OKOME_CHAOS_STEPS").unwrap_or(10_000) as usize;
+    let seed = env_number("OKOME_CHAOS_SEED").unwrap_or_else(|| {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)

@@ -6,20 +6,18 @@
 //! client.
 
 use crate::support::cluster::Cluster;
+use crate::support::errors::CROSSSLOT;
 use crate::support::*;
-
-fn planner_key(c: &mut redis::Connection, prompt: &str) -> String {
-    redis::cmd("OKOME.KEY")
-        .arg(&["planner", "llama3:8b", prompt, "v1", "abc123"])
-        .query(c)
-        .unwrap()
-}
 
 #[test]
 fn cluster_routing_end_to_end() {
     let cl = Cluster::start();
     let mut any = cl.nodes[0].conn();
-    let key = planner_key(&mut any, "plan the login page");
+    let key = okome_key(
+        &mut any,
+        "planner",
+        &["llama3:8b", "plan the login page", "v1", "abc123"],
+    );
     let slot = cl.slot(&key);
     assert_eq!(
         slot,
@@ -78,14 +76,7 @@ fn cluster_routing_end_to_end() {
         .query(&mut cc)
         .unwrap();
     assert_eq!(r, ("STORED".into(), 600_000, None, 1));
-    let (status, k, v, ..): (
-        String,
-        String,
-        Option<String>,
-        Option<i64>,
-        Option<String>,
-        Option<i64>,
-    ) = redis::cmd("OKOME.PLAN.LOOKUP")
+    let (status, k, v, ..): PlanReply = redis::cmd("OKOME.PLAN.LOOKUP")
         .arg(&key)
         .query(&mut cc)
         .unwrap();
@@ -95,15 +86,12 @@ fn cluster_routing_end_to_end() {
     );
 
     // A cold key through the cluster client: MISS, lock on the plan's node.
-    let cold = planner_key(&mut any, "another prompt");
-    let (status, ..): (
-        String,
-        String,
-        Option<String>,
-        Option<i64>,
-        Option<String>,
-        Option<i64>,
-    ) = redis::cmd("OKOME.PLAN.LOOKUP")
+    let cold = okome_key(
+        &mut any,
+        "planner",
+        &["llama3:8b", "another prompt", "v1", "abc123"],
+    );
+    let (status, ..): PlanReply = redis::cmd("OKOME.PLAN.LOOKUP")
         .arg(&cold)
         .query(&mut cc)
         .unwrap();
@@ -160,7 +148,7 @@ fn cluster_routing_end_to_end() {
                 b"60",
             ],
         );
-        assert_eq!(e, "CROSSSLOT Keys in request don't hash to the same slot");
+        assert_eq!(e, CROSSSLOT);
     }
 
     // Cache kinds route by their first part (their hash tag).

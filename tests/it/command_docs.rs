@@ -7,51 +7,6 @@ use crate::support::*;
 
 use redis::Value;
 use std::collections::BTreeSet;
-use std::path::Path;
-
-/// The text of a bulk or status reply.
-fn text(v: &Value) -> String {
-    match v {
-        Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
-        Value::SimpleString(s) => s.clone(),
-        Value::Okay => "OK".into(),
-        other => panic!("expected a string, got {other:?}"),
-    }
-}
-
-fn int(v: &Value) -> i64 {
-    match v {
-        Value::Int(n) => *n,
-        other => panic!("expected an integer, got {other:?}"),
-    }
-}
-
-fn array(v: &Value) -> &[Value] {
-    match v {
-        Value::Array(a) => a,
-        other => panic!("expected an array, got {other:?}"),
-    }
-}
-
-/// A RESP2 flat key/value array (or a RESP3 map) as an ordered list.
-fn pairs(v: &Value) -> Vec<(String, Value)> {
-    match v {
-        Value::Map(m) => m.iter().map(|(k, v)| (text(k), v.clone())).collect(),
-        Value::Array(a) => {
-            assert_eq!(a.len() % 2, 0, "a flat map has pairs: {a:?}");
-            a.chunks(2).map(|p| (text(&p[0]), p[1].clone())).collect()
-        }
-        other => panic!("expected a map, got {other:?}"),
-    }
-}
-
-fn field<'a>(m: &'a [(String, Value)], name: &str) -> Option<&'a Value> {
-    m.iter().find(|(k, _)| k == name).map(|(_, v)| v)
-}
-
-fn strings(v: &Value) -> Vec<String> {
-    array(v).iter().map(text).collect()
-}
 
 // ---------------------------------------------------------------- COMMAND
 
@@ -491,11 +446,6 @@ fn command_getkeysandflags() {
 }
 
 // ---------------------------------------------------------------- docs agree
-
-fn repo_file(name: &str) -> String {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(name);
-    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
-}
 
 #[test]
 fn readme_documents_exactly_the_registered_commands() {

@@ -5,17 +5,7 @@
 use crate::support::ops::*;
 use crate::support::*;
 
-use redis::Connection;
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
-
-fn config_one(c: &mut Connection, name: &str) -> String {
-    let m = config_get(c, name);
-    assert_eq!(m.len(), 1, "CONFIG GET {name}: {m:?}");
-    m.get(name).cloned().expect("the config asked for")
-}
 
 /// A redis.conf that loads the module, followed by `extra` lines.
 fn write_conf(dir: &Path, extra: &str) -> PathBuf {
@@ -26,45 +16,6 @@ fn write_conf(dir: &Path, extra: &str) -> PathBuf {
     );
     std::fs::write(&conf, text).expect("write redis.conf");
     conf
-}
-
-/// Runs `redis-server args...` in `dir` and expects it to exit on its own
-/// (within 10 s) without ever answering; returns its status and everything
-/// it wrote (stdout, stderr).
-fn start_must_fail(dir: &Path, args: &[String]) -> (ExitStatus, String) {
-    let port = free_port();
-    let out = dir.join("stdout.log");
-    let errs = dir.join("stderr.log");
-    let mut child = Command::new(server_binary())
-        .args(args)
-        .arg("--port")
-        .arg(port.to_string())
-        .args(["--bind", "127.0.0.1", "--save", "", "--daemonize", "no"])
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(File::create(&out).expect("stdout file"))
-        .stderr(File::create(&errs).expect("stderr file"))
-        .spawn()
-        .expect("spawn redis-server");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("try_wait") {
-            break st;
-        }
-        let answered = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
-            .ok()
-            .and_then(|cl| cl.get_connection().ok())
-            .is_some_and(|mut c| redis::cmd("PING").query::<String>(&mut c).is_ok());
-        if answered || Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("redis-server {args:?} started (or hung) instead of refusing the configuration");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let text = std::fs::read_to_string(&out).unwrap_or_default()
-        + &std::fs::read_to_string(&errs).unwrap_or_default();
-    (status, text)
 }
 
 #[test]
@@ -93,7 +44,7 @@ fn loadmodule_arguments_set_configs_and_behaviour() {
     want.insert("okome.write-window".into(), "30".into());
     assert_eq!(config_get(&mut c, "okome.*"), want);
 
-    let key = okome_key(&mut c, &["planner", "m", "p", "t", "r"]);
+    let key = okome_key(&mut c, "planner", &["m", "p", "t", "r"]);
     assert_eq!(
         plan_set(&mut c, &[&key, "{}"]),
         ("STORED".into(), Some(900_000), None, 0)
@@ -131,7 +82,8 @@ fn inconsistent_or_unknown_loadmodule_arguments_abort_the_start() {
         let dir = TempDir::new();
         let mut args = vec!["--loadmodule".to_string(), module.clone()];
         args.extend(module_args.iter().map(|s| s.to_string()));
-        let (status, out) = start_must_fail(dir.path(), &args);
+        let r = start_must_fail(dir.path(), &args, true);
+        let (status, out) = (r.status, r.stdout + &r.stderr);
         assert!(!status.success(), "{module_args:?}: {status:?}\n{out}");
         assert!(
             out.contains(message),
@@ -166,7 +118,8 @@ fn an_inconsistent_redis_conf_aborts_the_start() {
     let dir = TempDir::new();
     let conf = write_conf(dir.path(), "okome.planner-ttl-default 9999\n");
     let args = vec![conf.display().to_string()];
-    let (status, out) = start_must_fail(dir.path(), &args);
+    let r = start_must_fail(dir.path(), &args, true);
+    let (status, out) = (r.status, r.stdout + &r.stderr);
     assert!(!status.success(), "{status:?}\n{out}");
     assert!(
         out.contains("okome.planner-ttl-min <= okome.planner-ttl-default"),
@@ -241,7 +194,7 @@ fn config_set_changes_behaviour_at_runtime() {
     );
 
     // Default REFRESHAHEAD, used when the option is absent.
-    let key = okome_key(&mut c, &["planner", "m", "refresh", "t", "r"]);
+    let key = okome_key(&mut c, "planner", &["m", "refresh", "t", "r"]);
     assert_eq!(plan_set(&mut c, &[&key, "{}", "TTL", "300"]).0, "STORED");
     let h = plan_get(&mut c, &["m", "refresh", "t", "r"]);
     assert_eq!(h.status, "HIT", "refresh-ahead is off by default");
@@ -252,7 +205,7 @@ fn config_set_changes_behaviour_at_runtime() {
     let h = plan_get(&mut c, &["m", "refresh", "t", "r"]);
     assert_eq!(h.status, "HIT", "one refresher only");
     // An explicit REFRESHAHEAD 0 still turns it off.
-    let key2 = okome_key(&mut c, &["planner", "m", "refresh2", "t", "r"]);
+    let key2 = okome_key(&mut c, "planner", &["m", "refresh2", "t", "r"]);
     plan_set(&mut c, &[&key2, "{}", "TTL", "300"]);
     let h = plan_get(&mut c, &["m", "refresh2", "t", "r", "REFRESHAHEAD", "0"]);
     assert_eq!(h.status, "HIT");
@@ -265,7 +218,7 @@ fn config_set_changes_behaviour_at_runtime() {
         "{e}"
     );
     assert_eq!(config_one(&mut c, "okome.planner-ttl-default"), "600");
-    let k = okome_key(&mut c, &["planner", "m", "bounds", "t", "r"]);
+    let k = okome_key(&mut c, "planner", &["m", "bounds", "t", "r"]);
     assert_eq!(plan_set(&mut c, &[&k, "{}"]).1, Some(600_000));
     let e = config_set(&mut c, &["okome.lock-ttl-max", "8000"]).unwrap_err();
     assert!(

@@ -70,20 +70,7 @@ enum Variant {
 }
 
 fn rounds() -> usize {
-    std::env::var("OKOME_RACE_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3)
-}
-
-fn tuple(prompt: &str, opts: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = vec!["m".into(), prompt.into(), "t".into(), "r".into()];
-    v.extend(opts.iter().map(|s| s.to_string()));
-    v
-}
-
-fn refs(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
+    env_number("OKOME_RACE_ROUNDS").unwrap_or(3)
 }
 
 /// `deadline` moved by `offset` ms (negative: earlier).
@@ -93,10 +80,6 @@ fn deadline_at(deadline: Instant, offset: i64) -> Instant {
     } else {
         deadline - Duration::from_millis(offset.unsigned_abs())
     }
-}
-
-fn is_token(t: &str) -> bool {
-    t.len() == 32 && t.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// What one case saw, for the summary.
@@ -429,10 +412,7 @@ fn run(hz: u32) {
     race.s.assert_alive(&format!("hz {hz} at the end"));
     if failed.is_empty() {
         // Nobody waits now: the counters add up.
-        let text: String = redis::cmd("INFO")
-            .arg("okome")
-            .query(&mut race.admin)
-            .expect("INFO okome");
+        let text = info_text(&mut race.admin, "okome");
         let c = wait_counters(&text).unwrap_or_else(|e| panic!("{e}"));
         check_wait_invariants(&c).unwrap_or_else(|e| panic!("hz {hz}: {e}"));
         println!("hz {hz}: counters {c:?}");

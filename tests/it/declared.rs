@@ -30,12 +30,8 @@ fn slowlog(c: &mut redis::Connection, n: usize) -> Vec<Vec<String>> {
     out
 }
 
-fn strings(v: &[&str]) -> Vec<String> {
-    v.iter().map(|s| s.to_string()).collect()
-}
-
 fn rate_tail(agent: &str) -> Vec<String> {
-    strings(&[
+    to_strings(&[
         "OKOME.R",
         "0",
         "OKOME.W",
@@ -58,7 +54,7 @@ fn one_tail_per_call_from_every_path() {
         .arg(&["a", "5", "60"])
         .query(&mut c)
         .unwrap();
-    let mut want = strings(&["OKOME.RATE", "a", "5", "60"]);
+    let mut want = to_strings(&["OKOME.RATE", "a", "5", "60"]);
     want.extend(rate_tail("a"));
     assert_eq!(slowlog(&mut c, 1), vec![want.clone()], "a plain call");
 
@@ -79,7 +75,7 @@ fn one_tail_per_call_from_every_path() {
     let from_script: redis::RedisResult<Vec<i64>> = redis::cmd("EVAL")
         .arg(&["return redis.call('OKOME.RATE', 'a', '5', '60')", "0"])
         .query(&mut c);
-    if info_map(&mut c, "server").contains_key("valkey_version") {
+    if valkey_version(&mut c).is_some() {
         // Valkey 9's scripting engine gives filters an argv that cannot
         // grow: no tail, and the command refuses itself (fail closed).
         let e = error_text(&from_script.unwrap_err());

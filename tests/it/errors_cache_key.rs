@@ -270,21 +270,6 @@ fn cache_set_errors() {
     assert_eq!(len as usize, LIMIT);
 }
 
-fn planner_parts(got: usize) -> String {
-    format!(
-        "ERR syntax error: kind 'planner' takes 4 parts (model, prompt, toolset_version, \
-         repo_hash), or 5 (model, prompt_hash, toolset_version, repo_hash, HASHED), got {got}"
-    )
-}
-
-/// `OKOME.KEY` takes every kind, budgets and ledgers too, and says so.
-fn unknown_kind(shown: &str) -> String {
-    format!(
-        "ERR kind '{shown}' is not a kind of okome key: OKOME.KEY takes planner, model_meta, \
-         rag, tools, health, rate, write or ledger"
-    )
-}
-
 #[test]
 fn key_errors() {
     let (_s, mut c) = seeded();

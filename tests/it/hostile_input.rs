@@ -9,32 +9,6 @@ use crate::support::*;
 use redis::Connection;
 use std::collections::HashSet;
 
-/// A tiny xorshift64 PRNG: deterministic, no crates.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn pick<'a, T>(&mut self, v: &'a [T]) -> &'a T {
-        &v[self.below(v.len())]
-    }
-}
-
-fn is_token(b: &[u8]) -> bool {
-    b.len() == 32 && b.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
-}
-
 /// Every key is an okome key with a TTL; every lock expires within the lock
 /// standard.
 fn check_keyspace(c: &mut Connection, seed: u64) {
@@ -64,7 +38,7 @@ fn check_keyspace(c: &mut Connection, seed: u64) {
 
 /// One argument: a known word, a token seen so far, binary bytes, printable
 /// junk or a big number.
-fn random_arg(rng: &mut Rng, words: &[Vec<u8>], tokens: &[Vec<u8>]) -> Vec<u8> {
+fn random_arg(rng: &mut Xorshift64, words: &[Vec<u8>], tokens: &[Vec<u8>]) -> Vec<u8> {
     match rng.below(10) {
         0..=5 => rng.pick(words).clone(),
         6 => rng.pick(tokens).clone(),
@@ -82,7 +56,7 @@ fn random_arg(rng: &mut Rng, words: &[Vec<u8>], tokens: &[Vec<u8>]) -> Vec<u8> {
 
 /// A command name and 0 to 8 random arguments.
 fn random_command(
-    rng: &mut Rng,
+    rng: &mut Xorshift64,
     commands: &[&str],
     words: &[Vec<u8>],
     tokens: &[Vec<u8>],
@@ -99,7 +73,7 @@ fn random_command(
 /// A well-formed-looking command (right positionals, plausible options),
 /// then sometimes one argument replaced, inserted or dropped.
 fn structured_command(
-    rng: &mut Rng,
+    rng: &mut Xorshift64,
     words: &[Vec<u8>],
     tokens: &[Vec<u8>],
     pk: &str,
@@ -129,9 +103,9 @@ fn structured_command(
         "okome:tools:{v1}:lock",
         "okome:tools:v1",
     ];
-    let comp = |rng: &mut Rng| rng.pick(&comps).to_vec();
-    let num = |rng: &mut Rng| rng.pick(&nums).as_bytes().to_vec();
-    let tok = |rng: &mut Rng| rng.pick(tokens).clone();
+    let comp = |rng: &mut Xorshift64| rng.pick(&comps).to_vec();
+    let num = |rng: &mut Xorshift64| rng.pick(&nums).as_bytes().to_vec();
+    let tok = |rng: &mut Xorshift64| rng.pick(tokens).clone();
     let mut a: Vec<Vec<u8>> = Vec::new();
     match rng.below(7) {
         0 => {
@@ -210,7 +184,7 @@ fn structured_command(
         }
     }
     if rng.below(3) == 0 {
-        let at = 1 + rng.below(a.len());
+        let at = 1 + rng.below(a.len() as u64) as usize;
         match rng.below(3) {
             0 if at < a.len() => a[at] = random_arg(rng, words, tokens),
             1 if at < a.len() => {
@@ -332,16 +306,11 @@ fn hostile_input_loop() {
     .collect();
 
     // OKOME_FUZZ_SEED / OKOME_FUZZ_ITERS replay or lengthen a run.
-    let seed: u64 = std::env::var("OKOME_FUZZ_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
+    let seed: u64 = env_number("OKOME_FUZZ_SEED")
         .filter(|&s| s != 0)
         .unwrap_or(0x9e37_79b9_7f4a_7c15);
-    let iters: usize = std::env::var("OKOME_FUZZ_ITERS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(8000);
-    let mut rng = Rng(seed);
+    let iters: usize = env_number("OKOME_FUZZ_ITERS").unwrap_or(8000);
+    let mut rng = Xorshift64(seed);
     let mut tokens: Vec<Vec<u8>> = vec![b"0123456789abcdef0123456789abcdef".to_vec()];
     let (mut ok, mut errors) = (0, 0);
     for i in 0..iters {

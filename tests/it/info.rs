@@ -6,7 +6,6 @@ use crate::support::*;
 
 use redis::Connection;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 /// Every counter of src/stats.rs, in its order.
@@ -69,18 +68,14 @@ fn waiting_clients(c: &mut Connection) -> u64 {
 
 /// Polls `INFO okome` until `okome_waiting_clients` is `n` (5 s at most).
 fn wait_for_waiting(c: &mut Connection, n: u64) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
+    poll(Duration::from_secs(5), Duration::from_millis(5), || {
         let w = waiting_clients(c);
         if w == n {
-            return;
+            Ok(())
+        } else {
+            Err(format!("okome_waiting_clients stayed {w}, expected {n}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "okome_waiting_clients stayed {w}, expected {n}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    })
 }
 
 /// Adds `n` to each named counter of `exp`, then asserts that `INFO okome`
@@ -245,7 +240,7 @@ fn info_okome_counts_a_known_workload_exactly() {
     );
 
     // PLAN.SET with a write budget: stored, then skipped.
-    let k5 = okome_key(&mut c, &["planner", "m", "p5", "t", "r"]);
+    let k5 = okome_key(&mut c, "planner", &["m", "p5", "t", "r"]);
     assert_eq!(
         plan_set(&mut c, &[&k5, "{}", "AGENT", "pw", "WLIMIT", "1"]),
         ("STORED".into(), Some(600_000), Some(0), 0)
@@ -529,26 +524,19 @@ fn rate_counters_are_exact_under_concurrency() {
     let s = Server::start();
     let threads = 8;
     let calls = 500;
-    let barrier = Arc::new(Barrier::new(threads));
-    let handles: Vec<_> = (0..threads)
-        .map(|_| {
-            let mut c = s.conn();
-            let barrier = barrier.clone();
-            std::thread::spawn(move || {
-                barrier.wait();
-                let mut allowed = 0;
-                for _ in 0..calls {
-                    let r: (i64, i64, i64, i64) = redis::cmd("OKOME.RATE")
-                        .arg(&["conc", "1000", "3600"])
-                        .query(&mut c)
-                        .unwrap();
-                    allowed += r.0;
-                }
-                allowed
-            })
-        })
-        .collect();
-    let allowed: i64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    let allowed: i64 = race(&s, threads, move |_, mut c| {
+        let mut allowed = 0;
+        for _ in 0..calls {
+            let r: (i64, i64, i64, i64) = redis::cmd("OKOME.RATE")
+                .arg(&["conc", "1000", "3600"])
+                .query(&mut c)
+                .unwrap();
+            allowed += r.0;
+        }
+        allowed
+    })
+    .into_iter()
+    .sum();
     assert_eq!(allowed, 1000, "the window admits exactly its limit");
     let mut c = s.conn();
     let n = counters(&mut c);

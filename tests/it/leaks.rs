@@ -12,14 +12,6 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::time::Duration;
 
-fn resp(args: &[&str]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        out.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
-    }
-    out
-}
-
 fn round(s: &Server, c: &mut redis::Connection, r: usize) {
     let p = format!("prompt {r}");
     // Planner flow with rate and budget, refresh, locks, cache kinds.
@@ -32,7 +24,7 @@ fn round(s: &Server, c: &mut redis::Connection, r: usize) {
     assert_eq!(m.status, "MISS");
     // Waiters: one disconnects, one times out, two are woken by the SET.
     let mut gone = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
-    gone.write_all(&resp(&[
+    gone.write_all(&resp_command(&[
         "OKOME.PLAN.GET",
         "m",
         &p,
@@ -165,7 +157,7 @@ fn memory_returns_to_the_same_level_round_after_round() {
         "used_memory grew by {} bytes over 8 rounds: {samples:?}",
         last - settled
     );
-    assert_eq!(info_i64(&mut c, "clients", "blocked_clients"), 0);
-    let waiting = info_i64(&mut c, "okome", "okome_waiting_clients");
+    assert_eq!(blocked_clients(&mut c), 0);
+    let waiting = counter(&mut c, "waiting_clients");
     assert_eq!(waiting, 0, "the wait registry is empty");
 }

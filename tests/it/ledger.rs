@@ -10,6 +10,7 @@
 //! under a long random workload.
 
 use crate::support::cluster::Cluster;
+use crate::support::errors::{arity, printed, run_with, Case, Want, CROSSSLOT};
 use crate::support::*;
 
 use redis::{Connection, Value};
@@ -23,31 +24,13 @@ use std::time::{Duration, Instant};
 type PurgeReply = (i64, i64, i64, i64, Vec<(String, i64)>);
 /// `[cursor, [[key, ttl_ms, state], ...]]`
 type KeysReply = (String, Vec<(String, i64, String)>);
-type SetReply = (String, Option<i64>, Option<i64>, i64);
 
 fn ledger(agent: &str) -> String {
     format!("okome:budget:keys:{{{agent}}}")
 }
 
 fn pkey(c: &mut Connection, prompt: &str) -> String {
-    redis::cmd("OKOME.KEY")
-        .arg(&["planner", "llama3:8b", prompt, "v1.2.3", "abc123"])
-        .query(c)
-        .expect("OKOME.KEY")
-}
-
-fn plan_set(c: &mut Connection, args: &[&str]) -> SetReply {
-    redis::cmd("OKOME.PLAN.SET")
-        .arg(args)
-        .query(c)
-        .expect("OKOME.PLAN.SET")
-}
-
-fn cache_set(c: &mut Connection, args: &[&str]) -> i64 {
-    redis::cmd("OKOME.CACHE.SET")
-        .arg(args)
-        .query(c)
-        .expect("OKOME.CACHE.SET")
+    okome_key(c, "planner", &["llama3:8b", prompt, "v1.2.3", "abc123"])
 }
 
 fn record(c: &mut Connection, args: &[&str]) -> (i64, i64) {
@@ -98,35 +81,6 @@ fn zrange(c: &mut Connection, key: &str) -> Vec<(String, i64)> {
     flat.chunks(2)
         .map(|p| (p[0].clone(), p[1].parse().expect("an integer score")))
         .collect()
-}
-
-fn pexpiretime(c: &mut Connection, key: &str) -> i64 {
-    redis::cmd("PEXPIRETIME")
-        .arg(key)
-        .query(c)
-        .expect("PEXPIRETIME")
-}
-
-fn exists(c: &mut Connection, key: &str) -> bool {
-    redis::cmd("EXISTS")
-        .arg(key)
-        .query::<i64>(c)
-        .expect("EXISTS")
-        == 1
-}
-
-fn get(c: &mut Connection, key: &str) -> Option<String> {
-    redis::cmd("GET").arg(key).query(c).expect("GET")
-}
-
-/// The server's clock, Unix ms.
-fn server_ms(c: &mut Connection) -> i64 {
-    let (s, us): (i64, i64) = redis::cmd("TIME").query(c).expect("TIME");
-    s * 1000 + us / 1000
-}
-
-fn counter(c: &mut Connection, name: &str) -> i64 {
-    info_i64(c, "okome", &format!("okome_{name}"))
 }
 
 /// Lets the clock move on, so that two writes get different expiries.
@@ -744,30 +698,19 @@ fn a_replica_and_an_aof_replay_hold_the_same_ledgers() {
         ],
         &["planner-ttl-min", "1", "ledger-max-keys", "5"],
     );
-    let port = primary.port.to_string();
-    let replica = Server::start_full(
-        &["--replicaof", "127.0.0.1", &port],
+    let replica = replica_of(
+        &primary,
+        &[],
         &["planner-ttl-min", "1", "ledger-max-keys", "5"],
     );
     let mut p = primary.conn();
     let mut r = replica.conn();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !redis::cmd("INFO")
-        .arg("replication")
-        .query::<String>(&mut r)
-        .unwrap()
-        .contains("master_link_status:up")
-    {
-        assert!(Instant::now() < deadline, "the replica did not sync");
-        std::thread::sleep(Duration::from_millis(20));
-    }
     ledger_workload(&mut p);
     assert!(
         counter(&mut p, "ledger_dropped") > 0,
         "the bound was reached"
     );
-    let acked: i64 = redis::cmd("WAIT").arg(1).arg(5000).query(&mut p).unwrap();
-    assert_eq!(acked, 1);
+    replica_acked(&mut p);
     let on_primary = ledgers(&mut p);
     assert_eq!(
         on_primary.keys().cloned().collect::<Vec<_>>(),
@@ -849,8 +792,6 @@ fn a_replica_and_an_aof_replay_hold_the_same_ledgers() {
 // --------------------------------------------------------------- cluster
 
 /// Redis's refusal of a call whose declared keys lie in two slots.
-const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
-
 #[test]
 fn cluster_records_lists_and_purges_what_each_node_serves() {
     let cl = Cluster::start();
@@ -1038,37 +979,12 @@ fn cluster_records_lists_and_purges_what_each_node_serves() {
 
 // ---------------------------------------------------- bad input, ACL
 
-fn run_cases(c: &mut Connection, cases: &[(Vec<Vec<u8>>, String)]) {
-    for (args, want) in cases {
-        let shown: Vec<String> = args
-            .iter()
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        let before = snapshot(c);
-        let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
-        let got = err(c, &refs);
-        assert!(
-            got.starts_with(want.as_str()),
-            "{shown:?}: {got:?} !~ {want:?}"
-        );
-        assert_eq!(snapshot(c), before, "{shown:?} changed the keyspace");
+/// A case whose reply must start with `want`.
+fn case(args: &[&str], want: &str) -> Case {
+    Case {
+        args: args.iter().map(|a| a.as_bytes().to_vec()).collect(),
+        want: Want::Prefix(want.to_string(), Vec::new()),
     }
-}
-
-/// A key as error replies print it: at most 100 bytes.
-fn printed(key: &str) -> String {
-    if key.len() > 100 {
-        format!("{}...", &key[..100])
-    } else {
-        key.to_string()
-    }
-}
-
-fn case(args: &[&str], want: &str) -> (Vec<Vec<u8>>, String) {
-    (
-        args.iter().map(|a| a.as_bytes().to_vec()).collect(),
-        want.to_string(),
-    )
 }
 
 #[test]
@@ -1079,32 +995,29 @@ fn bad_input_writes_nothing() {
     let pk = pkey(&mut c, "protected");
     plan_set(&mut c, &[&pk, "{}", "AGENT", "seed"]);
     let t = pexpiretime(&mut c, &pk);
-    let raw = |c: &mut Connection, args: &[&str]| {
-        let _: Value = redis::cmd(args[0]).arg(&args[1..]).query(c).unwrap();
-    };
-    raw(&mut c, &["SET", "okome:tools:{nottl}", "{}"]);
-    raw(&mut c, &["RPUSH", "okome:tools:{list}", "x"]);
-    raw(&mut c, &["PEXPIRE", "okome:tools:{list}", "600000"]);
-    raw(&mut c, &["SET", &ledger("str"), "x", "PX", "600000"]);
+    must(&mut c, &["SET", "okome:tools:{nottl}", "{}"]);
+    must(&mut c, &["RPUSH", "okome:tools:{list}", "x"]);
+    must(&mut c, &["PEXPIRE", "okome:tools:{list}", "600000"]);
+    must(&mut c, &["SET", &ledger("str"), "x", "PX", "600000"]);
     let ts = t.to_string();
-    raw(&mut c, &["ZADD", &ledger("nottl"), &ts, &pk]);
-    raw(&mut c, &["ZADD", &ledger("offttl"), &ts, &pk]);
-    raw(
+    must(&mut c, &["ZADD", &ledger("nottl"), &ts, &pk]);
+    must(&mut c, &["ZADD", &ledger("offttl"), &ts, &pk]);
+    must(
         &mut c,
         &["PEXPIREAT", &ledger("offttl"), &(t + 5).to_string()],
     );
-    raw(
+    must(
         &mut c,
         &["ZADD", &ledger("lowbad"), "1000", "foo", &ts, &pk],
     );
-    raw(&mut c, &["PEXPIREAT", &ledger("lowbad"), &ts]);
-    raw(
+    must(&mut c, &["PEXPIREAT", &ledger("lowbad"), &ts]);
+    must(
         &mut c,
         &["ZADD", &ledger("frac"), &format!("{}.5", t - 10), &pk],
     );
-    raw(&mut c, &["ZADD", &ledger("frac"), &ts, "okome:tools:{x}"]);
-    raw(&mut c, &["PEXPIREAT", &ledger("frac"), &ts]);
-    raw(
+    must(&mut c, &["ZADD", &ledger("frac"), &ts, "okome:tools:{x}"]);
+    must(&mut c, &["PEXPIREAT", &ledger("frac"), &ts]);
+    must(
         &mut c,
         &[
             "ZADD",
@@ -1117,14 +1030,13 @@ fn bad_input_writes_nothing() {
             &pk,
         ],
     );
-    raw(&mut c, &["PEXPIREAT", &ledger("mid"), &ts]);
+    must(&mut c, &["PEXPIREAT", &ledger("mid"), &ts]);
     let garbage = |name: &str, why: &str| {
         format!(
             "ERR '{}' does not hold an okome agent ledger ({why}",
             ledger(name)
         )
     };
-    let arity = |cmd: &str| format!("ERR wrong number of arguments for '{cmd}' command");
     let only_cache = |key: &str, kind: &str| {
         format!(
             "ERR '{key}' is a {kind} budget key; only cache keys (planner, model_meta, rag, tools, health) can be recorded"
@@ -1275,15 +1187,9 @@ fn bad_input_writes_nothing() {
     );
     cases.push(case(&["OKOME.AGENT.KEYS", "mid"], &want));
     cases.push(case(&["OKOME.AGENT.PURGE", "mid"], &want));
-    run_cases(&mut c, &cases);
+    run_with(&mut c, &cases, false);
     // Still intact.
     assert_ledger(&mut c, "seed", &[(&pk, t)]);
-}
-
-fn as_user(s: &Server, user: &str) -> Connection {
-    let mut c = s.conn();
-    let _: () = redis::cmd("AUTH").arg(&[user, "pw"]).query(&mut c).unwrap();
-    c
 }
 
 #[test]
@@ -1356,21 +1262,6 @@ fn acl_checks_the_ledger_and_every_key_purged() {
 
 // ------------------------------------------------------- memory bound
 
-/// A small deterministic generator (xorshift).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 fn memory_usage(c: &mut Connection, key: &str) -> i64 {
     redis::cmd("MEMORY")
         .arg(&["USAGE", key, "SAMPLES", "0"])
@@ -1425,11 +1316,8 @@ fn ledger_memory_stays_within_its_bound_under_a_long_random_workload() {
     let bound = full + full / 4;
     let agents = ["a0", "a1", "a2"];
     let prompts: Vec<String> = (0..150).map(|i| pkey(&mut c, &format!("w{i}"))).collect();
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-    let steps = std::env::var("OKOME_LEDGER_STEPS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(6000u64);
+    let mut rng = Xorshift64(0x9E37_79B9_7F4A_7C15);
+    let steps = env_number("OKOME_LEDGER_STEPS").unwrap_or(6000u64);
     let mut largest = 0;
     let mut purged = 0;
     let started = server_ms(&mut c);

@@ -55,69 +55,6 @@ fn server(extra: &[&str]) -> Server {
     Server::start_full(&args, &["lock-ttl-min", "100"])
 }
 
-fn tuple(prompt: &str, opts: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = vec!["m".into(), prompt.into(), "t".into(), "r".into()];
-    v.extend(opts.iter().map(|s| s.to_string()));
-    v
-}
-
-fn refs(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
-}
-
-fn get_plan(c: &mut Connection, prompt: &str, opts: &[&str]) -> Plan {
-    plan_get(c, &refs(&tuple(prompt, opts)))
-}
-
-fn lock_of(key: &str) -> String {
-    format!("{key}:lock")
-}
-
-fn get(c: &mut Connection, key: &str) -> Option<String> {
-    redis::cmd("GET").arg(key).query(c).expect("GET")
-}
-
-fn pttl(c: &mut Connection, key: &str) -> i64 {
-    redis::cmd("PTTL").arg(key).query(c).expect("PTTL")
-}
-
-fn plan_set_token(c: &mut Connection, key: &str, token: &str) -> (String, i64, Option<i64>, i64) {
-    redis::cmd("OKOME.PLAN.SET")
-        .arg(key)
-        .arg(PLAN)
-        .arg("TOKEN")
-        .arg(token)
-        .query(c)
-        .expect("OKOME.PLAN.SET")
-}
-
-fn ok(c: &mut Connection, args: &[&str]) {
-    let r: redis::Value = redis::cmd(args[0])
-        .arg(&args[1..])
-        .query(c)
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(
-        matches!(r, redis::Value::Okay) || r == redis::Value::SimpleString("OK".into()),
-        "{args:?}: {r:?}"
-    );
-}
-
-fn assert_token(t: &str) {
-    assert!(
-        t.len() == 32 && t.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
-        "not a 32-hex token: {t:?}"
-    );
-}
-
-/// A leader's `MISS` with `lock_ttl`; returns its token.
-fn leader_token(p: &Plan, lock_ttl: i64) -> String {
-    assert_eq!(p.status, "MISS", "{p:?}");
-    assert_eq!(p.ms, Some(lock_ttl), "{p:?}");
-    let t = p.token.clone().expect("a token on MISS");
-    assert_token(&t);
-    t
-}
-
 /// A follower was handed the lock: `MISS` with a token, and the lock holds
 /// that token now with a PTTL close to `lock_ttl`. Returns the token.
 fn assert_handed(c: &mut Connection, p: &Plan, key: &str, lock_ttl: i64) -> String {
@@ -127,17 +64,8 @@ fn assert_handed(c: &mut Connection, p: &Plan, key: &str, lock_ttl: i64) -> Stri
     assert_eq!(p.ms, Some(lock_ttl), "{p:?}");
     let t = p.token.clone().expect("a token on a hand-over");
     assert_token(&t);
-    let lk = lock_of(key);
-    assert_eq!(
-        get(c, &lk).as_deref(),
-        Some(t.as_str()),
-        "{lk} must hold the token the follower received"
-    );
-    let ttl = pttl(c, &lk);
-    assert!(
-        ttl > lock_ttl - 1000 && ttl <= lock_ttl,
-        "{lk}: PTTL {ttl}, want about {lock_ttl}"
-    );
+    // The lock holds the token the follower received.
+    assert_held(c, key, &t, lock_ttl);
     t
 }
 
@@ -149,13 +77,6 @@ fn assert_locked(p: &Plan, key: &str) {
         (None, None),
         "{p:?}"
     );
-}
-
-fn assert_hit(p: &Plan, key: &str) {
-    assert_eq!(p.status, "HIT", "{p:?}");
-    assert_eq!(p.key, key, "{p:?}");
-    assert_eq!(p.value.as_deref(), Some(PLAN), "{p:?}");
-    assert_eq!(p.token, None, "{p:?}");
 }
 
 /// `elapsed` is a deadline of `wait_ms` served in time.
@@ -307,7 +228,7 @@ fn wait_followers_blocked(admin: &mut Connection, fs: &mut [&mut Follower]) {
 
 /// A primary and a writable replica (`replica-read-only no`) in sync.
 fn primary_and_writable_replica() -> (Server, Server) {
-    let primary = server(&["--repl-diskless-sync-delay", "0"]);
+    let primary = server(PRIMARY);
     let pport = primary.port.to_string();
     let replica = server(&[
         "--replicaof",
@@ -322,44 +243,27 @@ fn primary_and_writable_replica() -> (Server, Server) {
 
 /// Polls the primary until it sees its replica online (acknowledging).
 fn wait_replica_online(primary: &mut Connection, within: Duration) {
-    let deadline = Instant::now() + within;
-    loop {
+    poll(within, Duration::from_millis(20), || {
         let m = info_map(primary, "replication");
         if m.get("slave0").is_some_and(|v| v.contains("state=online")) {
-            return;
+            Ok(())
+        } else {
+            Err(format!("replica not online: {m:?}"))
         }
-        assert!(Instant::now() < deadline, "replica not online: {m:?}");
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn okome_info(c: &mut Connection) -> String {
-    redis::cmd("INFO")
-        .arg("okome")
-        .query(c)
-        .expect("INFO okome")
-}
-
-fn counter(c: &mut Connection, name: &str) -> i64 {
-    let text = okome_info(c);
-    parse_okome_info(&text)
-        .get(name)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no integer {name} in INFO okome:\n{text}"))
+    })
 }
 
 /// Polls until `waiting_clients` is 0, then returns the wait counters.
 fn settled_counters(c: &mut Connection) -> std::collections::BTreeMap<String, i64> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let text = okome_info(c);
+    poll(Duration::from_secs(5), Duration::from_millis(5), || {
+        let text = info_text(c, "okome");
         let m = wait_counters(&text).unwrap_or_else(|e| panic!("{e}"));
         if m["waiting_clients"] == 0 {
-            return m;
+            Ok(m)
+        } else {
+            Err(format!("waiting_clients stays {m:?}"))
         }
-        assert!(Instant::now() < deadline, "waiting_clients stays {m:?}");
-        thread::sleep(Duration::from_millis(5));
-    }
+    })
 }
 
 // ----------------------------------------- 2. writes only when it may write
@@ -448,7 +352,7 @@ fn client_pause_all_across_the_lock_expiry() {
 /// hand-over until `FAILOVER ABORT`, then the follower gets the lock.
 #[test]
 fn failover_to_a_stopped_replica_across_the_lock_expiry() {
-    let mut primary = server(&["--repl-diskless-sync-delay", "0"]);
+    let mut primary = server(PRIMARY);
     let pport = primary.port.to_string();
     let mut replica = server(&["--replicaof", "127.0.0.1", &pport]);
     wait_link_up(&mut replica.conn(), Duration::from_secs(10));
@@ -538,8 +442,7 @@ fn replica_promoted_hands_the_lock_over() {
     leader_token(&local, 1500);
     let upstream = get_plan(&mut p, "upstream", &["LOCKTTL", "1500"]);
     leader_token(&upstream, 1500);
-    let acked: i64 = redis::cmd("WAIT").arg(1).arg(5000).query(&mut p).unwrap();
-    assert_eq!(acked, 1);
+    replica_acked(&mut p);
 
     let mut f1 = Follower::start(replica.port, "f1", "local", &["WAIT", "8000"]);
     let mut f2 = Follower::start(replica.port, "f2", "upstream", &["WAIT", "8000"]);
@@ -579,9 +482,12 @@ fn debug_reload_with_waiters() {
     s.assert_alive("after DEBUG RELOAD");
     f.assert_waiting("the lock is still held after the reload");
     assert_eq!(get(&mut admin, &lock_of(&miss.key)), Some(token.clone()));
-    assert_eq!(plan_set_token(&mut leader, &miss.key, &token).3, 1);
+    assert_eq!(
+        plan_store(&mut leader, &[&miss.key, PLAN, "TOKEN", &token]).3,
+        1
+    );
     let (p, _) = f.reply(Duration::from_secs(5));
-    assert_hit(&p.expect("a"), &miss.key);
+    assert_hit(&p.expect("a"), &miss.key, PLAN);
 
     // (b) The lock expires and a deadline passes while loading.
     ok(&mut admin, &["DEBUG", "POPULATE", "10000"]);
@@ -641,9 +547,13 @@ fn drive(
                 match p.status.as_str() {
                     "MISS" => {
                         let t = assert_handed(admin, &p, key, 9000);
-                        assert_eq!(plan_set_token(admin, key, &t).3, 1, "released");
+                        assert_eq!(
+                            plan_store(admin, &[key, PLAN, "TOKEN", &t]).3,
+                            1,
+                            "released"
+                        );
                     }
-                    "HIT" => assert_hit(&p, key),
+                    "HIT" => assert_hit(&p, key, PLAN),
                     "LOCKED" => assert_locked(&p, key),
                     other => panic!("{}: unexpected {other}: {p:?}", f.name),
                 }
@@ -755,10 +665,13 @@ fn module_unload_while_followers_wait() {
     for f in fs.iter_mut() {
         f.assert_waiting("after the refused MODULE UNLOAD");
     }
-    assert_eq!(plan_set_token(&mut leader, &miss.key, &token).3, 1);
+    assert_eq!(
+        plan_store(&mut leader, &[&miss.key, PLAN, "TOKEN", &token]).3,
+        1
+    );
     for f in fs.iter_mut() {
         let (p, _) = f.reply(Duration::from_secs(5));
-        assert_hit(&p.expect("follower"), &miss.key);
+        assert_hit(&p.expect("follower"), &miss.key, PLAN);
     }
     let deadline = Instant::now() + Duration::from_secs(5);
     while counter(&mut admin, "waiting_clients") != 0 {
@@ -769,7 +682,7 @@ fn module_unload_while_followers_wait() {
     ok(&mut admin, &["MODULE", "UNLOAD", "okome"]);
     let path = module_path();
     ok(&mut admin, &["MODULE", "LOAD", path.to_str().unwrap()]);
-    let text = okome_info(&mut admin);
+    let text = info_text(&mut admin, "okome");
     let fields = parse_okome_info(&text);
     assert!(fields.contains_key("wait_blocked"), "{text}");
     for (name, v) in &fields {
@@ -793,7 +706,7 @@ fn wait_counters_add_up() {
     let mut s = server(&[]);
     let mut admin = s.conn();
     // Read tolerantly: the replies are checked first, the counters last.
-    let before = wait_counters(&okome_info(&mut admin));
+    let before = wait_counters(&info_text(&mut admin, "okome"));
     let mut leader = s.conn();
     let miss = get_plan(&mut leader, "counted", &[]);
     let token = leader_token(&miss, 9000);
@@ -857,9 +770,9 @@ fn wait_counters_add_up() {
     let (p, _) = fs[3].reply(Duration::from_secs(5));
     let nt = assert_handed(&mut admin, &p.expect("leader"), &key, 9000);
     fs[4].assert_waiting("the new leader holds the lock");
-    assert_eq!(plan_set_token(&mut leader, &key, &nt).3, 1);
+    assert_eq!(plan_store(&mut leader, &[&key, PLAN, "TOKEN", &nt]).3, 1);
     let (p, _) = fs[4].reply(Duration::from_secs(5));
-    assert_hit(&p.expect("hit"), &key);
+    assert_hit(&p.expect("hit"), &key, PLAN);
 
     let before = before.unwrap_or_else(|e| panic!("{e}"));
     let after = settled_counters(&mut admin);
@@ -880,7 +793,7 @@ fn wait_counters_add_up() {
         got,
         want,
         "counter deltas; INFO okome:\n{}",
-        okome_info(&mut admin)
+        info_text(&mut admin, "okome")
     );
     check_wait_invariants(&after).unwrap_or_else(|e| panic!("{e}"));
     s.assert_alive("at the end");
@@ -898,7 +811,7 @@ fn foreign_lock_without_ttl_is_healed() {
     // The counter is read tolerantly here so that the TTLs are checked
     // first, and asserted at the end.
     let healed = |c: &mut Connection| -> Option<i64> {
-        parse_okome_info(&okome_info(c))
+        parse_okome_info(&info_text(c, "okome"))
             .get("locks_healed")
             .and_then(|v| v.parse().ok())
     };
@@ -944,7 +857,7 @@ fn foreign_lock_without_ttl_is_healed() {
         deltas,
         vec![Some(1), Some(2), Some(3)],
         "locks_healed after each healing; INFO okome:\n{}",
-        okome_info(&mut c)
+        info_text(&mut c, "okome")
     );
 }
 
@@ -1012,13 +925,13 @@ fn full_memory_serves_hits_and_refuses_locks() {
     let mut c = s.conn();
     let m = get_plan(&mut c, "stored", &[]);
     let t = leader_token(&m, 9000);
-    assert_eq!(plan_set_token(&mut c, &m.key, &t).0, "STORED");
+    assert_eq!(plan_store(&mut c, &[&m.key, PLAN, "TOKEN", &t]).0, "STORED");
     ok(&mut c, &["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
     ok(&mut c, &["CONFIG", "SET", "maxmemory", "1"]);
 
     let hit = try_plan_get(&mut c, &refs(&tuple("stored", &[])));
     let hit = hit.unwrap_or_else(|e| panic!("a HIT when memory is full: {}", error_text(&e)));
-    assert_hit(&hit, &m.key);
+    assert_hit(&hit, &m.key, PLAN);
     let key: String = redis::cmd("OKOME.KEY")
         .arg("planner")
         .arg(refs(&tuple("not stored", &[])))

@@ -6,16 +6,7 @@ use crate::support::*;
 
 use redis::Connection;
 use std::collections::HashSet;
-use std::sync::{Arc, Barrier};
 use std::time::Duration;
-
-fn lock(c: &mut Connection, key: &str, opts: &[&str]) -> redis::Value {
-    redis::cmd("OKOME.LOCK")
-        .arg(key)
-        .arg(opts)
-        .query(c)
-        .unwrap()
-}
 
 /// Acquire: the token, or `None` when held.
 fn acquire(c: &mut Connection, key: &str, opts: &[&str]) -> Option<String> {
@@ -45,44 +36,11 @@ fn unlock(c: &mut Connection, key: &str, token: &str) -> i64 {
         .unwrap()
 }
 
-fn pttl(c: &mut Connection, key: &str) -> i64 {
-    redis::cmd("PTTL").arg(key).query(c).unwrap()
-}
-
-fn get(c: &mut Connection, key: &str) -> Option<String> {
-    redis::cmd("GET").arg(key).query(c).unwrap()
-}
-
-fn exists(c: &mut Connection, key: &str) -> bool {
-    redis::cmd("EXISTS").arg(key).query::<i64>(c).unwrap() == 1
-}
-
-/// The lock of `key` is held with `token` and expires within `max_ms`
-/// (and not much sooner: the step took well under a second).
-fn assert_held(c: &mut Connection, key: &str, token: &str, max_ms: i64) {
-    let lk = format!("{key}:lock");
-    assert_eq!(get(c, &lk).as_deref(), Some(token), "{lk} holder");
-    let t = pttl(c, &lk);
-    assert!(
-        t > max_ms - 1000 && t <= max_ms,
-        "{lk}: PTTL {t}, want ({}, {max_ms}]",
-        max_ms - 1000
-    );
-}
-
 /// The lock of `key` is free: no key at all (never a lock without a TTL).
 fn assert_free(c: &mut Connection, key: &str) {
-    let lk = format!("{key}:lock");
+    let lk = lock_of(key);
     assert!(!exists(c, &lk), "{lk} should be gone");
     assert_eq!(pttl(c, &lk), -2);
-}
-
-fn assert_token(t: &str) {
-    assert_eq!(t.len(), 32, "{t}");
-    assert!(
-        t.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
-        "not lowercase hex: {t}"
-    );
 }
 
 /// Every `...:lock` key in the server has a TTL within the lock standard.
@@ -131,7 +89,7 @@ fn acquire_extend_unlock_step_by_step() {
     assert_held(&mut c, key, &tok, 9000);
     // TTL before TOKEN is the same command.
     assert_eq!(
-        lock(&mut c, key, &["ttl", "9500", "token", &tok]),
+        lock(&mut c, &[key, "ttl", "9500", "token", &tok]),
         redis::Value::Int(1)
     );
     assert_held(&mut c, key, &tok, 9500);
@@ -375,37 +333,14 @@ fn tokens_are_unique() {
     assert_all_locks_expire(&mut c);
 }
 
-/// Runs `f(i, con)` on `n` threads, each with its own connection (opened
-/// beforehand), released together by a barrier.
-fn race<T: Send + 'static>(
-    s: &Server,
-    n: usize,
-    f: impl Fn(usize, &mut Connection) -> T + Send + Sync + 'static,
-) -> Vec<T> {
-    let barrier = Arc::new(Barrier::new(n));
-    let f = Arc::new(f);
-    let handles: Vec<_> = (0..n)
-        .map(|i| {
-            let mut con = s.conn();
-            let barrier = barrier.clone();
-            let f = f.clone();
-            std::thread::spawn(move || {
-                barrier.wait();
-                f(i, &mut con)
-            })
-        })
-        .collect();
-    handles.into_iter().map(|h| h.join().unwrap()).collect()
-}
-
 #[test]
 fn concurrent_plan_get_has_exactly_one_miss() {
     let s = Server::start();
     let mut c = s.conn();
     for round in 0..5 {
         let prompt = format!("cold prompt {round}");
-        let replies = race(&s, 40, move |_, con| {
-            plan_get(con, &["llama3:8b", &prompt, "v1", "repo"])
+        let replies = race(&s, 40, move |_, mut con| {
+            plan_get(&mut con, &["llama3:8b", &prompt, "v1", "repo"])
         });
         let misses: Vec<&Plan> = replies.iter().filter(|p| p.status == "MISS").collect();
         let locked = replies.iter().filter(|p| p.status == "LOCKED").count();
@@ -424,8 +359,8 @@ fn concurrent_plan_get_has_exactly_one_miss() {
         assert_held(&mut c, key, &tok, 9000);
         // A second wave (lock now held) is all LOCKED.
         let prompt = format!("cold prompt {round}");
-        let again = race(&s, 40, move |_, con| {
-            plan_get(con, &["llama3:8b", &prompt, "v1", "repo"]).status
+        let again = race(&s, 40, move |_, mut con| {
+            plan_get(&mut con, &["llama3:8b", &prompt, "v1", "repo"]).status
         });
         assert!(again.iter().all(|st| st == "LOCKED"), "{again:?}");
     }
@@ -439,7 +374,7 @@ fn concurrent_lock_has_exactly_one_holder() {
     for round in 0..5 {
         let key = format!("okome:rag:{{repo}}:chunk{round}");
         let k2 = key.clone();
-        let replies = race(&s, 40, move |_, con| acquire(con, &k2, &[]));
+        let replies = race(&s, 40, move |_, mut con| acquire(&mut con, &k2, &[]));
         let winners: Vec<&String> = replies.iter().flatten().collect();
         assert_eq!(winners.len(), 1, "round {round}: {replies:?}");
         assert_held(&mut c, &key, winners[0], 9000);
@@ -447,7 +382,7 @@ fn concurrent_lock_has_exactly_one_holder() {
         // Everyone tries to release with the winner's token: exactly one 1.
         let tok = winners[0].clone();
         let k3 = key.clone();
-        let released = race(&s, 40, move |_, con| unlock(con, &k3, &tok));
+        let released = race(&s, 40, move |_, mut con| unlock(&mut con, &k3, &tok));
         assert_eq!(released.iter().sum::<i64>(), 1, "{released:?}");
         assert_free(&mut c, &key);
     }
@@ -457,11 +392,11 @@ fn concurrent_lock_has_exactly_one_holder() {
         .query(&mut c)
         .unwrap();
     let pk2 = pk.clone();
-    let replies = race(&s, 40, move |i, con| {
+    let replies = race(&s, 40, move |i, mut con| {
         if i % 2 == 0 {
-            acquire(con, &pk2, &[])
+            acquire(&mut con, &pk2, &[])
         } else {
-            plan_get(con, &["m", "race", "t", "r"]).token
+            plan_get(&mut con, &["m", "race", "t", "r"]).token
         }
     });
     let winners: Vec<&String> = replies.iter().flatten().collect();

@@ -4,21 +4,7 @@
 //! comes back byte for byte, no lock lacks a TTL.
 
 use crate::support::*;
-use std::collections::BTreeMap;
 use std::time::Instant;
-
-type State = BTreeMap<String, (Vec<u8>, i64)>;
-
-fn state(c: &mut redis::Connection) -> State {
-    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(c).unwrap();
-    keys.into_iter()
-        .map(|k| {
-            let dump: Vec<u8> = redis::cmd("DUMP").arg(&k).query(c).unwrap();
-            let pttl: i64 = redis::cmd("PTTL").arg(&k).query(c).unwrap();
-            (k, (dump, pttl))
-        })
-        .collect()
-}
 
 fn workload(c: &mut redis::Connection) {
     let m = plan_get(
@@ -80,13 +66,13 @@ fn workload(c: &mut redis::Connection) {
 fn crash_and_compare(s: &mut Server) {
     let mut c = s.conn();
     workload(&mut c);
-    let before = state(&mut c);
+    let before = dumps_ttl(&mut c);
     assert!(before.len() >= 6, "{before:?}");
     let crashed = Instant::now();
     s.crash_and_restart();
     let elapsed = crashed.elapsed().as_millis() as i64;
     let mut c = s.conn();
-    let after = state(&mut c);
+    let after = dumps_ttl(&mut c);
     assert_eq!(
         after.keys().collect::<Vec<_>>(),
         before.keys().collect::<Vec<_>>(),
@@ -128,10 +114,10 @@ fn rdb_snapshot_crash_and_restart() {
     let mut c = s.conn();
     workload(&mut c);
     let _: () = redis::cmd("SAVE").query(&mut c).unwrap();
-    let before = state(&mut c);
+    let before = dumps_ttl(&mut c);
     s.crash_and_restart();
     let mut c = s.conn();
-    let after = state(&mut c);
+    let after = dumps_ttl(&mut c);
     assert_eq!(after.len(), before.len());
     for (k, (dump, _)) in &before {
         assert_eq!(&after[k].0, dump, "{k}");

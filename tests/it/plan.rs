@@ -168,26 +168,7 @@ fn plan_lookup_is_plan_get_by_key() {
         .query(&mut c)
         .unwrap();
     let lookup = |c: &mut redis::Connection, extra: &[&str]| -> Plan {
-        let (status, key, value, ms, token, rate_remaining): (
-            String,
-            String,
-            Option<String>,
-            Option<i64>,
-            Option<String>,
-            Option<i64>,
-        ) = redis::cmd("OKOME.PLAN.LOOKUP")
-            .arg(&key)
-            .arg(extra)
-            .query(c)
-            .unwrap();
-        Plan {
-            status,
-            key,
-            value,
-            ms,
-            token,
-            rate_remaining,
-        }
+        plan_lookup(c, &[&[key.as_str()][..], extra].concat())
     };
     let m = lookup(&mut c, &["AGENT", "a", "LIMIT", "5", "WINDOW", "60"]);
     assert_eq!(

@@ -15,25 +15,10 @@
 //! The parser side is also unit-tested in okome-core
 //! (`the_parser_checks_every_argument_against_the_range_table`).
 
+use crate::support::ops::{config_one, config_set};
 use crate::support::*;
 use okome_core::config::{params, Bounds, Range, ARGS};
-use redis::{Connection, Value};
-use std::path::Path;
-
-fn config_set(c: &mut Connection, pairs: &[String]) -> Result<(), String> {
-    redis::cmd("CONFIG")
-        .arg("SET")
-        .arg(pairs)
-        .query::<String>(c)
-        .map(|_| ())
-        .map_err(|e| error_text(&e))
-}
-
-fn config_get(c: &mut Connection, name: &str) -> String {
-    let m: Vec<String> = redis::cmd("CONFIG").arg("GET").arg(name).query(c).unwrap();
-    assert_eq!(m.len(), 2, "CONFIG GET {name}: {m:?}");
-    m[1].clone()
-}
+use redis::Value;
 
 /// The family of a TTL standard's config: `lock-ttl` for `lock-ttl-min`.
 fn family(name: &str) -> Option<&str> {
@@ -50,7 +35,7 @@ fn config_set_takes_exactly_each_configs_range() {
     for p in params() {
         let name = format!("okome.{}", p.name);
         let (min, max) = (p.bounds.min, p.bounds.max);
-        let before = config_get(&mut c, &name);
+        let before = config_one(&mut c, &name);
         for v in [min, max] {
             // A standard's three configs move together, so that
             // min <= default <= max holds.
@@ -61,16 +46,16 @@ fn config_set_takes_exactly_each_configs_range() {
                     .collect(),
                 None => vec![name.clone(), v.to_string()],
             };
-            config_set(&mut c, &pairs).unwrap_or_else(|e| panic!("{name} {v}: {e}"));
-            assert_eq!(config_get(&mut c, &name), v.to_string(), "{name}");
+            config_set(&mut c, &refs(&pairs)).unwrap_or_else(|e| panic!("{name} {v}: {e}"));
+            assert_eq!(config_one(&mut c, &name), v.to_string(), "{name}");
         }
         for v in [i128::from(min) - 1, i128::from(max) + 1] {
-            let e = config_set(&mut c, &[name.clone(), v.to_string()]).unwrap_err();
+            let e = config_set(&mut c, &[&name, &v.to_string()]).unwrap_err();
             assert!(
                 e.starts_with("ERR ") && e.contains(&format!("between {min} and {max}")),
                 "{name} {v}: {e}"
             );
-            assert_eq!(config_get(&mut c, &name), max.to_string(), "{name} kept");
+            assert_eq!(config_one(&mut c, &name), max.to_string(), "{name} kept");
         }
         // Back to the defaults for the next family.
         let pairs: Vec<String> = match family(p.name) {
@@ -88,14 +73,14 @@ fn config_set_takes_exactly_each_configs_range() {
                 .collect(),
             None => vec![name.clone(), before.clone()],
         };
-        config_set(&mut c, &pairs).unwrap();
-        assert_eq!(config_get(&mut c, &name), before, "{name} restored");
+        config_set(&mut c, &refs(&pairs)).unwrap();
+        assert_eq!(config_one(&mut c, &name), before, "{name} restored");
     }
 }
 
 /// The command that sets argument `arg` of `command` to `v`, everything
 /// else valid.
-fn command(command: &str, arg: &str, v: &str, pk: &str) -> Vec<String> {
+fn with_arg(command: &str, arg: &str, v: &str, pk: &str) -> Vec<String> {
     let mut a: Vec<String> = vec![command.to_uppercase()];
     let mut push = |xs: &[&str]| a.extend(xs.iter().map(|x| x.to_string()));
     match (command, arg) {
@@ -130,14 +115,6 @@ fn command(command: &str, arg: &str, v: &str, pk: &str) -> Vec<String> {
     a
 }
 
-fn send(c: &mut Connection, args: &[String]) -> Result<Value, String> {
-    let mut cmd = redis::cmd(&args[0]);
-    for a in &args[1..] {
-        cmd.arg(a);
-    }
-    cmd.query::<Value>(c).map_err(|e| error_text(&e))
-}
-
 #[test]
 fn every_command_takes_each_arguments_range() {
     let s = Server::start();
@@ -168,14 +145,14 @@ fn every_command_takes_each_arguments_range() {
                 .arg(&["okome:tools:{ranges}:lock", &format!("{pk}:lock")])
                 .query::<i64>(&mut c)
                 .unwrap();
-            let args = command(a.command, a.arg, &v.to_string(), &pk);
-            if let Err(e) = send(&mut c, &args) {
+            let args = with_arg(a.command, a.arg, &v.to_string(), &pk);
+            if let Err(e) = call(&mut c, &refs(&args)) {
                 panic!("{name} {v}: {args:?} refused: {e}");
             }
         }
         for v in [i128::from(min) - 1, i128::from(max) + 1] {
-            let args = command(a.command, a.arg, &v.to_string(), &pk);
-            let e = send(&mut c, &args).expect_err(&format!("{name} {v} taken"));
+            let args = with_arg(a.command, a.arg, &v.to_string(), &pk);
+            let e = call(&mut c, &refs(&args)).expect_err(&format!("{name} {v} taken"));
             let want = format!("{v} is out of range: must be between {min} and {max} {unit}");
             assert!(
                 e.starts_with("ERR ") && e.contains(&want),
@@ -184,7 +161,7 @@ fn every_command_takes_each_arguments_range() {
         }
     }
     // REFRESHAHEAD's default is the config, which takes the same range.
-    config_set(&mut c, &["okome.refresh-ahead-ms".into(), "900000".into()]).unwrap();
+    config_set(&mut c, &["okome.refresh-ahead-ms", "900000"]).unwrap();
     assert_eq!(plan_get(&mut c, &["m", "ranges2", "t", "r"]).status, "MISS");
 }
 
@@ -202,37 +179,6 @@ fn find_arg(args: &[Value], name: &str) -> Option<Vec<(String, Value)>> {
         }
     }
     None
-}
-
-fn pairs(v: &Value) -> Vec<(String, Value)> {
-    let items: Vec<Value> = match v {
-        Value::Array(a) => a.clone(),
-        Value::Map(m) => m.iter().flat_map(|(k, v)| [k.clone(), v.clone()]).collect(),
-        other => panic!("not a map: {other:?}"),
-    };
-    items
-        .chunks(2)
-        .map(|kv| (text(&kv[0]), kv[1].clone()))
-        .collect()
-}
-
-fn field<'a>(m: &'a [(String, Value)], name: &str) -> Option<&'a Value> {
-    m.iter().find(|(k, _)| k == name).map(|(_, v)| v)
-}
-
-fn text(v: &Value) -> String {
-    match v {
-        Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
-        Value::SimpleString(s) => s.clone(),
-        other => panic!("not a string: {other:?}"),
-    }
-}
-
-fn array(v: &Value) -> &[Value] {
-    match v {
-        Value::Array(a) => a,
-        other => panic!("not an array: {other:?}"),
-    }
 }
 
 #[test]
@@ -307,8 +253,7 @@ fn command_docs_shows_each_arguments_range() {
 
 /// The rows of README's tables in its Configuration section, as cells.
 fn configuration_rows() -> Vec<Vec<String>> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
-    let readme = std::fs::read_to_string(p).unwrap();
+    let readme = repo_file("README.md");
     let section = readme
         .split("\n## ")
         .find(|s| s.starts_with("Configuration\n"))
@@ -420,28 +365,25 @@ fn a_standard_outside_the_seeds_is_logged_as_a_warning() {
     let mut c = s.conn();
 
     // At CONFIG SET, once per change.
-    let set = |c: &mut Connection, pairs: &[&str]| {
-        config_set(c, &pairs.iter().map(|p| p.to_string()).collect::<Vec<_>>())
-    };
-    set(&mut c, &["okome.health-ttl-max", "60"]).unwrap();
+    config_set(&mut c, &["okome.health-ttl-max", "60"]).unwrap();
     let health = "<okome> okome.health-ttl-max is 60 seconds, outside the seed's standard for \
                   the health TTL (30 seconds)";
     assert_eq!(warnings(&s), [lock, health]);
-    set(&mut c, &["okome.health-ttl-max", "60"]).unwrap();
+    config_set(&mut c, &["okome.health-ttl-max", "60"]).unwrap();
     assert_eq!(warnings(&s), [lock, health], "unchanged: no second word");
     // Refused (and rolled back): nothing changes, nothing said.
-    set(&mut c, &["okome.planner-ttl-default", "1000"]).unwrap_err();
-    set(&mut c, &["okome.rag-ttl-default", "100"]).unwrap_err();
+    config_set(&mut c, &["okome.planner-ttl-default", "1000"]).unwrap_err();
+    config_set(&mut c, &["okome.rag-ttl-default", "100"]).unwrap_err();
     assert_eq!(warnings(&s), [lock, health]);
     // Within the seed's standard: nothing said.
-    set(
+    config_set(
         &mut c,
         &["okome.lock-ttl-min", "8500", "okome.rag-ttl-min", "3600"],
     )
     .unwrap();
     assert_eq!(warnings(&s), [lock, health]);
     // Two at once.
-    set(
+    config_set(
         &mut c,
         &[
             "okome.planner-ttl-max",

@@ -3,7 +3,6 @@
 //! trip forms in PLAN.GET / PLAN.SET, bad input, memory, replication.
 
 use crate::support::*;
-use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 type Rate = (i64, i64, i64, i64);
@@ -110,20 +109,13 @@ fn the_window_edge_that_a_fixed_window_gets_wrong() {
 fn concurrent_clients_never_exceed_the_limit() {
     let s = Server::start();
     let threads = 16;
-    let barrier = Arc::new(Barrier::new(threads));
-    let handles: Vec<_> = (0..threads)
-        .map(|_| {
-            let mut c = s.conn();
-            let b = barrier.clone();
-            std::thread::spawn(move || {
-                b.wait();
-                (0..100)
-                    .map(|_| rate(&mut c, &["busy", "250", "30"]).0)
-                    .sum::<i64>()
-            })
-        })
-        .collect();
-    let admitted: i64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    let admitted: i64 = race(&s, threads, |_, mut c| {
+        (0..100)
+            .map(|_| rate(&mut c, &["busy", "250", "30"]).0)
+            .sum::<i64>()
+    })
+    .into_iter()
+    .sum();
     assert_eq!(
         admitted, 250,
         "1600 calls within one window admit exactly the limit"
@@ -239,10 +231,10 @@ fn plan_get_with_agent_charges_first_and_limited_touches_nothing_else() {
 fn plan_set_with_agent_skips_when_spent_but_still_releases_the_lock() {
     let s = Server::start();
     let mut c = s.conn();
-    type Set = (String, Option<i64>, Option<i64>, i64);
     let m1 = plan_get(&mut c, &["m", "p1", "t", "r"]);
-    let r: Set = redis::cmd("OKOME.PLAN.SET")
-        .arg(&[
+    let r = plan_set(
+        &mut c,
+        &[
             &m1.key,
             "{}",
             "TOKEN",
@@ -251,13 +243,13 @@ fn plan_set_with_agent_skips_when_spent_but_still_releases_the_lock() {
             "w",
             "WLIMIT",
             "1",
-        ])
-        .query(&mut c)
-        .unwrap();
+        ],
+    );
     assert_eq!(r, ("STORED".into(), Some(600_000), Some(0), 1));
     let m2 = plan_get(&mut c, &["m", "p2", "t", "r"]);
-    let r: Set = redis::cmd("OKOME.PLAN.SET")
-        .arg(&[
+    let r = plan_set(
+        &mut c,
+        &[
             &m2.key,
             "{}",
             "TOKEN",
@@ -266,19 +258,18 @@ fn plan_set_with_agent_skips_when_spent_but_still_releases_the_lock() {
             "w",
             "WLIMIT",
             "1",
-        ])
-        .query(&mut c)
-        .unwrap();
+        ],
+    );
     assert_eq!(r, ("SKIPPED".into(), None, Some(0), 1));
     let exists: i64 = redis::cmd("EXISTS")
         .arg(&[&m2.key, &format!("{}:lock", m2.key)])
         .query(&mut c)
         .unwrap();
     assert_eq!(exists, 0, "plan not stored, lock released");
-    let r: Set = redis::cmd("OKOME.PLAN.SET")
-        .arg(&[&m2.key, "{}", "AGENT", "w2", "WLIMIT", "3", "WWINDOW", "1"])
-        .query(&mut c)
-        .unwrap();
+    let r = plan_set(
+        &mut c,
+        &[&m2.key, "{}", "AGENT", "w2", "WLIMIT", "3", "WWINDOW", "1"],
+    );
     assert_eq!(r, ("STORED".into(), Some(600_000), Some(2), 0));
     let pttl: i64 = redis::cmd("PTTL")
         .arg("okome:budget:write:{w2}")
@@ -337,21 +328,9 @@ fn bad_budget_input_errors_and_writes_nothing() {
 #[test]
 fn a_replica_enforces_the_same_window() {
     let p = Server::start();
-    let r = Server::start_with(&["--replicaof", "127.0.0.1", &p.port.to_string()]);
+    let r = replica_of(&p, &[], &[]);
     let mut pc = p.conn();
     let mut rc = r.conn();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let info: String = redis::cmd("INFO")
-            .arg("replication")
-            .query(&mut rc)
-            .unwrap();
-        if info.contains("master_link_status:up") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "replica did not sync");
-        std::thread::sleep(Duration::from_millis(50));
-    }
     for _ in 0..5 {
         rate(&mut pc, &["rep", "5", "60"]);
     }
@@ -362,8 +341,7 @@ fn a_replica_enforces_the_same_window() {
         .arg(&lock_key)
         .query(&mut pc)
         .unwrap();
-    let acked: i64 = redis::cmd("WAIT").arg(&[1, 5000]).query(&mut pc).unwrap();
-    assert_eq!(acked, 1);
+    replica_acked(&mut pc);
     let key = "okome:budget:rate:{rep}";
     let pd: Vec<u8> = redis::cmd("DUMP").arg(key).query(&mut pc).unwrap();
     let rd: Vec<u8> = redis::cmd("DUMP").arg(key).query(&mut rc).unwrap();
@@ -412,11 +390,7 @@ fn a_window_from_the_future_is_refused_and_left_as_it_is() {
         assert!(Window::decode(&b).is_ok(), "a well-formed window");
         b
     };
-    let server_now = |c: &mut redis::Connection| {
-        let (s, us): (i64, i64) = redis::cmd("TIME").query(c).unwrap();
-        s * 1_000 + us / 1_000
-    };
-    let now = server_now(&mut c);
+    let now = server_ms(&mut c);
     let windows = [
         ("okome:budget:rate:{a}", window(i64::MAX - 1_000)),
         // A server ten minutes ahead wrote it.
@@ -511,7 +485,7 @@ fn a_window_from_the_future_is_refused_and_left_as_it_is() {
     // Within the allowance (a clock half of it ahead): honoured, counted
     // from the entry's time, and the window expires within window +
     // allowance of now.
-    let now = server_now(&mut c);
+    let now = server_ms(&mut c);
     let key = "okome:budget:rate:{c}";
     redis::cmd("SET")
         .arg(key)
@@ -523,14 +497,9 @@ fn a_window_from_the_future_is_refused_and_left_as_it_is() {
     assert!(reset <= 60_000 + CLOCK_SKEW_ALLOWANCE_MS, "{reset}");
     let at: i64 = redis::cmd("PEXPIRETIME").arg(key).query(&mut c).unwrap();
     assert!(
-        at > now && at <= server_now(&mut c) + 60_000 + CLOCK_SKEW_ALLOWANCE_MS,
+        at > now && at <= server_ms(&mut c) + 60_000 + CLOCK_SKEW_ALLOWANCE_MS,
         "expires within window + allowance: {at} (now {now})"
     );
-}
-
-fn server_now(c: &mut redis::Connection) -> i64 {
-    let (s, us): (i64, i64) = redis::cmd("TIME").query(c).unwrap();
-    s * 1_000 + us / 1_000
 }
 
 /// Issue 14: a window written by the previous release (stored form
@@ -542,7 +511,7 @@ fn a_window_of_the_previous_version_is_read_then_migrated() {
     let s = Server::start();
     let mut c = s.conn();
     let key = "okome:budget:rate:{old}";
-    let now = server_now(&mut c);
+    let now = server_ms(&mut c);
     // 5 units over the last 5 s, as the old release stored them.
     let mut w = Window::new();
     for i in 0..5 {
@@ -588,7 +557,7 @@ fn a_full_minute_window_stays_under_600_bytes() {
     let s = Server::start();
     let mut c = s.conn();
     let key = "okome:budget:rate:{minute}";
-    let now = server_now(&mut c);
+    let now = server_ms(&mut c);
     let mut w = Window::new();
     for i in 0..59 {
         w.charge(now - 59_000 + i * 1_000 + (i % 7) * 13, 60, 60_000, 1);

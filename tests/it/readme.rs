@@ -24,10 +24,9 @@
 //! its fence is `<!-- transcript: continued -->`: then it runs on the
 //! previous transcript's server, after it.
 
-use crate::support::Server;
+use crate::support::{is_token, repo_file, Server};
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -156,12 +155,6 @@ impl Bindings {
         }
         out
     }
-}
-
-fn is_token(s: &str) -> bool {
-    s.len() == 32
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Whether `actual` is what `expected` (in the notation above) shows;
@@ -381,13 +374,8 @@ fn replay(t: &Transcript, server: &Server, bind: &mut Bindings) {
     }
 }
 
-fn read(file: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
-}
-
 fn replay_file(file: &'static str, at_least: usize) {
-    let text = read(file);
+    let text = repo_file(file);
     let all = transcripts(file, &text);
     assert!(
         all.len() >= at_least,
@@ -421,7 +409,7 @@ fn examples_readme_transcripts_replay() {
 /// its command line; the demo must print exactly those (in the notation).
 #[test]
 fn examples_readme_shows_the_python_demos_output() {
-    let text = read("examples/README.md");
+    let text = repo_file("examples/README.md");
     let expected: Vec<String> = text
         .lines()
         .skip_while(|l| !l.starts_with("python3 examples/python/okome_demo.py"))

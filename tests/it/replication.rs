@@ -33,55 +33,6 @@ fn random_hex() -> String {
     out
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
-type SetReply = (String, i64, Option<i64>, i64);
-
-fn plan_set(con: &mut redis::Connection, args: &[&str]) -> SetReply {
-    redis::cmd("OKOME.PLAN.SET")
-        .arg(args)
-        .query(con)
-        .expect("OKOME.PLAN.SET")
-}
-
-fn lock(con: &mut redis::Connection, args: &[&str]) -> redis::Value {
-    redis::cmd("OKOME.LOCK")
-        .arg(args)
-        .query(con)
-        .expect("OKOME.LOCK")
-}
-
-fn cache_set(con: &mut redis::Connection, args: &[&str]) -> i64 {
-    redis::cmd("OKOME.CACHE.SET")
-        .arg(args)
-        .query(con)
-        .expect("OKOME.CACHE.SET")
-}
-
-fn get(con: &mut redis::Connection, key: &str) -> Option<String> {
-    redis::cmd("GET").arg(key).query(con).expect("GET")
-}
-
-fn keys(con: &mut redis::Connection) -> Vec<String> {
-    let mut k: Vec<String> = redis::cmd("KEYS").arg("*").query(con).expect("KEYS");
-    k.sort();
-    k
-}
-
-fn dump(con: &mut redis::Connection, key: &str) -> Vec<u8> {
-    let d: Option<Vec<u8>> = redis::cmd("DUMP").arg(key).query(con).expect("DUMP");
-    d.unwrap_or_else(|| panic!("DUMP {key}: key vanished"))
-}
-
-fn pttl(con: &mut redis::Connection, key: &str) -> i64 {
-    redis::cmd("PTTL").arg(key).query(con).expect("PTTL")
-}
-
 /// What the workload leaves behind, to check against.
 struct Workload {
     /// Lock keys that must still be held, with the token the client got.
@@ -121,7 +72,7 @@ fn workload(con: &mut redis::Connection) -> Workload {
     // Miss 0: stored with the holder's token (lock released), explicit TTL.
     let (k0, t0, a0) = &misses[0];
     let v0 = r#"{"steps":["read","edit","test"],"n":0}"#;
-    let r = plan_set(con, &[k0, v0, "TTL", "300", "TOKEN", t0]);
+    let r = plan_store(con, &[k0, v0, "TTL", "300", "TOKEN", t0]);
     assert_eq!(r, ("STORED".into(), 300_000, None, 1));
     w.gone.push(format!("{k0}:lock"));
     w.plans.push((k0.clone(), v0.into()));
@@ -134,11 +85,11 @@ fn workload(con: &mut redis::Connection) -> Workload {
     // overwritten by the holder with TTL 900 (lock released).
     let (k1, t1, _) = &misses[1];
     let wrong = random_hex();
-    let r = plan_set(con, &[k1, r#"{"v":1}"#, "TOKEN", &wrong]);
+    let r = plan_store(con, &[k1, r#"{"v":1}"#, "TOKEN", &wrong]);
     assert_eq!(r, ("STORED".into(), 600_000, None, 0));
     assert_eq!(get(con, &format!("{k1}:lock")).as_ref(), Some(t1));
     let v1 = r#"{"v":2,"s":"\u00e9t\u00e9"}"#;
-    let r = plan_set(con, &[k1, v1, "TTL", "900", "TOKEN", t1]);
+    let r = plan_store(con, &[k1, v1, "TTL", "900", "TOKEN", t1]);
     assert_eq!(r, ("STORED".into(), 900_000, None, 1));
     w.gone.push(format!("{k1}:lock"));
     w.plans.push((k1.clone(), v1.into()));
@@ -146,7 +97,7 @@ fn workload(con: &mut redis::Connection) -> Workload {
     // Miss 2: stored without any token: the lock stays held.
     let (k2, t2, _) = &misses[2];
     let v2 = "[1,2,3]";
-    let r = plan_set(con, &[k2, v2, "TTL", "450"]);
+    let r = plan_store(con, &[k2, v2, "TTL", "450"]);
     assert_eq!(r, ("STORED".into(), 450_000, None, 0));
     w.held_locks.push((format!("{k2}:lock"), t2.clone()));
     w.plans.push((k2.clone(), v2.into()));
@@ -247,7 +198,7 @@ fn workload(con: &mut redis::Connection) -> Workload {
     let refresh = plan_get(con, &[&a0[..], &["REFRESHAHEAD", "900000"]].concat());
     assert_eq!(refresh.status, "REFRESH", "{refresh:?}");
     let v0b = r#"{"steps":["refreshed"]}"#;
-    let r = plan_set(con, &[k0, v0b, "TOKEN", refresh.token.as_deref().unwrap()]);
+    let r = plan_store(con, &[k0, v0b, "TOKEN", refresh.token.as_deref().unwrap()]);
     assert_eq!(r, ("STORED".into(), 600_000, None, 1));
     w.plans.retain(|(k, _)| k != k0);
     w.plans.push((k0.clone(), v0b.into()));
@@ -272,7 +223,7 @@ fn workload(con: &mut redis::Connection) -> Workload {
         ],
     );
     assert_eq!((m.status.as_str(), m.rate_remaining), ("MISS", Some(9)));
-    let r = plan_set(
+    let r = plan_store(
         con,
         &[
             &m.key,
@@ -294,12 +245,9 @@ fn workload(con: &mut redis::Connection) -> Workload {
 
 /// Every key with its DUMP and PTTL, checking each has a TTL.
 fn record(con: &mut redis::Connection, who: &str) -> BTreeMap<String, (Vec<u8>, i64)> {
-    let mut out = BTreeMap::new();
-    for k in keys(con) {
-        let d = dump(con, &k);
-        let t = pttl(con, &k);
-        assert!(t > 0, "{who}: key {k} has no TTL (PTTL {t})");
-        out.insert(k, (d, t));
+    let out = dumps_ttl(con);
+    for (k, (_, t)) in &out {
+        assert!(*t > 0, "{who}: key {k} has no TTL (PTTL {t})");
     }
     out
 }
@@ -313,20 +261,13 @@ const PRIMARY: &[&str] = &["--repl-diskless-sync-delay", "0"];
 #[test]
 fn replica_holds_identical_keys_and_ttls() {
     let primary = Server::start_with(PRIMARY);
-    let port = primary.port.to_string();
-    let replica = Server::start_with(&["--replicaof", "127.0.0.1", &port]);
+    let replica = replica_of(&primary, &[], &[]);
     let mut p = primary.conn();
     let mut r = replica.conn();
-    wait_link_up(&mut r, Duration::from_secs(10));
 
     let w = workload(&mut p);
 
-    let acked: i64 = redis::cmd("WAIT")
-        .arg(1)
-        .arg(5000)
-        .query(&mut p)
-        .expect("WAIT");
-    assert_eq!(acked, 1, "the replica acknowledged the writes");
+    replica_acked(&mut p);
 
     let pk = keys(&mut p);
     let rk = keys(&mut r);
@@ -473,13 +414,6 @@ impl Link {
     }
 }
 
-fn show(cmd: &[Vec<u8>]) -> String {
-    cmd.iter()
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 const MARKER: &str = "replication-test-marker";
 
 #[test]
@@ -572,7 +506,7 @@ fn replication_stream_carries_effects_not_commands() {
 
     // PLAN.SET with a wrong token: the plan only, the lock stays.
     let (got, t0, t1) = step(&mut c, &mut link, &mut |c| {
-        let r = plan_set(c, &[&m.key, r#"{"a":1}"#, "TOKEN", &random_hex()]);
+        let r = plan_store(c, &[&m.key, r#"{"a":1}"#, "TOKEN", &random_hex()]);
         assert_eq!(r.3, 0);
     });
     assert_eq!(got.len(), 1, "{got:?}");
@@ -580,7 +514,7 @@ fn replication_stream_carries_effects_not_commands() {
 
     // PLAN.SET with the holder's token and a TTL: the plan, then DEL lock.
     let (got, t0, t1) = step(&mut c, &mut link, &mut |c| {
-        let r = plan_set(c, &[&m.key, r#"{"a":2}"#, "TTL", "300", "TOKEN", &token]);
+        let r = plan_store(c, &[&m.key, r#"{"a":2}"#, "TTL", "300", "TOKEN", &token]);
         assert_eq!(r, ("STORED".into(), 300_000, None, 1));
     });
     assert_eq!(got.len(), 2, "{got:?}");
@@ -754,33 +688,6 @@ fn aof_replay_restores_same_keys_and_ttls() {
 
 // ---------------------------------------------------------------- windows
 
-/// xorshift64*: small, seedable, good enough to pick calls.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-/// Every key with its DUMP and absolute expiry.
-fn dumps(con: &mut redis::Connection) -> BTreeMap<String, (Vec<u8>, i64)> {
-    keys(con)
-        .into_iter()
-        .map(|k| {
-            let at: i64 = redis::cmd("PEXPIRETIME").arg(&k).query(con).unwrap();
-            (k.clone(), (dump(con, &k), at))
-        })
-        .collect()
-}
-
 fn calls_of(info: &str, command: &str) -> i64 {
     info.lines()
         .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
@@ -798,12 +705,9 @@ fn calls_of(info: &str, command: &str) -> i64 {
 /// after replaying the AOF. `OKOME_WINDOWS_SEED` replays a run.
 #[test]
 fn windows_stay_byte_identical_under_a_long_random_workload() {
-    let seed = std::env::var("OKOME_WINDOWS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| (now_ms() as u64).max(1));
+    let seed = env_number("OKOME_WINDOWS_SEED").unwrap_or_else(|| (now_ms() as u64).max(1));
     println!("OKOME_WINDOWS_SEED={seed}");
-    let mut rng = Rng(seed);
+    let mut rng = Xorshift64Star(seed);
     let mut primary = Server::start_with(&[
         "--repl-diskless-sync-delay",
         "0",
@@ -812,11 +716,9 @@ fn windows_stay_byte_identical_under_a_long_random_workload() {
         "--appendfsync",
         "always",
     ]);
-    let port = primary.port.to_string();
-    let replica = Server::start_with(&["--replicaof", "127.0.0.1", &port]);
+    let replica = replica_of(&primary, &[], &[]);
     let mut p = primary.conn();
     let mut r = replica.conn();
-    wait_link_up(&mut r, Duration::from_secs(10));
 
     // (command, agent, limit, window s): small windows, windows that grow
     // past the small threshold and are written by their tail, windows
@@ -884,11 +786,10 @@ fn windows_stay_byte_identical_under_a_long_random_workload() {
         }
         .expect("the last admission");
     }
-    let acked: i64 = redis::cmd("WAIT").arg(1).arg(5000).query(&mut p).unwrap();
-    assert_eq!(acked, 1);
+    replica_acked(&mut p);
 
-    let on_primary = dumps(&mut p);
-    let on_replica = dumps(&mut r);
+    let on_primary = dumps_at(&mut p);
+    let on_replica = dumps_at(&mut r);
     assert!(on_primary.len() >= windows.len(), "{:?}", on_primary.keys());
     assert_eq!(
         on_primary.keys().collect::<Vec<_>>(),
@@ -927,7 +828,7 @@ fn windows_stay_byte_identical_under_a_long_random_workload() {
     drop(p);
     primary.crash_and_restart();
     let mut c = primary.conn();
-    let replayed = dumps(&mut c);
+    let replayed = dumps_at(&mut c);
     assert_eq!(
         replayed.keys().collect::<Vec<_>>(),
         on_primary.keys().collect::<Vec<_>>()
@@ -1050,8 +951,7 @@ fn a_large_window_is_compacted_and_replicated_whole() {
     let mut c = s.conn();
     let deadline = Instant::now() + Duration::from_secs(20);
     let key = "okome:budget:rate:{compact}";
-    let (secs, us): (i64, i64) = redis::cmd("TIME").query(&mut c).unwrap();
-    let now = secs * 1_000 + us / 1_000;
+    let now = server_ms(&mut c);
     // 2 000 live entries one ms apart, and 2 100 dropped ones before them.
     let mut w = Window::new();
     for i in 0..2_000 {

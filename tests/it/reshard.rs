@@ -69,15 +69,6 @@ fn port_of(addr: &str) -> Result<u16, String> {
         .ok_or_else(|| format!("no port in {addr:?}"))
 }
 
-fn connect(port: u16) -> redis::Connection {
-    let c = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
-        .and_then(|c| c.get_connection())
-        .unwrap_or_else(|e| panic!("connect to {port}: {e}"));
-    c.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    c
-}
-
 /// `CLUSTER SLOTS` of one node as `(first, last, primary port)`, sorted.
 fn slot_ranges(c: &mut redis::Connection) -> Vec<(i64, i64, u16)> {
     let slots: Vec<(i64, i64, Vec<redis::Value>)> = redis::cmd("CLUSTER")
@@ -316,27 +307,21 @@ impl Hot {
 
         // The keys are okome's own, and the slots Redis's.
         let mut c = cl.nodes[0].conn();
-        let okome_key = |c: &mut redis::Connection, args: &[&str]| -> String {
-            redis::cmd("OKOME.KEY")
-                .arg(args)
-                .query(c)
-                .expect("OKOME.KEY")
-        };
         let hot = Hot {
             agents,
             plans: plans.iter().map(|(_, k)| k.clone()).collect(),
             tools,
         };
         for (a, k, ..) in &hot.agents {
-            assert_eq!(&okome_key(&mut c, &["rate", a]), k);
+            assert_eq!(&okome_key(&mut c, "rate", &[a]), k);
         }
         for (prompt, k) in &plans {
             assert_eq!(
-                &okome_key(&mut c, &["planner", "llama3:8b", prompt, "v1", "abc123"]),
+                &okome_key(&mut c, "planner", &["llama3:8b", prompt, "v1", "abc123"]),
                 k
             );
         }
-        assert_eq!(okome_key(&mut c, &["tools", &hot.tools.0]), hot.tools.1);
+        assert_eq!(okome_key(&mut c, "tools", &[&hot.tools.0]), hot.tools.1);
         for k in hot.keys() {
             assert_eq!(cl.slot(&k) as usize, key_slot(k.as_bytes()), "{k}");
         }
@@ -390,15 +375,6 @@ struct Shared {
 /// A worker's body.
 type Job = Box<dyn FnOnce(&Hot, &Shared) -> Result<Report, String> + Send>;
 
-type Lookup = (
-    String,
-    String,
-    Option<String>,
-    Option<i64>,
-    Option<String>,
-    Option<i64>,
-);
-
 fn rate_worker(hot: &Hot, seed: u16, sh: &Shared, me: u64) -> Result<Report, String> {
     let mut r = Router::new(seed);
     let mut rep = Report {
@@ -432,7 +408,7 @@ fn leader_worker(hot: &Hot, seed: u16, sh: &Shared, me: usize) -> Result<Report,
         let plan = n % hot.plans.len();
         n += 1;
         let key = hot.plans[plan].as_str();
-        let (status, k, value, _ms, token, _rate): Lookup =
+        let (status, k, value, _ms, token, _rate): PlanReply =
             r.call(key, &["OKOME.PLAN.LOOKUP", key, "LOCKTTL", LOCK_TTL_MS])?;
         let miss_recv = sh.t0.elapsed();
         let miss_sent = r.sent.duration_since(sh.t0);
@@ -714,7 +690,7 @@ fn reshard_under_load(
     // The last leader of a plan may have deleted it just before the stop:
     // store every plan once more, so that each must exist.
     for key in &hot.plans {
-        let (status, _, _, _, token, _): Lookup = check
+        let (status, _, _, _, token, _): PlanReply = check
             .call(key, &["OKOME.PLAN.LOOKUP", key, "LOCKTTL", LOCK_TTL_MS])
             .unwrap();
         match (status.as_str(), token) {
@@ -779,18 +755,6 @@ fn reshard_under_load(
 
 // ------------------------------------------------------------ migrations
 
-fn ok(c: &mut redis::Connection, args: &[&str]) -> Result<(), String> {
-    let mut cmd = redis::cmd(args[0]);
-    for a in &args[1..] {
-        cmd.arg(*a);
-    }
-    match cmd.query::<String>(c) {
-        Ok(s) if s == "OK" => Ok(()),
-        Ok(s) => Err(format!("{args:?}: {s}")),
-        Err(e) => Err(format!("{args:?}: {}", error_text(&e))),
-    }
-}
-
 /// Moves `slot` from node `from` to node `to` by hand, as `redis-cli
 /// --cluster reshard` does, but with pauses, so that the load meets the
 /// slot while it is open: `IMPORTING` on the target, `MIGRATING` on the
@@ -807,11 +771,11 @@ fn migrate_slot(
     let s = slot.to_string();
     let mut src = cl.nodes[from].conn();
     let mut dst = cl.nodes[to].conn();
-    ok(
+    try_ok(
         &mut dst,
         &["CLUSTER", "SETSLOT", &s, "IMPORTING", &ids[from]],
     )?;
-    ok(&mut src, &["CLUSTER", "SETSLOT", &s, "MIGRATING", &ids[to]])?;
+    try_ok(&mut src, &["CLUSTER", "SETSLOT", &s, "MIGRATING", &ids[to]])?;
     thread::sleep(PAUSE);
     let port = cl.nodes[to].port.to_string();
     let mut moved = 0;
@@ -839,7 +803,7 @@ fn migrate_slot(
     thread::sleep(PAUSE);
     let third = 3 - from - to;
     for n in [to, from, third] {
-        ok(
+        try_ok(
             &mut cl.nodes[n].conn(),
             &["CLUSTER", "SETSLOT", &s, "NODE", &ids[to]],
         )?;
@@ -917,17 +881,6 @@ fn by_redis_cli(cl: &Cluster, from: usize, log: &mut Vec<String>) -> Result<(), 
     Ok(())
 }
 
-/// The cluster-wide view a test wants first: which server this is.
-fn valkey_version(s: &Server) -> Option<String> {
-    let info: String = redis::cmd("INFO")
-        .arg("server")
-        .query(&mut s.conn())
-        .unwrap();
-    info.lines()
-        .find_map(|l| l.trim().strip_prefix("valkey_version:"))
-        .map(str::to_string)
-}
-
 /// Legacy resharding (what every Redis since 3.0 and Valkey do): the hot
 /// slots go round the nodes three times by hand, then `redis-cli --cluster
 /// reshard` moves the first 64 slots round them once more.
@@ -981,7 +934,7 @@ fn slot_migrations(c: &mut redis::Connection) -> Result<Vec<BTreeMap<String, Str
 fn live_reshard_by_atomic_slot_migration() {
     {
         let probe = Server::start();
-        if valkey_version(&probe).is_none() {
+        if valkey_version(&mut probe.conn()).is_none() {
             eprintln!(
                 "skipped: {} is not Valkey (INFO server has no valkey_version), \
                  so it has no CLUSTER MIGRATESLOTS",
@@ -1078,11 +1031,7 @@ fn reply(c: &mut redis::Connection, asking: bool, args: &[&str]) -> Result<redis
     if asking {
         redis::cmd("ASKING").query::<()>(c).expect("ASKING");
     }
-    let mut cmd = redis::cmd(args[0]);
-    for a in &args[1..] {
-        cmd.arg(*a);
-    }
-    cmd.query::<redis::Value>(c).map_err(|e| error_text(&e))
+    call(c, args)
 }
 
 fn value_of<T: FromRedisValue>(r: Result<redis::Value, String>, what: &str) -> T {
@@ -1143,7 +1092,7 @@ fn an_open_slot_redirects_on_the_keys_a_call_touches() {
         "PLAN.SET",
     );
     assert_eq!(r, ("STORED".into(), 600_000, None, 0));
-    let lookup: Lookup = value_of(
+    let lookup: PlanReply = value_of(
         reply(
             &mut src,
             false,
@@ -1154,7 +1103,7 @@ fn an_open_slot_redirects_on_the_keys_a_call_touches() {
     assert_eq!(lookup.0, "MISS");
     let token = lookup.4.expect("a token");
 
-    ok(
+    try_ok(
         &mut dst,
         &[
             "CLUSTER",
@@ -1165,7 +1114,7 @@ fn an_open_slot_redirects_on_the_keys_a_call_touches() {
         ],
     )
     .unwrap();
-    ok(
+    try_ok(
         &mut src,
         &[
             "CLUSTER",
@@ -1193,7 +1142,7 @@ fn an_open_slot_redirects_on_the_keys_a_call_touches() {
         "RATE",
     );
     assert_eq!(r, (1, 3, 0, 600_000));
-    let hit: Lookup = value_of(
+    let hit: PlanReply = value_of(
         reply(
             &mut src,
             false,
@@ -1243,7 +1192,7 @@ fn an_open_slot_redirects_on_the_keys_a_call_touches() {
         reply(&mut dst, true, &["OKOME.CACHE.GET", "tools", &new_version]),
         Ok(redis::Value::Nil)
     );
-    let miss: Lookup = value_of(
+    let miss: PlanReply = value_of(
         reply(
             &mut dst,
             true,
@@ -1296,7 +1245,7 @@ fn an_open_slot_redirects_on_the_keys_a_call_touches() {
     }
     assert_eq!(n, 3, "the value, the plan and the lock");
     for node in [to, from, 3 - from - to] {
-        ok(
+        try_ok(
             &mut cl.nodes[node].conn(),
             &["CLUSTER", "SETSLOT", &slot.to_string(), "NODE", &ids[to]],
         )
@@ -1311,12 +1260,12 @@ fn an_open_slot_redirects_on_the_keys_a_call_touches() {
         "RATE",
     );
     assert_eq!(r, (1, 1, 0, 600_000));
-    let hit: Lookup = value_of(
+    let hit: PlanReply = value_of(
         reply(&mut dst, false, &["OKOME.PLAN.LOOKUP", &stored_plan]),
         "LOOKUP",
     );
     assert_eq!((hit.0.as_str(), hit.2.as_deref()), ("HIT", Some(PLAN_JSON)));
-    let locked: Lookup = value_of(
+    let locked: PlanReply = value_of(
         reply(&mut dst, false, &["OKOME.PLAN.LOOKUP", &locked_plan]),
         "LOOKUP",
     );

@@ -94,11 +94,7 @@ fn parse(buf: &[u8], at: usize) -> Result<Option<(R3, usize)>, String> {
     let Some(&tag) = buf.get(at) else {
         return Ok(None);
     };
-    let Some(end) = buf
-        .get(at + 1..)
-        .and_then(|b| b.windows(2).position(|w| w == b"\r\n"))
-        .map(|p| p + at + 1)
-    else {
+    let Some(end) = find_crlf(buf, at + 1) else {
         return Ok(None);
     };
     let line = String::from_utf8_lossy(&buf[at + 1..end]).into_owned();
@@ -280,20 +276,6 @@ impl Tracker {
     }
 }
 
-/// Runs a command on a plain (RESP2) connection, returning its reply or
-/// its error text.
-fn run(c: &mut redis::Connection, args: &[&str]) -> Result<redis::Value, String> {
-    let mut cmd = redis::cmd(args[0]);
-    for a in &args[1..] {
-        cmd.arg(*a);
-    }
-    cmd.query::<redis::Value>(c).map_err(|e| error_text(&e))
-}
-
-fn must(c: &mut redis::Connection, args: &[&str]) -> redis::Value {
-    run(c, args).unwrap_or_else(|e| panic!("{args:?}: {e}"))
-}
-
 /// `OKOME.CACHE.GET` through the tracker: `Some((value, ttl_ms))` or nil.
 fn cache_get(t: &mut Tracker, kind: &str, parts: &[&str]) -> Option<(String, i64)> {
     let mut args = vec!["OKOME.CACHE.GET", kind];
@@ -395,7 +377,7 @@ fn cache_get_is_invalidated_by_every_write_of_its_key() {
         bad.extend_from_slice(parts);
         bad.push("{x");
         assert_eq!(
-            run(&mut w, &bad),
+            call(&mut w, &bad),
             Err("ERR value_json is not valid JSON (at byte 2)".into())
         );
         let lock = must(&mut w, &["OKOME.LOCK", key]);
@@ -711,13 +693,5 @@ fn bcast_tracking_sees_every_key_okome_writes() {
 
 /// The status of `OKOME.PLAN.LOOKUP key` on a plain connection.
 fn lookup_status(w: &mut redis::Connection, key: &str) -> String {
-    let r: (
-        String,
-        String,
-        Option<String>,
-        Option<i64>,
-        Option<String>,
-        Option<i64>,
-    ) = redis::cmd("OKOME.PLAN.LOOKUP").arg(key).query(w).unwrap();
-    r.0
+    plan_lookup(w, &[key]).status
 }

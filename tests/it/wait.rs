@@ -15,7 +15,6 @@ use std::collections::BTreeSet;
 use std::io::Write;
 use std::net::TcpStream;
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
-use std::sync::{Arc, Barrier};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -23,148 +22,12 @@ use std::time::{Duration, Instant};
 
 const PLAN: &str = r#"{"steps":["fetch","plan","apply"]}"#;
 
-type SetReply = (String, i64, Option<i64>, i64);
-
-/// The PLAN.GET arguments for `prompt`, with options.
-fn tuple(prompt: &str, opts: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = vec![
-        "llama3:8b".into(),
-        prompt.into(),
-        "v1.2.3".into(),
-        "repo1".into(),
-    ];
-    v.extend(opts.iter().map(|s| s.to_string()));
-    v
-}
-
-fn refs(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
-}
-
-fn get_plan(c: &mut Connection, prompt: &str, opts: &[&str]) -> Plan {
-    plan_get(c, &refs(&tuple(prompt, opts)))
-}
-
-fn plan_set(c: &mut Connection, key: &str, json: &str, opts: &[&str]) -> SetReply {
-    redis::cmd("OKOME.PLAN.SET")
-        .arg(key)
-        .arg(json)
-        .arg(opts)
-        .query(c)
-        .expect("OKOME.PLAN.SET")
-}
-
-fn get(c: &mut Connection, key: &str) -> Option<String> {
-    redis::cmd("GET").arg(key).query(c).expect("GET")
-}
-
-fn pttl(c: &mut Connection, key: &str) -> i64 {
-    redis::cmd("PTTL").arg(key).query(c).expect("PTTL")
-}
-
-fn exists(c: &mut Connection, key: &str) -> bool {
-    redis::cmd("EXISTS")
-        .arg(key)
-        .query::<i64>(c)
-        .expect("EXISTS")
-        == 1
-}
-
-fn lock_of(key: &str) -> String {
-    format!("{key}:lock")
-}
-
-fn assert_token(t: &str) {
-    assert_eq!(t.len(), 32, "token {t:?}");
-    assert!(
-        t.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
-        "token not lowercase hex: {t:?}"
-    );
-}
-
-/// A leader's `MISS`: status, lock TTL, a fresh token; returns the token.
-fn assert_miss(p: &Plan, lock_ttl: i64) -> String {
-    assert_eq!(p.status, "MISS", "{p:?}");
-    assert_eq!(p.value, None, "{p:?}");
-    assert_eq!(p.ms, Some(lock_ttl), "{p:?}");
-    assert_eq!(p.rate_remaining, None, "{p:?}");
-    let t = p.token.clone().expect("a token on MISS");
-    assert_token(&t);
-    t
-}
-
-/// A `HIT` with `json` and a plan TTL of about `ttl_ms`.
-fn assert_hit(p: &Plan, key: &str, json: &str, ttl_ms: i64) {
-    assert_eq!(p.status, "HIT", "{p:?}");
-    assert_eq!(p.key, key, "{p:?}");
-    assert_eq!(p.value.as_deref(), Some(json), "{p:?}");
-    assert!(
-        matches!(p.ms, Some(m) if m > ttl_ms - 2000 && m <= ttl_ms),
-        "plan TTL, want about {ttl_ms}: {p:?}"
-    );
-    assert_eq!(p.token, None, "{p:?}");
-    assert_eq!(p.rate_remaining, None, "{p:?}");
-}
-
-/// The lock of `key` is held with `token` and a PTTL in (max-1000, max].
-fn assert_held(c: &mut Connection, key: &str, token: &str, max_ms: i64) {
-    let lk = lock_of(key);
-    assert_eq!(get(c, &lk).as_deref(), Some(token), "holder of {lk}");
-    let t = pttl(c, &lk);
-    assert!(
-        t > max_ms - 1000 && t <= max_ms,
-        "{lk}: PTTL {t}, want ({}, {max_ms}]",
-        max_ms - 1000
-    );
-}
-
-fn info(c: &mut Connection, section: &str) -> String {
-    redis::cmd("INFO").arg(section).query(c).expect("INFO")
-}
-
-fn blocked_clients(c: &mut Connection) -> i64 {
-    info_i64(c, "clients", "blocked_clients")
-}
-
-/// Names of the clients that are blocked now (`CLIENT LIST` flag `b`).
-fn blocked_names(c: &mut Connection) -> BTreeSet<String> {
-    let list: String = redis::cmd("CLIENT")
-        .arg("LIST")
-        .query(c)
-        .expect("CLIENT LIST");
-    let mut out = BTreeSet::new();
-    for line in list.lines() {
-        let mut name = "";
-        let mut flags = "";
-        for f in line.split(' ') {
-            if let Some(v) = f.strip_prefix("name=") {
-                name = v;
-            } else if let Some(v) = f.strip_prefix("flags=") {
-                flags = v;
-            }
-        }
-        if !name.is_empty() && flags.contains('b') {
-            out.insert(name.to_string());
-        }
-    }
-    out
-}
-
-/// Polls until every client in `names` is blocked.
-fn wait_names_blocked(c: &mut Connection, names: &[String], within: Duration) {
-    let deadline = Instant::now() + within;
-    loop {
-        let b = blocked_names(c);
-        if names.iter().all(|n| b.contains(n)) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not all of {names:?} blocked within {within:?}; blocked: {b:?}"
-        );
-        thread::sleep(Duration::from_millis(1));
-    }
-}
+/// The tuple of these tests: `llama3:8b <prompt> v1.2.3 repo1`.
+const TUPLE: Tuple = Tuple {
+    model: "llama3:8b",
+    toolset: "v1.2.3",
+    repo: "repo1",
+};
 
 /// What a waiter thread reports: its index, its reply, when it arrived.
 type Got = (usize, Result<Plan, String>, Instant);
@@ -222,16 +85,6 @@ fn join_all(handles: Vec<JoinHandle<()>>) {
     }
 }
 
-fn resp(args: &[&str]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        out.extend_from_slice(a.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    out
-}
-
 // ------------------------------------------------------------------ tests
 
 #[test]
@@ -242,7 +95,7 @@ fn follower_gets_hit_within_milliseconds_of_plan_set() {
     let mut gaps = Vec::new();
     for round in 0..5 {
         let prompt = format!("hot prompt {round}");
-        let miss = get_plan(&mut leader, &prompt, &[]);
+        let miss = TUPLE.get(&mut leader, &prompt, &[]);
         let token = assert_miss(&miss, 9000);
         let key = miss.key.clone();
 
@@ -251,7 +104,7 @@ fn follower_gets_hit_within_milliseconds_of_plan_set() {
             &s,
             0,
             None,
-            tuple(&prompt, &["WAIT", "5000"]),
+            TUPLE.args(&prompt, &["WAIT", "5000"]),
             Duration::from_secs(10),
             tx,
         );
@@ -259,11 +112,11 @@ fn follower_gets_hit_within_milliseconds_of_plan_set() {
 
         let json = format!(r#"{{"round":{round},"steps":["a","b"]}}"#);
         let before_set = Instant::now();
-        let set = plan_set(&mut leader, &key, &json, &["TOKEN", &token]);
+        let set = plan_store(&mut leader, &[&key, &json, "TOKEN", &token]);
         let (_, hit, at) = recv(&rx, Duration::from_secs(5), "follower");
         let gap = at.saturating_duration_since(before_set);
         assert_eq!(set, ("STORED".into(), 600_000, None, 1));
-        assert_hit(&hit, &key, &json, 600_000);
+        assert_hit_ttl(&hit, &key, &json, 600_000);
         assert!(
             gap < Duration::from_millis(50),
             "round {round}: follower's HIT arrived {gap:?} after PLAN.SET was sent"
@@ -283,7 +136,7 @@ fn two_hundred_waiters_all_answered_by_one_set() {
     let s = Server::start();
     let mut admin = s.conn();
     let mut leader = s.conn();
-    let miss = get_plan(&mut leader, "stampede", &[]);
+    let miss = TUPLE.get(&mut leader, "stampede", &[]);
     let token = assert_miss(&miss, 9000);
     let key = miss.key.clone();
 
@@ -294,7 +147,7 @@ fn two_hundred_waiters_all_answered_by_one_set() {
                 &s,
                 i,
                 None,
-                tuple("stampede", &["WAIT", "10000"]),
+                TUPLE.args("stampede", &["WAIT", "10000"]),
                 Duration::from_secs(15),
                 tx.clone(),
             )
@@ -305,13 +158,13 @@ fn two_hundred_waiters_all_answered_by_one_set() {
     assert_held(&mut admin, &key, &token, 9000);
 
     let before_set = Instant::now();
-    let set = plan_set(&mut leader, &key, PLAN, &["TOKEN", &token]);
+    let set = plan_store(&mut leader, &[&key, PLAN, "TOKEN", &token]);
     assert_eq!(set, ("STORED".into(), 600_000, None, 1));
     let mut seen = BTreeSet::new();
     let mut last = before_set;
     for _ in 0..N {
         let (i, p, at) = recv(&rx, Duration::from_secs(5), "200 waiters");
-        assert_hit(&p, &key, PLAN, 600_000);
+        assert_hit_ttl(&p, &key, PLAN, 600_000);
         assert!(seen.insert(i), "waiter {i} replied twice");
         last = last.max(at);
     }
@@ -329,12 +182,12 @@ fn wait_timeout_gives_locked_after_about_the_requested_time() {
     let s = Server::start();
     let mut admin = s.conn();
     let mut leader = s.conn();
-    let miss = get_plan(&mut leader, "slow planner", &[]);
+    let miss = TUPLE.get(&mut leader, "slow planner", &[]);
     let token = assert_miss(&miss, 9000);
 
     let mut c = s.conn();
     let t = Instant::now();
-    let p = get_plan(&mut c, "slow planner", &["WAIT", "300"]);
+    let p = TUPLE.get(&mut c, "slow planner", &["WAIT", "300"]);
     let elapsed = t.elapsed();
     println!("WAIT 300 answered LOCKED after {elapsed:?}");
     assert_eq!(p.status, "LOCKED", "{p:?}");
@@ -354,10 +207,10 @@ fn wait_timeout_gives_locked_after_about_the_requested_time() {
     assert_held(&mut admin, &miss.key, &token, 9000);
     assert_eq!(blocked_clients(&mut admin), 0);
     // The connection is usable, and the leader finishes normally.
-    let set = plan_set(&mut leader, &miss.key, PLAN, &["TOKEN", &token]);
+    let set = plan_store(&mut leader, &[&miss.key, PLAN, "TOKEN", &token]);
     assert_eq!(set, ("STORED".into(), 600_000, None, 1));
-    assert_hit(
-        &get_plan(&mut c, "slow planner", &["WAIT", "300"]),
+    assert_hit_ttl(
+        &TUPLE.get(&mut c, "slow planner", &["WAIT", "300"]),
         &miss.key,
         PLAN,
         600_000,
@@ -369,21 +222,21 @@ fn wait_without_a_held_lock_changes_nothing() {
     let s = Server::start();
     let mut c = s.conn();
     let t = Instant::now();
-    let miss = get_plan(&mut c, "free", &["WAIT", "5000"]);
+    let miss = TUPLE.get(&mut c, "free", &["WAIT", "5000"]);
     let token = assert_miss(&miss, 9000);
     assert_held(&mut c, &miss.key, &token, 9000);
     assert_eq!(
-        plan_set(&mut c, &miss.key, PLAN, &["TOKEN", &token]),
+        plan_store(&mut c, &[&miss.key, PLAN, "TOKEN", &token]),
         ("STORED".into(), 600_000, None, 1)
     );
-    assert_hit(
-        &get_plan(&mut c, "free", &["WAIT", "5000"]),
+    assert_hit_ttl(
+        &TUPLE.get(&mut c, "free", &["WAIT", "5000"]),
         &miss.key,
         PLAN,
         600_000,
     );
     // The upper bound is accepted and does not block on a free lock either.
-    let m2 = get_plan(&mut c, "free 2", &["WAIT", "600000", "LOCKTTL", "8000"]);
+    let m2 = TUPLE.get(&mut c, "free 2", &["WAIT", "600000", "LOCKTTL", "8000"]);
     assert_miss(&m2, 8000);
     assert!(
         t.elapsed() < Duration::from_millis(500),
@@ -398,7 +251,7 @@ fn unlock_hands_the_lock_to_exactly_one_waiter() {
     let s = Server::start();
     let mut admin = s.conn();
     let mut leader = s.conn();
-    let miss = get_plan(&mut leader, "handoff", &[]);
+    let miss = TUPLE.get(&mut leader, "handoff", &[]);
     let token = assert_miss(&miss, 9000);
     let key = miss.key.clone();
 
@@ -410,7 +263,7 @@ fn unlock_hands_the_lock_to_exactly_one_waiter() {
             &s,
             i,
             None,
-            tuple("handoff", &["WAIT", "10000"]),
+            TUPLE.args("handoff", &["WAIT", "10000"]),
             Duration::from_secs(15),
             tx.clone(),
         ));
@@ -446,12 +299,12 @@ fn unlock_hands_the_lock_to_exactly_one_waiter() {
     assert_held(&mut admin, &key, &new_token, 9000);
 
     let mut nl = s.conn();
-    let set = plan_set(&mut nl, &key, PLAN, &["TOKEN", &new_token]);
+    let set = plan_store(&mut nl, &[&key, PLAN, "TOKEN", &new_token]);
     assert_eq!(set, ("STORED".into(), 600_000, None, 1));
     let mut seen = BTreeSet::new();
     while seen.len() < 4 {
         let (i, p, _) = recv(&rx, Duration::from_secs(3), "after the new PLAN.SET");
-        assert_hit(&p, &key, PLAN, 600_000);
+        assert_hit_ttl(&p, &key, PLAN, 600_000);
         assert!(i != 0 && seen.insert(i), "waiter {i} replied twice");
     }
     join_all(handles);
@@ -466,9 +319,9 @@ fn waiters_are_per_database() {
     let mut l0 = s.conn();
     let mut l1 = s.conn();
     let _: () = redis::cmd("SELECT").arg(1).query(&mut l1).unwrap();
-    let m0 = get_plan(&mut l0, "per db", &[]);
+    let m0 = TUPLE.get(&mut l0, "per db", &[]);
     let t0 = assert_miss(&m0, 9000);
-    let m1 = get_plan(&mut l1, "per db", &[]);
+    let m1 = TUPLE.get(&mut l1, "per db", &[]);
     let t1 = assert_miss(&m1, 9000);
     assert_eq!(m0.key, m1.key);
     let key = m0.key.clone();
@@ -478,7 +331,7 @@ fn waiters_are_per_database() {
         &s,
         0,
         None,
-        tuple("per db", &["WAIT", "10000"]),
+        TUPLE.args("per db", &["WAIT", "10000"]),
         Duration::from_secs(15),
         tx,
     );
@@ -492,7 +345,7 @@ fn waiters_are_per_database() {
     assert_eq!(u, 1);
     assert!(!exists(&mut l1, &lock_of(&key)), "no hand-over in db 1");
     assert_eq!(
-        plan_set(&mut l1, &key, r#"{"db":1}"#, &[]),
+        plan_store(&mut l1, &[&key, r#"{"db":1}"#]),
         ("STORED".into(), 600_000, None, 0)
     );
     assert_no_reply(&rx, Duration::from_millis(100), "db 1 events");
@@ -516,7 +369,7 @@ fn skipped_plan_set_that_releases_hands_the_lock_over() {
     let s = Server::start();
     let mut admin = s.conn();
     let mut leader = s.conn();
-    let miss = get_plan(&mut leader, "skipped", &[]);
+    let miss = TUPLE.get(&mut leader, "skipped", &[]);
     let token = assert_miss(&miss, 9000);
     let key = miss.key.clone();
     let (tx, rx) = mpsc::channel();
@@ -524,7 +377,7 @@ fn skipped_plan_set_that_releases_hands_the_lock_over() {
         &s,
         0,
         None,
-        tuple("skipped", &["WAIT", "10000", "LOCKTTL", "8000"]),
+        TUPLE.args("skipped", &["WAIT", "10000", "LOCKTTL", "8000"]),
         Duration::from_secs(15),
         tx,
     );
@@ -555,12 +408,12 @@ fn blocked_client_that_disconnects_leaks_nothing() {
     let s = Server::start();
     let mut admin = s.conn();
     let mut leader = s.conn();
-    let miss = get_plan(&mut leader, "ghosts", &["LOCKTTL", "10000"]);
+    let miss = TUPLE.get(&mut leader, "ghosts", &["LOCKTTL", "10000"]);
     let token = assert_miss(&miss, 10_000);
     let key = miss.key.clone();
     let mut words = vec!["OKOME.PLAN.GET".to_string()];
-    words.extend(tuple("ghosts", &["WAIT", "10000"]));
-    let cmd = resp(&refs(&words));
+    words.extend(TUPLE.args("ghosts", &["WAIT", "10000"]));
+    let cmd = resp_command(&refs(&words));
 
     let block_and_drop = |admin: &mut Connection, base_clients: i64| {
         let mut sock = TcpStream::connect(("127.0.0.1", s.port)).expect("connect");
@@ -583,7 +436,7 @@ fn blocked_client_that_disconnects_leaks_nothing() {
     for _ in 0..3 {
         block_and_drop(&mut admin, base_clients);
         let _ = blocked_clients(&mut admin);
-        let _ = info(&mut admin, "memory");
+        let _ = info_text(&mut admin, "memory");
     }
     let base_mem = info_i64(&mut admin, "memory", "used_memory");
     let t = Instant::now();
@@ -613,14 +466,14 @@ fn blocked_client_that_disconnects_leaks_nothing() {
         get(&mut admin, &lock_of(&key))
     );
     // Everything still works normally.
-    let again = get_plan(&mut leader, "ghosts", &["WAIT", "10000"]);
+    let again = TUPLE.get(&mut leader, "ghosts", &["WAIT", "10000"]);
     let t2 = assert_miss(&again, 9000);
     assert_eq!(
-        plan_set(&mut leader, &key, PLAN, &["TOKEN", &t2]),
+        plan_store(&mut leader, &[&key, PLAN, "TOKEN", &t2]),
         ("STORED".into(), 600_000, None, 1)
     );
-    assert_hit(
-        &get_plan(&mut admin, "ghosts", &["WAIT", "10000"]),
+    assert_hit_ttl(
+        &TUPLE.get(&mut admin, "ghosts", &["WAIT", "10000"]),
         &key,
         PLAN,
         600_000,
@@ -629,21 +482,12 @@ fn blocked_client_that_disconnects_leaks_nothing() {
     assert!(!s.log().contains("okome internal error"), "{}", s.log());
 }
 
-type PlanTuple = (
-    String,
-    String,
-    Option<String>,
-    Option<i64>,
-    Option<String>,
-    Option<i64>,
-);
-
 #[test]
 fn wait_inside_multi_and_lua_does_not_block() {
     let s = Server::start();
     let mut admin = s.conn();
     let mut leader = s.conn();
-    let miss = get_plan(&mut leader, "in multi", &[]);
+    let miss = TUPLE.get(&mut leader, "in multi", &[]);
     let token = assert_miss(&miss, 9000);
     let key = miss.key.clone();
     let mut c = s.conn();
@@ -652,11 +496,11 @@ fn wait_inside_multi_and_lua_does_not_block() {
     let ok: String = redis::cmd("MULTI").query(&mut c).unwrap();
     assert_eq!(ok, "OK");
     let queued: String = redis::cmd("OKOME.PLAN.GET")
-        .arg(refs(&tuple("in multi", &["WAIT", "3000"])))
+        .arg(refs(&TUPLE.args("in multi", &["WAIT", "3000"])))
         .query(&mut c)
         .unwrap();
     assert_eq!(queued, "QUEUED");
-    let exec: Vec<PlanTuple> = redis::cmd("EXEC").query(&mut c).unwrap();
+    let exec: Vec<PlanReply> = redis::cmd("EXEC").query(&mut c).unwrap();
     let elapsed = t.elapsed();
     println!("MULTI/PLAN.GET WAIT 3000/EXEC took {elapsed:?}");
     assert!(elapsed < Duration::from_millis(500), "{elapsed:?}");
@@ -672,14 +516,14 @@ fn wait_inside_multi_and_lua_does_not_block() {
     let script =
         "return redis.call('OKOME.PLAN.GET', ARGV[1], ARGV[2], ARGV[3], ARGV[4], 'WAIT', '3000')";
     let t = Instant::now();
-    let r: redis::RedisResult<PlanTuple> = redis::cmd("EVAL")
+    let r: redis::RedisResult<PlanReply> = redis::cmd("EVAL")
         .arg(script)
         .arg(0)
-        .arg(refs(&tuple("in multi", &[])))
+        .arg(refs(&TUPLE.args("in multi", &[])))
         .query(&mut c);
     let elapsed = t.elapsed();
     println!("EVAL redis.call(PLAN.GET WAIT 3000) took {elapsed:?}: {r:?}");
-    if info_map(&mut c, "server").contains_key("valkey_version") {
+    if valkey_version(&mut c).is_some() {
         // Valkey 9: okome commands refuse themselves inside scripts (no
         // room to declare their keys there), without blocking.
         let e = error_text(&r.unwrap_err());
@@ -700,13 +544,13 @@ fn wait_inside_multi_and_lua_does_not_block() {
     // The lock is untouched; on a free lock MULTI and Lua behave normally.
     assert_held(&mut admin, &key, &token, 9000);
     assert_eq!(
-        plan_set(&mut leader, &key, PLAN, &["TOKEN", &token]),
+        plan_store(&mut leader, &[&key, PLAN, "TOKEN", &token]),
         ("STORED".into(), 600_000, None, 1)
     );
-    let r: PlanTuple = redis::cmd("EVAL")
+    let r: PlanReply = redis::cmd("EVAL")
         .arg(script)
         .arg(0)
-        .arg(refs(&tuple("in multi", &[])))
+        .arg(refs(&TUPLE.args("in multi", &[])))
         .query(&mut c)
         .unwrap();
     assert_eq!((r.0.as_str(), r.2.as_deref()), ("HIT", Some(PLAN)));
@@ -719,31 +563,21 @@ fn twenty_readers_in_the_refresh_zone_give_exactly_one_refresh() {
     let mut admin = s.conn();
     let key: String = redis::cmd("OKOME.KEY")
         .arg("planner")
-        .arg(refs(&tuple("aging plan", &[])))
+        .arg(refs(&TUPLE.args("aging plan", &[])))
         .query(&mut admin)
         .unwrap();
     assert_eq!(
-        plan_set(&mut admin, &key, PLAN, &["TTL", "300"]),
+        plan_store(&mut admin, &[&key, PLAN, "TTL", "300"]),
         ("STORED".into(), 300_000, None, 0)
     );
 
-    let race = |opts: &'static [&'static str]| -> Vec<(Plan, Connection)> {
-        let barrier = Arc::new(Barrier::new(N));
-        let handles: Vec<_> = (0..N)
-            .map(|_| {
-                let mut c = s.conn();
-                let b = barrier.clone();
-                thread::spawn(move || {
-                    b.wait();
-                    let p = get_plan(&mut c, "aging plan", opts);
-                    (p, c)
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    let readers = |opts: &'static [&'static str]| -> Vec<(Plan, Connection)> {
+        race(&s, N, move |_, mut c| {
+            (TUPLE.get(&mut c, "aging plan", opts), c)
+        })
     };
 
-    let mut replies = race(&["REFRESHAHEAD", "900000"]);
+    let mut replies = readers(&["REFRESHAHEAD", "900000"]);
     let lock_value = get(&mut admin, &lock_of(&key));
     let pos: Vec<usize> = (0..N)
         .filter(|&i| replies[i].0.status == "REFRESH")
@@ -766,23 +600,23 @@ fn twenty_readers_in_the_refresh_zone_give_exactly_one_refresh() {
     assert_eq!(lock_value.as_deref(), Some(token.as_str()));
     assert_held(&mut admin, &key, &token, 9000);
     for (p, _) in &replies {
-        assert_hit(p, &key, PLAN, 300_000);
+        assert_hit_ttl(p, &key, PLAN, 300_000);
     }
     // While the refresher holds the lock, everyone keeps getting HIT.
-    for (p, _) in race(&["REFRESHAHEAD", "900000"]) {
-        assert_hit(&p, &key, PLAN, 300_000);
+    for (p, _) in readers(&["REFRESHAHEAD", "900000"]) {
+        assert_hit_ttl(&p, &key, PLAN, 300_000);
     }
     assert_held(&mut admin, &key, &token, 9000);
 
     // The refresher stores the new plan with its token: released.
     let new_plan = r#"{"steps":["fetch","plan","apply","verify"]}"#;
     assert_eq!(
-        plan_set(&mut rc, &key, new_plan, &["TOKEN", &token]),
+        plan_store(&mut rc, &[&key, new_plan, "TOKEN", &token]),
         ("STORED".into(), 600_000, None, 1)
     );
     assert!(!exists(&mut admin, &lock_of(&key)));
-    assert_hit(
-        &get_plan(&mut admin, "aging plan", &[]),
+    assert_hit_ttl(
+        &TUPLE.get(&mut admin, "aging plan", &[]),
         &key,
         new_plan,
         600_000,
@@ -791,14 +625,14 @@ fn twenty_readers_in_the_refresh_zone_give_exactly_one_refresh() {
     // The new plan (600 s left) is still inside a 900 s zone, but without
     // REFRESHAHEAD, or with REFRESHAHEAD 0, nobody ever gets REFRESH.
     for opts in [&[][..], &["REFRESHAHEAD", "0"][..]] {
-        for (p, _) in race(opts) {
-            assert_hit(&p, &key, new_plan, 600_000);
+        for (p, _) in readers(opts) {
+            assert_hit_ttl(&p, &key, new_plan, 600_000);
         }
         assert!(!exists(&mut admin, &lock_of(&key)), "{opts:?}");
     }
     // Outside the zone (about 600 s left, not below 500 s): HIT, no lock.
-    assert_hit(
-        &get_plan(&mut admin, "aging plan", &["REFRESHAHEAD", "500000"]),
+    assert_hit_ttl(
+        &TUPLE.get(&mut admin, "aging plan", &["REFRESHAHEAD", "500000"]),
         &key,
         new_plan,
         600_000,
@@ -811,14 +645,14 @@ fn wait_and_refresh_errors() {
     let s = Server::start();
     let mut c = s.conn();
     // Some state: a held lock on the tuple the errors use, and a plan.
-    let miss = get_plan(&mut c, "errors", &[]);
+    let miss = TUPLE.get(&mut c, "errors", &[]);
     assert_miss(&miss, 9000);
     let other: String = redis::cmd("OKOME.KEY")
         .arg("planner")
-        .arg(refs(&tuple("other", &[])))
+        .arg(refs(&TUPLE.args("other", &[])))
         .query(&mut c)
         .unwrap();
-    plan_set(&mut c, &other, PLAN, &[]);
+    plan_store(&mut c, &[&other, PLAN]);
     let before = snapshot(&mut c);
 
     let cases: &[(&[&str], &str)] = &[
@@ -866,7 +700,7 @@ fn wait_and_refresh_errors() {
         ),
     ];
     for (opts, want) in cases {
-        let a = tuple("errors", opts);
+        let a = TUPLE.args("errors", opts);
         let mut full: Vec<&[u8]> = vec![b"OKOME.PLAN.GET"];
         full.extend(a.iter().map(|x| x.as_bytes()));
         let t = Instant::now();
@@ -877,8 +711,8 @@ fn wait_and_refresh_errors() {
     }
     assert_eq!(snapshot(&mut c), before, "an error wrote something");
     // REFRESHAHEAD 0 with NOLOCK is fine (no refresh, no lock).
-    let p = get_plan(&mut c, "other", &["REFRESHAHEAD", "0", "NOLOCK"]);
-    assert_hit(&p, &other, PLAN, 600_000);
+    let p = TUPLE.get(&mut c, "other", &["REFRESHAHEAD", "0", "NOLOCK"]);
+    assert_hit_ttl(&p, &other, PLAN, 600_000);
     assert_eq!(snapshot(&mut c), before);
 }
 
@@ -887,15 +721,6 @@ fn wait_and_refresh_errors() {
 // Lock expiry, heartbeat and replication each need a lock to (almost)
 // expire, which takes 8 s at the shortest lock TTL; the three scenarios run
 // concurrently on their own keys so the test binary stays well under 20 s.
-
-/// Arguments for a primary: replicas sync at once.
-const PRIMARY: &[&str] = &["--repl-diskless-sync-delay", "0"];
-
-/// The replica acknowledged everything so far.
-fn replica_wait(p: &mut Connection) {
-    let acked: i64 = redis::cmd("WAIT").arg(1).arg(5000).query(p).expect("WAIT");
-    assert_eq!(acked, 1, "the replica acknowledged");
-}
 
 /// The replica holds `key:lock` = `token` with a PTTL within 50 ms of the
 /// primary's.
@@ -919,7 +744,7 @@ fn lock_expiry_hands_the_lock_to_exactly_one_waiter(primary: &Server, replica: &
     let mut admin = primary.conn();
     let mut r = replica.conn();
     let mut leader = primary.conn();
-    let miss = get_plan(&mut leader, "dead leader", &["LOCKTTL", "8000"]);
+    let miss = TUPLE.get(&mut leader, "dead leader", &["LOCKTTL", "8000"]);
     let t0 = Instant::now();
     let token = assert_miss(&miss, 8000);
     let key = miss.key.clone();
@@ -933,7 +758,7 @@ fn lock_expiry_hands_the_lock_to_exactly_one_waiter(primary: &Server, replica: &
             primary,
             i,
             Some(n),
-            tuple("dead leader", &["WAIT", "15000"]),
+            TUPLE.args("dead leader", &["WAIT", "15000"]),
             Duration::from_secs(20),
             tx.clone(),
         ));
@@ -963,22 +788,22 @@ fn lock_expiry_hands_the_lock_to_exactly_one_waiter(primary: &Server, replica: &
     );
 
     // Replicated: the replica holds the waiter's token with the same expiry.
-    replica_wait(&mut admin);
+    replica_acked(&mut admin);
     assert_lock_replicated(&mut admin, &mut r, &key, &nt);
 
     // Clean up: the new leader stores; the two others get HIT.
     let mut nl = primary.conn();
     assert_eq!(
-        plan_set(&mut nl, &key, PLAN, &["TOKEN", &nt]),
+        plan_store(&mut nl, &[&key, PLAN, "TOKEN", &nt]),
         ("STORED".into(), 600_000, None, 1)
     );
     for _ in 0..2 {
         let (i, p, _) = recv(&rx, Duration::from_secs(3), "after PLAN.SET");
         assert!(i == 1 || i == 2, "{i}");
-        assert_hit(&p, &key, PLAN, 600_000);
+        assert_hit_ttl(&p, &key, PLAN, 600_000);
     }
     join_all(handles);
-    replica_wait(&mut admin);
+    replica_acked(&mut admin);
     assert_eq!(get(&mut r, &key).as_deref(), Some(PLAN));
     assert!(!exists(&mut r, &lock_of(&key)));
 }
@@ -988,7 +813,7 @@ fn unlock_handoff_is_replicated(primary: &Server, replica: &Server) {
     let mut admin = primary.conn();
     let mut r = replica.conn();
     let mut leader = primary.conn();
-    let miss = get_plan(&mut leader, "released", &[]);
+    let miss = TUPLE.get(&mut leader, "released", &[]);
     let token = assert_miss(&miss, 9000);
     let key = miss.key.clone();
     let name = "unlock-0".to_string();
@@ -997,7 +822,7 @@ fn unlock_handoff_is_replicated(primary: &Server, replica: &Server) {
         primary,
         0,
         Some(&name),
-        tuple("released", &["WAIT", "10000", "LOCKTTL", "10000"]),
+        TUPLE.args("released", &["WAIT", "10000", "LOCKTTL", "10000"]),
         Duration::from_secs(15),
         tx,
     );
@@ -1011,13 +836,13 @@ fn unlock_handoff_is_replicated(primary: &Server, replica: &Server) {
     let (_, p, _) = recv(&rx, Duration::from_secs(3), "UNLOCK hand-over");
     let nt = assert_miss(&p, 10_000);
     h.join().unwrap();
-    replica_wait(&mut admin);
+    replica_acked(&mut admin);
     assert_lock_replicated(&mut admin, &mut r, &key, &nt);
     assert_eq!(
-        plan_set(&mut leader, &key, PLAN, &["TOKEN", &nt]),
+        plan_store(&mut leader, &[&key, PLAN, "TOKEN", &nt]),
         ("STORED".into(), 600_000, None, 1)
     );
-    replica_wait(&mut admin);
+    replica_acked(&mut admin);
     assert_eq!(get(&mut r, &key).as_deref(), Some(PLAN));
     assert!(!exists(&mut r, &lock_of(&key)));
 }
@@ -1027,7 +852,7 @@ fn unlock_handoff_is_replicated(primary: &Server, replica: &Server) {
 fn a_heartbeat_keeps_waiters_waiting(s: &Server) {
     let mut admin = s.conn();
     let mut leader = s.conn();
-    let miss = get_plan(&mut leader, "heartbeat", &["LOCKTTL", "8000"]);
+    let miss = TUPLE.get(&mut leader, "heartbeat", &["LOCKTTL", "8000"]);
     let t0 = Instant::now();
     let token = assert_miss(&miss, 8000);
     let key = miss.key.clone();
@@ -1037,7 +862,7 @@ fn a_heartbeat_keeps_waiters_waiting(s: &Server) {
         s,
         0,
         Some(&name),
-        tuple("heartbeat", &["WAIT", "12000"]),
+        TUPLE.args("heartbeat", &["WAIT", "12000"]),
         Duration::from_secs(20),
         tx,
     );
@@ -1067,11 +892,11 @@ fn a_heartbeat_keeps_waiters_waiting(s: &Server) {
 
     let before_set = Instant::now();
     assert_eq!(
-        plan_set(&mut leader, &key, PLAN, &["TOKEN", &token]),
+        plan_store(&mut leader, &[&key, PLAN, "TOKEN", &token]),
         ("STORED".into(), 600_000, None, 1)
     );
     let (_, p, at) = recv(&rx, Duration::from_secs(3), "after the heartbeat");
-    assert_hit(&p, &key, PLAN, 600_000);
+    assert_hit_ttl(&p, &key, PLAN, 600_000);
     println!(
         "heartbeat: waiter HIT {:?} after PLAN.SET, {:?} after start",
         at.saturating_duration_since(before_set),
@@ -1083,10 +908,8 @@ fn a_heartbeat_keeps_waiters_waiting(s: &Server) {
 #[test]
 fn lock_expiry_heartbeat_and_replicated_handoffs() {
     let primary = Server::start_with(PRIMARY);
-    let port = primary.port.to_string();
-    let replica = Server::start_with(&["--replicaof", "127.0.0.1", &port]);
+    let replica = replica_of(&primary, &[], &[]);
     let solo = Server::start();
-    wait_link_up(&mut replica.conn(), Duration::from_secs(10));
     let t = Instant::now();
     thread::scope(|sc| {
         let a = sc.spawn(|| lock_expiry_hands_the_lock_to_exactly_one_waiter(&primary, &replica));

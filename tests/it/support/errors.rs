@@ -1,8 +1,9 @@
-//! The case table of the `errors_*` tests: a case is a command and the
-//! error it must get; `run` sends each one and checks that the reply is that
-//! error, that nothing was written (the keyspace snapshot is unchanged) and
-//! that the server still answers PING. Also the hostile-input loop's
-//! plumbing (`query`, `show`, `ping`, `pk`).
+//! The expected error texts, every one the tests share, and the case table
+//! of the `errors_*` tests: a case is a command and the error it must get;
+//! `run` sends each one and checks that the reply is that error, that
+//! nothing was written (the keyspace snapshot is unchanged) and that the
+//! server still answers PING. Also the hostile-input loop's plumbing
+//! (`query`, `ping`, `pk`).
 
 use super::*;
 
@@ -56,13 +57,83 @@ pub fn not_okome(key: &str, why: &str) -> String {
     format!("ERR '{key}' is not an okome key: {why}")
 }
 
+/// Redis's refusal of keys in more than one slot.
+pub const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
+
+/// `OKOME.KEY planner` (or `CACHE.*`) with `got` parts.
+pub fn planner_parts(got: usize) -> String {
+    format!(
+        "ERR syntax error: kind 'planner' takes 4 parts (model, prompt, toolset_version, \
+         repo_hash), or 5 (model, prompt_hash, toolset_version, repo_hash, HASHED), got {got}"
+    )
+}
+
+/// `OKOME.KEY` takes every kind, budgets and ledgers too, and says so.
+pub fn unknown_kind(shown: &str) -> String {
+    format!(
+        "ERR kind '{shown}' is not a kind of okome key: OKOME.KEY takes planner, model_meta, \
+         rag, tools, health, rate, write or ledger"
+    )
+}
+
 /// What the error reply must look like.
+#[derive(Debug)]
 pub enum Want {
     Exact(String),
     /// Starts with the first string and mentions every one of the others.
     Prefix(String, Vec<String>),
+    /// The text with each `<n>` standing for one or more digits, and a
+    /// trailing `<...>` for any text (see [`matches`]).
+    Pattern(String),
 }
 
+impl Want {
+    /// The text wanted (the prefix of a `Prefix`).
+    pub fn text(&self) -> &str {
+        match self {
+            Want::Exact(w) | Want::Prefix(w, _) | Want::Pattern(w) => w,
+        }
+    }
+
+    /// Whether `got` is the error wanted.
+    pub fn matches(&self, got: &str) -> bool {
+        match self {
+            Want::Exact(w) => got == w,
+            Want::Prefix(p, parts) => {
+                got.starts_with(p.as_str()) && parts.iter().all(|part| got.contains(part.as_str()))
+            }
+            Want::Pattern(w) => matches(got, w),
+        }
+    }
+}
+
+/// Whether `got` is `want` with each `<n>` standing for one or more digits
+/// and a trailing `<...>` for any text.
+pub fn matches(got: &str, want: &str) -> bool {
+    if let Some(prefix) = want.strip_suffix("<...>") {
+        return got.starts_with(prefix);
+    }
+    let mut pieces = want.split("<n>");
+    let Some(first) = pieces.next() else {
+        return got.is_empty();
+    };
+    let Some(mut rest) = got.strip_prefix(first) else {
+        return false;
+    };
+    for piece in pieces {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return false;
+        }
+        match rest[digits..].strip_prefix(piece) {
+            Some(r) => rest = r,
+            None => return false,
+        }
+    }
+    rest.is_empty()
+}
+
+#[derive(Debug)]
 pub struct Case {
     pub args: Vec<Vec<u8>>,
     pub want: Want,
@@ -77,6 +148,14 @@ pub fn exact(args: &[&[u8]], want: impl Into<String>) -> Case {
     Case {
         args: owned(args),
         want: Want::Exact(want.into()),
+    }
+}
+
+/// A case whose reply must be `want`, read as a [`Want::Pattern`].
+pub fn pattern(args: &[&[u8]], want: impl Into<String>) -> Case {
+    Case {
+        args: owned(args),
+        want: Want::Pattern(want.into()),
     }
 }
 
@@ -100,21 +179,6 @@ pub fn unknown(args: &[&[u8]], shown: &str, known: &[&str]) -> Case {
     }
 }
 
-/// The command, shortened for assertion messages.
-pub fn show(args: &[Vec<u8>]) -> String {
-    args.iter()
-        .map(|a| {
-            let s = String::from_utf8_lossy(&a[..a.len().min(60)]).into_owned();
-            if a.len() > 60 {
-                format!("{s:?}...({} bytes)", a.len())
-            } else {
-                format!("{s:?}")
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 pub fn ping(con: &mut Connection) {
     let pong: String = redis::cmd("PING")
         .query(con)
@@ -123,17 +187,17 @@ pub fn ping(con: &mut Connection) {
 }
 
 pub fn query(con: &mut Connection, args: &[Vec<u8>]) -> redis::RedisResult<redis::Value> {
-    let (name, rest) = args.split_first().expect("a command");
-    let mut c = redis::cmd(std::str::from_utf8(name).expect("utf8 command name"));
-    for a in rest {
-        c.arg(a.as_slice());
-    }
-    c.query(con)
+    command(args).query(con)
 }
 
 /// Runs every case: each must be refused with its error, write nothing and
 /// leave the server alive.
 pub fn run(con: &mut Connection, cases: &[Case]) {
+    run_with(con, cases, true)
+}
+
+/// [`run`], then a `PING` after each case or not.
+pub fn run_with(con: &mut Connection, cases: &[Case], ping_after: bool) {
     for case in cases {
         let cmd = show(&case.args);
         let before = snapshot(con);
@@ -155,8 +219,11 @@ pub fn run(con: &mut Connection, cases: &[Case]) {
                     assert!(got.contains(part.as_str()), "{cmd}: {got:?} lacks {part}");
                 }
             }
+            Want::Pattern(w) => assert!(matches(&got, w), "{cmd}\n  got:  {got}\n  want: {w}"),
         }
-        ping(con);
+        if ping_after {
+            ping(con);
+        }
         assert_eq!(snapshot(con), before, "{cmd} changed the keyspace");
     }
 }

@@ -1,7 +1,6 @@
-//! Helpers shared by `configs.rs`, `info.rs` and `command_docs.rs`: the
-//! config defaults, `CONFIG GET`/`SET` and the fields of `INFO okome` (a
-//! server started from a redis.conf, `ConfServer`, and `TempDir` are in
-//! `okome-testkit`).
+//! The configs: their defaults, `CONFIG GET`/`SET`, and the fields of
+//! `INFO okome` (a server started from a redis.conf, `ConfServer`, and
+//! `TempDir` are in `okome-testkit`).
 
 use super::*;
 
@@ -51,6 +50,13 @@ pub fn config_get(c: &mut Connection, pattern: &str) -> BTreeMap<String, String>
         .expect("CONFIG GET")
 }
 
+/// The value of the one config `name` (`CONFIG GET` must list exactly it).
+pub fn config_one(c: &mut Connection, name: &str) -> String {
+    let m = config_get(c, name);
+    assert_eq!(m.len(), 1, "CONFIG GET {name}: {m:?}");
+    m.get(name).cloned().expect("the config asked for")
+}
+
 /// `CONFIG SET name value [name value ...]`: Ok or the error text.
 pub fn config_set(c: &mut Connection, pairs: &[&str]) -> Result<(), String> {
     redis::cmd("CONFIG")
@@ -60,25 +66,9 @@ pub fn config_set(c: &mut Connection, pairs: &[&str]) -> Result<(), String> {
         .map_err(|e| error_text(&e))
 }
 
-pub type SetReply = (String, Option<i64>, Option<i64>, i64);
-
-pub fn plan_set(c: &mut Connection, args: &[&str]) -> SetReply {
-    redis::cmd("OKOME.PLAN.SET")
-        .arg(args)
-        .query(c)
-        .expect("OKOME.PLAN.SET")
-}
-
-pub fn okome_key(c: &mut Connection, parts: &[&str]) -> String {
-    redis::cmd("OKOME.KEY")
-        .arg(parts)
-        .query(c)
-        .expect("OKOME.KEY")
-}
-
 /// The `okome_*` fields of `INFO okome`, without the prefix.
 pub fn info(c: &mut Connection) -> BTreeMap<String, String> {
-    let s: String = redis::cmd("INFO").arg("okome").query(c).expect("INFO");
+    let s = info_text(c, "okome");
     let mut m = BTreeMap::new();
     for line in s.lines() {
         let line = line.trim();
