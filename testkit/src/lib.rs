@@ -1,7 +1,8 @@
 //! The test harness of the okome workspace: every test starts its own
 //! `redis-server` with the module loaded and a `Drop` guard kills it, so
-//! nothing leaks when a test fails. Used by okome's `tests/` (through
-//! `tests/common`), `bench/flow.rs` and `examples/planner/tests/`.
+//! nothing leaks when a test fails. Used by okome's integration tests
+//! (`tests/it`, through `tests/it/support`), `bench/flow.rs` and
+//! `examples/planner/tests/`.
 //!
 //! The conventions, shared with the Python tests (`python/tests/conftest.py`
 //! follows the same ones):

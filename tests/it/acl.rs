@@ -49,10 +49,10 @@ fn a_planner_only_user_cannot_make_okome_write_budgets() {
     // What it may touch still works: the planner flow without AGENT.
     let m = plan_get(&mut c, &["m", "p", "t", "r"]);
     assert_eq!(m.status, "MISS");
-    let r: (String, i64, Option<i64>, i64) = redis::cmd("OKOME.PLAN.SET")
-        .arg(&[&m.key, "{}", "TOKEN", m.token.as_deref().unwrap()])
-        .query(&mut c)
-        .unwrap();
+    let r = plan_store(
+        &mut c,
+        &[&m.key, "{}", "TOKEN", m.token.as_deref().unwrap()],
+    );
     assert_eq!(r.0, "STORED");
     let e = err(
         &mut c,
@@ -80,18 +80,12 @@ fn a_read_only_user_reads_with_nolock_and_takes_no_locks() {
         .arg(&["SETUSER", "reader", "on", ">pw", "%R~okome:*", "+@all"])
         .query(&mut admin)
         .unwrap();
-    let hot: String = redis::cmd("OKOME.KEY")
-        .arg(&["planner", "m", "hot", "t", "r"])
-        .query(&mut admin)
-        .unwrap();
+    let hot = okome_key(&mut admin, "planner", &["m", "hot", "t", "r"]);
     let _: redis::Value = redis::cmd("OKOME.PLAN.SET")
         .arg(&[&hot, "{\"p\":1}", "TTL", "300"])
         .query(&mut admin)
         .unwrap();
-    let _: i64 = redis::cmd("OKOME.CACHE.SET")
-        .arg(&["health", "n1", "{}"])
-        .query(&mut admin)
-        .unwrap();
+    cache_set(&mut admin, &["health", "n1", "{}"]);
     let mut c = as_user(&s, "reader");
     let before = snapshot(&mut admin);
 
@@ -154,10 +148,7 @@ fn key_specs_tell_acl_dryrun_and_getkeys_the_truth() {
         .arg(&["SETUSER", "reader", "on", ">pw", "%R~okome:*", "+@all"])
         .query(&mut c)
         .unwrap();
-    let key: String = redis::cmd("OKOME.KEY")
-        .arg(&["planner", "m", "p", "t", "r"])
-        .query(&mut c)
-        .unwrap();
+    let key = okome_key(&mut c, "planner", &["m", "p", "t", "r"]);
     let unseen: String = redis::cmd("ACL")
         .arg(&["DRYRUN", "reader", "OKOME.PLAN.LOOKUP", &key])
         .query(&mut c)

@@ -357,10 +357,7 @@ fn every_okome_command_allows_exactly_what_one_selector_allows() {
     let s = Server::start();
     let mut admin = s.conn();
     let v = Vars::new();
-    let kp: String = redis::cmd("OKOME.KEY")
-        .arg(&["planner", "m", "p", "v", "r"])
-        .query(&mut admin)
-        .expect("OKOME.KEY");
+    let kp = okome_key(&mut admin, "planner", &["m", "p", "v", "r"]);
     assert_eq!(kp, v.kp, "the planner key the table is written for");
 
     for sh in SHAPES {

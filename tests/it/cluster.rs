@@ -178,10 +178,7 @@ fn agents_that_do_not_route_as_their_tag_are_redirected_not_misplaced() {
     let (agent, window) = (0..100)
         .map(|i| format!("agent:{i}"))
         .map(|a| {
-            let w: String = redis::cmd("OKOME.KEY")
-                .arg(&["rate", &a])
-                .query(&mut any)
-                .unwrap();
+            let w = okome_key(&mut any, "rate", &[&a]);
             (a, w)
         })
         .find(|(a, w)| cl.owner(cl.slot(a)) != cl.owner(cl.slot(w)))

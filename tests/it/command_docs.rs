@@ -358,10 +358,7 @@ type GetKeysCase<'a> = (&'a [&'a str], Vec<String>, Vec<(&'a str, &'a [&'a str])
 fn command_getkeysandflags() {
     let s = Server::start();
     let mut c = s.conn();
-    let pk: String = redis::cmd("OKOME.KEY")
-        .arg(&["planner", "m", "p", "t", "r"])
-        .query(&mut c)
-        .unwrap();
+    let pk = okome_key(&mut c, "planner", &["m", "p", "t", "r"]);
     let lock = "okome:tools:{v1}:lock";
     let tail = |r: &[&str], w: &[&str], rw: &[&str]| {
         let mut t = Vec::new();

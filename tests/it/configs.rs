@@ -49,7 +49,7 @@ fn loadmodule_arguments_set_configs_and_behaviour() {
         plan_set(&mut c, &[&key, "{}"]),
         ("STORED".into(), Some(900_000), None, 0)
     );
-    let pttl: i64 = redis::cmd("PTTL").arg(&key).query(&mut c).unwrap();
+    let pttl = pttl(&mut c, &key);
     assert!((899_000..=900_000).contains(&pttl), "{pttl}");
 
     let (allowed, remaining, retry, reset): (i64, i64, i64, i64) = redis::cmd("OKOME.WBUDGET")
@@ -101,15 +101,9 @@ fn redis_conf_lines_set_configs() {
     let mut want = default_configs();
     want.insert("okome.rag-ttl-default".into(), "1800".into());
     assert_eq!(config_get(&mut c, "okome.*"), want);
-    let ttl: i64 = redis::cmd("OKOME.CACHE.SET")
-        .arg(&["rag", "r", "c", "{}"])
-        .query(&mut c)
-        .unwrap();
+    let ttl = cache_set(&mut c, &["rag", "r", "c", "{}"]);
     assert_eq!(ttl, 1_800_000);
-    let pttl: i64 = redis::cmd("PTTL")
-        .arg("okome:rag:{r}:c")
-        .query(&mut c)
-        .unwrap();
+    let pttl = pttl(&mut c, "okome:rag:{r}:c");
     assert!((1_799_000..=1_800_000).contains(&pttl), "{pttl}");
 }
 
@@ -164,30 +158,21 @@ fn config_set_changes_behaviour_at_runtime() {
         ),
         "ERR value_json is 11 bytes, larger than the 10-byte limit (okome.max-value-bytes)"
     );
-    let ttl: i64 = redis::cmd("OKOME.CACHE.SET")
-        .arg(&["tools", "v", "\"12345678\""])
-        .query(&mut c)
-        .unwrap();
+    let ttl = cache_set(&mut c, &["tools", "v", "\"12345678\""]);
     assert_eq!(ttl, 600_000);
 
     // Default lock TTL.
     config_set(&mut c, &["okome.lock-ttl-default", "8500"]).unwrap();
     let m = plan_get(&mut c, &["m", "lock", "t", "r"]);
     assert_eq!((m.status.as_str(), m.ms), ("MISS", Some(8500)));
-    let lock_ttl: i64 = redis::cmd("PTTL")
-        .arg(format!("{}:lock", m.key))
-        .query(&mut c)
-        .unwrap();
+    let lock_ttl = pttl(&mut c, &format!("{}:lock", m.key));
     assert!((8400..=8500).contains(&lock_ttl), "{lock_ttl}");
     let t = redis::cmd("OKOME.LOCK")
         .arg("okome:tools:{v9}")
         .query::<String>(&mut c)
         .unwrap();
     assert_eq!(t.len(), 32);
-    let lock_ttl: i64 = redis::cmd("PTTL")
-        .arg("okome:tools:{v9}:lock")
-        .query(&mut c)
-        .unwrap();
+    let lock_ttl = pttl(&mut c, "okome:tools:{v9}:lock");
     assert!(
         (8400..=8500).contains(&lock_ttl),
         "OKOME.LOCK too: {lock_ttl}"
@@ -294,9 +279,6 @@ fn config_rewrite_keeps_okome_configs_across_a_restart() {
     want.insert("okome.tools-ttl-default".into(), "900".into());
     want.insert("okome.tools-ttl-max".into(), "900".into());
     assert_eq!(config_get(&mut c, "okome.*"), want);
-    let ttl: i64 = redis::cmd("OKOME.CACHE.SET")
-        .arg(&["tools", "v1", "{}"])
-        .query(&mut c)
-        .unwrap();
+    let ttl = cache_set(&mut c, &["tools", "v1", "{}"]);
     assert_eq!(ttl, 900_000);
 }

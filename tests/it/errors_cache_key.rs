@@ -402,7 +402,7 @@ fn binary_components_are_escaped() {
     assert_eq!(key, m.1);
 
     // The escaped key is a valid planner key for PLAN.SET and LOCK.
-    let r: (String, i64, Option<i64>, i64) = redis::cmd("OKOME.PLAN.SET")
+    let r: StoredReply = redis::cmd("OKOME.PLAN.SET")
         .arg(&key)
         .arg("{}")
         .query(&mut c)

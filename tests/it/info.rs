@@ -282,15 +282,9 @@ fn info_okome_counts_a_known_workload_exactly() {
         .query(&mut c)
         .unwrap();
     assert_eq!(stale, 0);
-    let wrong: i64 = redis::cmd("OKOME.UNLOCK")
-        .arg(&["okome:tools:{v1}", "other"])
-        .query(&mut c)
-        .unwrap();
+    let wrong = unlock(&mut c, "okome:tools:{v1}", "other");
     assert_eq!(wrong, 0);
-    let released: i64 = redis::cmd("OKOME.UNLOCK")
-        .arg(&["okome:tools:{v1}", &tok])
-        .query(&mut c)
-        .unwrap();
+    let released = unlock(&mut c, "okome:tools:{v1}", &tok);
     assert_eq!(released, 1);
     step(
         &mut c,
@@ -310,10 +304,7 @@ fn info_okome_counts_a_known_workload_exactly() {
         .query(&mut c)
         .unwrap();
     assert_eq!(miss, None);
-    let ttl: i64 = redis::cmd("OKOME.CACHE.SET")
-        .arg(&["tools", "v1", "{}"])
-        .query(&mut c)
-        .unwrap();
+    let ttl = cache_set(&mut c, &["tools", "v1", "{}"]);
     assert_eq!(ttl, 600_000);
     let hit: Option<(String, i64)> = redis::cmd("OKOME.CACHE.GET")
         .arg(&["tools", "v1"])
@@ -331,10 +322,7 @@ fn info_okome_counts_a_known_workload_exactly() {
     // two (one dropped), an AGENT.RECORD of a recorded key, a PURGE.
     config_set(&mut c, &["okome.ledger-max-keys", "2"]).unwrap();
     for v in ["l1", "l2", "l3"] {
-        let ttl: i64 = redis::cmd("OKOME.CACHE.SET")
-            .arg(&["tools", v, "{}", "AGENT", "lg"])
-            .query(&mut c)
-            .unwrap();
+        let ttl = cache_set(&mut c, &["tools", v, "{}", "AGENT", "lg"]);
         assert_eq!(ttl, 600_000);
     }
     let (_, size): (i64, i64) = redis::cmd("OKOME.AGENT.RECORD")
@@ -425,10 +413,7 @@ fn info_okome_counts_a_known_workload_exactly() {
     };
     wait_for_waiting(&mut c, 1);
     let t4 = m4.token.clone().unwrap();
-    let released: i64 = redis::cmd("OKOME.UNLOCK")
-        .arg(&[&m4.key, &t4])
-        .query(&mut c)
-        .unwrap();
+    let released = unlock(&mut c, &m4.key, &t4);
     assert_eq!(released, 1);
     let led = waiter.join().unwrap();
     assert_eq!((led.status.as_str(), led.ms), ("MISS", Some(9000)));

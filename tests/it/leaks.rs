@@ -79,10 +79,7 @@ fn round(s: &Server, c: &mut redis::Connection, r: usize) {
     let h =
         std::thread::spawn(move || plan_get(&mut wc, &["m", &p2, "t", "repo", "WAIT", "10000"]));
     wait_blocked(c, 1, Duration::from_secs(10));
-    let _: i64 = redis::cmd("OKOME.UNLOCK")
-        .arg(&[&m2.key, m2.token.as_deref().unwrap()])
-        .query(c)
-        .unwrap();
+    unlock(c, &m2.key, m2.token.as_deref().unwrap());
     assert_eq!(h.join().unwrap().status, "MISS");
     for i in 0..50 {
         let _: redis::Value = redis::cmd("OKOME.RATE")
@@ -108,22 +105,13 @@ fn round(s: &Server, c: &mut redis::Connection, r: usize) {
         ])
         .query(c)
         .unwrap();
-    let _: i64 = redis::cmd("OKOME.UNLOCK")
-        .arg(&["okome:tools:{v1}", t.as_deref().unwrap()])
-        .query(c)
-        .unwrap();
-    let _: i64 = redis::cmd("OKOME.CACHE.SET")
-        .arg(&["rag", "r", "c", "{\"t\":1}"])
-        .query(c)
-        .unwrap();
+    unlock(c, "okome:tools:{v1}", t.as_deref().unwrap());
+    cache_set(c, &["rag", "r", "c", "{\"t\":1}"]);
     let _: redis::Value = redis::cmd("OKOME.CACHE.GET")
         .arg(&["rag", "r", "c"])
         .query(c)
         .unwrap();
-    let _: String = redis::cmd("OKOME.KEY")
-        .arg(&["planner", "m", &p, "t", "r"])
-        .query(c)
-        .unwrap();
+    okome_key(c, "planner", &["m", &p, "t", "r"]);
     // Errors allocate messages too.
     for bad in [
         &["OKOME.RATE", "a", "0", "60"][..],

@@ -144,14 +144,7 @@ fn aof_groups(dir: &Path) -> Vec<Vec<Vec<String>>> {
 
 #[test]
 fn writes_with_agent_are_recorded_in_the_same_step() {
-    let s = Server::start_with(&[
-        "--appendonly",
-        "yes",
-        "--appendfsync",
-        "always",
-        "--notify-keyspace-events",
-        "KEA",
-    ]);
+    let s = Server::start_with(&[AOF, &["--notify-keyspace-events", "KEA"]].concat());
     let mut c = s.conn();
     let mut sub = s.conn();
     let mut ps = sub.as_pubsub();
@@ -163,10 +156,7 @@ fn writes_with_agent_are_recorded_in_the_same_step() {
             .collect()
     };
 
-    let k: String = redis::cmd("OKOME.KEY")
-        .arg(&["ledger", "agent:w"])
-        .query(&mut c)
-        .unwrap();
+    let k = okome_key(&mut c, "ledger", &["agent:w"]);
     assert_eq!(k, "okome:budget:keys:{agent%3Aw}");
 
     // PLAN.SET ... AGENT: the plan and its ledger entry, expiring together.
@@ -688,14 +678,7 @@ fn ledgers(c: &mut Connection) -> Dumps {
 #[test]
 fn a_replica_and_an_aof_replay_hold_the_same_ledgers() {
     let primary = Server::start_full(
-        &[
-            "--repl-diskless-sync-delay",
-            "0",
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "always",
-        ],
+        &[PRIMARY, AOF].concat(),
         &["planner-ttl-min", "1", "ledger-max-keys", "5"],
     );
     let replica = replica_of(
@@ -1468,10 +1451,7 @@ fn a_ledger_holding_a_lock_key_is_refused_by_every_command() {
         .arg(&[&l, &ts])
         .query(&mut c)
         .unwrap();
-    let _: i64 = redis::cmd("OKOME.CACHE.SET")
-        .arg(&["tools", "ok", "{}"])
-        .query(&mut c)
-        .unwrap();
+    cache_set(&mut c, &["tools", "ok", "{}"]);
     let before = snapshot(&mut c);
     let want = format!(
         "ERR '{l}' does not hold an okome agent ledger (entry 'okome:tools:{{ok}}:lock' is not an okome cache key"

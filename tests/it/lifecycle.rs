@@ -761,11 +761,7 @@ fn wait_counters_add_up() {
     let e = p.expect_err("CLIENT UNBLOCK ERROR gives an error reply");
     assert!(e.starts_with("UNBLOCKED"), "{e}");
 
-    let u: i64 = redis::cmd("OKOME.UNLOCK")
-        .arg(&key)
-        .arg(&token)
-        .query(&mut leader)
-        .unwrap();
+    let u = unlock(&mut leader, &key, &token);
     assert_eq!(u, 1);
     let (p, _) = fs[3].reply(Duration::from_secs(5));
     let nt = assert_handed(&mut admin, &p.expect("leader"), &key, 9000);
@@ -1118,11 +1114,7 @@ fn keyspace_notifications_and_watch() {
     let lk = lock_of(&m.key);
     let got = events.since_last(&mut c);
     println!("a lock taken by PLAN.GET: {got:?}");
-    let u: i64 = redis::cmd("OKOME.UNLOCK")
-        .arg(&m.key)
-        .arg(&token)
-        .query(&mut c)
-        .unwrap();
+    let u = unlock(&mut c, &m.key, &token);
     assert_eq!(u, 1);
     let got = events.since_last(&mut c);
     expect("UNLOCK", got, ev(&[("del", &lk)]));

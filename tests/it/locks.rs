@@ -8,34 +8,6 @@ use redis::Connection;
 use std::collections::HashSet;
 use std::time::Duration;
 
-/// Acquire: the token, or `None` when held.
-fn acquire(c: &mut Connection, key: &str, opts: &[&str]) -> Option<String> {
-    redis::cmd("OKOME.LOCK")
-        .arg(key)
-        .arg(opts)
-        .query(c)
-        .unwrap()
-}
-
-/// Extend: 1 or 0.
-fn extend(c: &mut Connection, key: &str, token: &str, opts: &[&str]) -> i64 {
-    redis::cmd("OKOME.LOCK")
-        .arg(key)
-        .arg("TOKEN")
-        .arg(token)
-        .arg(opts)
-        .query(c)
-        .unwrap()
-}
-
-fn unlock(c: &mut Connection, key: &str, token: &str) -> i64 {
-    redis::cmd("OKOME.UNLOCK")
-        .arg(key)
-        .arg(token)
-        .query(c)
-        .unwrap()
-}
-
 /// The lock of `key` is free: no key at all (never a lock without a TTL).
 fn assert_free(c: &mut Connection, key: &str) {
     let lk = lock_of(key);
@@ -151,10 +123,7 @@ fn lock_ttl_bounds_are_inclusive() {
 fn every_cache_kind_can_be_locked_independently() {
     let s = Server::start();
     let mut c = s.conn();
-    let planner: String = redis::cmd("OKOME.KEY")
-        .arg(&["planner", "llama3:8b", "p", "t", "r"])
-        .query(&mut c)
-        .unwrap();
+    let planner = okome_key(&mut c, "planner", &["llama3:8b", "p", "t", "r"]);
     let keys = [
         planner.as_str(),
         "okome:model_meta:{llama3%3A8b}",
@@ -187,10 +156,7 @@ fn every_cache_kind_can_be_locked_independently() {
 fn lock_does_not_touch_the_protected_value() {
     let s = Server::start();
     let mut c = s.conn();
-    let ms: i64 = redis::cmd("OKOME.CACHE.SET")
-        .arg(&["rag", "r", "c", "{\"v\":1}", "TTL", "1800"])
-        .query(&mut c)
-        .unwrap();
+    let ms = cache_set(&mut c, &["rag", "r", "c", "{\"v\":1}", "TTL", "1800"]);
     assert_eq!(ms, 1_800_000);
     let tok = acquire(&mut c, "okome:rag:{r}:c", &[]).unwrap();
     assert_eq!(
@@ -241,16 +207,10 @@ fn lock_and_plan_get_share_the_lock() {
     // A token from OKOME.LOCK is released by PLAN.SET ... TOKEN.
     let tok3 = acquire(&mut c, &miss.key, &[]).unwrap();
     assert_eq!(plan_get(&mut c, &a).status, "LOCKED");
-    let r: (String, i64, Option<i64>, i64) = redis::cmd("OKOME.PLAN.SET")
-        .arg(&[miss.key.as_str(), "[]", "TOKEN", tok.as_str()])
-        .query(&mut c)
-        .unwrap();
+    let r = plan_store(&mut c, &[miss.key.as_str(), "[]", "TOKEN", tok.as_str()]);
     assert_eq!(r, ("STORED".into(), 600_000, None, 0), "stale token");
     assert_held(&mut c, &miss.key, &tok3, 9000);
-    let r: (String, i64, Option<i64>, i64) = redis::cmd("OKOME.PLAN.SET")
-        .arg(&[miss.key.as_str(), "[1]", "TOKEN", tok3.as_str()])
-        .query(&mut c)
-        .unwrap();
+    let r = plan_store(&mut c, &[miss.key.as_str(), "[1]", "TOKEN", tok3.as_str()]);
     assert_eq!(r, ("STORED".into(), 600_000, None, 1));
     assert_free(&mut c, &miss.key);
     let hit = plan_get(&mut c, &a);
@@ -387,10 +347,7 @@ fn concurrent_lock_has_exactly_one_holder() {
         assert_free(&mut c, &key);
     }
     // Mixed: OKOME.LOCK and PLAN.GET racing for the same planner lock.
-    let pk: String = redis::cmd("OKOME.KEY")
-        .arg(&["planner", "m", "race", "t", "r"])
-        .query(&mut c)
-        .unwrap();
+    let pk = okome_key(&mut c, "planner", &["m", "race", "t", "r"]);
     let pk2 = pk.clone();
     let replies = race(&s, 40, move |i, mut con| {
         if i % 2 == 0 {

@@ -53,14 +53,8 @@ fn workload(c: &mut redis::Connection) {
             .query(c)
             .unwrap();
     }
-    let _: i64 = redis::cmd("OKOME.CACHE.SET")
-        .arg(&["rag", "repo", "c1", "{}"])
-        .query(c)
-        .unwrap();
-    let _: i64 = redis::cmd("OKOME.CACHE.SET")
-        .arg(&["health", "n1", "{}"])
-        .query(c)
-        .unwrap();
+    cache_set(c, &["rag", "repo", "c1", "{}"]);
+    cache_set(c, &["health", "n1", "{}"]);
 }
 
 fn crash_and_compare(s: &mut Server) {
@@ -104,7 +98,7 @@ fn crash_and_compare(s: &mut Server) {
 
 #[test]
 fn aof_crash_and_restart() {
-    let mut s = Server::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let mut s = Server::start_with(AOF);
     crash_and_compare(&mut s);
 }
 

@@ -22,10 +22,7 @@ fn miss_then_set_with_token_then_hit() {
     assert!(token.bytes().all(|b| b.is_ascii_hexdigit()));
     assert_eq!(miss.rate_remaining, None);
 
-    let lock_ttl: i64 = redis::cmd("PTTL")
-        .arg(format!("{key}:lock"))
-        .query(&mut c)
-        .unwrap();
+    let lock_ttl = pttl(&mut c, &format!("{key}:lock"));
     assert!((8000..=9000).contains(&lock_ttl), "{lock_ttl}");
 
     let locked = plan_get(&mut c, &a);
@@ -76,10 +73,7 @@ fn nolock_and_lockttl() {
     assert!(keys.is_empty(), "NOLOCK takes no lock: {keys:?}");
     let m = plan_get(&mut c, &["m", "p", "t", "r", "locKTTL", "8000"]);
     assert_eq!((m.status.as_str(), m.ms), ("MISS", Some(8000)));
-    let pttl: i64 = redis::cmd("PTTL")
-        .arg(format!("{}:lock", m.key))
-        .query(&mut c)
-        .unwrap();
+    let pttl = pttl(&mut c, &format!("{}:lock", m.key));
     assert!((7900..=8000).contains(&pttl), "{pttl}");
 }
 
@@ -87,16 +81,13 @@ fn nolock_and_lockttl() {
 fn plan_set_ttl_standard_and_stale_token() {
     let s = Server::start();
     let mut c = s.conn();
-    let key: String = redis::cmd("OKOME.KEY")
-        .arg(&["planner", "m", "p", "t", "r"])
-        .query(&mut c)
-        .unwrap();
-    let r: (String, i64, Option<i64>, i64) = redis::cmd("OKOME.PLAN.SET")
-        .arg(&[key.as_str(), "{}", "TTL", "300", "TOKEN", "not-the-holder"])
-        .query(&mut c)
-        .unwrap();
+    let key = okome_key(&mut c, "planner", &["m", "p", "t", "r"]);
+    let r = plan_store(
+        &mut c,
+        &[key.as_str(), "{}", "TTL", "300", "TOKEN", "not-the-holder"],
+    );
     assert_eq!(r, ("STORED".into(), 300_000, None, 0));
-    let pttl: i64 = redis::cmd("PTTL").arg(&key).query(&mut c).unwrap();
+    let pttl = pttl(&mut c, &key);
     assert!((299_000..=300_000).contains(&pttl));
     for bad in ["299", "901", "0", "-1", "x", "99999999999999999999"] {
         let e = err(
@@ -118,15 +109,15 @@ fn a_held_lock_is_not_released_by_another_token() {
     let s = Server::start();
     let mut c = s.conn();
     let m = plan_get(&mut c, &["m", "p", "t", "r"]);
-    let r: (String, i64, Option<i64>, i64) = redis::cmd("OKOME.PLAN.SET")
-        .arg(&[
+    let r = plan_store(
+        &mut c,
+        &[
             m.key.as_str(),
             "1",
             "TOKEN",
             "0123456789abcdef0123456789abcdef",
-        ])
-        .query(&mut c)
-        .unwrap();
+        ],
+    );
     assert_eq!(r.3, 0);
     let holder: String = redis::cmd("GET")
         .arg(format!("{}:lock", m.key))
@@ -148,14 +139,8 @@ fn prompt_is_hashed_by_the_server_and_components_escaped() {
         )
     );
     // Different tuples never share a key.
-    let k1: String = redis::cmd("OKOME.KEY")
-        .arg(&["planner", "a:b", "p", "c", "d"])
-        .query(&mut c)
-        .unwrap();
-    let k2: String = redis::cmd("OKOME.KEY")
-        .arg(&["planner", "a", "p", "b:c", "d"])
-        .query(&mut c)
-        .unwrap();
+    let k1 = okome_key(&mut c, "planner", &["a:b", "p", "c", "d"]);
+    let k2 = okome_key(&mut c, "planner", &["a", "p", "b:c", "d"]);
     assert_ne!(k1, k2);
 }
 
@@ -163,10 +148,11 @@ fn prompt_is_hashed_by_the_server_and_components_escaped() {
 fn plan_lookup_is_plan_get_by_key() {
     let s = Server::start();
     let mut c = s.conn();
-    let key: String = redis::cmd("OKOME.KEY")
-        .arg(&["planner", "llama3:8b", "a prompt", "v1", "abc123"])
-        .query(&mut c)
-        .unwrap();
+    let key = okome_key(
+        &mut c,
+        "planner",
+        &["llama3:8b", "a prompt", "v1", "abc123"],
+    );
     let lookup = |c: &mut redis::Connection, extra: &[&str]| -> Plan {
         plan_lookup(c, &[&[key.as_str()][..], extra].concat())
     };
@@ -219,16 +205,8 @@ fn a_client_hashed_prompt_is_the_same_plan() {
     let hash = sha256_hex(&prompt);
     let plain = ["llama3:8b", prompt.as_str(), "v1", "repo"];
     let hashed = ["llama3:8b", hash.as_str(), "v1", "repo", "HASHED"];
-    let key: String = redis::cmd("OKOME.KEY")
-        .arg("planner")
-        .arg(&plain)
-        .query(&mut c)
-        .unwrap();
-    let key_hashed: String = redis::cmd("OKOME.KEY")
-        .arg("planner")
-        .arg(&hashed)
-        .query(&mut c)
-        .unwrap();
+    let key = okome_key(&mut c, "planner", &plain);
+    let key_hashed = okome_key(&mut c, "planner", &hashed);
     assert_eq!(key_hashed, key);
     assert_eq!(key, format!("okome:planner:llama3%3A8b:{{{hash}}}:v1:repo"));
     // A miss takes the lock; the plain form then sees it held.

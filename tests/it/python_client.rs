@@ -87,7 +87,7 @@ fn python_demo_runs_the_planner_flow() {
 
     // What the script left in the server: the plan with its TTL, no lock.
     let mut c = s.conn();
-    let ttl: i64 = redis::cmd("PTTL").arg(&key).query(&mut c).unwrap();
+    let ttl = pttl(&mut c, &key);
     assert!((590_000..=600_000).contains(&ttl), "plan PTTL {ttl}");
     let lock: i64 = redis::cmd("EXISTS")
         .arg(format!("{key}:lock"))

@@ -119,10 +119,7 @@ fn with_arg(command: &str, arg: &str, v: &str, pk: &str) -> Vec<String> {
 fn every_command_takes_each_arguments_range() {
     let s = Server::start();
     let mut c = s.conn();
-    let pk: String = redis::cmd("OKOME.KEY")
-        .arg(&["planner", "m", "ranges", "t", "r"])
-        .query(&mut c)
-        .unwrap();
+    let pk = okome_key(&mut c, "planner", &["m", "ranges", "t", "r"]);
     let cfg = okome_core::config::Config::default();
     for a in ARGS {
         let (min, max, unit) = match a.bounds {

@@ -30,10 +30,7 @@ fn the_seeds_check_sixty_then_429() {
         "retry-after within the window: {retry}"
     );
     assert!(reset >= retry);
-    let pttl: i64 = redis::cmd("PTTL")
-        .arg("okome:budget:rate:{agent-123}")
-        .query(&mut c)
-        .unwrap();
+    let pttl = pttl(&mut c, "okome:budget:rate:{agent-123}");
     assert!(
         pttl > 0 && pttl <= 60_000,
         "the window key expires when empty: {pttl}"
@@ -271,10 +268,7 @@ fn plan_set_with_agent_skips_when_spent_but_still_releases_the_lock() {
         &[&m2.key, "{}", "AGENT", "w2", "WLIMIT", "3", "WWINDOW", "1"],
     );
     assert_eq!(r, ("STORED".into(), Some(600_000), Some(2), 0));
-    let pttl: i64 = redis::cmd("PTTL")
-        .arg("okome:budget:write:{w2}")
-        .query(&mut c)
-        .unwrap();
+    let pttl = pttl(&mut c, "okome:budget:write:{w2}");
     assert!(pttl > 0 && pttl <= 1_000);
 }
 
@@ -346,8 +340,8 @@ fn a_replica_enforces_the_same_window() {
     let pd: Vec<u8> = redis::cmd("DUMP").arg(key).query(&mut pc).unwrap();
     let rd: Vec<u8> = redis::cmd("DUMP").arg(key).query(&mut rc).unwrap();
     assert_eq!(pd, rd, "the window is byte-identical on the replica");
-    let pt: i64 = redis::cmd("PTTL").arg(key).query(&mut pc).unwrap();
-    let rt: i64 = redis::cmd("PTTL").arg(key).query(&mut rc).unwrap();
+    let pt = pttl(&mut pc, key);
+    let rt = pttl(&mut rc, key);
     assert!((pt - rt).abs() < 50, "{pt} vs {rt}");
     // Promote the replica: the full window is still enforced there, and the
     // old primary's lock expires at the same instant it would have there.
@@ -409,7 +403,7 @@ fn a_window_from_the_future_is_refused_and_left_as_it_is() {
             .iter()
             .map(|(key, _)| {
                 let dump: Vec<u8> = redis::cmd("DUMP").arg(key).query(c).unwrap();
-                let pttl: i64 = redis::cmd("PTTL").arg(key).query(c).unwrap();
+                let pttl = pttl(c, key);
                 (dump, pttl)
             })
             .collect::<Vec<_>>()

@@ -104,10 +104,7 @@ fn workload(con: &mut redis::Connection) -> Workload {
 
     // OKOME.LOCK: acquire, contend, extend with the token, fail to extend
     // with a wrong one; a second lock acquired and released; a third held.
-    let rag: String = redis::cmd("OKOME.KEY")
-        .arg(&["rag", "repo-x", "chunk-1"])
-        .query(con)
-        .unwrap();
+    let rag = okome_key(con, "rag", &["repo-x", "chunk-1"]);
     let t = match lock(con, &[&rag]) {
         redis::Value::BulkString(b) => String::from_utf8(b).unwrap(),
         v => panic!("LOCK acquire: {v:?}"),
@@ -123,10 +120,7 @@ fn workload(con: &mut redis::Connection) -> Workload {
     );
     w.held_locks.push((format!("{rag}:lock"), t));
 
-    let tools: String = redis::cmd("OKOME.KEY")
-        .arg(&["tools", "v9"])
-        .query(con)
-        .unwrap();
+    let tools = okome_key(con, "tools", &["v9"]);
     let t = match lock(con, &[&tools, "TTL", "8000"]) {
         redis::Value::BulkString(b) => String::from_utf8(b).unwrap(),
         v => panic!("LOCK acquire: {v:?}"),
@@ -136,17 +130,11 @@ fn workload(con: &mut redis::Connection) -> Workload {
         .query(con)
         .unwrap();
     assert_eq!(un, 0, "a wrong token does not unlock");
-    let un: i64 = redis::cmd("OKOME.UNLOCK")
-        .arg(&[tools.as_str(), &t])
-        .query(con)
-        .unwrap();
+    let un = unlock(con, tools.as_str(), &t);
     assert_eq!(un, 1);
     w.gone.push(format!("{tools}:lock"));
 
-    let health: String = redis::cmd("OKOME.KEY")
-        .arg(&["health", "node-7"])
-        .query(con)
-        .unwrap();
+    let health = okome_key(con, "health", &["node-7"]);
     let t = match lock(con, &[&health, "TTL", "9500"]) {
         redis::Value::BulkString(b) => String::from_utf8(b).unwrap(),
         v => panic!("LOCK acquire: {v:?}"),
@@ -253,10 +241,6 @@ fn record(con: &mut redis::Connection, who: &str) -> BTreeMap<String, (Vec<u8>, 
 }
 
 // ------------------------------------------------------------ replication
-
-/// Arguments for a primary: replicas sync at once (diskless sync would
-/// otherwise wait 5 s for more replicas).
-const PRIMARY: &[&str] = &["--repl-diskless-sync-delay", "0"];
 
 #[test]
 fn replica_holds_identical_keys_and_ttls() {
@@ -532,10 +516,7 @@ fn replication_stream_carries_effects_not_commands() {
     assert!(got.is_empty(), "reads propagate nothing: {got:?}");
 
     // LOCK acquire; contention; extend; extend with a wrong token.
-    let key: String = redis::cmd("OKOME.KEY")
-        .arg(&["tools", "v1"])
-        .query(&mut c)
-        .unwrap();
+    let key = okome_key(&mut c, "tools", &["v1"]);
     let lk = format!("{key}:lock");
     let mut lt = String::new();
     let (got, t0, t1) = step(&mut c, &mut link, &mut |c| match lock(c, &[&key]) {
@@ -580,10 +561,7 @@ fn replication_stream_carries_effects_not_commands() {
 
     // UNLOCK with the token: DEL.
     let (got, ..) = step(&mut c, &mut link, &mut |c| {
-        let un: i64 = redis::cmd("OKOME.UNLOCK")
-            .arg(&[key.as_str(), &lt])
-            .query(c)
-            .unwrap();
+        let un = unlock(c, key.as_str(), &lt);
         assert_eq!(un, 1);
     });
     assert_eq!(got.len(), 1, "{got:?}");
@@ -637,7 +615,7 @@ fn replication_stream_carries_effects_not_commands() {
 
 #[test]
 fn aof_replay_restores_same_keys_and_ttls() {
-    let mut s = Server::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let mut s = Server::start_with(AOF);
     let mut c = s.conn();
     let w = workload(&mut c);
     let t_before = Instant::now();
@@ -708,14 +686,7 @@ fn windows_stay_byte_identical_under_a_long_random_workload() {
     let seed = env_number("OKOME_WINDOWS_SEED").unwrap_or_else(|| (now_ms() as u64).max(1));
     println!("OKOME_WINDOWS_SEED={seed}");
     let mut rng = Xorshift64Star(seed);
-    let mut primary = Server::start_with(&[
-        "--repl-diskless-sync-delay",
-        "0",
-        "--appendonly",
-        "yes",
-        "--appendfsync",
-        "always",
-    ]);
+    let mut primary = Server::start_with(&[PRIMARY, AOF].concat());
     let replica = replica_of(&primary, &[], &[]);
     let mut p = primary.conn();
     let mut r = replica.conn();

@@ -27,7 +27,7 @@
 //! holds one slot open and pins the exact reply of each okome call on the
 //! source and the target.
 
-use crate::support::cluster::Cluster;
+use crate::support::cluster::{owner_in, slot_ranges, Cluster};
 use crate::support::*;
 
 use redis::{ErrorKind, FromRedisValue};
@@ -69,30 +69,6 @@ fn port_of(addr: &str) -> Result<u16, String> {
         .ok_or_else(|| format!("no port in {addr:?}"))
 }
 
-/// `CLUSTER SLOTS` of one node as `(first, last, primary port)`, sorted.
-fn slot_ranges(c: &mut redis::Connection) -> Vec<(i64, i64, u16)> {
-    let slots: Vec<(i64, i64, Vec<redis::Value>)> = redis::cmd("CLUSTER")
-        .arg("SLOTS")
-        .query(c)
-        .expect("CLUSTER SLOTS");
-    let mut out: Vec<(i64, i64, u16)> = slots
-        .into_iter()
-        .map(|(lo, hi, primary)| match primary.get(1) {
-            Some(redis::Value::Int(p)) => (lo, hi, *p as u16),
-            other => panic!("unexpected CLUSTER SLOTS entry {other:?}"),
-        })
-        .collect();
-    out.sort();
-    out
-}
-
-fn owner_in(ranges: &[(i64, i64, u16)], slot: usize) -> Option<u16> {
-    ranges
-        .iter()
-        .find(|(lo, hi, _)| (*lo..=*hi).contains(&(slot as i64)))
-        .map(|r| r.2)
-}
-
 /// Polls until every node says `port` serves each of `slots`.
 fn wait_owner(cl: &Cluster, slots: &[usize], port: u16) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -105,7 +81,7 @@ fn wait_owner(cl: &Cluster, slots: &[usize], port: u16) -> Result<(), String> {
         let wrong: Vec<(usize, usize, Option<u16>)> = views
             .iter()
             .enumerate()
-            .flat_map(|(i, v)| slots.iter().map(move |&s| (i, s, owner_in(v, s))))
+            .flat_map(|(i, v)| slots.iter().map(move |&s| (i, s, owner_in(v, s as i64))))
             .filter(|&(_, _, o)| o != Some(port))
             .collect();
         if wrong.is_empty() {
@@ -505,7 +481,7 @@ fn placement(cl: &Cluster, keys: &[String]) -> (BTreeMap<String, Vec<usize>>, Ve
     for (i, n) in cl.nodes.iter().enumerate() {
         let all: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut n.conn()).unwrap();
         for k in all {
-            if owner_in(&ranges, key_slot(k.as_bytes())) != Some(n.port) {
+            if owner_in(&ranges, key_slot(k.as_bytes()) as i64) != Some(n.port) {
                 misplaced.push(format!("{k} on node {i}"));
             }
             if let Some(v) = at.get_mut(&k) {

@@ -425,10 +425,11 @@ fn agent_keys_is_invalidated_by_every_write_of_the_ledger() {
     let ledger = "okome:budget:keys:{agent-t}";
     let tools = "okome:tools:{v1}";
     let meta = "okome:model_meta:{m}";
-    let plan: String = redis::cmd("OKOME.KEY")
-        .arg(&["planner", "llama3:8b", "plan the ledger", "v1", "abc123"])
-        .query(&mut w)
-        .unwrap();
+    let plan = okome_key(
+        &mut w,
+        "planner",
+        &["llama3:8b", "plan the ledger", "v1", "abc123"],
+    );
 
     // An empty ledger, read and tracked.
     assert_eq!(agent_keys(&mut t, "agent-t"), vec![]);
@@ -495,11 +496,7 @@ fn plan_reads_are_tracked_only_through_get() {
     let mut w = s.conn();
     let mut t = Tracker::connect(s.port, &[]);
     let a = ["llama3:8b", "plan the cache", "v1", "abc123"];
-    let key: String = redis::cmd("OKOME.KEY")
-        .arg("planner")
-        .arg(&a)
-        .query(&mut w)
-        .unwrap();
+    let key = okome_key(&mut w, "planner", &a);
     let lock = format!("{key}:lock");
     let store = |w: &mut redis::Connection, json: &str, extra: &[&str]| {
         let mut args = vec!["OKOME.PLAN.SET", &key, json];
@@ -615,10 +612,11 @@ fn bcast_tracking_sees_every_key_okome_writes() {
     let s = Server::start();
     let mut w = s.conn();
     let mut t = Tracker::connect(s.port, &["BCAST", "PREFIX", "okome:"]);
-    let plan: String = redis::cmd("OKOME.KEY")
-        .arg(&["planner", "llama3:8b", "plan the broadcast", "v1", "abc123"])
-        .query(&mut w)
-        .unwrap();
+    let plan = okome_key(
+        &mut w,
+        "planner",
+        &["llama3:8b", "plan the broadcast", "v1", "abc123"],
+    );
     let plan_lock = format!("{plan}:lock");
     let tools = "okome:tools:{v1}";
     let tools_lock = "okome:tools:{v1}:lock";
@@ -666,10 +664,10 @@ fn bcast_tracking_sees_every_key_okome_writes() {
     let locked = lookup_status(&mut w, &plan);
     assert_eq!(locked, "LOCKED");
     t.expect(&[], "PLAN.LOOKUP (LOCKED)");
-    let stored: (String, i64, Option<i64>, i64) = redis::cmd("OKOME.PLAN.SET")
-        .arg(&[&plan, "{}", "TOKEN", miss.token.as_deref().unwrap()])
-        .query(&mut w)
-        .unwrap();
+    let stored = plan_store(
+        &mut w,
+        &[&plan, "{}", "TOKEN", miss.token.as_deref().unwrap()],
+    );
     assert_eq!(stored, ("STORED".into(), 600_000, None, 1));
     t.expect(&[&plan, &plan_lock], "PLAN.SET ... TOKEN");
     assert_eq!(lookup_status(&mut w, &plan), "HIT");

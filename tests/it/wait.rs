@@ -271,11 +271,7 @@ fn unlock_hands_the_lock_to_exactly_one_waiter() {
     }
     drop(tx);
 
-    let unlocked: i64 = redis::cmd("OKOME.UNLOCK")
-        .arg(&key)
-        .arg(&token)
-        .query(&mut leader)
-        .unwrap();
+    let unlocked = unlock(&mut leader, &key, &token);
     assert_eq!(unlocked, 1);
     let (first, p, _) = recv(&rx, Duration::from_secs(3), "handoff");
     assert_eq!(first, 0, "FIFO: the first waiter gets the lock: {p:?}");
@@ -289,11 +285,7 @@ fn unlock_hands_the_lock_to_exactly_one_waiter() {
     assert_eq!(blocked_clients(&mut admin), 4);
     assert_held(&mut admin, &key, &new_token, 9000);
     // The old leader's token is dead, and a failed UNLOCK wakes nobody.
-    let dead: i64 = redis::cmd("OKOME.UNLOCK")
-        .arg(&key)
-        .arg(&token)
-        .query(&mut leader)
-        .unwrap();
+    let dead = unlock(&mut leader, &key, &token);
     assert_eq!(dead, 0);
     assert_no_reply(&rx, Duration::from_millis(50), "after a stale UNLOCK");
     assert_held(&mut admin, &key, &new_token, 9000);
@@ -337,11 +329,7 @@ fn waiters_are_per_database() {
     );
     wait_blocked(&mut admin, 1, Duration::from_secs(5));
     // Releasing and storing in db 1 does not touch the db-0 waiter.
-    let u: i64 = redis::cmd("OKOME.UNLOCK")
-        .arg(&key)
-        .arg(&t1)
-        .query(&mut l1)
-        .unwrap();
+    let u = unlock(&mut l1, &key, &t1);
     assert_eq!(u, 1);
     assert!(!exists(&mut l1, &lock_of(&key)), "no hand-over in db 1");
     assert_eq!(
@@ -351,11 +339,7 @@ fn waiters_are_per_database() {
     assert_no_reply(&rx, Duration::from_millis(100), "db 1 events");
     assert_eq!(blocked_clients(&mut admin), 1);
     // Releasing in db 0 hands the db-0 lock over.
-    let u: i64 = redis::cmd("OKOME.UNLOCK")
-        .arg(&key)
-        .arg(&t0)
-        .query(&mut l0)
-        .unwrap();
+    let u = unlock(&mut l0, &key, &t0);
     assert_eq!(u, 1);
     let (_, p, _) = recv(&rx, Duration::from_secs(3), "db 0 hand-over");
     let nt = assert_miss(&p, 9000);
@@ -389,12 +373,12 @@ fn skipped_plan_set_that_releases_hands_the_lock_over() {
         .query(&mut admin)
         .unwrap();
     assert_eq!(w[0], 1);
-    let set: (String, Option<i64>, Option<i64>, i64) = redis::cmd("OKOME.PLAN.SET")
-        .arg(&key)
-        .arg(PLAN)
-        .arg(&["TOKEN", &token, "AGENT", "agent-7", "WLIMIT", "1"])
-        .query(&mut leader)
-        .unwrap();
+    let set = plan_set(
+        &mut leader,
+        &[
+            &key, PLAN, "TOKEN", &token, "AGENT", "agent-7", "WLIMIT", "1",
+        ],
+    );
     assert_eq!(set, ("SKIPPED".into(), None, Some(0), 1));
     let (_, p, _) = recv(&rx, Duration::from_secs(3), "skipped set");
     let nt = assert_miss(&p, 8000);
@@ -454,11 +438,7 @@ fn blocked_client_that_disconnects_leaks_nothing() {
     assert_held(&mut admin, &key, &token, 10_000);
 
     // No ghost is handed the lock: after the UNLOCK the lock is simply gone.
-    let u: i64 = redis::cmd("OKOME.UNLOCK")
-        .arg(&key)
-        .arg(&token)
-        .query(&mut leader)
-        .unwrap();
+    let u = unlock(&mut leader, &key, &token);
     assert_eq!(u, 1);
     assert!(
         !exists(&mut admin, &lock_of(&key)),
@@ -720,7 +700,7 @@ fn wait_and_refresh_errors() {
 //
 // Lock expiry, heartbeat and replication each need a lock to (almost)
 // expire, which takes 8 s at the shortest lock TTL; the three scenarios run
-// concurrently on their own keys so the test binary stays well under 20 s.
+// concurrently on their own keys so the test stays well under 20 s.
 
 /// The replica holds `key:lock` = `token` with a PTTL within 50 ms of the
 /// primary's.
@@ -827,11 +807,7 @@ fn unlock_handoff_is_replicated(primary: &Server, replica: &Server) {
         tx,
     );
     wait_names_blocked(&mut admin, &[name], Duration::from_secs(5));
-    let u: i64 = redis::cmd("OKOME.UNLOCK")
-        .arg(&key)
-        .arg(&token)
-        .query(&mut leader)
-        .unwrap();
+    let u = unlock(&mut leader, &key, &token);
     assert_eq!(u, 1);
     let (_, p, _) = recv(&rx, Duration::from_secs(3), "UNLOCK hand-over");
     let nt = assert_miss(&p, 10_000);
@@ -973,9 +949,6 @@ fn waiters_leave_no_timer_behind() {
         .query(&mut c)
         .unwrap();
     assert_eq!(d, vec![1, 1, 0, 60000]);
-    let pttl: i64 = redis::cmd("PTTL")
-        .arg("okome:budget:rate:{a}")
-        .query(&mut c)
-        .unwrap();
+    let pttl = pttl(&mut c, "okome:budget:rate:{a}");
     assert!((59_000..=60_000).contains(&pttl), "PTTL {pttl}");
 }

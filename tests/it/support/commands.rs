@@ -115,10 +115,33 @@ pub fn cache_set(c: &mut Connection, args: &[&str]) -> i64 {
 
 /// `OKOME.LOCK args...`: a token, nil, or 1/0 when extending.
 pub fn lock(c: &mut Connection, args: &[&str]) -> Value {
+    lock_as(c, args)
+}
+
+/// `OKOME.LOCK key opts...` to acquire: the token, or `None` when held.
+pub fn acquire(c: &mut Connection, key: &str, opts: &[&str]) -> Option<String> {
+    lock_as(c, &[&[key][..], opts].concat())
+}
+
+/// `OKOME.LOCK key TOKEN token opts...` to extend: 1 or 0.
+pub fn extend(c: &mut Connection, key: &str, token: &str, opts: &[&str]) -> i64 {
+    lock_as(c, &[&[key, "TOKEN", token][..], opts].concat())
+}
+
+fn lock_as<T: FromRedisValue>(c: &mut Connection, args: &[&str]) -> T {
     redis::cmd("OKOME.LOCK")
         .arg(args)
         .query(c)
         .expect("OKOME.LOCK")
+}
+
+/// `OKOME.UNLOCK key token`: 1 if released, else 0.
+pub fn unlock(c: &mut Connection, key: &str, token: &str) -> i64 {
+    redis::cmd("OKOME.UNLOCK")
+        .arg(key)
+        .arg(token)
+        .query(c)
+        .expect("OKOME.UNLOCK")
 }
 
 /// `OKOME.KEY kind parts...`.

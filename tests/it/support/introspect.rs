@@ -185,28 +185,28 @@ pub fn wait_blocked(c: &mut Connection, n: i64, within: Duration) {
 
 /// Polls until every id in `ids` is blocked (panics after `within`).
 pub fn wait_ids_blocked(c: &mut Connection, ids: &[i64], within: Duration) {
-    poll(within, Duration::from_millis(1), || {
-        let b = blocked_client_ids(c);
-        if ids.iter().all(|i| b.contains(i)) {
-            Ok(())
-        } else {
-            Err(format!(
-                "not all of {ids:?} blocked within {within:?}; blocked: {b:?}"
-            ))
-        }
-    })
+    wait_all_blocked(c, ids, within, blocked_client_ids)
 }
 
 /// Polls until every client named in `names` is blocked (panics after
 /// `within`).
 pub fn wait_names_blocked(c: &mut Connection, names: &[String], within: Duration) {
+    wait_all_blocked(c, names, within, blocked_names)
+}
+
+fn wait_all_blocked<T: Ord + std::fmt::Debug>(
+    c: &mut Connection,
+    want: &[T],
+    within: Duration,
+    blocked: fn(&mut Connection) -> BTreeSet<T>,
+) {
     poll(within, Duration::from_millis(1), || {
-        let b = blocked_names(c);
-        if names.iter().all(|n| b.contains(n)) {
+        let b = blocked(c);
+        if want.iter().all(|w| b.contains(w)) {
             Ok(())
         } else {
             Err(format!(
-                "not all of {names:?} blocked within {within:?}; blocked: {b:?}"
+                "not all of {want:?} blocked within {within:?}; blocked: {b:?}"
             ))
         }
     })

@@ -51,22 +51,24 @@ pub fn dump(c: &mut Connection, key: &str) -> Vec<u8> {
 
 /// Every key with its `DUMP` and `PTTL`.
 pub fn dumps_ttl(c: &mut Connection) -> BTreeMap<String, (Vec<u8>, i64)> {
-    keys(c)
-        .into_iter()
-        .map(|k| {
-            let d = dump(c, &k);
-            (k.clone(), (d, pttl(c, &k)))
-        })
-        .collect()
+    dumps_with(c, pttl)
 }
 
 /// Every key with its `DUMP` and absolute expiry (`PEXPIRETIME`).
 pub fn dumps_at(c: &mut Connection) -> BTreeMap<String, (Vec<u8>, i64)> {
+    dumps_with(c, pexpiretime)
+}
+
+fn dumps_with(
+    c: &mut Connection,
+    expiry: fn(&mut Connection, &str) -> i64,
+) -> BTreeMap<String, (Vec<u8>, i64)> {
     keys(c)
         .into_iter()
         .map(|k| {
             let d = dump(c, &k);
-            (k.clone(), (d, pexpiretime(c, &k)))
+            let e = expiry(c, &k);
+            (k, (d, e))
         })
         .collect()
 }

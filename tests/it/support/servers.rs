@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 /// otherwise wait 5 s for more replicas).
 pub const PRIMARY: &[&str] = &["--repl-diskless-sync-delay", "0"];
 
+/// Arguments for a server that writes every command to its AOF at once.
+pub const AOF: &[&str] = &["--appendonly", "yes", "--appendfsync", "always"];
+
 /// A replica of `primary` (`--replicaof` then `extra`, with the module
 /// loaded with `module_args`), its link to the primary up.
 pub fn replica_of(primary: &Server, extra: &[&str], module_args: &[&str]) -> Server {
