@@ -128,9 +128,10 @@ pub fn leader_token(p: &Plan, lock_ttl: i64) -> String {
 
 /// [`leader_token`], and neither a value nor a rate count.
 pub fn assert_miss(p: &Plan, lock_ttl: i64) -> String {
+    let t = leader_token(p, lock_ttl);
     assert_eq!(p.value, None, "{p:?}");
     assert_eq!(p.rate_remaining, None, "{p:?}");
-    leader_token(p, lock_ttl)
+    t
 }
 
 /// A `HIT` of `key` with `json` and no token.
