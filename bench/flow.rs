@@ -11,7 +11,9 @@
 //! `OKOME_MODULE=target/release/libokome.so cargo bench --bench flow`.
 //! Prints a Markdown section on stdout.
 
-#[path = "../tests/common/mod.rs"]
+// The integration tests' helpers; the benchmark uses a few of them.
+#[path = "../tests/it/support/mod.rs"]
+#[allow(unused_imports)]
 mod common;
 
 use common::Server;

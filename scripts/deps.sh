@@ -14,7 +14,7 @@ if ! compgen -G '/usr/lib/llvm-*/lib/libclang.so*' >/dev/null \
    && ! compgen -G '/usr/lib/*/libclang.so*' >/dev/null; then
   need+=(libclang-dev)
 fi
-# tests/python_client.rs runs examples/python/okome_demo.py with Debian's
+# tests/it/python_client.rs runs examples/python/okome_demo.py with Debian's
 # /usr/bin/python3 if present, else `python3`; either one importing redis-py will do.
 has_redis_py() { "$1" -c 'import redis' >/dev/null 2>&1; }
 if ! { [ -x /usr/bin/python3 ] && has_redis_py /usr/bin/python3; } &&

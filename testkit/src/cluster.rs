@@ -4,6 +4,31 @@ use crate::Server;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// `CLUSTER SLOTS` of one node as `(first, last, primary port)`, sorted.
+pub fn slot_ranges(c: &mut redis::Connection) -> Vec<(i64, i64, u16)> {
+    let slots: Vec<(i64, i64, Vec<redis::Value>)> = redis::cmd("CLUSTER")
+        .arg("SLOTS")
+        .query(c)
+        .expect("CLUSTER SLOTS");
+    let mut out: Vec<(i64, i64, u16)> = slots
+        .into_iter()
+        .map(|(lo, hi, primary)| match primary.get(1) {
+            Some(redis::Value::Int(p)) => (lo, hi, *p as u16),
+            other => panic!("unexpected CLUSTER SLOTS entry {other:?}"),
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The port of the primary serving `slot` in `ranges`.
+pub fn owner_in(ranges: &[(i64, i64, u16)], slot: i64) -> Option<u16> {
+    ranges
+        .iter()
+        .find(|(lo, hi, _)| (*lo..=*hi).contains(&slot))
+        .map(|r| r.2)
+}
+
 pub struct Cluster {
     pub nodes: Vec<Server>,
 }
@@ -65,24 +90,12 @@ impl Cluster {
 
     /// The node serving `slot`, from CLUSTER SLOTS.
     pub fn owner(&self, slot: i64) -> usize {
-        let slots: Vec<(i64, i64, Vec<redis::Value>)> = redis::cmd("CLUSTER")
-            .arg("SLOTS")
-            .query(&mut self.nodes[0].conn())
-            .unwrap();
-        for (lo, hi, master) in slots {
-            if (lo..=hi).contains(&slot) {
-                let port = match master.get(1) {
-                    Some(redis::Value::Int(p)) => *p as u16,
-                    other => panic!("unexpected CLUSTER SLOTS entry {other:?}"),
-                };
-                return self
-                    .nodes
-                    .iter()
-                    .position(|n| n.port == port)
-                    .expect("a node of ours");
-            }
-        }
-        panic!("slot {slot} unassigned");
+        let ranges = slot_ranges(&mut self.nodes[0].conn());
+        let port = owner_in(&ranges, slot).unwrap_or_else(|| panic!("slot {slot} unassigned"));
+        self.nodes
+            .iter()
+            .position(|n| n.port == port)
+            .expect("a node of ours")
     }
 
     /// The node serving `key`.

@@ -1,7 +1,8 @@
 //! The test harness of the okome workspace: every test starts its own
 //! `redis-server` with the module loaded and a `Drop` guard kills it, so
-//! nothing leaks when a test fails. Used by okome's `tests/` (through
-//! `tests/common`), `bench/flow.rs` and `examples/planner/tests/`.
+//! nothing leaks when a test fails. Used by okome's integration tests
+//! (`tests/it`, through `tests/it/support`), `bench/flow.rs` and
+//! `examples/planner/tests/`.
 //!
 //! The conventions, shared with the Python tests (`python/tests/conftest.py`
 //! follows the same ones):
@@ -192,6 +193,17 @@ fn kill_and_reap(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// A connection to `127.0.0.1:port`, with a 10 s read deadline so that a
+/// hung server fails the test instead of hanging it.
+pub fn connect(port: u16) -> redis::Connection {
+    let c = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+        .and_then(|c| c.get_connection())
+        .unwrap_or_else(|e| panic!("connect to {port}: {e}"));
+    c.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    c
+}
+
 /// A running `redis-server` with okome loaded.
 pub struct Server {
     child: Child,
@@ -284,13 +296,9 @@ impl Server {
         redis::Client::open(self.url()).expect("client")
     }
 
-    /// A new connection, with a 10 s read deadline so a hung server fails
-    /// the test instead of hanging it.
+    /// A new connection, with a 10 s read deadline (see [`connect`]).
     pub fn conn(&self) -> redis::Connection {
-        let c = self.client().get_connection().expect("connect");
-        c.set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        c
+        connect(self.port)
     }
 
     /// The server's log so far.
@@ -416,10 +424,7 @@ impl ConfServer {
     }
 
     pub fn conn(&self) -> redis::Connection {
-        let c = self.client().get_connection().expect("connect");
-        c.set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        c
+        connect(self.port)
     }
 
     pub fn kill(&mut self) {
