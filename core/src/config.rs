@@ -159,6 +159,16 @@ pub const LEDGER_MAX_KEYS: Range =
 pub const PURGE_COUNT: Range =
     Range::new("COUNT (AGENT.PURGE)", "keys", 1, LEDGER_MAX_KEYS.max).default(1000);
 
+/// `max` of `OKOME.LEASE.ACQUIRE`: leases of one subject live at once. A
+/// pool is a sorted set, so a call costs O(log max) (plus the leases it
+/// finds expired); 100000 is the largest `limit` too.
+pub const LEASE_MAX: Range = Range::new("max", "leases", 1, 100_000);
+/// `ttl_ms` of `OKOME.LEASE.ACQUIRE` / `OKOME.LEASE.RENEW`: how long a
+/// lease lives unless renewed. The floor, 100 ms, outlives a round trip
+/// (as the lock's); the ceiling, a day, bounds how long a holder that died
+/// keeps its slot.
+pub const LEASE_TTL_MS: Range = Range::new("ttl_ms", "ms", 100, 86_400_000);
+
 /// Hard bounds of the cache-TTL configs `okome.<kind>-ttl-*`: a key always
 /// expires, within a year.
 pub const CACHE_TTL_S: Range = Range::new("okome.<kind>-ttl-*", "seconds", 1, YEAR_S);
@@ -188,7 +198,7 @@ pub const SEED_LOCK_TTL_MS: Range =
     Range::new("stampede lock TTL", "ms", 8_000, 10_000).default(9_000);
 
 /// Every fixed range of a command argument, in README's order.
-pub const OPTIONS: [Range; 7] = [
+pub const OPTIONS: [Range; 9] = [
     WAIT_MS,
     REFRESH_AHEAD_MS,
     LIMIT,
@@ -196,6 +206,8 @@ pub const OPTIONS: [Range; 7] = [
     COST,
     KEYS_COUNT,
     PURGE_COUNT,
+    LEASE_MAX,
+    LEASE_TTL_MS,
 ];
 
 /// Where the bounds of a numeric argument come from.
@@ -320,7 +332,7 @@ impl Config {
             Kind::Rag => Some(self.rag_ttl),
             Kind::Tools => Some(self.tools_ttl),
             Kind::Health => Some(self.health_ttl),
-            Kind::Rate | Kind::Write | Kind::Ledger => None,
+            Kind::Rate | Kind::Write | Kind::Ledger | Kind::Lease => None,
         }
     }
 }

@@ -26,11 +26,28 @@ pub enum Kind {
     Write,
     /// An agent's ledger: the keys okome wrote on its behalf.
     Ledger,
+    /// A subject's concurrency leases (`OKOME.LEASE.*`): only the lease
+    /// commands build it, so `OKOME.KEY` does not name it ([`Kind::NAMED`]).
+    Lease,
 }
 
 impl Kind {
     /// Every kind, in documentation order.
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
+        Kind::Planner,
+        Kind::ModelMeta,
+        Kind::Rag,
+        Kind::Tools,
+        Kind::Health,
+        Kind::Rate,
+        Kind::Write,
+        Kind::Ledger,
+        Kind::Lease,
+    ];
+
+    /// The kinds `OKOME.KEY` takes by name: every kind but `lease`, whose
+    /// key comes with the lease id `OKOME.LEASE.ACQUIRE` replies.
+    pub const NAMED: [Kind; 8] = [
         Kind::Planner,
         Kind::ModelMeta,
         Kind::Rag,
@@ -52,6 +69,7 @@ impl Kind {
             Kind::Rate => "rate",
             Kind::Write => "write",
             Kind::Ledger => "ledger",
+            Kind::Lease => "lease",
         }
     }
 
@@ -66,6 +84,7 @@ impl Kind {
             Kind::Rate => "budget:rate",
             Kind::Write => "budget:write",
             Kind::Ledger => "budget:keys",
+            Kind::Lease => "budget:lease",
         }
     }
 
@@ -80,6 +99,7 @@ impl Kind {
             Kind::Tools => &["tool_version"],
             Kind::Health => &["node"],
             Kind::Rate | Kind::Write | Kind::Ledger => &["agent"],
+            Kind::Lease => &["subject"],
         }
     }
 
@@ -95,21 +115,22 @@ impl Kind {
     }
 
     /// Whether values of this kind are cached data (and so may be locked).
-    /// Every kind is cached data, a budget window ([`Kind::is_budget`]) or
-    /// an agent's ledger.
+    /// Every kind is cached data, a budget ([`Kind::is_budget`]) or an
+    /// agent's ledger.
     pub fn cacheable(self) -> bool {
         match self {
             Kind::Planner | Kind::ModelMeta | Kind::Rag | Kind::Tools | Kind::Health => true,
-            Kind::Rate | Kind::Write | Kind::Ledger => false,
+            Kind::Rate | Kind::Write | Kind::Ledger | Kind::Lease => false,
         }
     }
 
-    /// Whether values of this kind are budget windows, charged by the
-    /// limiter (`OKOME.RATE`, `OKOME.WBUDGET`, an `AGENT` option). An
-    /// agent's ledger lives under `okome:budget:` too, but is not a window.
+    /// Whether values of this kind are budgets: windows charged by the
+    /// limiter (`OKOME.RATE`, `OKOME.WBUDGET`, an `AGENT` option), or a
+    /// subject's concurrency leases. An agent's ledger lives under
+    /// `okome:budget:` too, but is not a budget.
     pub fn is_budget(self) -> bool {
         match self {
-            Kind::Rate | Kind::Write => true,
+            Kind::Rate | Kind::Write | Kind::Lease => true,
             Kind::Planner
             | Kind::ModelMeta
             | Kind::Rag
@@ -132,7 +153,7 @@ impl Kind {
 
     /// The refusal of `name`, which names no kind: lists every kind.
     pub fn unknown(name: &[u8]) -> Error {
-        let names = Kind::ALL.map(Kind::name);
+        let names = Kind::NAMED.map(Kind::name);
         let known = match names.split_last() {
             Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
             None => String::new(),
@@ -143,11 +164,11 @@ impl Kind {
         }
     }
 
-    /// The kind named `name` (case-insensitive), if any: each command says
-    /// which kinds it takes ([`Error::NotCacheable`] for `OKOME.CACHE.*`,
-    /// [`Error::UnknownKind`] for `OKOME.KEY`).
+    /// The kind named `name` (case-insensitive) among [`Kind::NAMED`], if
+    /// any: each command says which kinds it takes ([`Error::NotCacheable`]
+    /// for `OKOME.CACHE.*`, [`Error::UnknownKind`] for `OKOME.KEY`).
     pub fn from_name(name: &[u8]) -> Option<Kind> {
-        Kind::ALL
+        Kind::NAMED
             .into_iter()
             .find(|k| k.name().as_bytes().eq_ignore_ascii_case(name))
     }
@@ -476,8 +497,14 @@ pub fn parse(key: &[u8]) -> Result<Kind> {
         .ok_or_else(|| {
             bad("unknown kind (planner, model_meta, rag, tools, health, budget:rate, budget:write, budget:keys)")
         })?;
-    let segments: Vec<&[u8]> = comps.split(|&b| b == b':').collect();
+    let mut segments: Vec<&[u8]> = comps.split(|&b| b == b':').collect();
     let names = kind.components();
+    // A lease pool may be named: `okome:budget:lease:{<subject>}:<name>`.
+    if kind == Kind::Lease && segments.len() == 2 {
+        if segments.pop().and_then(unescape).is_none() {
+            return Err(bad("component name is empty or not canonically escaped"));
+        }
+    }
     if segments.len() != names.len() {
         return Err(bad(&format!(
             "kind '{}' has {} ({}), found {}",

@@ -6,6 +6,8 @@
 //! - [`declared`]: the keys each call touches, as the tail the filter appends,
 //! - [`limiter`]: the rate limits behind `OKOME.RATE` and `OKOME.WBUDGET`,
 //!   one module per algorithm behind one seam, and their stored forms,
+//! - [`lease`]: the concurrency leases behind `OKOME.LEASE.*`, over a pool
+//!   the glue stores,
 //! - [`error`]: every error reply, as one enum with the exact text.
 //!
 //! Nothing here imports `redis_module`, reads a clock or does I/O: time is a
@@ -29,6 +31,7 @@ pub mod declared;
 pub mod error;
 pub mod int;
 pub mod keys;
+pub mod lease;
 pub mod limiter;
 
 pub use error::Error;

@@ -10,6 +10,7 @@
 //! - [`budget`]: `RATE`, `WBUDGET`,
 //! - [`cache`]: `CACHE.GET`, `CACHE.SET`, `KEY`,
 //! - [`agent`]: `AGENT.RECORD`, `AGENT.KEYS`, `AGENT.PURGE`,
+//! - [`lease`]: `LEASE.ACQUIRE`, `LEASE.RENEW`, `LEASE.RELEASE`,
 //! - [`spec`]: what a description is made of, and the grammar's pieces.
 //!
 //! A new command is a `const Command` in its family's file (a new file for
@@ -24,6 +25,7 @@
 pub mod agent;
 pub mod budget;
 pub mod cache;
+pub mod lease;
 pub mod lock;
 pub mod plan;
 pub mod spec;
@@ -35,6 +37,10 @@ pub use agent::{
 pub use budget::{parse_rate, parse_wbudget, Charge, RATE, WBUDGET};
 pub use cache::{
     parse_cache_get, parse_cache_set, parse_key, CacheGet, CacheSet, CACHE_GET, CACHE_SET, KEY,
+};
+pub use lease::{
+    decode_lease, lease_id, parse_lease_acquire, parse_lease_release, parse_lease_renew, Lease,
+    LeaseAcquire, LeaseRenew, LEASE_ACQUIRE, LEASE_RELEASE, LEASE_RENEW,
 };
 pub use lock::{parse_lock, parse_unlock, Lock, Unlock, LOCK, UNLOCK};
 pub use plan::{
@@ -48,7 +54,7 @@ use crate::declared::Declared;
 use crate::Result;
 
 /// Every command, in the order it is registered.
-pub const COMMANDS: [&Command; 13] = [
+pub const COMMANDS: [&Command; 16] = [
     &PLAN_GET,
     &PLAN_LOOKUP,
     &PLAN_SET,
@@ -62,6 +68,9 @@ pub const COMMANDS: [&Command; 13] = [
     &AGENT_RECORD,
     &AGENT_KEYS,
     &AGENT_PURGE,
+    &LEASE_ACQUIRE,
+    &LEASE_RENEW,
+    &LEASE_RELEASE,
 ];
 
 /// The command named `name` (any case).

@@ -81,7 +81,9 @@ const LIMIT: Arg = limit("limit").token("LIMIT");
 const WINDOW: Arg = window("window").token("WINDOW");
 const LOCKTTL: Arg = arg("lockttl", Int).token("LOCKTTL").bounds(LOCK_STANDARD);
 const NOLOCK: Arg = arg("nolock", PureToken).token("NOLOCK");
-const WAIT: Arg = arg("wait", Int)
+/// `WAIT ms`: how long a caller may block (`PLAN.GET`, `PLAN.LOOKUP`,
+/// `LEASE.ACQUIRE`).
+pub const WAIT: Arg = arg("wait", Int)
     .token("WAIT")
     .optional()
     .bounds(Bounds::Fixed(WAIT_MS));

@@ -659,9 +659,11 @@ fn key_command() {
         "ERR kind 'lock' is not a kind of okome key: OKOME.KEY takes planner, model_meta, \
          rag, tools, health, rate, write or ledger"
     );
-    for k in Kind::ALL {
+    for k in Kind::NAMED {
         assert!(e(&[b"lock", b"x"]).contains(k.name()));
     }
+    // A lease pool's key comes with its lease id, never from OKOME.KEY.
+    assert_eq!(e(&[b"lease", b"x"]), Kind::unknown(b"lease").to_string());
     assert_eq!(
         e(&[b"rag", b"r"]),
         "ERR syntax error: kind 'rag' takes 2 parts (repo, chunk_hash), got 1"
@@ -738,6 +740,16 @@ fn parse_arg(command: &str, arg: &str, v: &str, c: &Config) -> Result<u64> {
         }
         ("okome.agent.keys", "count") => parse_agent_keys(&[b"a", b"COUNT", v]).map(|k| k.count),
         ("okome.agent.purge", "count") => parse_agent_purge(&[b"a", b"COUNT", v]).map(|k| k.count),
+        ("okome.lease.acquire", "max") => parse_lease_acquire(&[b"s", v, b"1000"]).map(|r| r.max),
+        ("okome.lease.acquire", "ttl_ms") => {
+            parse_lease_acquire(&[b"s", b"1", v]).map(|r| r.ttl_ms)
+        }
+        ("okome.lease.acquire", "wait") => {
+            parse_lease_acquire(&[b"s", b"1", b"1000", b"WAIT", v]).map(|r| r.wait_ms.unwrap_or(0))
+        }
+        ("okome.lease.renew", "ttl_ms") => {
+            parse_lease_renew(&[b"{s}:0123456789abcdef0123456789abcdef", v]).map(|r| r.ttl_ms)
+        }
         _ => panic!("no parser case for {command} {arg}: add one"),
     }
 }
@@ -836,6 +848,9 @@ proptest! {
         let _ = parse_agent_record(&a);
         let _ = parse_agent_keys(&a);
         let _ = parse_agent_purge(&a);
+        let _ = parse_lease_acquire(&a);
+        let _ = parse_lease_renew(&a);
+        let _ = parse_lease_release(&a);
         if let Some(first) = a.first() {
             let _ = Cursor::decode(first);
         }
