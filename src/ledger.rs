@@ -22,15 +22,11 @@
 //! opened; every entry in full when it is read).
 
 use crate::rkey::{EffectArg, Key, Name};
+use crate::zset;
 use okome_core::command::Cursor;
 use okome_core::keys::{self, printable, Kind};
 use okome_core::Error;
 use redis_module::{raw, Context};
-use std::ffi::{c_int, CStr};
-use std::ptr;
-
-const ZSET: i32 = raw::REDISMODULE_NOTIFY_ZSET;
-const GENERIC: i32 = raw::REDISMODULE_NOTIFY_GENERIC;
 
 /// One ledger entry: a key and its expiry as written (Unix ms).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,27 +63,6 @@ fn type_name(t: isize) -> &'static str {
         raw::REDISMODULE_KEYTYPE_STREAM => "a stream",
         raw::REDISMODULE_KEYTYPE_MODULE => "a module type",
         _ => "another type",
-    }
-}
-
-/// The bytes of a string Redis handed out, then the string freed.
-fn take_string(ctx: &Context, s: *mut raw::RedisModuleString) -> Option<Vec<u8>> {
-    if s.is_null() {
-        return None;
-    }
-    let mut len: usize = 0;
-    // SAFETY: `s` is a live string we own; freed right after the copy.
-    unsafe {
-        let p = raw::RedisModule_StringPtrLen.map_or(ptr::null(), |f| f(s, &mut len));
-        let out = if p.is_null() {
-            Vec::new()
-        } else {
-            std::slice::from_raw_parts(p.cast::<u8>(), len).to_vec()
-        };
-        if let Some(free) = raw::RedisModule_FreeString {
-            free(ctx.ctx, s);
-        }
-        Some(out)
     }
 }
 
@@ -150,11 +125,7 @@ impl Ledger {
 
     /// Number of entries.
     pub fn len(&self) -> u64 {
-        if self.key.raw().is_null() {
-            return 0;
-        }
-        // SAFETY: an open key.
-        unsafe { raw::RedisModule_ValueLength.map_or(0, |f| f(self.key.raw())) as u64 }
+        zset::len(&self.key)
     }
 
     /// The highest entry, if any.
@@ -169,62 +140,20 @@ impl Ledger {
 
     /// The lowest entry (`lowest`) or the highest, if any.
     fn end(&self, ctx: &Context, lowest: bool) -> Option<(f64, Vec<u8>)> {
-        let mut out = None;
-        self.scan(ctx, f64::NEG_INFINITY, f64::INFINITY, lowest, |s, m| {
-            out = Some((s, m.to_vec()));
-            false
-        });
-        out
+        zset::end(ctx, &self.key, lowest)
     }
 
     /// Calls `f` with the entries whose score is in `[min, max]`, ascending
-    /// or descending, until it returns false. The set must not change
-    /// meanwhile.
+    /// or descending, until it returns false.
     fn scan(
         &self,
         ctx: &Context,
         min: f64,
         max: f64,
         ascending: bool,
-        mut f: impl FnMut(f64, &[u8]) -> bool,
+        f: impl FnMut(f64, &[u8]) -> bool,
     ) {
-        let k = self.key.raw();
-        if k.is_null() || self.key.key_type() != raw::REDISMODULE_KEYTYPE_ZSET {
-            return;
-        }
-        // SAFETY: an open sorted set; the range is stopped before return,
-        // and every element string is freed by `take_string`.
-        unsafe {
-            let (Some(first), Some(last), Some(cur), Some(next), Some(prev), Some(end), Some(stop)) = (
-                raw::RedisModule_ZsetFirstInScoreRange,
-                raw::RedisModule_ZsetLastInScoreRange,
-                raw::RedisModule_ZsetRangeCurrentElement,
-                raw::RedisModule_ZsetRangeNext,
-                raw::RedisModule_ZsetRangePrev,
-                raw::RedisModule_ZsetRangeEndReached,
-                raw::RedisModule_ZsetRangeStop,
-            ) else {
-                return;
-            };
-            let start = if ascending { first } else { last };
-            if start(k, min, max, 0, 0) != raw::REDISMODULE_OK as c_int {
-                return;
-            }
-            while end(k) == 0 {
-                let mut score = 0.0;
-                let Some(member) = take_string(ctx, cur(k, &mut score)) else {
-                    break;
-                };
-                if !f(score, &member) {
-                    break;
-                }
-                let more = if ascending { next(k) } else { prev(k) };
-                if more == 0 {
-                    break;
-                }
-            }
-            stop(k);
-        }
+        zset::scan(ctx, &self.key, (min, max), ascending, f)
     }
 
     /// Checks an entry read from the ledger.
@@ -373,15 +302,7 @@ impl Ledger {
         if !self.bounds.is_some_and(|(low, _)| low <= cutoff as f64) {
             return Ok(());
         }
-        let expired = self.members(ctx, f64::NEG_INFINITY, cutoff as f64, u64::MAX);
-        if expired.is_empty() {
-            return Ok(());
-        }
-        self.remove(&expired)?;
-        let bounds = [EffectArg::Word(c"-inf"), EffectArg::Int(cutoff)];
-        let replicated = self.key.replicate(ctx, c"ZREMRANGEBYSCORE", &bounds);
-        self.emptied_or(ctx, c"zremrangebyscore");
-        replicated
+        zset::remove_upto(ctx, &self.key, cutoff).map(|_| ())
     }
 
     /// Drops the soonest-expiring entries of a ledger that holds
@@ -400,25 +321,7 @@ impl Ledger {
     /// Adds `member` (made as `m`) with score `expire_at`, or updates its
     /// score, and replicates `ZADD key expire_at member` if it changed.
     fn add(&self, ctx: &Context, m: &Name, member: &[u8], expire_at: i64) -> Result<(), Error> {
-        let mut flags: c_int = 0;
-        // SAFETY: the key is open for writing and empty or a sorted set.
-        let added = unsafe {
-            raw::RedisModule_ZsetAdd.is_some_and(|f| {
-                f(self.key.raw(), expire_at as f64, m.ptr(), &mut flags)
-                    == raw::REDISMODULE_OK as c_int
-            })
-        };
-        if !added {
-            return Err(self.key.refused("add an entry to"));
-        }
-        let zadd_flags = (raw::REDISMODULE_ZADD_ADDED | raw::REDISMODULE_ZADD_UPDATED) as c_int;
-        if flags & zadd_flags == 0 {
-            return Ok(());
-        }
-        let args = [EffectArg::Int(expire_at), EffectArg::Bytes(member)];
-        let replicated = self.key.replicate(ctx, c"ZADD", &args);
-        self.key.changed(ctx, &[(ZSET, c"zadd")]);
-        replicated
+        zset::add(ctx, &self.key, m, member, expire_at)
     }
 
     /// Removes the `n` soonest-expiring entries (the ones [`Ledger::oldest`]
@@ -440,65 +343,20 @@ impl Ledger {
         if members.is_empty() {
             return Ok(());
         }
-        self.remove(members)?;
+        zset::remove(&self.key, members)?;
         let last = (members.len() as i64).saturating_sub(1);
         let ranks = [EffectArg::Int(0), EffectArg::Int(last)];
         let replicated = self.key.replicate(ctx, c"ZREMRANGEBYRANK", &ranks);
-        self.emptied_or(ctx, c"zremrangebyrank");
+        zset::emptied_or(ctx, &self.key, c"zremrangebyrank");
         replicated
     }
 
     /// Members with a score in `[min, max]`, ascending, at most `n`.
     fn members(&self, ctx: &Context, min: f64, max: f64, n: u64) -> Vec<Vec<u8>> {
-        let mut out = Vec::new();
-        if n == 0 {
-            return out;
-        }
-        self.scan(ctx, min, max, true, |_, m| {
-            out.push(m.to_vec());
-            (out.len() as u64) < n
-        });
-        out
+        zset::members(ctx, &self.key, min, max, n)
     }
 
     fn score(&self, member: &Name) -> Option<f64> {
-        let mut score = 0.0;
-        // SAFETY: an open key and a live string.
-        let ok = unsafe {
-            raw::RedisModule_ZsetScore.is_some_and(|f| {
-                f(self.key.raw(), member.ptr(), &mut score) == raw::REDISMODULE_OK as c_int
-            })
-        };
-        ok.then_some(score)
-    }
-
-    /// Removes `members` (entries of the set); stops at the first Redis
-    /// refuses.
-    fn remove(&self, members: &[Vec<u8>]) -> Result<(), Error> {
-        for m in members {
-            let name = Name::new(m);
-            let mut deleted: c_int = 0;
-            // SAFETY: an open key and a live string; a set emptied by the
-            // last removal is deleted by Redis.
-            let removed = unsafe {
-                raw::RedisModule_ZsetRem.is_some_and(|f| {
-                    f(self.key.raw(), name.ptr(), &mut deleted) == raw::REDISMODULE_OK as c_int
-                })
-            };
-            if !removed {
-                return Err(self.key.refused("remove an entry from"));
-            }
-        }
-        Ok(())
-    }
-
-    /// Signals a removal as the built-in `event` does, plus `del` if it
-    /// emptied (and so deleted) the set.
-    fn emptied_or(&self, ctx: &Context, event: &'static CStr) {
-        if self.len() == 0 {
-            self.key.changed(ctx, &[(ZSET, event), (GENERIC, c"del")]);
-        } else {
-            self.key.changed(ctx, &[(ZSET, event)]);
-        }
+        zset::score(&self.key, member)
     }
 }

@@ -26,6 +26,7 @@ mod rkey;
 mod server;
 mod stats;
 mod wait;
+mod zset;
 
 use redis_module::{redis_module, Context, RedisString, Status};
 

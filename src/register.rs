@@ -6,7 +6,7 @@
 //! of aborting the server.
 
 use crate::call::Call;
-use crate::cmd::{agent, budget, cache, lock, plan};
+use crate::cmd::{agent, budget, cache, lease, lock, plan};
 use crate::docs;
 use crate::reply::PANIC_REPLY;
 use okome_core::command::{self, Command};
@@ -211,7 +211,7 @@ macro_rules! registered {
 }
 
 /// Every command and its handler, in the order they are registered.
-pub const COMMANDS: [Registered; 13] = [
+pub const COMMANDS: [Registered; 16] = [
     registered!(command::PLAN_GET => plan::plan_get),
     registered!(command::PLAN_LOOKUP => plan::plan_lookup),
     registered!(command::PLAN_SET => plan::plan_set),
@@ -225,6 +225,9 @@ pub const COMMANDS: [Registered; 13] = [
     registered!(command::AGENT_RECORD => agent::agent_record),
     registered!(command::AGENT_KEYS => agent::agent_keys),
     registered!(command::AGENT_PURGE => agent::agent_purge),
+    registered!(command::LEASE_ACQUIRE => lease::lease_acquire),
+    registered!(command::LEASE_RENEW => lease::lease_renew),
+    registered!(command::LEASE_RELEASE => lease::lease_release),
 ];
 
 const SINCE: &str = "0.1.0";

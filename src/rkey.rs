@@ -600,6 +600,7 @@ impl Key {
         let status = unsafe {
             match *args {
                 [] => f(c, cmd, c"s".as_ptr(), name),
+                [Bytes(b)] => f(c, cmd, c"sb".as_ptr(), name, buf(b), b.len()),
                 [Int(a)] => f(c, cmd, c"sl".as_ptr(), name, a as c_longlong),
                 [Int(a), Int(b)] => f(c, cmd, c"sll".as_ptr(), name, a, b as c_longlong),
                 [Int(a), Bytes(b)] => f(c, cmd, c"slb".as_ptr(), name, a, buf(b), b.len()),

@@ -53,6 +53,10 @@ counters!(
     ledger_records,
     ledger_dropped,
     ledger_purged,
+    lease_acquired,
+    lease_refused,
+    lease_renewed,
+    lease_released,
     errors,
     callback_panics,
 );

@@ -2,7 +2,8 @@
 //! and gets exactly one reply — when it is woken, at its deadline, or when
 //! `CLIENT UNBLOCK` ends its wait — or none if it disconnects.
 //!
-//! The owner of a key (the planner, for `PLAN.GET ... WAIT`) supplies two
+//! The owner of a key (the planner, for `PLAN.GET ... WAIT`; a lease pool,
+//! for `LEASE.ACQUIRE ... WAIT`) supplies two
 //! things: a [`Waiter`], which says what a woken or expired client replies
 //! (the planner answers a woken client through the same code path as a
 //! fresh call), and a [`Probe`], which looks at the key and says whom to
@@ -49,7 +50,7 @@ type TimerId = raw::RedisModuleTimerID;
 pub enum Served {
     /// It got the value it waited for.
     Hit,
-    /// It got the lock (a token) and becomes the leader.
+    /// It got the lock (a token) and becomes the leader; or it got a lease.
     Leader,
     /// Anything else (the key's state changed again, an error).
     Other,
@@ -68,6 +69,11 @@ pub trait Waiter {
     fn woken(&self, ctx: &Context) -> Woken;
     /// The reply at its deadline, or for `CLIENT UNBLOCK [TIMEOUT]`.
     fn expired(&self, ctx: &Context) -> Reply;
+    /// What the key's [`Probe`] needs to know of the first waiter in line
+    /// (a lease pool's `max`, which is each caller's own); 0 by default.
+    fn probe_arg(&self) -> u64 {
+        0
+    }
 }
 
 /// What the owner of a key decides when its waiters are looked at.
@@ -82,8 +88,9 @@ pub enum Verdict {
     ProbeIn(i64),
 }
 
-/// Looks at a key (in the db of its waiters) and says whom to wake.
-pub type Probe = fn(&Context, &[u8]) -> Verdict;
+/// Looks at a key (in the db of its waiters) and says whom to wake, given
+/// the first waiter's [`Waiter::probe_arg`].
+pub type Probe = fn(&Context, &[u8], u64) -> Verdict;
 
 /// What a client waits on, and names its queue: a db and a key in it.
 type WaitKey = (c_int, Vec<u8>);
@@ -309,6 +316,13 @@ pub fn wake(ctx: &Context, key: &[u8]) {
     }
 }
 
+/// Whether clients wait on `key` (in the current db).
+pub fn queued(ctx: &Context, key: &[u8]) -> bool {
+    with_registry(|r| {
+        !r.queues.is_empty() && r.queues.contains_key(&(selected_db(ctx), key.to_vec()))
+    })
+}
+
 /// (Re)arms the probe timer of `wait_key` to run in `after_ms`.
 fn schedule(ctx: *mut raw::RedisModuleCtx, wait_key: WaitKey, after_ms: i64) {
     let mut left = Leftover::default();
@@ -372,9 +386,11 @@ fn probe_queue(ctx: *mut raw::RedisModuleCtx, wait_key: WaitKey) {
         let q = r.queues.get_mut(&wait_key)?;
         // This timer has fired: it must not be stopped later.
         q.timer = None;
-        Some(q.probe)
+        let probe = q.probe;
+        let first = q.ids.front().and_then(|id| r.entries.get(id));
+        Some((probe, first.map_or(0, |e| e.waiter.probe_arg())))
     });
-    let Some(probe) = probe else {
+    let Some((probe, arg)) = probe else {
         return;
     };
     // SAFETY: selecting the db the waiters are in (a timer's own context).
@@ -384,7 +400,7 @@ fn probe_queue(ctx: *mut raw::RedisModuleCtx, wait_key: WaitKey) {
         }
     }
     let context = Context::new(ctx);
-    let verdict = probe(&context, &wait_key.1);
+    let verdict = probe(&context, &wait_key.1, arg);
     let mut left = Leftover::default();
     let (woken, more) = with_registry(|r| {
         let ids: Vec<u64> = match (verdict, r.queues.get(&wait_key)) {

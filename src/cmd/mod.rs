@@ -4,11 +4,13 @@
 //!
 //! The families share helpers one way only, so no two import each other:
 //! `plan` uses the lock's, the budget's and the ledger's (`agent`);
-//! `cache` uses the ledger's; nothing uses `plan`'s.
+//! `cache` uses the ledger's; nothing uses `plan`'s (nor `lease`'s, which
+//! uses none).
 
 pub mod agent;
 pub mod budget;
 pub mod cache;
+pub mod lease;
 pub mod lock;
 pub mod plan;
 

@@ -448,7 +448,7 @@ impl wait::Waiter for Follower {
 /// the plan is there; the first in line once the lock is free and this
 /// node may write (its reply takes the lock); else nobody until the lock
 /// expires or writes are allowed again.
-fn probe(ctx: &Context, key: &[u8]) -> Verdict {
+fn probe(ctx: &Context, key: &[u8], _: u64) -> Verdict {
     if Key::open(ctx, key, false).holds() != Holds::Nothing {
         return Verdict::WakeAll;
     }

@@ -108,7 +108,7 @@ pub const LEASE_ACQUIRE: Command = Command {
 
 pub const LEASE_RENEW: Command = Command {
     name: "okome.lease.renew",
-    arity: 3,
+    arity: -3,
     flags: "write deny-oom fast",
     summary: "Extends a lease to expire ttl_ms from now; 0 if it is gone",
     complexity: "O(log N) for N leases held, plus O(1) for each expired lease removed",
@@ -119,7 +119,7 @@ pub const LEASE_RENEW: Command = Command {
 
 pub const LEASE_RELEASE: Command = Command {
     name: "okome.lease.release",
-    arity: 2,
+    arity: -2,
     flags: "write fast",
     summary:
         "Gives a lease back, freeing its slot for the longest waiter at once; 0 if it was gone",
