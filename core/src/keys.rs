@@ -500,10 +500,8 @@ pub fn parse(key: &[u8]) -> Result<Kind> {
     let mut segments: Vec<&[u8]> = comps.split(|&b| b == b':').collect();
     let names = kind.components();
     // A lease pool may be named: `okome:budget:lease:{<subject>}:<name>`.
-    if kind == Kind::Lease && segments.len() == 2 {
-        if segments.pop().and_then(unescape).is_none() {
-            return Err(bad("component name is empty or not canonically escaped"));
-        }
+    if kind == Kind::Lease && segments.len() == 2 && segments.pop().and_then(unescape).is_none() {
+        return Err(bad("component name is empty or not canonically escaped"));
     }
     if segments.len() != names.len() {
         return Err(bad(&format!(

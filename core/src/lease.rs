@@ -20,7 +20,7 @@ pub trait Pool {
     /// Removes every lease with `expiry <= now`; how many.
     fn prune(&mut self, now: i64) -> Result<u64, Self::Error>;
     /// How many leases the pool holds.
-    fn len(&self) -> u64;
+    fn held(&self) -> u64;
     /// The soonest expiry held, if any.
     fn earliest(&self) -> Option<i64>;
     /// The latest expiry held, if any.
@@ -69,7 +69,7 @@ fn after(now: i64, ms: u64) -> i64 {
 /// (an emptied pool is gone: nothing to set).
 fn settle<P: Pool>(pool: &mut P) -> Result<(), P::Error> {
     match pool.latest() {
-        Some(t) if pool.len() > 0 && pool.ttl() != Some(t) => pool.expire_at(t),
+        Some(t) if pool.held() > 0 && pool.ttl() != Some(t) => pool.expire_at(t),
         _ => Ok(()),
     }
 }
@@ -78,7 +78,7 @@ fn settle<P: Pool>(pool: &mut P) -> Result<(), P::Error> {
 /// whether it has room under `max`.
 pub fn peek<P: Pool>(pool: &mut P, max: u64, now: i64) -> Result<Acquired, P::Error> {
     let expired = pool.prune(now)?;
-    let in_use = pool.len();
+    let in_use = pool.held();
     let retry_after_ms = if in_use < max {
         0
     } else {
@@ -109,7 +109,7 @@ pub fn acquire<P: Pool>(
     settle(pool)?;
     Ok(Acquired {
         taken: true,
-        in_use: pool.len(),
+        in_use: pool.held(),
         ..seen
     })
 }
@@ -159,7 +159,7 @@ impl Pool for MemPool {
         }
         Ok(before.saturating_sub(self.leases.len()) as u64)
     }
-    fn len(&self) -> u64 {
+    fn held(&self) -> u64 {
         self.leases.len() as u64
     }
     fn earliest(&self) -> Option<i64> {
@@ -309,7 +309,7 @@ mod tests {
                         let want = model.acquire(next, max, ttl, now);
                         prop_assert_eq!((got.taken, got.in_use, got.retry_after_ms), want);
                         if got.taken {
-                            prop_assert!(pool.len() <= max);
+                            prop_assert!(pool.held() <= max);
                         }
                     }
                     Op::Renew { token, ttl } => {

@@ -47,7 +47,7 @@ impl Pool for Stored<'_> {
     fn prune(&mut self, now: i64) -> Result<u64, Error> {
         zset::remove_upto(self.ctx, &self.key, now)
     }
-    fn len(&self) -> u64 {
+    fn held(&self) -> u64 {
         zset::len(&self.key)
     }
     fn earliest(&self) -> Option<i64> {
