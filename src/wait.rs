@@ -62,6 +62,16 @@ pub struct Woken {
     pub served: Served,
 }
 
+impl Woken {
+    /// The reply of a woken client whose owner failed with `e`.
+    pub fn failed(e: okome_core::Error) -> Woken {
+        Woken {
+            reply: Err(e),
+            served: Served::Other,
+        }
+    }
+}
+
 /// What a blocked client replies.
 pub trait Waiter {
     /// The reply of a client that was woken: the owner looks again, as a

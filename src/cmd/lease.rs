@@ -222,10 +222,7 @@ impl Waiting {
 
 impl wait::Waiter for Waiting {
     fn woken(&self, ctx: &Context) -> Woken {
-        self.take(ctx).unwrap_or_else(|e| Woken {
-            reply: Err(e),
-            served: Served::Other,
-        })
+        self.take(ctx).unwrap_or_else(Woken::failed)
     }
 
     /// `[nil, in_use, retry_after_ms]`, read without writing.

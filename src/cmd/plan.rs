@@ -427,10 +427,7 @@ impl Follower {
 
 impl wait::Waiter for Follower {
     fn woken(&self, ctx: &Context) -> Woken {
-        self.look_again(ctx).unwrap_or_else(|e| Woken {
-            reply: Err(e),
-            served: Served::Other,
-        })
+        self.look_again(ctx).unwrap_or_else(Woken::failed)
     }
 
     /// `LOCKED` with the lock's remaining TTL (`-2` if it is gone).

@@ -42,7 +42,7 @@ fn render_arg(v: &Value) -> String {
     s
 }
 
-const ARGS: [(&str, &[&str]); 13] = [
+const ARGS: [(&str, &[&str]); 16] = [
     (
         "okome.plan.get",
         &[
@@ -121,6 +121,18 @@ const ARGS: [(&str, &[&str]); 13] = [
         &["agent:string", "count:integer=COUNT?", "cursor:string=CURSOR?"],
     ),
     ("okome.agent.purge", &["agent:string", "count:integer=COUNT?"]),
+    (
+        "okome.lease.acquire",
+        &[
+            "subject:string",
+            "max:integer",
+            "ttl_ms:integer",
+            "wait:integer=WAIT?",
+            "name:string=NAME?",
+        ],
+    ),
+    ("okome.lease.renew", &["lease:string", "ttl_ms:integer"]),
+    ("okome.lease.release", &["lease:string"]),
 ];
 
 #[test]
@@ -180,7 +192,7 @@ type InfoRow = (
 
 const ROUTING: &[&str] = &["RO", "not_key"];
 
-const INFO: [InfoRow; 13] = [
+const INFO: [InfoRow; 16] = [
     (
         "okome.plan.get",
         -5,
@@ -252,6 +264,24 @@ const INFO: [InfoRow; 13] = [
         "okome.agent.purge",
         -2,
         &["write", "module", "movablekeys"],
+        Some((1, ROUTING)),
+    ),
+    (
+        "okome.lease.acquire",
+        -4,
+        &["write", "denyoom", "fast", "module", "movablekeys"],
+        Some((1, ROUTING)),
+    ),
+    (
+        "okome.lease.renew",
+        -3,
+        &["write", "denyoom", "fast", "module", "movablekeys"],
+        Some((1, ROUTING)),
+    ),
+    (
+        "okome.lease.release",
+        -2,
+        &["write", "fast", "module", "movablekeys"],
         Some((1, ROUTING)),
     ),
 ];
@@ -470,7 +500,7 @@ fn readme_documents_exactly_the_registered_commands() {
         .arg(&["LIST", "FILTERBY", "MODULE", "okome"])
         .query(&mut c)
         .unwrap();
-    assert_eq!(registered.len(), 13, "{registered:?}");
+    assert_eq!(registered.len(), 16, "{registered:?}");
     assert_eq!(documented, registered);
 }
 
@@ -641,7 +671,7 @@ fn readme_syntax_lines_are_command_docs() {
     }
     assert_eq!(
         names.len(),
-        13,
+        16,
         "a syntax line for every command: {names:?}"
     );
 }

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 /// Every counter of src/stats.rs, in its order.
-const COUNTERS: [&str; 33] = [
+const COUNTERS: [&str; 37] = [
     "planner_hits",
     "planner_misses",
     "planner_refreshes",
@@ -41,6 +41,10 @@ const COUNTERS: [&str; 33] = [
     "ledger_records",
     "ledger_dropped",
     "ledger_purged",
+    "lease_acquired",
+    "lease_refused",
+    "lease_renewed",
+    "lease_released",
     "errors",
     "callback_panics",
 ];
@@ -455,6 +459,31 @@ fn info_okome_counts_a_known_workload_exactly() {
         ],
     );
 
+    // Leases: taken, refused, renewed, released (twice: counted once).
+    let lease = |c: &mut Connection, args: &[&str]| -> redis::Value {
+        redis::cmd(args[0]).arg(&args[1..]).query(c).unwrap()
+    };
+    let taken = lease(&mut c, &["OKOME.LEASE.ACQUIRE", "info", "1", "60000"]);
+    let redis::Value::Array(items) = taken else {
+        panic!("{taken:?}")
+    };
+    let id = text(&items[0]);
+    lease(&mut c, &["OKOME.LEASE.ACQUIRE", "info", "1", "60000"]);
+    lease(&mut c, &["OKOME.LEASE.RENEW", &id, "60000"]);
+    lease(&mut c, &["OKOME.LEASE.RELEASE", &id]);
+    lease(&mut c, &["OKOME.LEASE.RELEASE", &id]);
+    step(
+        &mut c,
+        &mut exp,
+        "leases",
+        &[
+            ("lease_acquired", 1),
+            ("lease_refused", 1),
+            ("lease_renewed", 1),
+            ("lease_released", 1),
+        ],
+    );
+
     // The whole workload, as a table.
     let table: BTreeMap<&str, u64> = [
         ("planner_hits", 7),
@@ -488,6 +517,10 @@ fn info_okome_counts_a_known_workload_exactly() {
         ("ledger_records", 5),
         ("ledger_dropped", 1),
         ("ledger_purged", 2),
+        ("lease_acquired", 1),
+        ("lease_refused", 1),
+        ("lease_renewed", 1),
+        ("lease_released", 1),
         ("errors", 2),
         ("callback_panics", 0),
     ]

@@ -111,6 +111,10 @@ fn with_arg(command: &str, arg: &str, v: &str, pk: &str) -> Vec<String> {
         ("okome.wbudget", "cost") => push(&["a", "100000", "COST", v]),
         ("okome.cache.set", "ttl") => push(&["rag", "r", "c", "{}", "TTL", v]),
         ("okome.agent.keys" | "okome.agent.purge", "count") => push(&["a", "COUNT", v]),
+        ("okome.lease.acquire", "max") => push(&["ranges", v, "1000"]),
+        ("okome.lease.acquire", "ttl_ms") => push(&["ranges", "100000", v]),
+        ("okome.lease.acquire", "wait") => push(&["ranges", "100000", "1000", "WAIT", v]),
+        ("okome.lease.renew", "ttl_ms") => push(&["{ranges}:0123456789abcdef0123456789abcdef", v]),
         _ => panic!("no command for {command} {arg}: add one"),
     }
     a

@@ -14,6 +14,8 @@
 //! - A bulk reply of exactly 32 lowercase hex digits is a lock token: it
 //!   matches any such token, and the README's token, written later in a
 //!   command, stands for the one the server gave.
+//! - So is a lease id's random part: a colon, then 32 lowercase hex
+//!   digits, closing a quoted string (`"{agent-7}:<32 hex>"`).
 //! - `KEYS` replies are compared as sets: Redis lists keys in no order.
 //! - `client X 127.0.0.1:6379> cmd` runs `cmd` as client `X` (each client
 //!   is its own redis-cli); a reply of the single line `(blocks ...)` means
@@ -187,6 +189,22 @@ fn match_from(e: &[u8], a: &[u8], found: &mut Vec<(String, String)>) -> bool {
             }
             found.push((doc, real));
             return match_from(&e[34..], &a[34..], found);
+        }
+    }
+    // A lease id's random part: a colon, then 32 hex digits closing a
+    // quoted string.
+    if c == b':' && e.len() >= 34 && e[33] == b'"' {
+        let doc = String::from_utf8_lossy(&e[1..33]).into_owned();
+        if is_token(&doc) {
+            if a.len() < 34 || a[0] != b':' || a[33] != b'"' {
+                return false;
+            }
+            let real = String::from_utf8_lossy(&a[1..33]).into_owned();
+            if !is_token(&real) {
+                return false;
+            }
+            found.push((doc, real));
+            return match_from(&e[33..], &a[33..], found);
         }
     }
     // `~N`: a number within 1% (at least 100) of N.
@@ -491,6 +509,20 @@ fn the_notation_matches_what_it_says() {
     assert!(!line_matches(
         "5) \"b9f7c0577b37ef9bacc3f8f636894f9e\"",
         "5) (nil)",
+        &mut b
+    ));
+    assert!(line_matches(
+        "1) \"{a}:4f1d9c0a7e3b2d6f8a1c5e9b0d7f3a2c\"",
+        "1) \"{a}:0123456789abcdef0123456789abcdee\"",
+        &mut b
+    ));
+    assert_eq!(
+        b.apply("OKOME.LEASE.RELEASE {a}:4f1d9c0a7e3b2d6f8a1c5e9b0d7f3a2c"),
+        "OKOME.LEASE.RELEASE {a}:0123456789abcdef0123456789abcdee"
+    );
+    assert!(!line_matches(
+        "1) \"{a}:4f1d9c0a7e3b2d6f8a1c5e9b0d7f3a2c\"",
+        "1) \"{b}:0123456789abcdef0123456789abcdee\"",
         &mut b
     ));
     assert!(!line_matches("1) \"HIT\"", "1) \"MISS\"", &mut b));
