@@ -25,6 +25,7 @@ from .errors import (
     InternalError,
     InvalidJSONError,
     KeyFormatError,
+    LeaseUnavailable,
     ModuleNotLoadedError,
     NotCacheableError,
     OkomeError,
@@ -39,9 +40,11 @@ from .errors import (
     WrongSlotError,
     WrongTypeError,
 )
+from .leases import HeldLease
 from .planner import Planner, PlanResult
 from .replies import (
     CacheEntry,
+    LeaseReply,
     LedgerEntry,
     LedgerPage,
     LedgerRecord,
@@ -64,7 +67,10 @@ __all__ = [
     "CrossSlotError",
     "InternalError",
     "InvalidJSONError",
+    "HeldLease",
     "KeyFormatError",
+    "LeaseReply",
+    "LeaseUnavailable",
     "LedgerEntry",
     "LedgerPage",
     "LedgerRecord",

@@ -18,6 +18,7 @@ from . import _keys
 from .errors import ArgumentError
 from .replies import (
     CacheEntry,
+    LeaseReply,
     LedgerPage,
     LedgerRecord,
     PlanReply,
@@ -30,6 +31,7 @@ from .replies import (
     parse_bool,
     parse_cache_get,
     parse_int,
+    parse_lease,
     parse_ledger_page,
     parse_ledger_record,
     parse_opt_text,
@@ -348,6 +350,32 @@ def _wbudget(
 
 rate = _rate
 wbudget = _wbudget
+
+
+def lease_acquire(
+    subject: Any, max: int, ttl_ms: int, wait_ms: int | None, name: Any
+) -> Steps[LeaseReply]:
+    """Routed by the pool's key (a cluster client cannot route the subject)."""
+    try:
+        route: str | None = _keys.lease_key(subject, name)
+    except ValueError:
+        route = None  # let the server say what is wrong with it
+    extra: list[Any] = []
+    if wait_ms:
+        extra += ["WAIT", wait_ms]
+    if name is not None:
+        extra += ["NAME", name]
+    args = ("OKOME.LEASE.ACQUIRE", subject, max, ttl_ms, *extra)
+    return _one(Call(args, parse_lease, route, wait_ms or None))
+
+
+def lease_renew(lease: str, ttl_ms: int) -> Steps[bool]:
+    """Routed by the lease id: its ``{subject}`` is the pool's hash tag."""
+    return _one(Call(("OKOME.LEASE.RENEW", lease, ttl_ms), parse_bool, lease))
+
+
+def lease_release(lease: str) -> Steps[bool]:
+    return _one(Call(("OKOME.LEASE.RELEASE", lease), parse_bool, lease))
 
 
 def _cache_route(kind: Any, parts: tuple[Any, ...]) -> str | None:

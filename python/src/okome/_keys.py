@@ -96,6 +96,20 @@ def agent_key(kind: str, agent: Part) -> str:
     return build(kind, (agent,))
 
 
+def lease_key(subject: Part, name: Part | None = None) -> str:
+    """``okome:budget:lease:{<subject>}``, or ``...:{<subject>}:<name>`` (the
+    name ``default`` is the unnamed pool): the pool ``OKOME.LEASE.ACQUIRE``
+    takes a lease of, in the subject's slot."""
+    if not to_bytes(subject):
+        raise ValueError("subject must not be empty")
+    key = f"{PREFIX}:budget:lease:{{{escape(subject)}}}"
+    if name is not None and to_bytes(name).lower() != b"default":
+        if not to_bytes(name):
+            raise ValueError("name must not be empty")
+        key += ":" + escape(name)
+    return key
+
+
 def parse(key: str) -> tuple[str, tuple[bytes, ...]]:
     """The kind and components of a well-formed okome key; ``ValueError`` otherwise."""
     if not key.startswith(PREFIX + ":"):

@@ -5,14 +5,17 @@ and what :mod:`okome.aio.client`, its asyncio twin, shares with it
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from typing import Any, Generic, Protocol, TypeVar
 
 from . import _commands as cmd
 from . import _keys
 from ._commands import Steps, T
 from ._sync import Cluster, Standalone, transport
+from .leases import HeldLease, hold, taken
 from .replies import (
     CacheEntry,
+    LeaseReply,
     LedgerEntry,
     LedgerPage,
     LedgerRecord,
@@ -233,6 +236,49 @@ class Okome(ClientBase["Standalone | Cluster"]):  # quoted: no X | Y at run time
     ) -> RateReply:
         """``OKOME.WBUDGET agent write_limit [WINDOW s] [COST n]``."""
         return self._drive(cmd.wbudget(agent, write_limit, window, cost))
+
+    # -- concurrency leases ------------------------------------------------------
+
+    def lease_acquire(
+        self,
+        subject: str | bytes,
+        max: int,
+        ttl_ms: int,
+        *,
+        wait_ms: int | None = None,
+        name: str | bytes | None = None,
+    ) -> LeaseReply:
+        """``OKOME.LEASE.ACQUIRE subject max ttl_ms [WAIT ms] [NAME name]``: at most
+        ``max`` leases of ``subject`` at once; routed by the pool's key on a cluster."""
+        return self._drive(cmd.lease_acquire(subject, max, ttl_ms, wait_ms, name))
+
+    def lease_renew(self, lease: str, ttl_ms: int) -> bool:
+        """``OKOME.LEASE.RENEW lease ttl_ms``: ``False`` if the lease is gone."""
+        return self._drive(cmd.lease_renew(lease, ttl_ms))
+
+    def lease_release(self, lease: str) -> bool:
+        """``OKOME.LEASE.RELEASE lease``: ``False`` if it was gone."""
+        return self._drive(cmd.lease_release(lease))
+
+    def lease(
+        self,
+        subject: str | bytes,
+        max: int,
+        ttl_ms: int,
+        *,
+        wait_ms: int | None = None,
+        name: str | bytes | None = None,
+    ) -> AbstractContextManager[HeldLease]:
+        """A lease for a ``with`` block: taken on entry
+        (:class:`~okome.errors.LeaseUnavailable` if none was free), renewed every
+        third of ``ttl_ms`` in the background, released on exit (see :mod:`okome.leases`)."""
+        reply = self.lease_acquire(subject, max, ttl_ms, wait_ms=wait_ms, name=name)
+        held = taken(subject, ttl_ms, reply)
+        return hold(
+            held,
+            lambda: self.lease_renew(held.id, ttl_ms),
+            lambda: self.lease_release(held.id),
+        )
 
     # -- other caches ----------------------------------------------------------
 

@@ -159,8 +159,10 @@ def _classify(text: str) -> type[OkomeError]:
         return OutOfRangeError
     if "bytes, larger than the" in low:
         return TooLargeError
-    if "is not an okome key" in low or (
-        "' is a " in low and (" key, not a " in low or "budget key;" in low)
+    if (
+        "is not an okome key" in low
+        or "is not an okome lease id" in low
+        or ("' is a " in low and (" key, not a " in low or "budget key;" in low))
     ):
         return KeyFormatError
     if (
@@ -227,4 +229,21 @@ class PlanLocked(PlannerError):
             f"the plan {key!r} is being computed by another caller (lock TTL {lock_ttl_ms} ms)",
             key=key,
             headers=headers,
+        )
+
+
+class LeaseUnavailable(Exception):
+    """No lease was free (``OKOME.LEASE.ACQUIRE`` replied nil, at once or at
+    the end of its ``WAIT``): answer ``503`` with ``Retry-After``."""
+
+    status_code = 503
+
+    def __init__(self, subject: str | bytes, in_use: int, retry_after_ms: int) -> None:
+        self.subject = subject
+        self.in_use = in_use
+        self.retry_after_ms = retry_after_ms
+        self.retry_after = _ceil_s(retry_after_ms if retry_after_ms > 0 else 1000)
+        self.headers = {"Retry-After": str(self.retry_after)}
+        super().__init__(
+            f"no lease of {subject!r} is free ({in_use} in use): retry after {retry_after_ms} ms"
         )

@@ -122,6 +122,27 @@ class RateReply:
         return 0 if self.allowed else ceil_seconds(self.retry_after_ms)
 
 
+@dataclass(frozen=True)
+class LeaseReply:
+    """``OKOME.LEASE.ACQUIRE``: ``[lease, in_use, retry_after_ms]``."""
+
+    lease: str | None
+    """The lease id (``{subject}:<32 hex digits>``), or ``None`` when no slot was free."""
+    in_use: int
+    """Leases live after the call."""
+    retry_after_ms: int
+    """0 when acquired; else until the soonest lease expires."""
+
+    @property
+    def acquired(self) -> bool:
+        return self.lease is not None
+
+    @property
+    def retry_after(self) -> int:
+        """``Retry-After`` in whole seconds, rounded up (0 when acquired)."""
+        return 0 if self.acquired else ceil_seconds(self.retry_after_ms)
+
+
 class LedgerState(str, Enum):
     """What ``OKOME.AGENT.PURGE`` would do with a ledger entry."""
 
@@ -264,6 +285,11 @@ def parse_rate(reply: Any) -> RateReply:
         retry_after_ms=int(retry_ms),
         reset_after_ms=int(reset_ms),
     )
+
+
+def parse_lease(reply: Any) -> LeaseReply:
+    lease, in_use, retry_ms = _list(reply, 3, "OKOME.LEASE.ACQUIRE")
+    return LeaseReply(lease=opt_text(lease), in_use=int(in_use), retry_after_ms=int(retry_ms))
 
 
 def parse_cache_get(reply: Any) -> CacheEntry | None:

@@ -5,14 +5,17 @@ the twin of :class:`okome.Okome`, driving the same command builders
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from .. import _commands as cmd
 from .._async import Cluster, Standalone, transport
 from .._commands import Steps, T
 from ..client import ClientBase, parse_info
+from ..leases import HeldLease, hold_async, taken
 from ..replies import (
     CacheEntry,
+    LeaseReply,
     LedgerEntry,
     LedgerPage,
     LedgerRecord,
@@ -159,6 +162,41 @@ class Okome(ClientBase["Standalone | Cluster"]):  # quoted: no X | Y at run time
         """See :meth:`okome.Okome.wbudget`."""
         return await self._drive(cmd.wbudget(agent, write_limit, window, cost))
 
+    # -- concurrency leases ------------------------------------------------------
+
+    async def lease_acquire(
+        self,
+        subject: str | bytes,
+        max: int,
+        ttl_ms: int,
+        *,
+        wait_ms: int | None = None,
+        name: str | bytes | None = None,
+    ) -> LeaseReply:
+        """See :meth:`okome.Okome.lease_acquire`."""
+        return await self._drive(cmd.lease_acquire(subject, max, ttl_ms, wait_ms, name))
+
+    async def lease_renew(self, lease: str, ttl_ms: int) -> bool:
+        """See :meth:`okome.Okome.lease_renew`."""
+        return await self._drive(cmd.lease_renew(lease, ttl_ms))
+
+    async def lease_release(self, lease: str) -> bool:
+        """See :meth:`okome.Okome.lease_release`."""
+        return await self._drive(cmd.lease_release(lease))
+
+    def lease(
+        self,
+        subject: str | bytes,
+        max: int,
+        ttl_ms: int,
+        *,
+        wait_ms: int | None = None,
+        name: str | bytes | None = None,
+    ) -> AbstractAsyncContextManager[HeldLease]:
+        """``async with ok.lease(...) as held``: see :meth:`okome.Okome.lease`;
+        renewed by an asyncio task."""
+        return _LeaseBlock(self, subject, max, ttl_ms, wait_ms, name)
+
     # -- other caches ----------------------------------------------------------
 
     async def cache_get(self, kind: str, *parts: str | bytes) -> CacheEntry | None:
@@ -216,3 +254,29 @@ class Okome(ClientBase["Standalone | Cluster"]):  # quoted: no X | Y at run time
     async def stats(self) -> dict[str, Any]:
         """``INFO okome``."""
         return parse_info(await self._drive(cmd.info()))
+
+
+class _LeaseBlock:
+    """``async with``: acquires on entry (awaiting), then holds as :func:`hold_async`."""
+
+    def __init__(
+        self, ok: Okome, subject: Any, max: int, ttl_ms: int, wait_ms: int | None, name: Any
+    ) -> None:
+        self._ok, self._subject, self._max, self._ttl = ok, subject, max, ttl_ms
+        self._wait, self._name = wait_ms, name
+        self._inner: AbstractAsyncContextManager[HeldLease] | None = None
+
+    async def __aenter__(self) -> HeldLease:
+        reply = await self._ok.lease_acquire(
+            self._subject, self._max, self._ttl, wait_ms=self._wait, name=self._name
+        )
+        held = taken(self._subject, self._ttl, reply)
+        ok, ttl = self._ok, self._ttl
+        self._inner = hold_async(
+            held, lambda: ok.lease_renew(held.id, ttl), lambda: ok.lease_release(held.id)
+        )
+        return await self._inner.__aenter__()
+
+    async def __aexit__(self, *exc: Any) -> bool | None:
+        assert self._inner is not None
+        return await self._inner.__aexit__(*exc)
