@@ -440,6 +440,8 @@ def targets(med, wins):
     ceiling = med[(16, "Ceiling: RMW.INCREXD, that key derived from the id")]
     lua = med[(16, "Lua fixed window")]
     get = med[(16, "GET of a plan's key")]
+    lease = med[(16, "OKOME.LEASE.ACQUIRE")]
+    setnx = med[(16, "SET NX PX (a plain lock)")]
     plain, repl = wins["plain"], wins["repl"]
     l60, big = plain["limit 60"], plain["limit 100000"]
     rb60, rbig = repl["limit 60"]["bytes"], repl["limit 100000"]["bytes"]
@@ -459,6 +461,8 @@ def targets(med, wins):
         ("`PLAN.GET ... HASHED` hit vs `GET` of the plan's key, `-P 16`, every prompt size",
          ">= 0.8x", ", ".join(f"{v:.2f}x" for v in hashed.values()),
          min(hashed.values()) >= 0.8),
+        ("`OKOME.LEASE.ACQUIRE` vs `SET NX PX`, `-P 16`", ">= 0.4x",
+         f"{lease / setnx:.2f}x", lease / setnx >= 0.4),
         ("`PLAN.GET` hit, plain form, 1 KB prompt vs `GET` of the plan's key", "report",
          f"{plain_1k:.2f}x", None),
         ("the most expensive `OKOME.RATE` on a large window, timed alone (server time)",
@@ -557,6 +561,10 @@ def main():
                 "RMW.INCREX", "okome:budget:ceil:{agent%3A__rand_int__}", "60000"],
             "Ceiling: RMW.INCREXD, that key derived from the id": [
                 "RMW.INCREXD", "agent:__rand_int__", "60000"],
+            # A concurrency lease against the plain lock it replaces (SET NX
+            # PX: one slot, no count, no renewal, no waiting).
+            "SET NX PX (a plain lock)": ["SET", "lk:__rand_int__", "x", "NX", "PX", "60000"],
+            "OKOME.LEASE.ACQUIRE": ["OKOME.LEASE.ACQUIRE", "subject:__rand_int__", "100", "60000"],
             "GET (plan-sized value)": ["GET", "plainplan"],
             "OKOME.PLAN.GET hit, 1 KB prompt": ["OKOME.PLAN.GET", "llama3:8b", prompt_1k, "v1", "repo"],
             "OKOME.PLAN.GET hit, 16 KB prompt": ["OKOME.PLAN.GET", "llama3:8b", prompt_16k, "v1", "repo"],
