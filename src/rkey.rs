@@ -533,17 +533,48 @@ pub fn now_ms() -> i64 {
 /// Length of a lock token in hex characters (128 random bits).
 pub const TOKEN_HEX_LEN: usize = 32;
 
-/// A fresh random lock token: 32 lowercase hex characters (128 bits) from
-/// Redis's own cryptographic generator.
+thread_local! {
+    /// Random bytes from Redis's generator not handed out yet, and how
+    /// many of them are left (at the end of the buffer). Commands run on
+    /// Redis's main thread.
+    static RANDOM: std::cell::Cell<([u8; 32], usize)> = const { std::cell::Cell::new(([0; 32], 0)) };
+}
+
+/// A fresh random token: 32 lowercase hex characters (128 bits) from
+/// Redis's own cryptographic generator (`RM_GetRandomBytes`, an HMAC-SHA256
+/// stream). The generator makes 32 bytes per HMAC, so they are asked for 32
+/// at a time and serve two tokens (`RM_GetRandomHexChars` spends a byte per
+/// hex character: twice the hashing for the same 128 bits).
 pub fn new_token() -> Vec<u8> {
-    let mut buf = vec![0u8; TOKEN_HEX_LEN];
-    // SAFETY: writes exactly `len` bytes into `buf`.
-    unsafe {
-        if let Some(f) = raw::RedisModule_GetRandomHexChars {
-            f(buf.as_mut_ptr().cast::<c_char>(), buf.len());
+    const BYTES: usize = TOKEN_HEX_LEN / 2;
+    let (mut pool, mut left) = RANDOM.with(std::cell::Cell::get);
+    if left < BYTES {
+        // SAFETY: writes exactly `pool.len()` bytes into `pool`.
+        unsafe {
+            if let Some(f) = raw::RedisModule_GetRandomBytes {
+                f(pool.as_mut_ptr(), pool.len());
+            }
         }
+        left = pool.len();
     }
-    buf
+    let start = pool.len().saturating_sub(left);
+    let mut token = Vec::with_capacity(TOKEN_HEX_LEN);
+    for b in pool.iter_mut().skip(start).take(BYTES) {
+        token.extend_from_slice(&[hex_digit(*b >> 4), hex_digit(*b & 0x0f)]);
+        // Handed out: not kept where a later read could see it.
+        *b = 0;
+    }
+    RANDOM.with(|r| r.set((pool, left.saturating_sub(BYTES))));
+    token
+}
+
+/// The lowercase hex digit of a nibble (`n < 16`).
+fn hex_digit(n: u8) -> u8 {
+    if n < 10 {
+        b'0'.wrapping_add(n)
+    } else {
+        b'a'.wrapping_add(n.wrapping_sub(10))
+    }
 }
 
 /// The argument `PXAT`, made on first use and shared by every `SET` effect.

@@ -74,6 +74,26 @@ fn settle<P: Pool>(pool: &mut P) -> Result<(), P::Error> {
     }
 }
 
+/// Keeps the pool's expiry its latest lease's after a lease that expired
+/// at `old` (`None`: none) now expires at `new` (`None`: released), reading
+/// the latest lease only when the change may have lowered it. The pool's
+/// expiry was its latest lease's before the change (okome keeps it so);
+/// a pool without one (new, or written by another client) is settled in
+/// full, unless it holds just the new lease.
+fn moved<P: Pool>(pool: &mut P, old: Option<i64>, new: Option<i64>) -> Result<(), P::Error> {
+    let Some(ttl) = pool.ttl() else {
+        return match new {
+            Some(at) if pool.held() == 1 => pool.expire_at(at),
+            _ => settle(pool),
+        };
+    };
+    match new {
+        Some(at) if at > ttl => pool.expire_at(at),
+        _ if old == Some(ttl) => settle(pool),
+        _ => Ok(()),
+    }
+}
+
 /// What `acquire` would answer without taking: the pool pruned, and
 /// whether it has room under `max`.
 pub fn peek<P: Pool>(pool: &mut P, max: u64, now: i64) -> Result<Acquired, P::Error> {
@@ -105,8 +125,9 @@ pub fn acquire<P: Pool>(
     if seen.in_use >= max {
         return Ok(seen);
     }
-    pool.put(token, after(now, ttl_ms))?;
-    settle(pool)?;
+    let at = after(now, ttl_ms);
+    pool.put(token, at)?;
+    moved(pool, None, Some(at))?;
     Ok(Acquired {
         taken: true,
         in_use: pool.held(),
@@ -122,20 +143,25 @@ pub fn renew<P: Pool>(
     now: i64,
 ) -> Result<Touched, P::Error> {
     let expired = pool.prune(now)?;
-    let done = pool.expiry(token).is_some();
-    if done {
-        pool.put(token, after(now, ttl_ms))?;
-        settle(pool)?;
+    let old = pool.expiry(token);
+    if old.is_some() {
+        let at = after(now, ttl_ms);
+        pool.put(token, at)?;
+        moved(pool, old, Some(at))?;
     }
-    Ok(Touched { done, expired })
+    Ok(Touched {
+        done: old.is_some(),
+        expired,
+    })
 }
 
 /// Gives live lease `token` back.
 pub fn release<P: Pool>(pool: &mut P, token: &[u8], now: i64) -> Result<Touched, P::Error> {
     let expired = pool.prune(now)?;
-    let done = pool.remove(token)?;
+    let old = pool.expiry(token);
+    let done = old.is_some() && pool.remove(token)?;
     if done {
-        settle(pool)?;
+        moved(pool, old, None)?;
     }
     Ok(Touched { done, expired })
 }
@@ -230,6 +256,11 @@ mod tests {
         assert!(!ok(release(&mut p, b"b", 1200)).done);
         assert!(ok(release(&mut p, b"c", 1200)).done);
         assert_eq!(p, MemPool::default(), "an emptied pool is gone");
+        // A pool without an expiry (written by another client) is settled
+        // in full.
+        p.leases.insert(b"x".to_vec(), 9000);
+        assert!(a(&mut p, b"y", 2000).taken);
+        assert_eq!(p.ttl, Some(9000));
     }
 
     /// The brute-force model: a list of (token, expiry), each call keeping
