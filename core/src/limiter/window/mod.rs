@@ -64,6 +64,8 @@ pub struct Window {
 }
 
 impl Algorithm for Window {
+    type Quota = Quota;
+
     /// See [`stored`]: the same decisions as [`Window::charge`], preceded
     /// by [`Window::check_times`].
     fn charge_stored(
@@ -99,6 +101,8 @@ impl Window {
             None => Err(Corrupt),
             Some(Format::WindowV1) => self.decode_v1(bytes),
             Some(Format::WindowV2) => self.decode_v2(bytes),
+            // Another algorithm's state.
+            Some(Format::Gcra) => Err(Corrupt),
         };
         if r.is_err() {
             self.entries.clear();
