@@ -26,11 +26,14 @@ pub enum Kind {
     Write,
     /// An agent's ledger: the keys okome wrote on its behalf.
     Ledger,
+    /// A subject's burst state (`OKOME.THROTTLE`'s GCRA), unnamed or named
+    /// (a second component: [`named`]).
+    Gcra,
 }
 
 impl Kind {
     /// Every kind, in documentation order.
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Planner,
         Kind::ModelMeta,
         Kind::Rag,
@@ -39,6 +42,7 @@ impl Kind {
         Kind::Rate,
         Kind::Write,
         Kind::Ledger,
+        Kind::Gcra,
     ];
 
     /// The name used in commands (`OKOME.KEY <name> ...`).
@@ -52,6 +56,7 @@ impl Kind {
             Kind::Rate => "rate",
             Kind::Write => "write",
             Kind::Ledger => "ledger",
+            Kind::Gcra => "gcra",
         }
     }
 
@@ -66,6 +71,7 @@ impl Kind {
             Kind::Rate => "budget:rate",
             Kind::Write => "budget:write",
             Kind::Ledger => "budget:keys",
+            Kind::Gcra => "budget:gcra",
         }
     }
 
@@ -80,6 +86,7 @@ impl Kind {
             Kind::Tools => &["tool_version"],
             Kind::Health => &["node"],
             Kind::Rate | Kind::Write | Kind::Ledger => &["agent"],
+            Kind::Gcra => &["subject"],
         }
     }
 
@@ -100,16 +107,17 @@ impl Kind {
     pub fn cacheable(self) -> bool {
         match self {
             Kind::Planner | Kind::ModelMeta | Kind::Rag | Kind::Tools | Kind::Health => true,
-            Kind::Rate | Kind::Write | Kind::Ledger => false,
+            Kind::Rate | Kind::Write | Kind::Ledger | Kind::Gcra => false,
         }
     }
 
-    /// Whether values of this kind are budget windows, charged by the
-    /// limiter (`OKOME.RATE`, `OKOME.WBUDGET`, an `AGENT` option). An
-    /// agent's ledger lives under `okome:budget:` too, but is not a window.
+    /// Whether values of this kind are budgets, charged by the limiter
+    /// (windows: `OKOME.RATE`, `OKOME.WBUDGET`, an `AGENT` option; GCRA
+    /// states: `OKOME.THROTTLE`). An agent's ledger lives under
+    /// `okome:budget:` too, but is not a budget.
     pub fn is_budget(self) -> bool {
         match self {
-            Kind::Rate | Kind::Write => true,
+            Kind::Rate | Kind::Write | Kind::Gcra => true,
             Kind::Planner
             | Kind::ModelMeta
             | Kind::Rag
@@ -346,6 +354,23 @@ pub fn build(kind: Kind, parts: &[&[u8]]) -> Result<Vec<u8>> {
     Ok(key)
 }
 
+/// The key of `subject`'s budget of `kind` under `name`:
+/// `okome:<path>:{<subject>}:<name>`, or `okome:<path>:{<subject>}` for no
+/// name or the name `default`. Both components are escaped and must not be
+/// empty.
+pub fn named(kind: Kind, subject: &[u8], name: Option<&[u8]>) -> Result<Vec<u8>> {
+    let mut key = build(kind, &[subject])?;
+    match name {
+        None | Some(b"default") => {}
+        Some(b"") => return Err(Error::Empty("name")),
+        Some(name) => {
+            key.push(b':');
+            escape_into(&mut key, name);
+        }
+    }
+    Ok(key)
+}
+
 /// Length of a prompt hash: the SHA-256 in lowercase hex.
 pub const PROMPT_HASH_LEN: usize = 64;
 
@@ -474,10 +499,15 @@ pub fn parse(key: &[u8]) -> Result<Kind> {
             Some((k, comps))
         })
         .ok_or_else(|| {
-            bad("unknown kind (planner, model_meta, rag, tools, health, budget:rate, budget:write, budget:keys)")
+            bad("unknown kind (planner, model_meta, rag, tools, health, budget:rate, budget:write, budget:keys, budget:gcra)")
         })?;
     let segments: Vec<&[u8]> = comps.split(|&b| b == b':').collect();
     let names = kind.components();
+    // A GCRA state may carry a name after its subject ([`named`]).
+    let names: &[&str] = match kind {
+        Kind::Gcra if segments.len() == 2 => &["subject", "name"],
+        _ => names,
+    };
     if segments.len() != names.len() {
         return Err(bad(&format!(
             "kind '{}' has {} ({}), found {}",
@@ -644,6 +674,36 @@ mod tests {
             b"okome:budget:keys:{a%3Ab}"
         );
         assert_eq!(parse(b"okome:budget:keys:{a}"), Ok(Kind::Ledger));
+        assert_eq!(
+            build(Kind::Gcra, &[b"ip:1"]).unwrap(),
+            b"okome:budget:gcra:{ip%3A1}"
+        );
+        assert_eq!(
+            named(Kind::Gcra, b"ip", Some(b"login:form")).unwrap(),
+            b"okome:budget:gcra:{ip}:login%3Aform"
+        );
+        assert_eq!(
+            named(Kind::Gcra, b"ip", Some(b"default")),
+            build(Kind::Gcra, &[b"ip"])
+        );
+        assert_eq!(named(Kind::Gcra, b"ip", None), build(Kind::Gcra, &[b"ip"]));
+        assert_eq!(
+            named(Kind::Gcra, b"ip", Some(b"")),
+            Err(Error::Empty("name"))
+        );
+        assert_eq!(named(Kind::Gcra, b"", None), Err(Error::Empty("subject")));
+        assert_eq!(
+            Kind::of(b"okome:budget:gcra:{ip}:login%3Aform"),
+            Some(Kind::Gcra)
+        );
+        assert_eq!(
+            parse(b"okome:budget:gcra:{ip}:login%3Aform"),
+            Ok(Kind::Gcra)
+        );
+        assert_eq!(parse(b"okome:budget:gcra:{ip}"), Ok(Kind::Gcra));
+        assert!(parse(b"okome:budget:gcra:{ip}:a:b").is_err());
+        assert!(parse(b"okome:budget:gcra:{ip}:a b").is_err());
+        assert!(parse(b"okome:budget:rate:{ip}:a").is_err());
         assert!(!Kind::Ledger.cacheable());
     }
 
@@ -653,7 +713,7 @@ mod tests {
             let roles = [k.cacheable(), k.is_budget(), k == Kind::Ledger];
             assert_eq!(roles.iter().filter(|&&r| r).count(), 1, "{k:?}");
         }
-        assert!(Kind::Rate.is_budget() && Kind::Write.is_budget());
+        assert!(Kind::Rate.is_budget() && Kind::Write.is_budget() && Kind::Gcra.is_budget());
     }
 
     #[test]
@@ -737,7 +797,7 @@ mod tests {
         assert_eq!(
             Kind::unknown(b"lock").to_string(),
             "ERR kind 'lock' is not a kind of okome key: OKOME.KEY takes planner, model_meta, \
-             rag, tools, health, rate, write or ledger"
+             rag, tools, health, rate, write, ledger or gcra"
         );
     }
 

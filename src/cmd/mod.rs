@@ -4,13 +4,15 @@
 //!
 //! The families share helpers one way only, so no two import each other:
 //! `plan` uses the lock's, the budget's and the ledger's (`agent`);
-//! `cache` uses the ledger's; nothing uses `plan`'s.
+//! `cache` uses the ledger's; `throttle` uses the budget's; nothing uses
+//! `plan`'s.
 
 pub mod agent;
 pub mod budget;
 pub mod cache;
 pub mod lock;
 pub mod plan;
+pub mod throttle;
 
 /// Milliseconds in `s` seconds, saturating.
 fn secs_to_ms(s: u64) -> i64 {

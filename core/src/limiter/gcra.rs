@@ -72,6 +72,13 @@ use super::{
 pub const FORMAT_GCRA: u8 = Format::Gcra as u8;
 /// Length of a stored GCRA state, bytes.
 pub const STORED_LEN: usize = 25;
+/// Largest `rate` accepted (units per period): 10^15, as a window's limit
+/// may be in SPEC (tokens, micro-dollars).
+pub const MAX_RATE: u64 = 1_000_000_000_000_000;
+/// Largest `burst` accepted, units.
+pub const MAX_BURST: u64 = 1_000_000_000_000_000;
+/// Longest period accepted, seconds: a year, as a window.
+pub const MAX_PERIOD_S: u64 = crate::YEAR_S;
 
 /// The GCRA algorithm ([`Algorithm`]).
 #[derive(Debug, Clone, Copy, Default)]

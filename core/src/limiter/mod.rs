@@ -64,7 +64,7 @@ pub mod gcra;
 pub mod model;
 pub mod window;
 
-pub use gcra::{Gcra, Tat, Throttle, FORMAT_GCRA};
+pub use gcra::{Gcra, Tat, Throttle, FORMAT_GCRA, MAX_BURST, MAX_PERIOD_S, MAX_RATE};
 pub use window::{charge_with, Entry, Window, SMALL_BYTES, TRAILER_LEN};
 
 /// Version byte of the exact window's stored form written before issue 14:
@@ -240,6 +240,16 @@ impl AheadOfClock {
     /// The error reply for the window stored at `key`.
     pub fn error(&self, key: &[u8]) -> Error {
         Error::WindowAhead {
+            key: printable(key),
+            ahead_ms: self.ahead_ms(),
+            allowance_ms: CLOCK_SKEW_ALLOWANCE_MS,
+        }
+    }
+
+    /// The error reply for the GCRA state stored at `key` (`newest`: the
+    /// earliest clock that could have written it, see [`gcra`]).
+    pub fn gcra_error(&self, key: &[u8]) -> Error {
+        Error::ThrottleAhead {
             key: printable(key),
             ahead_ms: self.ahead_ms(),
             allowance_ms: CLOCK_SKEW_ALLOWANCE_MS,
