@@ -153,7 +153,7 @@ impl Error {
                 "ERR '{key}' holds an okome GCRA state that this rate and burst could only have \
                  written under a clock {ahead_ms} ms ahead, beyond the {allowance_ms} ms \
                  clock-skew allowance (written by another client, with a larger burst or a \
-                 lower rate, or under a clock that far ahead?); nothing was charged or written"
+                 slower rate, or under a clock that far ahead?); nothing was charged or written"
             ),
             Error::WrongType => write!(
                 f,

@@ -87,8 +87,9 @@ impl Budget {
         let key = Key::open(ctx, key_name, write);
         let mut buf = SCRATCH.with(|s| s.take());
         let charged = match key.string() {
-            Ok(stored) => charge(stored.unwrap_or_default(), &mut buf)
-                .map_err(|e| unusable(e, key_name)),
+            Ok(stored) => {
+                charge(stored.unwrap_or_default(), &mut buf).map_err(|e| unusable(e, key_name))
+            }
             Err(e) => Err(e),
         };
         match charged {

@@ -42,7 +42,7 @@ fn render_arg(v: &Value) -> String {
     s
 }
 
-const ARGS: [(&str, &[&str]); 13] = [
+const ARGS: [(&str, &[&str]); 14] = [
     (
         "okome.plan.get",
         &[
@@ -98,6 +98,17 @@ const ARGS: [(&str, &[&str]); 13] = [
             "write_limit:integer",
             "window:integer=WINDOW?",
             "cost:integer=COST?",
+        ],
+    ),
+    (
+        "okome.throttle",
+        &[
+            "subject:string",
+            "rate:integer",
+            "period_s:integer",
+            "burst:integer",
+            "cost:integer=COST?",
+            "name:string=NAME?",
         ],
     ),
     ("okome.cache.get", &["kind:string", "part:string..."]),
@@ -180,7 +191,7 @@ type InfoRow = (
 
 const ROUTING: &[&str] = &["RO", "not_key"];
 
-const INFO: [InfoRow; 13] = [
+const INFO: [InfoRow; 14] = [
     (
         "okome.plan.get",
         -5,
@@ -220,6 +231,12 @@ const INFO: [InfoRow; 13] = [
     (
         "okome.wbudget",
         -3,
+        &["write", "denyoom", "fast", "module", "movablekeys"],
+        Some((1, ROUTING)),
+    ),
+    (
+        "okome.throttle",
+        -5,
         &["write", "denyoom", "fast", "module", "movablekeys"],
         Some((1, ROUTING)),
     ),
@@ -470,7 +487,7 @@ fn readme_documents_exactly_the_registered_commands() {
         .arg(&["LIST", "FILTERBY", "MODULE", "okome"])
         .query(&mut c)
         .unwrap();
-    assert_eq!(registered.len(), 13, "{registered:?}");
+    assert_eq!(registered.len(), 14, "{registered:?}");
     assert_eq!(documented, registered);
 }
 
@@ -641,7 +658,7 @@ fn readme_syntax_lines_are_command_docs() {
     }
     assert_eq!(
         names.len(),
-        13,
+        14,
         "a syntax line for every command: {names:?}"
     );
 }

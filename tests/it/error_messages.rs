@@ -368,7 +368,7 @@ fn every_argument_and_key_error() {
         pattern(
             &[b"OKOME.KEY", b"lock", b"x"],
             "ERR kind 'lock' is not a kind of okome key: OKOME.KEY takes planner, model_meta, \
-             rag, tools, health, rate, write or ledger",
+             rag, tools, health, rate, write, ledger or gcra",
         ),
         // Prompt hashes.
         pattern(
@@ -384,7 +384,7 @@ fn every_argument_and_key_error() {
         pattern(
             &[b"OKOME.PLAN.SET", b"okome:nope:a", b"{}"],
             "ERR 'okome:nope:a' is not an okome key: unknown kind (planner, model_meta, rag, \
-             tools, health, budget:rate, budget:write, budget:keys)",
+             tools, health, budget:rate, budget:write, budget:keys, budget:gcra)",
         ),
         pattern(
             &[b"OKOME.LOCK", b"okome:rag:{r}:c:d"],

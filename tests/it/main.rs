@@ -15,6 +15,7 @@ mod cache;
 mod locks;
 mod plan;
 mod rate;
+mod throttle;
 mod wait;
 
 // The agent ledger, ACL and declared keys.
