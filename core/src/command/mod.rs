@@ -8,7 +8,7 @@
 //! - [`plan`]: `PLAN.GET`, `PLAN.LOOKUP`, `PLAN.SET`,
 //! - [`lock`]: `LOCK`, `UNLOCK`,
 //! - [`budget`]: `RATE`, `WBUDGET`,
-//! - [`throttle`]: `THROTTLE`,
+//! - [`throttle`]: `THROTTLE` (burst limits),
 //! - [`cache`]: `CACHE.GET`, `CACHE.SET`, `KEY`,
 //! - [`agent`]: `AGENT.RECORD`, `AGENT.KEYS`, `AGENT.PURGE`,
 //! - [`spec`]: what a description is made of, and the grammar's pieces.

@@ -64,7 +64,7 @@
 //! could have read.
 
 use super::{
-    AheadOfClock, Algorithm, Charged, Corrupt, Decision, Format, Unusable, Write,
+    AheadOfClock, Algorithm, Charged, Corrupt, Decision, Format, Outcome, Unusable, Write,
     CLOCK_SKEW_ALLOWANCE_MS,
 };
 
@@ -209,12 +209,7 @@ impl Algorithm for Gcra {
     /// (`Corrupt`); a state beyond the clock-skew allowance is `Ahead`.
     /// An admission writes the new TAT whole ([`Write::Whole`], expiring
     /// when the bucket is full); a refusal or a report writes nothing.
-    fn charge_stored(
-        stored: &[u8],
-        now: i64,
-        quota: Throttle,
-        out: &mut Vec<u8>,
-    ) -> Result<Charged, Unusable> {
+    fn charge_stored(stored: &[u8], now: i64, quota: Throttle, out: &mut Vec<u8>) -> Outcome {
         out.clear();
         let call = Call::new(now, quota);
         let tat = match Format::of(stored)? {

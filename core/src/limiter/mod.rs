@@ -103,13 +103,12 @@ pub trait Algorithm {
     /// Charges `quota` at `now` (ms) to the value `stored` (empty: no key).
     /// `out` is cleared first; on success it holds the bytes the returned
     /// [`Write`] refers to. Nothing is written on `Err`.
-    fn charge_stored(
-        stored: &[u8],
-        now: i64,
-        quota: Self::Quota,
-        out: &mut Vec<u8>,
-    ) -> Result<Charged, Unusable>;
+    fn charge_stored(stored: &[u8], now: i64, quota: Self::Quota, out: &mut Vec<u8>) -> Outcome;
 }
+
+/// What a charge comes to: the decision and its write, or why the stored
+/// value cannot be charged.
+pub type Outcome = Result<Charged, Unusable>;
 
 /// What every call of `OKOME.RATE` and `OKOME.WBUDGET` charges: `cost`
 /// units against `limit` per `window_ms`. The grammar guarantees
