@@ -53,6 +53,7 @@ from .replies import (
     RateReply,
     RawJSON,
     StoreStatus,
+    ThrottleReply,
 )
 
 __version__ = "0.1.0"
@@ -89,6 +90,7 @@ __all__ = [
     "RawJSON",
     "SlotMigratingError",
     "StoreStatus",
+    "ThrottleReply",
     "TooLargeError",
     "WrongSlotError",
     "WrongTypeError",

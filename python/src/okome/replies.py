@@ -122,6 +122,25 @@ class RateReply:
         return 0 if self.allowed else ceil_seconds(self.retry_after_ms)
 
 
+@dataclass(frozen=True)
+class ThrottleReply:
+    """``OKOME.THROTTLE`` (GCRA): ``[allowed, remaining, retry_after_ms,
+    reset_after_ms]``."""
+
+    allowed: bool
+    remaining: int
+    """Units that could still pass now, one by one (``X-RateLimit-Remaining``)."""
+    retry_after_ms: int
+    """0 when allowed; else exactly when the cost will pass."""
+    reset_after_ms: int
+    """Until the bucket is full again (``X-RateLimit-Reset``)."""
+
+    @property
+    def retry_after(self) -> int:
+        """``Retry-After`` in whole seconds, rounded up (0 when allowed)."""
+        return 0 if self.allowed else ceil_seconds(self.retry_after_ms)
+
+
 class LedgerState(str, Enum):
     """What ``OKOME.AGENT.PURGE`` would do with a ledger entry."""
 
@@ -259,6 +278,16 @@ def parse_plan_set(reply: Any) -> PlanSetReply:
 def parse_rate(reply: Any) -> RateReply:
     allowed, remaining, retry_ms, reset_ms = _list(reply, 4, "OKOME.RATE")
     return RateReply(
+        allowed=bool(int(allowed)),
+        remaining=int(remaining),
+        retry_after_ms=int(retry_ms),
+        reset_after_ms=int(reset_ms),
+    )
+
+
+def parse_throttle(reply: Any) -> ThrottleReply:
+    allowed, remaining, retry_ms, reset_ms = _list(reply, 4, "OKOME.THROTTLE")
+    return ThrottleReply(
         allowed=bool(int(allowed)),
         remaining=int(remaining),
         retry_after_ms=int(retry_ms),

@@ -20,6 +20,7 @@ from ..replies import (
     PlanSetReply,
     PurgeReply,
     RateReply,
+    ThrottleReply,
 )
 
 
@@ -158,6 +159,19 @@ class Okome(ClientBase["Standalone | Cluster"]):  # quoted: no X | Y at run time
     ) -> RateReply:
         """See :meth:`okome.Okome.wbudget`."""
         return await self._drive(cmd.wbudget(agent, write_limit, window, cost))
+
+    async def throttle(
+        self,
+        subject: str | bytes,
+        rate: int,
+        period_s: int,
+        burst: int,
+        *,
+        cost: int = 1,
+        name: str | bytes | None = None,
+    ) -> ThrottleReply:
+        """See :meth:`okome.Okome.throttle`."""
+        return await self._drive(cmd.throttle(subject, rate, period_s, burst, cost, name))
 
     # -- other caches ----------------------------------------------------------
 
