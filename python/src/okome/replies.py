@@ -10,7 +10,7 @@ import json
 import math
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, TypeVar
 
 
 class PlanStatus(str, Enum):
@@ -123,22 +123,12 @@ class RateReply:
 
 
 @dataclass(frozen=True)
-class ThrottleReply:
+class ThrottleReply(RateReply):
     """``OKOME.THROTTLE`` (GCRA): ``[allowed, remaining, retry_after_ms,
-    reset_after_ms]``."""
-
-    allowed: bool
-    remaining: int
-    """Units that could still pass now, one by one (``X-RateLimit-Remaining``)."""
-    retry_after_ms: int
-    """0 when allowed; else exactly when the cost will pass."""
-    reset_after_ms: int
-    """Until the bucket is full again (``X-RateLimit-Reset``)."""
-
-    @property
-    def retry_after(self) -> int:
-        """``Retry-After`` in whole seconds, rounded up (0 when allowed)."""
-        return 0 if self.allowed else ceil_seconds(self.retry_after_ms)
+    reset_after_ms]``, as :class:`RateReply`: ``remaining`` is the units that
+    could still pass now one by one (``X-RateLimit-Remaining``),
+    ``reset_after_ms`` the time until the bucket is full again
+    (``X-RateLimit-Reset``)."""
 
 
 class LedgerState(str, Enum):
@@ -275,24 +265,25 @@ def parse_plan_set(reply: Any) -> PlanSetReply:
     )
 
 
-def parse_rate(reply: Any) -> RateReply:
-    allowed, remaining, retry_ms, reset_ms = _list(reply, 4, "OKOME.RATE")
-    return RateReply(
+R = TypeVar("R", bound=RateReply)
+
+
+def _decision(reply: Any, cls: type[R], command: str) -> R:
+    allowed, remaining, retry_ms, reset_ms = _list(reply, 4, command)
+    return cls(
         allowed=bool(int(allowed)),
         remaining=int(remaining),
         retry_after_ms=int(retry_ms),
         reset_after_ms=int(reset_ms),
     )
+
+
+def parse_rate(reply: Any) -> RateReply:
+    return _decision(reply, RateReply, "OKOME.RATE")
 
 
 def parse_throttle(reply: Any) -> ThrottleReply:
-    allowed, remaining, retry_ms, reset_ms = _list(reply, 4, "OKOME.THROTTLE")
-    return ThrottleReply(
-        allowed=bool(int(allowed)),
-        remaining=int(remaining),
-        retry_after_ms=int(retry_ms),
-        reset_after_ms=int(reset_ms),
-    )
+    return _decision(reply, ThrottleReply, "OKOME.THROTTLE")
 
 
 def parse_cache_get(reply: Any) -> CacheEntry | None:
