@@ -545,6 +545,8 @@ def main():
         cases = {
             "INCR": ["INCR", "ctr:__rand_int__"],
             "OKOME.RATE": ["OKOME.RATE", "agent:__rand_int__", "60", "60"],
+            # GCRA, nginx's rate=20r/s burst=60: every call admitted and written.
+            "OKOME.THROTTLE": ["OKOME.THROTTLE", "ip:__rand_int__", "20", "1", "60"],
             "Lua fixed window": ["EVALSHA", fixed, "1", "fw:__rand_int__", "60", "60000"],
             "Lua sliding log": ["EVALSHA", sliding, "1", "sl:__rand_int__", "60", "60000"],
             # The API's ceiling: a bare read-modify-write module command, then
@@ -680,7 +682,9 @@ def main():
               f"check or limiter, runs at {derived16 / incr16:.2f}x INCR (RMW.INCREXD): "
               f"OKOME.RATE reaches {rate16 / derived16:.0%} of that ceiling. With the key "
               f"passed as an argument instead it runs at {declared16 / incr16:.2f}x; the bare "
-              f"read-modify-write without expiry or replication at {bare16 / incr16:.2f}x."]
+              f"read-modify-write without expiry or replication at {bare16 / incr16:.2f}x.",
+              "", f"OKOME.THROTTLE (GCRA, one 25-byte state written whole as `SET ... PXAT`) "
+              f"runs at {med[(16, 'OKOME.THROTTLE')] / incr16:.2f}x INCR at -P 16."]
     lines += ["", "With a replica attached (-P 16, same rounds):", "",
               "| command | ops/s (median) | vs INCR |", "|---|---|---|"]
     for name, v in rmed.items():

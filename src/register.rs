@@ -6,7 +6,7 @@
 //! of aborting the server.
 
 use crate::call::Call;
-use crate::cmd::{agent, budget, cache, lease, lock, plan};
+use crate::cmd::{agent, budget, cache, lease, lock, plan, throttle};
 use crate::docs;
 use crate::reply::PANIC_REPLY;
 use okome_core::command::{self, Command};
@@ -32,7 +32,8 @@ impl Respond for RedisValue {
 }
 
 /// A flat array of integers, replied straight through the raw API: the
-/// reply of `OKOME.RATE` and `OKOME.WBUDGET`, on the hot path.
+/// reply of `OKOME.RATE`, `OKOME.WBUDGET` and `OKOME.THROTTLE`, on the hot
+/// path.
 impl<const N: usize> Respond for [i64; N] {
     fn respond(self, ctx: &Context) -> Status {
         // SAFETY: a live command context; an array of N followed by N items.
@@ -211,7 +212,7 @@ macro_rules! registered {
 }
 
 /// Every command and its handler, in the order they are registered.
-pub const COMMANDS: [Registered; 16] = [
+pub const COMMANDS: &[Registered] = &[
     registered!(command::PLAN_GET => plan::plan_get),
     registered!(command::PLAN_LOOKUP => plan::plan_lookup),
     registered!(command::PLAN_SET => plan::plan_set),
@@ -219,6 +220,7 @@ pub const COMMANDS: [Registered; 16] = [
     registered!(command::UNLOCK => lock::unlock),
     registered!(command::RATE => budget::rate),
     registered!(command::WBUDGET => budget::wbudget),
+    registered!(command::THROTTLE => throttle::throttle),
     registered!(command::CACHE_GET => cache::cache_get),
     registered!(command::CACHE_SET => cache::cache_set),
     registered!(command::KEY => cache::key),
@@ -308,7 +310,7 @@ fn set_info(cmd: *mut raw::RedisModuleCommand, command: &Command) -> Result<(), 
 }
 
 pub fn register_all(ctx: &Context) -> Status {
-    for r in &COMMANDS {
+    for r in COMMANDS {
         if let Err(e) = create(ctx, r).and_then(|cmd| set_info(cmd, r.command)) {
             ctx.log_warning(&format!("okome: {e}"));
             return Status::Err;

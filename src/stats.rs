@@ -45,6 +45,8 @@ counters!(
     rate_limited,
     wbudget_allowed,
     wbudget_refused,
+    throttle_allowed,
+    throttle_limited,
     plans_stored,
     plans_skipped,
     cache_hits,

@@ -7,7 +7,7 @@
 //! them from here, and tests check that they agree.
 
 use crate::keys::Kind;
-use crate::limiter::{MAX_LIMIT, MAX_WINDOW_S};
+use crate::limiter::{MAX_BURST, MAX_LIMIT, MAX_PERIOD_S, MAX_RATE, MAX_WINDOW_S};
 use crate::{Error, Result, YEAR_S};
 
 /// An allowed range and a default, in the unit of the standard (seconds for
@@ -149,6 +149,17 @@ pub const WINDOW_S: Range = Range::new("window", "seconds", 1, MAX_WINDOW_S);
 pub const COST: Range = Range::new("COST", "units", 0, MAX_LIMIT)
     .default(1)
     .note("at most the limit; 0 only reports");
+/// `rate` of `OKOME.THROTTLE`: units per period.
+pub const RATE: Range = Range::new("rate", "units", 1, MAX_RATE);
+/// `period_s` of `OKOME.THROTTLE`: at most a year, as a window.
+pub const PERIOD_S: Range = Range::new("period_s", "seconds", 1, MAX_PERIOD_S);
+/// `burst` of `OKOME.THROTTLE`: units beyond the rate that pass at once.
+pub const BURST: Range = Range::new("burst", "units", 0, MAX_BURST);
+/// `COST n` of `OKOME.THROTTLE`: also at most the call's `burst + 1` (a
+/// larger cost could never pass).
+pub const THROTTLE_COST: Range = Range::new("COST (THROTTLE)", "units", 0, MAX_BURST + 1)
+    .default(1)
+    .note("at most burst + 1; 0 only reports");
 /// `COUNT n` of `OKOME.AGENT.KEYS`: entries per page.
 pub const KEYS_COUNT: Range = Range::new("COUNT (AGENT.KEYS)", "keys", 1, 10_000).default(100);
 /// `okome.ledger-max-keys`: most entries in an agent's ledger.
@@ -198,12 +209,16 @@ pub const SEED_LOCK_TTL_MS: Range =
     Range::new("stampede lock TTL", "ms", 8_000, 10_000).default(9_000);
 
 /// Every fixed range of a command argument, in README's order.
-pub const OPTIONS: [Range; 9] = [
+pub const OPTIONS: &[Range] = &[
     WAIT_MS,
     REFRESH_AHEAD_MS,
     LIMIT,
     WINDOW_S,
     COST,
+    RATE,
+    PERIOD_S,
+    BURST,
+    THROTTLE_COST,
     KEYS_COUNT,
     PURGE_COUNT,
     LEASE_MAX,
@@ -332,7 +347,7 @@ impl Config {
             Kind::Rag => Some(self.rag_ttl),
             Kind::Tools => Some(self.tools_ttl),
             Kind::Health => Some(self.health_ttl),
-            Kind::Rate | Kind::Write | Kind::Ledger | Kind::Lease => None,
+            Kind::Rate | Kind::Write | Kind::Ledger | Kind::Lease | Kind::Gcra => None,
         }
     }
 }

@@ -62,6 +62,14 @@ pub enum Error {
         ahead_ms: u64,
         allowance_ms: i64,
     },
+    /// A GCRA state (at the printable `key`) that the call's rate and
+    /// burst could only have written under a clock `ahead_ms` ahead,
+    /// beyond the clock-skew allowance: see [`crate::limiter::gcra`].
+    ThrottleAhead {
+        key: String,
+        ahead_ms: u64,
+        allowance_ms: i64,
+    },
 }
 
 impl fmt::Display for Error {
@@ -135,6 +143,17 @@ impl Error {
                 "ERR '{key}' holds an okome budget window whose newest entry is {ahead_ms} ms \
                  in the future, beyond the {allowance_ms} ms clock-skew allowance (written by \
                  another client, or under a clock that far ahead?); nothing was charged or written"
+            ),
+            Error::ThrottleAhead {
+                key,
+                ahead_ms,
+                allowance_ms,
+            } => write!(
+                f,
+                "ERR '{key}' holds an okome GCRA state that this rate and burst could only have \
+                 written under a clock {ahead_ms} ms ahead, beyond the {allowance_ms} ms \
+                 clock-skew allowance (written by another client, with a larger burst or a \
+                 slower rate, or under a clock that far ahead?); nothing was charged or written"
             ),
             Error::WrongType => write!(
                 f,

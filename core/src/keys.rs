@@ -26,6 +26,9 @@ pub enum Kind {
     Write,
     /// An agent's ledger: the keys okome wrote on its behalf.
     Ledger,
+    /// A subject's burst state (`OKOME.THROTTLE`'s GCRA), unnamed or named
+    /// (a second component: [`named`]).
+    Gcra,
     /// A subject's concurrency leases (`OKOME.LEASE.*`): only the lease
     /// commands build it, so `OKOME.KEY` does not name it ([`Kind::NAMED`]).
     Lease,
@@ -33,10 +36,10 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, in documentation order: [`Kind::NAMED`], then `lease`.
-    // Indices below 8 of arrays of 8 and 9: checked when compiled.
+    // Indices below 9 of arrays of 9 and 10: checked when compiled.
     #[allow(clippy::indexing_slicing)]
-    pub const ALL: [Kind; 9] = {
-        let mut all = [Kind::Lease; 9];
+    pub const ALL: [Kind; 10] = {
+        let mut all = [Kind::Lease; 10];
         let mut i = 0;
         while i < Kind::NAMED.len() {
             all[i] = Kind::NAMED[i];
@@ -47,7 +50,7 @@ impl Kind {
 
     /// The kinds `OKOME.KEY` takes by name: every kind but `lease`, whose
     /// key comes with the lease id `OKOME.LEASE.ACQUIRE` replies.
-    pub const NAMED: [Kind; 8] = [
+    pub const NAMED: [Kind; 9] = [
         Kind::Planner,
         Kind::ModelMeta,
         Kind::Rag,
@@ -56,6 +59,7 @@ impl Kind {
         Kind::Rate,
         Kind::Write,
         Kind::Ledger,
+        Kind::Gcra,
     ];
 
     /// The name used in commands (`OKOME.KEY <name> ...`).
@@ -69,6 +73,7 @@ impl Kind {
             Kind::Rate => "rate",
             Kind::Write => "write",
             Kind::Ledger => "ledger",
+            Kind::Gcra => "gcra",
             Kind::Lease => "lease",
         }
     }
@@ -84,6 +89,7 @@ impl Kind {
             Kind::Rate => "budget:rate",
             Kind::Write => "budget:write",
             Kind::Ledger => "budget:keys",
+            Kind::Gcra => "budget:gcra",
             Kind::Lease => "budget:lease",
         }
     }
@@ -99,7 +105,7 @@ impl Kind {
             Kind::Tools => &["tool_version"],
             Kind::Health => &["node"],
             Kind::Rate | Kind::Write | Kind::Ledger => &["agent"],
-            Kind::Lease => &["subject"],
+            Kind::Gcra | Kind::Lease => &["subject"],
         }
     }
 
@@ -120,17 +126,17 @@ impl Kind {
     pub fn cacheable(self) -> bool {
         match self {
             Kind::Planner | Kind::ModelMeta | Kind::Rag | Kind::Tools | Kind::Health => true,
-            Kind::Rate | Kind::Write | Kind::Ledger | Kind::Lease => false,
+            Kind::Rate | Kind::Write | Kind::Ledger | Kind::Gcra | Kind::Lease => false,
         }
     }
 
     /// Whether values of this kind are budgets: windows charged by the
-    /// limiter (`OKOME.RATE`, `OKOME.WBUDGET`, an `AGENT` option), or a
-    /// subject's concurrency leases. An agent's ledger lives under
-    /// `okome:budget:` too, but is not a budget.
+    /// limiter (`OKOME.RATE`, `OKOME.WBUDGET`, an `AGENT` option), GCRA
+    /// states (`OKOME.THROTTLE`), or a subject's concurrency leases. An
+    /// agent's ledger lives under `okome:budget:` too, but is not a budget.
     pub fn is_budget(self) -> bool {
         match self {
-            Kind::Rate | Kind::Write | Kind::Lease => true,
+            Kind::Rate | Kind::Write | Kind::Gcra | Kind::Lease => true,
             Kind::Planner
             | Kind::ModelMeta
             | Kind::Rag
@@ -367,6 +373,23 @@ pub fn build(kind: Kind, parts: &[&[u8]]) -> Result<Vec<u8>> {
     Ok(key)
 }
 
+/// The key of `subject`'s budget of `kind` under `name`:
+/// `okome:<path>:{<subject>}:<name>`, or `okome:<path>:{<subject>}` for no
+/// name or the name `default`. Both components are escaped and must not be
+/// empty.
+pub fn named(kind: Kind, subject: &[u8], name: Option<&[u8]>) -> Result<Vec<u8>> {
+    let mut key = build(kind, &[subject])?;
+    match name {
+        None | Some(b"default") => {}
+        Some(b"") => return Err(Error::Empty("name")),
+        Some(name) => {
+            key.push(b':');
+            escape_into(&mut key, name);
+        }
+    }
+    Ok(key)
+}
+
 /// Length of a prompt hash: the SHA-256 in lowercase hex.
 pub const PROMPT_HASH_LEN: usize = 64;
 
@@ -495,14 +518,16 @@ pub fn parse(key: &[u8]) -> Result<Kind> {
             Some((k, comps))
         })
         .ok_or_else(|| {
-            bad("unknown kind (planner, model_meta, rag, tools, health, budget:rate, budget:write, budget:keys)")
+            bad("unknown kind (planner, model_meta, rag, tools, health, budget:rate, budget:write, budget:keys, budget:gcra)")
         })?;
-    let mut segments: Vec<&[u8]> = comps.split(|&b| b == b':').collect();
+    let segments: Vec<&[u8]> = comps.split(|&b| b == b':').collect();
     let names = kind.components();
-    // A lease pool may be named: `okome:budget:lease:{<subject>}:<name>`.
-    if kind == Kind::Lease && segments.len() == 2 && segments.pop().and_then(unescape).is_none() {
-        return Err(bad("component name is empty or not canonically escaped"));
-    }
+    // A GCRA state ([`named`]) or a lease pool may carry a name after its
+    // subject: `okome:budget:lease:{<subject>}:<name>`.
+    let names: &[&str] = match kind {
+        Kind::Gcra | Kind::Lease if segments.len() == 2 => &["subject", "name"],
+        _ => names,
+    };
     if segments.len() != names.len() {
         return Err(bad(&format!(
             "kind '{}' has {} ({}), found {}",
@@ -669,6 +694,36 @@ mod tests {
             b"okome:budget:keys:{a%3Ab}"
         );
         assert_eq!(parse(b"okome:budget:keys:{a}"), Ok(Kind::Ledger));
+        assert_eq!(
+            build(Kind::Gcra, &[b"ip:1"]).unwrap(),
+            b"okome:budget:gcra:{ip%3A1}"
+        );
+        assert_eq!(
+            named(Kind::Gcra, b"ip", Some(b"login:form")).unwrap(),
+            b"okome:budget:gcra:{ip}:login%3Aform"
+        );
+        assert_eq!(
+            named(Kind::Gcra, b"ip", Some(b"default")),
+            build(Kind::Gcra, &[b"ip"])
+        );
+        assert_eq!(named(Kind::Gcra, b"ip", None), build(Kind::Gcra, &[b"ip"]));
+        assert_eq!(
+            named(Kind::Gcra, b"ip", Some(b"")),
+            Err(Error::Empty("name"))
+        );
+        assert_eq!(named(Kind::Gcra, b"", None), Err(Error::Empty("subject")));
+        assert_eq!(
+            Kind::of(b"okome:budget:gcra:{ip}:login%3Aform"),
+            Some(Kind::Gcra)
+        );
+        assert_eq!(
+            parse(b"okome:budget:gcra:{ip}:login%3Aform"),
+            Ok(Kind::Gcra)
+        );
+        assert_eq!(parse(b"okome:budget:gcra:{ip}"), Ok(Kind::Gcra));
+        assert!(parse(b"okome:budget:gcra:{ip}:a:b").is_err());
+        assert!(parse(b"okome:budget:gcra:{ip}:a b").is_err());
+        assert!(parse(b"okome:budget:rate:{ip}:a").is_err());
         assert!(!Kind::Ledger.cacheable());
     }
 
@@ -678,7 +733,7 @@ mod tests {
             let roles = [k.cacheable(), k.is_budget(), k == Kind::Ledger];
             assert_eq!(roles.iter().filter(|&&r| r).count(), 1, "{k:?}");
         }
-        assert!(Kind::Rate.is_budget() && Kind::Write.is_budget());
+        assert!(Kind::Rate.is_budget() && Kind::Write.is_budget() && Kind::Gcra.is_budget());
     }
 
     #[test]
@@ -762,7 +817,7 @@ mod tests {
         assert_eq!(
             Kind::unknown(b"lock").to_string(),
             "ERR kind 'lock' is not a kind of okome key: OKOME.KEY takes planner, model_meta, \
-             rag, tools, health, rate, write or ledger"
+             rag, tools, health, rate, write, ledger or gcra"
         );
     }
 

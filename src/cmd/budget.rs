@@ -1,5 +1,7 @@
 //! `OKOME.RATE` and `OKOME.WBUDGET`, and an agent's budget window as the
-//! planner charges it too: opened and charged, then written.
+//! planner charges it too: opened and charged, then written. `OKOME.THROTTLE`
+//! (`throttle.rs`) opens and writes its GCRA state through the same
+//! [`Budget`].
 
 use crate::call::Call;
 use crate::reply::ms;
@@ -52,30 +54,50 @@ impl Budget {
     /// beyond the clock-skew allowance (hand-made bytes, or a clock far
     /// behind) is refused too: charging it would extend it.
     pub fn load(ctx: &Context, charge: &Charge, now: i64) -> Result<Budget, Error> {
-        let key = Key::open(ctx, &charge.key, charge.cost > 0);
-        let mut buf = SCRATCH.with(|s| s.take());
-        let stored = key.string()?.unwrap_or_default();
-        let charged = limiter::charge_stored(
-            stored,
-            now,
-            charge.limit,
-            charge.window_ms,
-            charge.cost,
-            &mut buf,
+        let (limit, window_ms, cost) = (charge.limit, charge.window_ms, charge.cost);
+        Budget::open(
+            ctx,
+            &charge.key,
+            cost > 0,
+            |stored, out| limiter::charge_stored(stored, now, limit, window_ms, cost, out),
+            |e, key| match e {
+                Unusable::Ahead(a) => a.error(key),
+                Unusable::Corrupt(_) => Error::BadKey(format!(
+                    "'{}' does not hold an okome budget window (was it written by another client?)",
+                    printable(key)
+                )),
+            },
         )
-        .map_err(|e| match e {
-            Unusable::Ahead(a) => a.error(&charge.key),
-            Unusable::Corrupt(_) => Error::BadKey(format!(
-                "'{}' does not hold an okome budget window (was it written by another client?)",
-                printable(&charge.key)
-            )),
-        });
+    }
+
+    /// Opens the budget at `key` (for writing too if `write`) and charges
+    /// its value (empty: no key) with `charge`, an algorithm's
+    /// `charge_stored` (see `okome_core::limiter`); fails, writing nothing,
+    /// on another type or a value `charge` finds unusable (the error
+    /// `unusable` gives for it).
+    pub fn open(
+        ctx: &Context,
+        key: &[u8],
+        write: bool,
+        charge: impl FnOnce(&[u8], &mut Vec<u8>) -> Result<Charged, Unusable>,
+        unusable: impl FnOnce(Unusable, &[u8]) -> Error,
+    ) -> Result<Budget, Error> {
+        let counters = counters(key);
+        let key_name = key;
+        let key = Key::open(ctx, key_name, write);
+        let mut buf = SCRATCH.with(|s| s.take());
+        let charged = match key.string() {
+            Ok(stored) => {
+                charge(stored.unwrap_or_default(), &mut buf).map_err(|e| unusable(e, key_name))
+            }
+            Err(e) => Err(e),
+        };
         match charged {
             Ok(charged) => Ok(Budget {
                 key,
                 charged,
                 buf,
-                counters: counters(&charge.key),
+                counters,
             }),
             Err(e) => {
                 SCRATCH.with(|s| s.set(buf));
@@ -115,17 +137,19 @@ impl Budget {
     }
 }
 
-/// The counters of a charge of the window at `key`: `wbudget_*` for a
-/// write budget, `rate_*` for a rate window.
+/// The counters of a charge of the budget at `key`: `wbudget_*` for a
+/// write budget, `throttle_*` for a GCRA state, `rate_*` for a rate
+/// window.
 fn counters(key: &[u8]) -> [&'static AtomicU64; 2] {
     match Kind::of(key) {
         Some(Kind::Write) => [&c::wbudget_allowed, &c::wbudget_refused],
+        Some(Kind::Gcra) => [&c::throttle_allowed, &c::throttle_limited],
         _ => [&c::rate_allowed, &c::rate_limited],
     }
 }
 
 /// `[allowed, remaining, retry_after_ms, reset_after_ms]`
-fn decision_reply(d: &Decision) -> [i64; 4] {
+pub fn decision_reply(d: &Decision) -> [i64; 4] {
     [
         i64::from(d.allowed),
         ms(d.remaining),

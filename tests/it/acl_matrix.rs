@@ -195,6 +195,8 @@ const ROWS: &[Row] = &[
     ("OKOME.RATE victim 5 60 COST 2",                    "RW okome:budget:rate:{victim}",           "ok NO NO NO NO ok NO ok ok NO NO NO NO ok ok ok NO"),
     ("OKOME.WBUDGET victim 5",                           "RW okome:budget:write:{victim}",          "ok NO NO NO NO ok NO ok NO NO NO NO NO ok ok ok NO"),
     ("OKOME.WBUDGET victim 5 WINDOW 60 COST 0",          "R okome:budget:write:{victim}",           "ok NO NO ok NO ok NO ok NO NO ok ok ok ok ok ok NO"),
+    ("OKOME.THROTTLE victim 5 60 2",                     "RW okome:budget:gcra:{victim}",           "ok NO NO NO NO ok NO ok NO NO NO NO NO ok ok ok NO"),
+    ("OKOME.THROTTLE victim 5 60 2 COST 0 NAME n",       "R okome:budget:gcra:{victim}:n",          "ok NO NO ok NO ok NO ok NO NO ok ok NO ok ok ok NO"),
     ("OKOME.CACHE.GET tools v1",                         "R okome:tools:{v1}",                      "ok NO NO ok NO ok NO ok NO ok ok ok NO NO ok NO ok"),
     ("OKOME.CACHE.GET model_meta gpt",                   "R okome:model_meta:{gpt}",                "ok NO NO ok NO ok NO ok NO NO ok ok NO ok NO NO NO"),
     ("OKOME.CACHE.GET rag repo chunk",                   "R okome:rag:{repo}:chunk",                "ok NO NO ok NO ok NO ok NO NO ok ok NO NO NO NO NO"),

@@ -42,7 +42,7 @@ fn render_arg(v: &Value) -> String {
     s
 }
 
-const ARGS: [(&str, &[&str]); 16] = [
+const ARGS: [(&str, &[&str]); 17] = [
     (
         "okome.plan.get",
         &[
@@ -98,6 +98,17 @@ const ARGS: [(&str, &[&str]); 16] = [
             "write_limit:integer",
             "window:integer=WINDOW?",
             "cost:integer=COST?",
+        ],
+    ),
+    (
+        "okome.throttle",
+        &[
+            "subject:string",
+            "rate:integer",
+            "period_s:integer",
+            "burst:integer",
+            "cost:integer=COST?",
+            "name:string=NAME?",
         ],
     ),
     ("okome.cache.get", &["kind:string", "part:string..."]),
@@ -192,7 +203,7 @@ type InfoRow = (
 
 const ROUTING: &[&str] = &["RO", "not_key"];
 
-const INFO: [InfoRow; 16] = [
+const INFO: [InfoRow; 17] = [
     (
         "okome.plan.get",
         -5,
@@ -232,6 +243,12 @@ const INFO: [InfoRow; 16] = [
     (
         "okome.wbudget",
         -3,
+        &["write", "denyoom", "fast", "module", "movablekeys"],
+        Some((1, ROUTING)),
+    ),
+    (
+        "okome.throttle",
+        -5,
         &["write", "denyoom", "fast", "module", "movablekeys"],
         Some((1, ROUTING)),
     ),
@@ -500,7 +517,7 @@ fn readme_documents_exactly_the_registered_commands() {
         .arg(&["LIST", "FILTERBY", "MODULE", "okome"])
         .query(&mut c)
         .unwrap();
-    assert_eq!(registered.len(), 16, "{registered:?}");
+    assert_eq!(registered.len(), 17, "{registered:?}");
     assert_eq!(documented, registered);
 }
 
@@ -671,7 +688,7 @@ fn readme_syntax_lines_are_command_docs() {
     }
     assert_eq!(
         names.len(),
-        16,
+        17,
         "a syntax line for every command: {names:?}"
     );
 }

@@ -97,6 +97,10 @@ fn every_argument_and_key_error() {
         &[b"SET", b"okome:budget:rate:{foreign}", b"not a window"],
     );
     let _: () = cmd(&mut c, &[b"LPUSH", b"okome:budget:rate:{list}", b"x"]);
+    let _: () = cmd(
+        &mut c,
+        &[b"SET", b"okome:budget:gcra:{foreign}", b"not a state"],
+    );
     let _: () = cmd(&mut c, &[b"LPUSH", b"okome:tools:{list}", b"x"]);
     let _: () = cmd(&mut c, &[b"SET", b"okome:tools:{nottl}", b"{}"]);
     let _: () = cmd(&mut c, &[b"SET", b"okome:budget:keys:{str}", b"x"]);
@@ -368,7 +372,7 @@ fn every_argument_and_key_error() {
         pattern(
             &[b"OKOME.KEY", b"lock", b"x"],
             "ERR kind 'lock' is not a kind of okome key: OKOME.KEY takes planner, model_meta, \
-             rag, tools, health, rate, write or ledger",
+             rag, tools, health, rate, write, ledger or gcra",
         ),
         // Prompt hashes.
         pattern(
@@ -384,7 +388,7 @@ fn every_argument_and_key_error() {
         pattern(
             &[b"OKOME.PLAN.SET", b"okome:nope:a", b"{}"],
             "ERR 'okome:nope:a' is not an okome key: unknown kind (planner, model_meta, rag, \
-             tools, health, budget:rate, budget:write, budget:keys)",
+             tools, health, budget:rate, budget:write, budget:keys, budget:gcra)",
         ),
         pattern(
             &[b"OKOME.LOCK", b"okome:rag:{r}:c:d"],
@@ -450,6 +454,15 @@ fn every_argument_and_key_error() {
             "ERR 'okome:budget:rate:{ahead}' holds an okome budget window whose newest entry is \
              <n> ms in the future, beyond the 60000 ms clock-skew allowance (written by another \
              client, or under a clock that far ahead?); nothing was charged or written",
+        ),
+        pattern(
+            &[b"OKOME.THROTTLE", b"foreign", b"5", b"60", b"1"],
+            "ERR 'okome:budget:gcra:{foreign}' does not hold an okome GCRA state (was it \
+             written by another client?)",
+        ),
+        pattern(
+            &[b"OKOME.THROTTLE", b"a", b"5", b"60", b"1", b"COST", b"3"],
+            "ERR cost 3 is out of range: must be between 0 and 2 units (0 to burst + 1)",
         ),
         pattern(&[b"OKOME.AGENT.KEYS", b"str"], garbage("str", "a string, not a sorted set")),
         pattern(&[b"OKOME.AGENT.KEYS", b"nottl"], garbage("nottl", "a sorted set without a TTL")),

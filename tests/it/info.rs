@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 /// Every counter of src/stats.rs, in its order.
-const COUNTERS: [&str; 37] = [
+const COUNTERS: [&str; 39] = [
     "planner_hits",
     "planner_misses",
     "planner_refreshes",
@@ -33,6 +33,8 @@ const COUNTERS: [&str; 37] = [
     "rate_limited",
     "wbudget_allowed",
     "wbudget_refused",
+    "throttle_allowed",
+    "throttle_limited",
     "plans_stored",
     "plans_skipped",
     "cache_hits",
@@ -242,6 +244,21 @@ fn info_okome_counts_a_known_workload_exactly() {
         &mut exp,
         "OKOME.WBUDGET",
         &[("wbudget_allowed", 1), ("wbudget_refused", 1)],
+    );
+
+    // OKOME.THROTTLE: burst 1, so 2 allowed at once, then 1 limited.
+    for want in [1, 1, 0] {
+        let r: (i64, i64, i64, i64) = redis::cmd("OKOME.THROTTLE")
+            .arg(&["t", "1", "60", "1"])
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(r.0, want);
+    }
+    step(
+        &mut c,
+        &mut exp,
+        "OKOME.THROTTLE",
+        &[("throttle_allowed", 2), ("throttle_limited", 1)],
     );
 
     // PLAN.SET with a write budget: stored, then skipped.
@@ -509,6 +526,8 @@ fn info_okome_counts_a_known_workload_exactly() {
         ("rate_limited", 2),
         ("wbudget_allowed", 2),
         ("wbudget_refused", 2),
+        ("throttle_allowed", 2),
+        ("throttle_limited", 1),
         ("plans_stored", 4),
         ("plans_skipped", 1),
         ("cache_hits", 1),

@@ -16,6 +16,7 @@ mod lease;
 mod locks;
 mod plan;
 mod rate;
+mod throttle;
 mod wait;
 
 // The agent ledger, ACL and declared keys.

@@ -109,6 +109,12 @@ fn with_arg(command: &str, arg: &str, v: &str, pk: &str) -> Vec<String> {
         ("okome.wbudget", "write_limit") => push(&["a", v]),
         ("okome.wbudget", "window") => push(&["a", "100000", "WINDOW", v]),
         ("okome.wbudget", "cost") => push(&["a", "100000", "COST", v]),
+        // A subject per argument: a state written with a slow rate is
+        // refused as ahead of the clock by a much faster one.
+        ("okome.throttle", "rate") => push(&["t-rate", v, "1", "0"]),
+        ("okome.throttle", "period_s") => push(&["t-period", "1", v, "0"]),
+        ("okome.throttle", "burst") => push(&["t-burst", "1", "1", v]),
+        ("okome.throttle", "cost") => push(&["t-cost", "1", "1", "1000000000000000", "COST", v]),
         ("okome.cache.set", "ttl") => push(&["rag", "r", "c", "{}", "TTL", v]),
         ("okome.agent.keys" | "okome.agent.purge", "count") => push(&["a", "COUNT", v]),
         ("okome.lease.acquire", "max") => push(&["ranges", v, "1000"]),

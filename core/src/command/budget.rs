@@ -18,15 +18,20 @@ pub struct Charge {
 }
 
 impl Request for Charge {
-    /// A charge reads and writes its window; a peek (`COST 0`) only reads.
     fn declared(&self, _cluster: bool) -> Declared {
-        let access = if self.cost == 0 {
-            Access::Read
-        } else {
-            Access::ReadWrite
-        };
-        Declared::none().with(access, self.key.clone())
+        charged(&self.key, self.cost)
     }
+}
+
+/// The key a charge of `cost` touches: read and written; only read by a
+/// peek (`COST 0`).
+pub fn charged(key: &[u8], cost: u64) -> Declared {
+    let access = if cost == 0 {
+        Access::Read
+    } else {
+        Access::ReadWrite
+    };
+    Declared::none().with(access, key.to_vec())
 }
 
 /// Not a key: the agent, routed as the hash tag of its windows.

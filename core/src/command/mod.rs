@@ -8,6 +8,7 @@
 //! - [`plan`]: `PLAN.GET`, `PLAN.LOOKUP`, `PLAN.SET`,
 //! - [`lock`]: `LOCK`, `UNLOCK`,
 //! - [`budget`]: `RATE`, `WBUDGET`,
+//! - [`throttle`]: `THROTTLE` (burst limits),
 //! - [`cache`]: `CACHE.GET`, `CACHE.SET`, `KEY`,
 //! - [`agent`]: `AGENT.RECORD`, `AGENT.KEYS`, `AGENT.PURGE`,
 //! - [`lease`]: `LEASE.ACQUIRE`, `LEASE.RENEW`, `LEASE.RELEASE`,
@@ -29,6 +30,7 @@ pub mod lease;
 pub mod lock;
 pub mod plan;
 pub mod spec;
+pub mod throttle;
 
 pub use agent::{
     check_pxat, ledger_key, parse_agent_keys, parse_agent_purge, parse_agent_record, AgentKeys,
@@ -48,13 +50,14 @@ pub use plan::{
     PLAN_LOOKUP, PLAN_SET,
 };
 pub use spec::{check_json, parse_int, Arg, ArgRange, Command, Request, Route, Ty};
+pub use throttle::{parse_throttle, Throttle, THROTTLE};
 
 use crate::config::Config;
 use crate::declared::Declared;
 use crate::Result;
 
 /// Every command, in the order it is registered.
-pub const COMMANDS: [&Command; 16] = [
+pub const COMMANDS: &[&Command] = &[
     &PLAN_GET,
     &PLAN_LOOKUP,
     &PLAN_SET,
@@ -62,6 +65,7 @@ pub const COMMANDS: [&Command; 16] = [
     &UNLOCK,
     &RATE,
     &WBUDGET,
+    &THROTTLE,
     &CACHE_GET,
     &CACHE_SET,
     &KEY,

@@ -408,6 +408,97 @@ fn cache_kinds_and_the_hard_rule() {
 }
 
 #[test]
+fn throttle_grammar() {
+    use crate::limiter::Throttle as Quota;
+    let t = parse_throttle(&[b"ip:1", b"20", b"1", b"60"]).unwrap();
+    assert_eq!(
+        t,
+        Throttle {
+            key: b"okome:budget:gcra:{ip%3A1}".to_vec(),
+            quota: Quota::new(20, 1000, 60, 1),
+        }
+    );
+    assert_eq!(
+        t.declared(false),
+        Declared::none().with(Access::ReadWrite, t.key.clone())
+    );
+    let peek =
+        parse_throttle(&[b"ip", b"20", b"1", b"60", b"cost", b"0", b"name", b"login"]).unwrap();
+    assert_eq!(peek.key, b"okome:budget:gcra:{ip}:login");
+    assert_eq!(peek.quota, Quota::new(20, 1000, 60, 0));
+    assert_eq!(
+        peek.declared(true),
+        Declared::none().with(Access::Read, peek.key.clone())
+    );
+    let named = |n: &[u8]| parse_throttle(&[b"ip", b"1", b"1", b"0", b"NAME", n]).map(|t| t.key);
+    assert_eq!(named(b"default").unwrap(), b"okome:budget:gcra:{ip}");
+    assert_eq!(named(b"a b").unwrap(), b"okome:budget:gcra:{ip}:a%20b");
+    let cost =
+        |v: &[u8]| parse_throttle(&[b"ip", b"1", b"1", b"60", b"COST", v]).map(|t| t.quota.cost);
+    assert_eq!(cost(b"61"), Ok(61));
+    let e = |a: &[&[u8]]| parse_throttle(a).unwrap_err().to_string();
+    let refused: [(&[&[u8]], &str); 13] = [
+        (
+            &[b"ip", b"20", b"1"],
+            "ERR wrong number of arguments for 'okome.throttle' command",
+        ),
+        (&[b"", b"20", b"1", b"60"], "ERR subject must not be empty"),
+        (
+            &[b"ip", b"0", b"1", b"60"],
+            "ERR rate 0 is out of range: must be between 1 and 1000000000000000 units",
+        ),
+        (
+            &[b"ip", b"x", b"1", b"60"],
+            "ERR rate is not an integer or out of range",
+        ),
+        (
+            &[b"ip", b"20", b"0", b"60"],
+            "ERR period_s 0 is out of range: must be between 1 and 31536000 seconds",
+        ),
+        (
+            &[b"ip", b"20", b"1", b"-1"],
+            "ERR burst -1 is out of range: must be between 0 and 1000000000000000 units",
+        ),
+        (
+            &[b"ip", b"20", b"1", b"60", b"COST", b"62"],
+            "ERR cost 62 is out of range: must be between 0 and 61 units (0 to burst + 1)",
+        ),
+        (
+            &[b"ip", b"20", b"1", b"60", b"COST", b"-1"],
+            "ERR cost -1 is out of range: must be between 0 and 61 units (0 to burst + 1)",
+        ),
+        (
+            &[b"ip", b"20", b"1", b"60", b"COST"],
+            "ERR syntax error: option COST needs a value",
+        ),
+        (
+            &[b"ip", b"20", b"1", b"60", b"NAME", b""],
+            "ERR name must not be empty",
+        ),
+        (
+            &[b"ip", b"20", b"1", b"60", b"NAME", b"a", b"name", b"b"],
+            "ERR syntax error: option NAME given more than once",
+        ),
+        (
+            &[b"ip", b"20", b"1", b"60", b"BURST", b"1"],
+            "ERR syntax error: unknown option 'BURST' (expected one of: COST, NAME)",
+        ),
+        (
+            &[b"ip", b"20", b"1", b"60", b"1"],
+            "ERR syntax error: unknown option '1' (expected one of: COST, NAME)",
+        ),
+    ];
+    for (a, want) in refused {
+        assert_eq!(
+            e(a),
+            want,
+            "{:?}",
+            a.iter().map(|w| printable(w)).collect::<Vec<_>>()
+        );
+    }
+}
+
+#[test]
 fn rate_and_wbudget_grammar() {
     let c = cfg();
     let r = parse_rate(&[b"a", b"60", b"60"]).unwrap();
@@ -657,7 +748,7 @@ fn key_command() {
     assert_eq!(
         e(&[b"lock", b"x"]),
         "ERR kind 'lock' is not a kind of okome key: OKOME.KEY takes planner, model_meta, \
-         rag, tools, health, rate, write or ledger"
+         rag, tools, health, rate, write, ledger or gcra"
     );
     for k in Kind::NAMED {
         assert!(e(&[b"lock", b"x"]).contains(k.name()));
@@ -702,6 +793,9 @@ fn parse_arg(command: &str, arg: &str, v: &str, c: &Config) -> Result<u64> {
     };
     let rate = |f: fn(&Charge) -> u64, a: &[&[u8]]| parse_rate(a).map(|r| f(&r));
     let wbudget = |f: fn(&Charge) -> u64, a: &[&[u8]]| parse_wbudget(a, c).map(|r| f(&r));
+    let throttle = |f: fn(&crate::limiter::Throttle) -> u64, a: &[&[u8]]| {
+        parse_throttle(a).map(|t| f(&t.quota))
+    };
     match (command, arg) {
         ("okome.plan.get" | "okome.plan.lookup", "limit") => {
             get(b"LIMIT", |g| g.rate.as_ref().map_or(0, |r| r.limit))
@@ -735,6 +829,13 @@ fn parse_arg(command: &str, arg: &str, v: &str, c: &Config) -> Result<u64> {
         ("okome.wbudget", "write_limit") => wbudget(|r| r.limit, &[b"a", v]),
         ("okome.wbudget", "window") => wbudget(|r| r.window_ms / 1000, &[b"a", b"1", b"WINDOW", v]),
         ("okome.wbudget", "cost") => wbudget(|r| r.cost, &[b"a", b"100000", b"COST", v]),
+        ("okome.throttle", "rate") => throttle(|t| t.rate, &[b"s", v, b"1", b"0"]),
+        ("okome.throttle", "period_s") => throttle(|t| t.period_ms / 1000, &[b"s", b"1", v, b"0"]),
+        ("okome.throttle", "burst") => throttle(|t| t.burst, &[b"s", b"1", b"1", v]),
+        ("okome.throttle", "cost") => throttle(
+            |t| t.cost,
+            &[b"s", b"1", b"1", b"1000000000000000", b"COST", v],
+        ),
         ("okome.cache.set", "ttl") => {
             parse_cache_set(&[b"rag", b"r", b"c", b"{}", b"TTL", v], c).map(|s| s.ttl_s)
         }
@@ -803,7 +904,7 @@ fn the_parser_checks_every_argument_against_the_range_table() {
     }
     // Every fixed range is some argument's, and COST's ceiling is the
     // limit's.
-    for r in crate::config::OPTIONS {
+    for &r in crate::config::OPTIONS {
         assert!(
             table.iter().any(|a| a.bounds == Bounds::Fixed(r)),
             "{} bounds no argument",
@@ -830,6 +931,7 @@ proptest! {
             Just(b"WLIMIT".to_vec()), Just(b"COST".to_vec()), Just(b"60".to_vec()),
             Just(b"WAIT".to_vec()), Just(b"REFRESHAHEAD".to_vec()),
             Just(b"HASHED".to_vec()), Just(keys::prompt_hash(b"p").into_bytes()),
+            Just(b"NAME".to_vec()), Just(b"default".to_vec()),
             Just(b"-9223372036854775808".to_vec()), Just(b"{}".to_vec()),
             proptest::collection::vec(any::<u8>(), 0..12),
         ], 0..9)) {
@@ -845,6 +947,7 @@ proptest! {
         let _ = parse_key(&a, &c);
         let _ = parse_rate(&a);
         let _ = parse_wbudget(&a, &c);
+        let _ = parse_throttle(&a);
         let _ = parse_agent_record(&a);
         let _ = parse_agent_keys(&a);
         let _ = parse_agent_purge(&a);

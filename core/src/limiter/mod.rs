@@ -1,7 +1,8 @@
 //! The limiter behind `OKOME.RATE`, `OKOME.WBUDGET` and the `AGENT ...
-//! LIMIT` option of the planner lookups: the types every algorithm shares,
-//! the seam an algorithm implements, and a module per algorithm. Today there
-//! is one, the exact sliding window ([`window`]).
+//! LIMIT` option of the planner lookups, and `OKOME.THROTTLE`: the types
+//! every algorithm shares, the seam an algorithm implements, and a module
+//! per algorithm: the exact sliding window ([`window`]) and GCRA, the
+//! burst limiter ([`gcra`]).
 //!
 //! # The seam
 //!
@@ -10,9 +11,9 @@
 //! writes nothing:
 //!
 //! 1. *load*: read the key's bytes (empty: no key) and charge them with the
-//!    time of the command and the call's [`Quota`]
-//!    ([`Algorithm::charge_stored`]; today [`charge_stored`], the exact
-//!    window). That returns a [`Charged`]: the [`Decision`] (the reply) and
+//!    time of the command and the call's quota ([`Algorithm::charge_stored`]:
+//!    [`charge_stored`] for the exact window and its [`Quota`],
+//!    [`Gcra`] and its [`Throttle`]). That returns a [`Charged`]: the [`Decision`] (the reply) and
 //!    the [`Write`] that stores its outcome, whose bytes are in `out`; or
 //!    why the value is [`Unusable`] (an error reply naming the key).
 //! 2. *charge*: apply the `Write` to the key (`SET ... PXAT`, `SETRANGE` +
@@ -39,13 +40,15 @@
 //! value it is [`Unusable::Corrupt`], and the commands reply `ERR '<key>'
 //! does not hold an okome budget window (was it written by another
 //! client?)`, writing nothing. So is, to an algorithm, a value in a format
-//! it does not read (another algorithm's, once there are others).
+//! it does not read (another algorithm's: a GCRA state at a window's key,
+//! a window at a GCRA key).
 //!
 //! # To add an algorithm
 //!
-//! 1. A file here (or a directory, as [`window`]) with a type implementing
-//!    [`Algorithm`], the documentation of its stored form, and its tests
-//!    against a model in `model.rs`.
+//! 1. A file here (as [`gcra`], or a directory, as [`window`]) with a type
+//!    implementing [`Algorithm`] (its `Quota`: what a call charges), the
+//!    documentation of its stored form, and its tests against a model in
+//!    `model.rs`.
 //! 2. In this file: its `mod` line and re-export, and a [`Format`] variant
 //!    (with its byte in [`Format::of`]) for each form it stores; a byte is
 //!    never reused. The compiler then points at each `match` on `Format`,
@@ -56,10 +59,12 @@
 use crate::keys::printable;
 use crate::Error;
 
+pub mod gcra;
 #[cfg(any(test, feature = "model"))]
 pub mod model;
 pub mod window;
 
+pub use gcra::{Gcra, Tat, Throttle, FORMAT_GCRA, MAX_BURST, MAX_PERIOD_S, MAX_RATE};
 pub use window::{charge_with, Entry, Window, SMALL_BYTES, TRAILER_LEN};
 
 /// Version byte of the exact window's stored form written before issue 14:
@@ -92,16 +97,18 @@ pub const CLOCK_SKEW_ALLOWANCE_MS: i64 = 60_000;
 
 /// A rate-limiting algorithm, as the glue uses it (see the module docs).
 pub trait Algorithm {
+    /// What a call charges: [`Quota`] for the window, [`Throttle`] for GCRA.
+    type Quota;
+
     /// Charges `quota` at `now` (ms) to the value `stored` (empty: no key).
     /// `out` is cleared first; on success it holds the bytes the returned
     /// [`Write`] refers to. Nothing is written on `Err`.
-    fn charge_stored(
-        stored: &[u8],
-        now: i64,
-        quota: Quota,
-        out: &mut Vec<u8>,
-    ) -> Result<Charged, Unusable>;
+    fn charge_stored(stored: &[u8], now: i64, quota: Self::Quota, out: &mut Vec<u8>) -> Outcome;
 }
+
+/// What a charge comes to: the decision and its write, or why the stored
+/// value cannot be charged.
+pub type Outcome = Result<Charged, Unusable>;
 
 /// What every call of `OKOME.RATE` and `OKOME.WBUDGET` charges: `cost`
 /// units against `limit` per `window_ms`. The grammar guarantees
@@ -237,6 +244,16 @@ impl AheadOfClock {
             allowance_ms: CLOCK_SKEW_ALLOWANCE_MS,
         }
     }
+
+    /// The error reply for the GCRA state stored at `key` (`newest`: the
+    /// earliest clock that could have written it, see [`gcra`]).
+    pub fn gcra_error(&self, key: &[u8]) -> Error {
+        Error::ThrottleAhead {
+            key: printable(key),
+            ahead_ms: self.ahead_ms(),
+            allowance_ms: CLOCK_SKEW_ALLOWANCE_MS,
+        }
+    }
 }
 
 /// Why a stored value cannot be charged (nothing is written).
@@ -264,6 +281,8 @@ pub enum Format {
     WindowV1 = 1,
     /// The exact window ([`window`]).
     WindowV2 = 2,
+    /// A GCRA state: one theoretical arrival time ([`gcra`]).
+    Gcra = 3,
 }
 
 /// A first byte that names no [`Format`]: not a budget.
@@ -278,6 +297,7 @@ impl Format {
             None => Ok(None),
             Some(&FORMAT_V1) => Ok(Some(Format::WindowV1)),
             Some(&FORMAT_V2) => Ok(Some(Format::WindowV2)),
+            Some(&FORMAT_GCRA) => Ok(Some(Format::Gcra)),
             Some(&other) => Err(UnknownFormat(other)),
         }
     }
@@ -362,18 +382,31 @@ mod tests {
             w.charge(NOW + i, 5, 60_000, 1);
         }
         let known = [w.encode(), w.encode_v1()];
+        let gcra = Tat::new(NOW, 1).encode();
+        assert_eq!(Format::of(&gcra), Ok(Some(Format::Gcra)));
+        // Another algorithm's value is not a window.
+        assert_eq!(Window::decode(&gcra), Err(Corrupt));
+        let mut out = Vec::new();
+        for cost in [0, 1] {
+            let r = charge_stored(&gcra, NOW, 5, 60_000, cost, &mut out);
+            assert_eq!(r, Err(Unusable::Corrupt(Corrupt)));
+        }
         assert_eq!(Format::of(&known[0]), Ok(Some(Format::WindowV2)));
         assert_eq!(Format::of(&known[1]), Ok(Some(Format::WindowV1)));
         assert_eq!(Format::of(&[]), Ok(None));
-        let mut out = Vec::new();
         for bytes in &known {
             // The next format, one far ahead, none, the first byte of the
             // text another client might write.
-            for first in [FORMAT_V2 + 1, 0xff, 0, b'n'] {
+            for first in [FORMAT_GCRA + 1, 0xff, 0, b'n'] {
                 let mut bytes = bytes.clone();
                 bytes[0] = first;
                 assert_eq!(Format::of(&bytes), Err(UnknownFormat(first)));
                 assert_eq!(Window::decode(&bytes), Err(Corrupt));
+                let t = Throttle::new(1, 1000, 0, 1);
+                assert_eq!(
+                    Gcra::charge_stored(&bytes, NOW, t, &mut out),
+                    Err(Unusable::Corrupt(Corrupt))
+                );
                 for cost in [0, 1] {
                     out.extend_from_slice(b"stale");
                     let r = charge_stored(&bytes, NOW, 5, 60_000, cost, &mut out);

@@ -1,6 +1,7 @@
-//! The brute-force reference model of an exact rate limit: every admission
-//! ever, never pruned nor encoded, every question answered by counting.
-//! What the limiter's unit tests and the `limiter` fuzz target check the
+//! The brute-force reference models of the limiters: for the exact window
+//! ([`Reference`]), every admission ever, never pruned nor encoded, every
+//! question answered by counting; for GCRA ([`Bucket`]), a token bucket
+//! answering by stepping ms by ms. What the limiter's unit tests and the `limiter` fuzz target check the
 //! algorithms against; compiled only for them (`cfg(test)`, or the `model`
 //! feature, which the fuzz crate enables).
 
@@ -52,6 +53,118 @@ impl Reference {
                 .iter()
                 .filter(|(b, _)| *b >= a && *b < a.saturating_add(w));
             within.fold(0u64, |sum, (_, u)| sum.saturating_add(*u)) <= limit
+        })
+    }
+}
+
+/// The burst limiter's reference: a token bucket of `burst + 1` units,
+/// refilled at `rate` units per `period_ms`, where GCRA keeps a time. Its
+/// level is counted in `1 / period_ms` units, so that it refills by exactly
+/// `rate` every ms; every question is answered by stepping ms by ms. Calls
+/// must come in nondecreasing time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bucket {
+    pub rate: u64,
+    pub period_ms: u64,
+    pub burst: u64,
+    /// The level at `at`, in `1 / period_ms` units (`None`: full).
+    level: u128,
+    at: Option<i64>,
+    /// Every admission, as `(time ms, units)`.
+    pub log: Vec<(i64, u64)>,
+}
+
+/// What the bucket answers a call: `(allowed, remaining, retry_after_ms,
+/// reset_after_ms)`, as `OKOME.THROTTLE` replies.
+pub type Answer = (bool, u64, u64, u64);
+
+/// ms from `a` to `b` (0 if `b` is earlier).
+fn span(a: i64, b: i64) -> u128 {
+    u128::try_from(b.saturating_sub(a)).unwrap_or(0)
+}
+
+impl Bucket {
+    pub fn new(rate: u64, period_ms: u64, burst: u64) -> Bucket {
+        Bucket {
+            rate,
+            period_ms,
+            burst,
+            level: 0,
+            at: None,
+            log: Vec::new(),
+        }
+    }
+
+    fn cap(&self) -> u128 {
+        u128::from(self.burst.saturating_add(1)).saturating_mul(u128::from(self.period_ms))
+    }
+
+    fn units(&self, n: u64) -> u128 {
+        u128::from(n).saturating_mul(u128::from(self.period_ms))
+    }
+
+    /// The level at `t` (not before the last call).
+    pub fn level(&self, t: i64) -> u128 {
+        match self.at {
+            None => self.cap(),
+            Some(a) => {
+                let refill = span(a, t).saturating_mul(u128::from(self.rate));
+                self.level.saturating_add(refill).min(self.cap())
+            }
+        }
+    }
+
+    fn admits(&self, t: i64, cost: u64) -> bool {
+        self.level(t) >= self.units(cost)
+    }
+
+    /// ms from `t` until `level` passes `want`, stepping.
+    fn until(&self, t: i64, want: u128) -> u64 {
+        let mut w = 0i64;
+        while self.level(t.saturating_add(w)) < want {
+            w = w.saturating_add(1);
+        }
+        u64::try_from(w).unwrap_or(0)
+    }
+
+    /// Charges `cost` units at `t` (`cost` 0: reports).
+    pub fn charge(&mut self, t: i64, cost: u64) -> Answer {
+        let allowed = self.admits(t, cost);
+        let mut retry = 0;
+        if !allowed {
+            retry = self.until(t, self.units(cost));
+        } else if cost > 0 {
+            self.level = self.level(t).saturating_sub(self.units(cost));
+            self.at = Some(t);
+            self.log.push((t, cost));
+        }
+        let remaining = self
+            .level(t)
+            .checked_div(u128::from(self.period_ms))
+            .unwrap_or(0);
+        let remaining = u64::try_from(remaining).unwrap_or(u64::MAX);
+        (allowed, remaining, retry, self.until(t, self.cap()))
+    }
+
+    /// GCRA's promise: in any interval `[a, c]`, at most `burst + 1 +
+    /// ⌊(c − a) × rate / period_ms⌋` units are admitted.
+    pub fn never_over(&self) -> bool {
+        let mut tails = self.log.iter();
+        std::iter::from_fn(|| {
+            let tail = tails.as_slice();
+            tails.next().map(|_| tail)
+        })
+        .all(|tail| {
+            let a = tail.first().map_or(0, |e| e.0);
+            let mut sum = 0u128;
+            tail.iter().all(|&(c, u)| {
+                sum = sum.saturating_add(u128::from(u));
+                let refill = span(a, c)
+                    .saturating_mul(u128::from(self.rate))
+                    .checked_div(u128::from(self.period_ms))
+                    .unwrap_or(0);
+                sum <= u128::from(self.burst.saturating_add(1)).saturating_add(refill)
+            })
         })
     }
 }

@@ -56,6 +56,7 @@ from .replies import (
     RateReply,
     RawJSON,
     StoreStatus,
+    ThrottleReply,
 )
 
 __version__ = "0.1.0"
@@ -95,6 +96,7 @@ __all__ = [
     "RawJSON",
     "SlotMigratingError",
     "StoreStatus",
+    "ThrottleReply",
     "TooLargeError",
     "WrongSlotError",
     "WrongTypeError",

@@ -27,6 +27,7 @@ from .replies import (
     PurgeReply,
     RateReply,
     StoreStatus,
+    ThrottleReply,
     encode_json,
     parse_bool,
     parse_cache_get,
@@ -40,6 +41,7 @@ from .replies import (
     parse_purge,
     parse_rate,
     parse_text,
+    parse_throttle,
 )
 
 T = TypeVar("T")
@@ -376,6 +378,19 @@ def lease_renew(lease: str, ttl_ms: int) -> Steps[bool]:
 
 def lease_release(lease: str) -> Steps[bool]:
     return _one(Call(("OKOME.LEASE.RELEASE", lease), parse_bool, lease))
+
+
+def throttle(
+    subject: Any, rate: int, period_s: int, burst: int, cost: int, name: Any | None
+) -> Steps[ThrottleReply]:
+    route = _local(lambda: _keys.gcra_key(subject, name))
+    extra: list[Any] = []
+    if cost != 1:
+        extra += ["COST", cost]
+    if name is not None:
+        extra += ["NAME", name]
+    args = ("OKOME.THROTTLE", subject, rate, period_s, burst, *extra)
+    return _one(Call(args, parse_throttle, route))
 
 
 def _cache_route(kind: Any, parts: tuple[Any, ...]) -> str | None:

@@ -29,6 +29,7 @@ KINDS: dict[str, tuple[str, tuple[str, ...], int]] = {
     "rate": ("budget:rate", ("agent",), 0),
     "write": ("budget:write", ("agent",), 0),
     "ledger": ("budget:keys", ("agent",), 0),
+    "gcra": ("budget:gcra", ("subject",), 0),
 }
 CACHE_KINDS = ("model_meta", "rag", "tools", "health")
 
@@ -108,6 +109,17 @@ def lease_key(subject: Part, name: Part | None = None) -> str:
             raise ValueError("name must not be empty")
         key += ":" + escape(name)
     return key
+
+
+def gcra_key(subject: Part, name: Part | None = None) -> str:
+    """``okome:budget:gcra:{<subject>}``, or ``...:{<subject>}:<name>`` with a
+    name other than ``default``: the key ``OKOME.THROTTLE`` charges."""
+    key = build("gcra", (subject,))
+    if name is None or to_bytes(name) == b"default":
+        return key
+    if not to_bytes(name):
+        raise ValueError("name must not be empty")
+    return f"{key}:{escape(name)}"
 
 
 def parse(key: str) -> tuple[str, tuple[bytes, ...]]:

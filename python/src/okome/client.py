@@ -23,6 +23,7 @@ from .replies import (
     PlanSetReply,
     PurgeReply,
     RateReply,
+    ThrottleReply,
 )
 
 
@@ -279,6 +280,21 @@ class Okome(ClientBase["Standalone | Cluster"]):  # quoted: no X | Y at run time
             lambda: self.lease_renew(held.id, ttl_ms),
             lambda: self.lease_release(held.id),
         )
+
+    def throttle(
+        self,
+        subject: str | bytes,
+        rate: int,
+        period_s: int,
+        burst: int,
+        *,
+        cost: int = 1,
+        name: str | bytes | None = None,
+    ) -> ThrottleReply:
+        """``OKOME.THROTTLE subject rate period_s burst [COST n] [NAME name]``:
+        GCRA, ``rate`` per ``period_s`` on average and ``burst + 1`` at once from
+        a full bucket (nginx's ``rate=20r/s burst=60 nodelay`` is ``20, 1, 60``)."""
+        return self._drive(cmd.throttle(subject, rate, period_s, burst, cost, name))
 
     # -- other caches ----------------------------------------------------------
 

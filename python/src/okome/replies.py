@@ -10,7 +10,7 @@ import json
 import math
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, TypeVar
 
 
 class PlanStatus(str, Enum):
@@ -141,6 +141,15 @@ class LeaseReply:
     def retry_after(self) -> int:
         """``Retry-After`` in whole seconds, rounded up (0 when acquired)."""
         return 0 if self.acquired else ceil_seconds(self.retry_after_ms)
+
+
+@dataclass(frozen=True)
+class ThrottleReply(RateReply):
+    """``OKOME.THROTTLE`` (GCRA): ``[allowed, remaining, retry_after_ms,
+    reset_after_ms]``, as :class:`RateReply`: ``remaining`` is the units that
+    could still pass now one by one (``X-RateLimit-Remaining``),
+    ``reset_after_ms`` the time until the bucket is full again
+    (``X-RateLimit-Reset``)."""
 
 
 class LedgerState(str, Enum):
@@ -277,9 +286,12 @@ def parse_plan_set(reply: Any) -> PlanSetReply:
     )
 
 
-def parse_rate(reply: Any) -> RateReply:
-    allowed, remaining, retry_ms, reset_ms = _list(reply, 4, "OKOME.RATE")
-    return RateReply(
+R = TypeVar("R", bound=RateReply)
+
+
+def _decision(reply: Any, cls: type[R], command: str) -> R:
+    allowed, remaining, retry_ms, reset_ms = _list(reply, 4, command)
+    return cls(
         allowed=bool(int(allowed)),
         remaining=int(remaining),
         retry_after_ms=int(retry_ms),
@@ -290,6 +302,14 @@ def parse_rate(reply: Any) -> RateReply:
 def parse_lease(reply: Any) -> LeaseReply:
     lease, in_use, retry_ms = _list(reply, 3, "OKOME.LEASE.ACQUIRE")
     return LeaseReply(lease=opt_text(lease), in_use=int(in_use), retry_after_ms=int(retry_ms))
+
+
+def parse_rate(reply: Any) -> RateReply:
+    return _decision(reply, RateReply, "OKOME.RATE")
+
+
+def parse_throttle(reply: Any) -> ThrottleReply:
+    return _decision(reply, ThrottleReply, "OKOME.THROTTLE")
 
 
 def parse_cache_get(reply: Any) -> CacheEntry | None:

@@ -72,7 +72,7 @@ pub fn planner_parts(got: usize) -> String {
 pub fn unknown_kind(shown: &str) -> String {
     format!(
         "ERR kind '{shown}' is not a kind of okome key: OKOME.KEY takes planner, model_meta, \
-         rag, tools, health, rate, write or ledger"
+         rag, tools, health, rate, write, ledger or gcra"
     )
 }
 
@@ -404,7 +404,7 @@ pub fn malformed_keys() -> Vec<(String, String)> {
     let bad_hash = "prompt_hash must be 64 lowercase hex digits (SHA-256)";
     let start = "it must start with 'okome:'";
     let unknown_kind =
-        "unknown kind (planner, model_meta, rag, tools, health, budget:rate, budget:write, budget:keys)";
+        "unknown kind (planner, model_meta, rag, tools, health, budget:rate, budget:write, budget:keys, budget:gcra)";
     let mut v: Vec<(String, String)> = vec![
         ("foo".into(), start.into()),
         ("".into(), start.into()),

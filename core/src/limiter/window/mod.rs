@@ -36,7 +36,7 @@
 //! - [`v1`]: the form written before issue 14, read and migrated.
 
 use super::{
-    ms_u64, AheadOfClock, Algorithm, Charged, Corrupt, Decision, Format, Quota, Unusable,
+    ms_u64, AheadOfClock, Algorithm, Corrupt, Decision, Format, Outcome, Quota,
     CLOCK_SKEW_ALLOWANCE_MS,
 };
 use std::collections::VecDeque;
@@ -64,14 +64,11 @@ pub struct Window {
 }
 
 impl Algorithm for Window {
+    type Quota = Quota;
+
     /// See [`stored`]: the same decisions as [`Window::charge`], preceded
     /// by [`Window::check_times`].
-    fn charge_stored(
-        stored: &[u8],
-        now: i64,
-        quota: Quota,
-        out: &mut Vec<u8>,
-    ) -> Result<Charged, Unusable> {
+    fn charge_stored(stored: &[u8], now: i64, quota: Quota, out: &mut Vec<u8>) -> Outcome {
         charge_with(stored, now, quota, out, SMALL_BYTES)
     }
 }
@@ -99,6 +96,8 @@ impl Window {
             None => Err(Corrupt),
             Some(Format::WindowV1) => self.decode_v1(bytes),
             Some(Format::WindowV2) => self.decode_v2(bytes),
+            // Another algorithm's state.
+            Some(Format::Gcra) => Err(Corrupt),
         };
         if r.is_err() {
             self.entries.clear();

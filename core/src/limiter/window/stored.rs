@@ -71,6 +71,8 @@ pub fn charge_with(
         None => Ok(c.empty(out)),
         Some(Format::WindowV1) => c.charge(&v1::migrated(stored, now)?, out, true),
         Some(Format::WindowV2) => c.charge(stored, out, false),
+        // Another algorithm's state.
+        Some(Format::Gcra) => Err(Corrupt.into()),
     }
 }
 

@@ -4,7 +4,7 @@
 use super::v2::{put_varint, Trailer};
 use super::*;
 use crate::limiter::model::Reference;
-use crate::limiter::{apply, Write, FORMAT_V1, FORMAT_V2, MAX_LIMIT, MAX_WINDOW_S};
+use crate::limiter::{apply, Unusable, Write, FORMAT_V1, FORMAT_V2, MAX_LIMIT, MAX_WINDOW_S};
 use proptest::prelude::*;
 
 pub(super) const NOW: i64 = 1_700_000_000_000;

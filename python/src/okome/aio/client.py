@@ -23,6 +23,7 @@ from ..replies import (
     PlanSetReply,
     PurgeReply,
     RateReply,
+    ThrottleReply,
 )
 
 
@@ -196,6 +197,19 @@ class Okome(ClientBase["Standalone | Cluster"]):  # quoted: no X | Y at run time
         """``async with ok.lease(...) as held``: see :meth:`okome.Okome.lease`;
         renewed by an asyncio task."""
         return _LeaseBlock(self, subject, max, ttl_ms, wait_ms, name)
+
+    async def throttle(
+        self,
+        subject: str | bytes,
+        rate: int,
+        period_s: int,
+        burst: int,
+        *,
+        cost: int = 1,
+        name: str | bytes | None = None,
+    ) -> ThrottleReply:
+        """See :meth:`okome.Okome.throttle`."""
+        return await self._drive(cmd.throttle(subject, rate, period_s, burst, cost, name))
 
     # -- other caches ----------------------------------------------------------
 
