@@ -346,6 +346,48 @@ pub fn build(kind: Kind, parts: &[&[u8]]) -> Result<Vec<u8>> {
     Ok(key)
 }
 
+/// The name of a subject's unnamed rate window (`NAME default` is
+/// `okome:budget:rate:{<subject>}`, OKOME.RATE's window without `NAME`).
+pub const DEFAULT_NAME: &[u8] = b"default";
+/// A name no rate window takes: `okome:budget:rate:{<subject>}:lock` would
+/// read as the stampede lock of the subject's default window.
+const RESERVED_NAME: &[u8] = b"lock";
+
+/// The key of `subject`'s rate window named `name`:
+/// `okome:budget:rate:{<subject>}:<name>`, the name escaped like a
+/// component; `None` or `default` is `okome:budget:rate:{<subject>}`.
+/// Both must be non-empty, and `lock` is refused.
+pub fn rate_key(subject: &[u8], name: Option<&[u8]>) -> Result<Vec<u8>> {
+    if subject.is_empty() {
+        return Err(Error::Empty("agent"));
+    }
+    let mut key = build(Kind::Rate, &[subject])?;
+    match name {
+        None => {}
+        Some([]) => return Err(Error::Empty("name")),
+        Some(DEFAULT_NAME) => {}
+        Some(RESERVED_NAME) => {
+            return Err(Error::Syntax(
+                "NAME lock is reserved (okome:budget:rate:{<subject>}:lock would read as a \
+                 stampede lock); pick another name"
+                    .into(),
+            ))
+        }
+        Some(n) => {
+            key.push(b':');
+            escape_into(&mut key, n);
+        }
+    }
+    Ok(key)
+}
+
+/// Whether `seg`, the segment after a rate key's tag, is a window's name as
+/// [`rate_key`] writes it: canonically escaped, neither `default` (that
+/// window has no name segment) nor `lock`.
+fn is_window_name(seg: &[u8]) -> bool {
+    seg != DEFAULT_NAME && seg != RESERVED_NAME && unescape(seg).is_some()
+}
+
 /// Length of a prompt hash: the SHA-256 in lowercase hex.
 pub const PROMPT_HASH_LEN: usize = 64;
 
@@ -476,8 +518,17 @@ pub fn parse(key: &[u8]) -> Result<Kind> {
         .ok_or_else(|| {
             bad("unknown kind (planner, model_meta, rag, tools, health, budget:rate, budget:write, budget:keys)")
         })?;
-    let segments: Vec<&[u8]> = comps.split(|&b| b == b':').collect();
+    let mut segments: Vec<&[u8]> = comps.split(|&b| b == b':').collect();
     let names = kind.components();
+    // A named rate window: its name after the subject's tag.
+    if kind == Kind::Rate && segments.len() == 2 {
+        if !segments.last().is_some_and(|n| is_window_name(n)) {
+            return Err(bad(
+                "a rate window's name must be canonically escaped, and neither 'default' nor 'lock'",
+            ));
+        }
+        segments.truncate(1);
+    }
     if segments.len() != names.len() {
         return Err(bad(&format!(
             "kind '{}' has {} ({}), found {}",
@@ -674,6 +725,52 @@ mod tests {
             b"",
         ] {
             assert_eq!(Kind::of(other), None, "{}", printable(other));
+        }
+    }
+
+    #[test]
+    fn named_rate_windows_are_rate_keys() {
+        let k = |s: &[u8], n: Option<&[u8]>| rate_key(s, n);
+        assert_eq!(k(b"a", None).unwrap(), b"okome:budget:rate:{a}");
+        assert_eq!(k(b"a", Some(b"default")).unwrap(), b"okome:budget:rate:{a}");
+        assert_eq!(k(b"a", Some(b"tpm")).unwrap(), b"okome:budget:rate:{a}:tpm");
+        assert_eq!(
+            k(b"gpt:4o", Some(b"tokens per:min")).unwrap(),
+            b"okome:budget:rate:{gpt%3A4o}:tokens%20per%3Amin"
+        );
+        // `Default` is another name: names are bytes, as subjects are.
+        assert_eq!(
+            k(b"a", Some(b"Default")).unwrap(),
+            b"okome:budget:rate:{a}:Default"
+        );
+        assert_eq!(k(b"a", Some(b"")), Err(Error::Empty("name")));
+        assert_eq!(k(b"", Some(b"x")), Err(Error::Empty("agent")));
+        assert_eq!(
+            k(b"a", Some(b"lock")).unwrap_err().to_string(),
+            "ERR syntax error: NAME lock is reserved (okome:budget:rate:{<subject>}:lock would \
+             read as a stampede lock); pick another name"
+        );
+        for name in [&b"tpm"[..], b"a:b", b"\x00", b"default2", b"LOCK"] {
+            let key = k(b"s{1}", Some(name)).unwrap();
+            assert_eq!(parse(&key), Ok(Kind::Rate), "{}", printable(&key));
+            assert_eq!(Kind::of(&key), Some(Kind::Rate));
+            assert_eq!(
+                slot(&key),
+                slot(&k(b"s{1}", None).unwrap()),
+                "one slot per subject"
+            );
+        }
+        for bad in [
+            &b"okome:budget:rate:{a}:default"[..],
+            b"okome:budget:rate:{a}:lock",
+            b"okome:budget:rate:{a}:",
+            b"okome:budget:rate:{a}:a b",
+            b"okome:budget:rate:{a}:%41",
+            b"okome:budget:rate:{a}:x:y",
+            b"okome:budget:write:{a}:x",
+            b"okome:budget:keys:{a}:x",
+        ] {
+            assert!(parse(bad).is_err(), "{}", printable(bad));
         }
     }
 
