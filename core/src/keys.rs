@@ -388,6 +388,23 @@ fn is_window_name(seg: &[u8]) -> bool {
     seg != DEFAULT_NAME && seg != RESERVED_NAME && unescape(seg).is_some()
 }
 
+/// Drops the name of a named rate window (`...:{<subject>}:<name>`) from a
+/// key's segments, checked: why it is not a window's name otherwise.
+fn strip_window_name(
+    kind: Kind,
+    segments: &mut Vec<&[u8]>,
+) -> std::result::Result<(), &'static str> {
+    if kind == Kind::Rate && segments.len() == 2 {
+        if !segments.last().is_some_and(|n| is_window_name(n)) {
+            return Err(
+                "a rate window's name must be canonically escaped, and neither 'default' nor 'lock'",
+            );
+        }
+        segments.truncate(1);
+    }
+    Ok(())
+}
+
 /// Length of a prompt hash: the SHA-256 in lowercase hex.
 pub const PROMPT_HASH_LEN: usize = 64;
 
@@ -520,15 +537,7 @@ pub fn parse(key: &[u8]) -> Result<Kind> {
         })?;
     let mut segments: Vec<&[u8]> = comps.split(|&b| b == b':').collect();
     let names = kind.components();
-    // A named rate window: its name after the subject's tag.
-    if kind == Kind::Rate && segments.len() == 2 {
-        if !segments.last().is_some_and(|n| is_window_name(n)) {
-            return Err(bad(
-                "a rate window's name must be canonically escaped, and neither 'default' nor 'lock'",
-            ));
-        }
-        segments.truncate(1);
-    }
+    strip_window_name(kind, &mut segments).map_err(bad)?;
     if segments.len() != names.len() {
         return Err(bad(&format!(
             "kind '{}' has {} ({}), found {}",
@@ -760,17 +769,12 @@ mod tests {
                 "one slot per subject"
             );
         }
-        for bad in [
-            &b"okome:budget:rate:{a}:default"[..],
-            b"okome:budget:rate:{a}:lock",
-            b"okome:budget:rate:{a}:",
-            b"okome:budget:rate:{a}:a b",
-            b"okome:budget:rate:{a}:%41",
-            b"okome:budget:rate:{a}:x:y",
-            b"okome:budget:write:{a}:x",
-            b"okome:budget:keys:{a}:x",
-        ] {
-            assert!(parse(bad).is_err(), "{}", printable(bad));
+        let names = ["default", "lock", "", "a b", "%41", "x:y"];
+        let other_kinds = ["write:{a}:x", "keys:{a}:x"];
+        let bad = names.map(|n| format!("rate:{{a}}:{n}"));
+        for key in bad.iter().map(String::as_str).chain(other_kinds) {
+            let key = format!("okome:budget:{key}");
+            assert!(parse(key.as_bytes()).is_err(), "{key}");
         }
     }
 

@@ -592,8 +592,14 @@ fn named_windows_are_separate_and_default_is_the_unnamed_one() {
     );
     assert_eq!(rate(&mut c, &["m", "2", "60"]).0, 0);
     // Other names start empty, each on its own.
-    assert_eq!(rate(&mut c, &["m", "2", "60", "NAME", "tpm"]), (1, 1, 0, 60_000));
-    assert_eq!(rate(&mut c, &["m", "2", "60", "COST", "2", "NAME", "a:b"]).1, 0);
+    assert_eq!(
+        rate(&mut c, &["m", "2", "60", "NAME", "tpm"]),
+        (1, 1, 0, 60_000)
+    );
+    assert_eq!(
+        rate(&mut c, &["m", "2", "60", "COST", "2", "NAME", "a:b"]).1,
+        0
+    );
     assert_eq!(rate(&mut c, &["m", "2", "60", "NAME", "tpm"]).1, 0);
     assert_eq!(rate(&mut c, &["m", "2", "60", "NAME", "Default"]).1, 1);
     let (allowed, remaining, ..) = rate(&mut c, &["m", "2", "60", "NAME", "a:b"]);
@@ -612,7 +618,10 @@ fn named_windows_are_separate_and_default_is_the_unnamed_one() {
     for k in &keys {
         let t = pttl(&mut c, k);
         assert!(t > 0 && t <= 60_000, "{k} expires with its window: {t}");
-        assert_eq!(okome_core::keys::parse(k.as_bytes()), Ok(okome_core::keys::Kind::Rate));
+        assert_eq!(
+            okome_core::keys::parse(k.as_bytes()),
+            Ok(okome_core::keys::Kind::Rate)
+        );
     }
     // One slot for all of a subject's windows.
     let slots: Vec<u16> = keys
@@ -639,7 +648,10 @@ fn named_windows_are_separate_and_default_is_the_unnamed_one() {
         .arg(&["m", "2", "60", "NAME"])
         .query::<Rate>(&mut c)
         .unwrap_err();
-    assert_eq!(error_text(&e), "ERR syntax error: option NAME needs a value");
+    assert_eq!(
+        error_text(&e),
+        "ERR syntax error: option NAME needs a value"
+    );
     let n: i64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
     assert_eq!(n, 4, "nothing written by a refused name");
 }
@@ -651,7 +663,10 @@ fn named_windows_are_separate_and_default_is_the_unnamed_one() {
 fn limits_and_costs_up_to_10_15() {
     let s = Server::start();
     let mut c = s.conn();
-    assert_eq!(rate(&mut c, &["agent", "2000000", "60"]), (1, 1_999_999, 0, 60_000));
+    assert_eq!(
+        rate(&mut c, &["agent", "2000000", "60"]),
+        (1, 1_999_999, 0, 60_000)
+    );
     let max = "1000000000000000";
     assert_eq!(
         rate(&mut c, &["big", max, "2592000", "COST", "999999999999999"]),
@@ -661,7 +676,10 @@ fn limits_and_costs_up_to_10_15() {
     let (allowed, remaining, retry, _) = rate(&mut c, &["big", max, "2592000", "COST", "1"]);
     assert_eq!((allowed, remaining), (0, 0));
     assert!(retry > 2_591_000_000, "{retry}");
-    assert_eq!(rate(&mut c, &["whole", max, "60", "COST", max]), (1, 0, 0, 60_000));
+    assert_eq!(
+        rate(&mut c, &["whole", max, "60", "COST", max]),
+        (1, 0, 0, 60_000)
+    );
     let e = redis::cmd("OKOME.RATE")
         .arg(&["a", max, "60", "COST", "1000000000000001"])
         .query::<Rate>(&mut c)
@@ -724,7 +742,8 @@ fn a_long_window_with_many_charge_times_stays_within_65536_entries() {
         .unwrap();
     let mut pipe = redis::pipe();
     for _ in 0..5_000 {
-        pipe.cmd("OKOME.RATE").arg(&["dense", "1000000000000000", "132"]);
+        pipe.cmd("OKOME.RATE")
+            .arg(&["dense", "1000000000000000", "132"]);
     }
     let replies: Vec<Rate> = pipe.query(&mut c).unwrap();
     assert!(replies.iter().all(|r| r.0 == 1));
@@ -754,8 +773,22 @@ fn named_windows_replicate_byte_identical() {
     let mut rc = r.conn();
     for i in 0..300 {
         let cost = (1 + i % 7).to_string();
-        rate(&mut pc, &["rep", "1000", "60", "COST", &cost, "NAME", "tokens"]);
-        rate(&mut pc, &["rep", "100000000000", "3600", "COST", "123456789", "NAME", "usd"]);
+        rate(
+            &mut pc,
+            &["rep", "1000", "60", "COST", &cost, "NAME", "tokens"],
+        );
+        rate(
+            &mut pc,
+            &[
+                "rep",
+                "100000000000",
+                "3600",
+                "COST",
+                "123456789",
+                "NAME",
+                "usd",
+            ],
+        );
         rate(&mut pc, &["rep", "5", "60"]);
     }
     replica_acked(&mut pc);
@@ -765,6 +798,10 @@ fn named_windows_replicate_byte_identical() {
         "okome:budget:rate:{rep}",
     ] {
         assert_eq!(dump(&mut pc, key), dump(&mut rc, key), "{key}");
-        assert_eq!(pexpiretime(&mut pc, key), pexpiretime(&mut rc, key), "{key}");
+        assert_eq!(
+            pexpiretime(&mut pc, key),
+            pexpiretime(&mut rc, key),
+            "{key}"
+        );
     }
 }
