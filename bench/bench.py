@@ -321,6 +321,95 @@ def windows_phase(module, requests, rounds, version, replica=False):
         stop(srv)
 
 
+# ------------------------------------------------------- limits of any size
+# Version 2: limits up to 10^15 at the cost of limit 60, and a window's
+# memory bounded whatever its window (entries in buckets of
+# ceil((window_ms - 1) / 65535) ms, so at most 65 536 of them).
+
+def grain_ms(window_ms):
+    return max(1, -(-(window_ms - 1) // 65535))
+
+
+def entry(gap, units):
+    """okome's version 2 entry (see core/src/limiter/window/v2.rs)."""
+    if gap <= 15 and 1 <= units <= 8:
+        return bytes([(gap << 3) | (units - 1)])
+    if 1 <= units <= 64:
+        return bytes([0x80 | (units - 1)]) + varint(gap)
+    return b"\xc0" + varint(gap) + varint(units)
+
+
+def busy_window(now, window_s, per_s=1000):
+    """The stored form of a window charged `per_s` times a second (a unit a
+    call) for the whole window until `now`: calls within one bucket merge
+    into one entry at the latest one's time, so one entry per bucket, at
+    its last millisecond, holding the bucket's units. (What the core test
+    `memory_per_window_at_1000_calls_a_second` charges through the limiter.)"""
+    window_ms = window_s * 1000
+    g = grain_ms(window_ms)
+    units = max(1, g * per_s // 1000)
+    ends = [now - i * g for i in range((window_ms - 1) // g, -1, -1)]
+    ends = [t for t in ends if t > now - window_ms]
+    body = entry(0, units)
+    last = 1
+    for prev, t in zip(ends, ends[1:]):
+        last = 1 + len(body)
+        body += entry(t - prev, units)
+    trailer = struct.pack("<IIqqQ", 1, last, ends[0], ends[-1], units * len(ends))
+    return bytes([2]) + body + trailer, len(ends)
+
+
+def rate_sizes(requests, rounds, module=None):
+    """OKOME.RATE at limit 10^12 vs limit 60 (ops/s, interleaved), and
+    MEMORY USAGE of a window of 1 s, 1 min, 1 h and 30 days at 1 000 calls
+    a second; then that 1 h window after 2 s of calls on the server."""
+    srv, port = start_server([module or MODULE])
+    try:
+        cases = {
+            "limit 60": ["OKOME.RATE", "agent:__rand_int__", "60", "60"],
+            "limit 10^12": ["OKOME.RATE", "tok:__rand_int__", "1000000000000", "60", "COST", "1000"],
+            "limit 10^12, NAME": ["OKOME.RATE", "tok:__rand_int__", "1000000000000", "60",
+                                  "COST", "1000", "NAME", "tpm"],
+        }
+        res = {}
+        for pipeline in (1, 16):
+            for _ in range(rounds):
+                for name, args in cases.items():
+                    res.setdefault((pipeline, name), []).append(bench(port, requests, pipeline, args))
+        med = {k: statistics.median(v) for k, v in res.items()}
+        lines = ["", "## Limits of any size", "",
+                 f"`OKOME.RATE` at `limit 10^12` (`COST 1000`, a model's tokens) against `limit 60`, "
+                 f"100 000 random subjects, {rounds} interleaved rounds of {requests:,} calls, medians:",
+                 "", "| case | -P | ops/s (median) | vs limit 60 |", "|---|---|---|---|"]
+        for pipeline in (1, 16):
+            base = med[(pipeline, "limit 60")]
+            for name in cases:
+                v = med[(pipeline, name)]
+                lines.append(f"| {name} | {pipeline} | {v:,.0f} | {v / base:.2f}x |")
+        now = server_ms(port)
+        lines += ["", "Memory per window at 1 000 calls a second (one unit a call), the window "
+                  "full: its stored value (`STRLEN`), and `MEMORY USAGE` of the key as `SET` "
+                  "writes it (a window rewritten whole) and after Redis grew it by appends "
+                  "(`SETRANGE` doubles a string's room below 1 MB):", "",
+                  "| window | bucket | entries | bytes | bytes per entry | MEMORY USAGE | grown by appends |",
+                  "|---|---|---|---|---|---|---|"]
+        for label, window_s in (("1 s", 1), ("1 min", 60), ("1 h", 3600), ("30 days", 30 * 86400)):
+            value, n = busy_window(now, window_s)
+            key = f"okome:budget:rate:{{mem-{window_s}}}"
+            send_all(port, [[b"SET", key.encode(), value, b"PXAT", str(now + window_s * 1000).encode()]])
+            mem = int(cli(port, "MEMORY", "USAGE", key))
+            # A few admissions appended by the module (SETRANGE), as a live
+            # window grows between compactions.
+            for i in range(3):
+                cli(port, "OKOME.RATE", f"mem-{window_s}", "1000000000000", str(window_s))
+            grown = int(cli(port, "MEMORY", "USAGE", key))
+            lines.append(f"| {label} | {grain_ms(window_s * 1000)} ms | {n:,} | {len(value):,} | "
+                         f"{(len(value) - 33) / n:.2f} | {mem:,} | {grown:,} |")
+        return lines
+    finally:
+        stop(srv)
+
+
 def get_bytes(port, key):
     """GET over a raw socket (binary-safe)."""
     sock = socket.create_connection(("127.0.0.1", port))
@@ -495,7 +584,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--requests", type=int, default=200000)
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "RESULTS.md"))
-    ap.add_argument("--only", choices=["ledger", "windows"], help="run one part only and print it")
+    ap.add_argument("--only", choices=["ledger", "windows", "rate-sizes"],
+                    help="run one part only and print it")
     ap.add_argument("--module", help="with --only windows: another build of okome (a path)")
     ap.add_argument("--before-module", help="also run the windows section against an earlier "
                     "build (a path), writing version 1 windows (before issue 14), for comparison")
@@ -508,6 +598,10 @@ def main():
         lines, _ = big_windows(a.requests, a.rounds, a.module, a.window_version)
         results, control = worst_calls(a.module or MODULE, version=a.window_version)
         print("\n".join(lines + worst_lines(results, control)))
+        return 0
+
+    if a.only == "rate-sizes":
+        print("\n".join(rate_sizes(a.requests, a.rounds, a.module)))
         return 0
 
     if a.only == "ledger":
@@ -697,6 +791,7 @@ def main():
     lines += window_lines
     lines += targets(med, wins)
     lines += ledger_lines
+    lines += rate_sizes(a.requests, a.rounds)
     flow = subprocess.run(["cargo", "bench", "--quiet", "--bench", "flow"], cwd=ROOT,
                           env={**os.environ, "OKOME_MODULE": MODULE},
                           check=True, capture_output=True, text=True).stdout

@@ -390,6 +390,65 @@ pub fn named(kind: Kind, subject: &[u8], name: Option<&[u8]>) -> Result<Vec<u8>>
     Ok(key)
 }
 
+/// The name of a subject's unnamed rate window (`NAME default` is
+/// `okome:budget:rate:{<subject>}`, OKOME.RATE's window without `NAME`).
+pub const DEFAULT_NAME: &[u8] = b"default";
+/// A name no rate window takes: `okome:budget:rate:{<subject>}:lock` would
+/// read as the stampede lock of the subject's default window.
+const RESERVED_NAME: &[u8] = b"lock";
+
+/// The key of `subject`'s rate window named `name`:
+/// `okome:budget:rate:{<subject>}:<name>`, the name escaped like a
+/// component; `None` or `default` is `okome:budget:rate:{<subject>}`.
+/// Both must be non-empty, and `lock` is refused.
+pub fn rate_key(subject: &[u8], name: Option<&[u8]>) -> Result<Vec<u8>> {
+    if subject.is_empty() {
+        return Err(Error::Empty("agent"));
+    }
+    let mut key = build(Kind::Rate, &[subject])?;
+    match name {
+        None => {}
+        Some([]) => return Err(Error::Empty("name")),
+        Some(DEFAULT_NAME) => {}
+        Some(RESERVED_NAME) => {
+            return Err(Error::Syntax(
+                "NAME lock is reserved (okome:budget:rate:{<subject>}:lock would read as a \
+                 stampede lock); pick another name"
+                    .into(),
+            ))
+        }
+        Some(n) => {
+            key.push(b':');
+            escape_into(&mut key, n);
+        }
+    }
+    Ok(key)
+}
+
+/// Whether `seg`, the segment after a rate key's tag, is a window's name as
+/// [`rate_key`] writes it: canonically escaped, neither `default` (that
+/// window has no name segment) nor `lock`.
+fn is_window_name(seg: &[u8]) -> bool {
+    seg != DEFAULT_NAME && seg != RESERVED_NAME && unescape(seg).is_some()
+}
+
+/// Drops the name of a named rate window (`...:{<subject>}:<name>`) from a
+/// key's segments, checked: why it is not a window's name otherwise.
+fn strip_window_name(
+    kind: Kind,
+    segments: &mut Vec<&[u8]>,
+) -> std::result::Result<(), &'static str> {
+    if kind == Kind::Rate && segments.len() == 2 {
+        if !segments.last().is_some_and(|n| is_window_name(n)) {
+            return Err(
+                "a rate window's name must be canonically escaped, and neither 'default' nor 'lock'",
+            );
+        }
+        segments.truncate(1);
+    }
+    Ok(())
+}
+
 /// Length of a prompt hash: the SHA-256 in lowercase hex.
 pub const PROMPT_HASH_LEN: usize = 64;
 
@@ -520,8 +579,9 @@ pub fn parse(key: &[u8]) -> Result<Kind> {
         .ok_or_else(|| {
             bad("unknown kind (planner, model_meta, rag, tools, health, budget:rate, budget:write, budget:keys, budget:gcra)")
         })?;
-    let segments: Vec<&[u8]> = comps.split(|&b| b == b':').collect();
+    let mut segments: Vec<&[u8]> = comps.split(|&b| b == b':').collect();
     let names = kind.components();
+    strip_window_name(kind, &mut segments).map_err(bad)?;
     // A GCRA state ([`named`]) or a lease pool may carry a name after its
     // subject: `okome:budget:lease:{<subject>}:<name>`.
     let names: &[&str] = match kind {
@@ -754,6 +814,47 @@ mod tests {
             b"",
         ] {
             assert_eq!(Kind::of(other), None, "{}", printable(other));
+        }
+    }
+
+    #[test]
+    fn named_rate_windows_are_rate_keys() {
+        let k = |s: &[u8], n: Option<&[u8]>| rate_key(s, n);
+        assert_eq!(k(b"a", None).unwrap(), b"okome:budget:rate:{a}");
+        assert_eq!(k(b"a", Some(b"default")).unwrap(), b"okome:budget:rate:{a}");
+        assert_eq!(k(b"a", Some(b"tpm")).unwrap(), b"okome:budget:rate:{a}:tpm");
+        assert_eq!(
+            k(b"gpt:4o", Some(b"tokens per:min")).unwrap(),
+            b"okome:budget:rate:{gpt%3A4o}:tokens%20per%3Amin"
+        );
+        // `Default` is another name: names are bytes, as subjects are.
+        assert_eq!(
+            k(b"a", Some(b"Default")).unwrap(),
+            b"okome:budget:rate:{a}:Default"
+        );
+        assert_eq!(k(b"a", Some(b"")), Err(Error::Empty("name")));
+        assert_eq!(k(b"", Some(b"x")), Err(Error::Empty("agent")));
+        assert_eq!(
+            k(b"a", Some(b"lock")).unwrap_err().to_string(),
+            "ERR syntax error: NAME lock is reserved (okome:budget:rate:{<subject>}:lock would \
+             read as a stampede lock); pick another name"
+        );
+        for name in [&b"tpm"[..], b"a:b", b"\x00", b"default2", b"LOCK"] {
+            let key = k(b"s{1}", Some(name)).unwrap();
+            assert_eq!(parse(&key), Ok(Kind::Rate), "{}", printable(&key));
+            assert_eq!(Kind::of(&key), Some(Kind::Rate));
+            assert_eq!(
+                slot(&key),
+                slot(&k(b"s{1}", None).unwrap()),
+                "one slot per subject"
+            );
+        }
+        let names = ["default", "lock", "", "a b", "%41", "x:y"];
+        let other_kinds = ["write:{a}:x", "keys:{a}:x"];
+        let bad = names.map(|n| format!("rate:{{a}}:{n}"));
+        for key in bad.iter().map(String::as_str).chain(other_kinds) {
+            let key = format!("okome:budget:{key}");
+            assert!(parse(key.as_bytes()).is_err(), "{key}");
         }
     }
 

@@ -58,6 +58,9 @@ def test_every_method(server, decode):
         assert await ok.extend_lock(tools_key, token, ttl_ms=9000)
         assert await ok.unlock(tools_key, token)
         assert await ok.rate("ag", 2, 60) == okome.RateReply(True, 1, 0, 60_000)
+        named = await ok.rate("ag", 10**15, 60, cost=10**15, name="tokens")
+        assert named == okome.RateReply(True, 0, 0, 60_000)
+        assert (await ok.rate("ag", 2, 60, name="default")).remaining == 0
         assert (await ok.wbudget("ag", 2, window=30)).remaining == 1
         assert await ok.cache_set("health", "node-1", value={"ok": True}) == 30_000
         entry = await ok.cache_get("health", "node-1")

@@ -144,6 +144,22 @@ def test_rate_and_wbudget(ok):
     assert w.allowed and w.remaining == 24 and w.retry_after == 0
 
 
+def test_rate_named_windows_and_large_limits(ok, server):
+    assert ok.rate("gpt-4o", 150_000_000, 60, cost=12_000, name="tpm") == okome.RateReply(
+        True, 149_988_000, 0, 60_000
+    )
+    assert ok.rate("gpt-4o", 2, 60, name="default").remaining == 1
+    assert ok.rate("gpt-4o", 2, 60).remaining == 0, "default is the unnamed window"
+    big = ok.rate("tenant", 10**15, 2_592_000, cost=10**15, name=b"usd")
+    assert big == okome.RateReply(True, 0, 0, 2_592_000_000)
+    assert not ok.rate("tenant", 10**15, 2_592_000, name=b"usd").allowed
+    assert sorted(server.client().keys("okome:budget:rate:*")) == [
+        b"okome:budget:rate:{gpt-4o}",
+        b"okome:budget:rate:{gpt-4o}:tpm",
+        b"okome:budget:rate:{tenant}:usd",
+    ]
+
+
 def test_cache(ok):
     ttl = ok.cache_set("rag", "myrepo", "chunk-1f2e", value={"text": "fn main() {}"})
     assert ttl == 3_600_000

@@ -158,7 +158,7 @@ pub fn decision_reply(d: &Decision) -> [i64; 4] {
     ]
 }
 
-/// OKOME.RATE agent limit window [COST n]
+/// OKOME.RATE agent limit window [COST n] [NAME name]
 pub fn rate(ctx: &Context, call: &Call) -> Result<[i64; 4], Error> {
     let charge = call.request(|a, _| command::parse_rate(a))?;
     let d = Budget::load(ctx, &charge, call.now)?.charge(ctx)?;

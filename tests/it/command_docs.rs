@@ -89,6 +89,7 @@ const ARGS: [(&str, &[&str]); 17] = [
             "limit:integer",
             "window:integer",
             "cost:integer=COST?",
+            "name:string=NAME?",
         ],
     ),
     (

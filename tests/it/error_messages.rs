@@ -288,7 +288,7 @@ fn every_argument_and_key_error() {
         ),
         pattern(
             &[b"OKOME.RATE", b"a", b"0", b"60"],
-            "ERR limit 0 is out of range: must be between 1 and 100000 units",
+            "ERR limit 0 is out of range: must be between 1 and 1000000000000000 units",
         ),
         pattern(
             &[b"OKOME.RATE", b"a", b"5", b"0"],
@@ -300,7 +300,7 @@ fn every_argument_and_key_error() {
         ),
         pattern(
             &[b"OKOME.WBUDGET", b"a", b"0"],
-            "ERR write_limit 0 is out of range: must be between 1 and 100000 units",
+            "ERR write_limit 0 is out of range: must be between 1 and 1000000000000000 units",
         ),
         pattern(
             &[b"OKOME.WBUDGET", b"a", b"3", b"WINDOW", b"0"],
@@ -308,7 +308,7 @@ fn every_argument_and_key_error() {
         ),
         pattern(
             &[b"OKOME.PLAN.SET", pkb, b"{}", b"AGENT", b"a", b"WLIMIT", b"0"],
-            "ERR wlimit 0 is out of range: must be between 1 and 100000 units",
+            "ERR wlimit 0 is out of range: must be between 1 and 1000000000000000 units",
         ),
         pattern(
             &[b"OKOME.PLAN.SET", pkb, b"{}", b"AGENT", b"a", b"WLIMIT", b"1", b"WWINDOW", b"0"],

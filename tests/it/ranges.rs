@@ -105,10 +105,10 @@ fn with_arg(command: &str, arg: &str, v: &str, pk: &str) -> Vec<String> {
         ("okome.lock", "ttl") => push(&["okome:tools:{ranges}", "TTL", v]),
         ("okome.rate", "limit") => push(&["a", v, "1"]),
         ("okome.rate", "window") => push(&["a", "100000", v]),
-        ("okome.rate", "cost") => push(&["a", "100000", "1", "COST", v]),
+        ("okome.rate", "cost") => push(&["a", "1000000000000000", "1", "COST", v]),
         ("okome.wbudget", "write_limit") => push(&["a", v]),
         ("okome.wbudget", "window") => push(&["a", "100000", "WINDOW", v]),
-        ("okome.wbudget", "cost") => push(&["a", "100000", "COST", v]),
+        ("okome.wbudget", "cost") => push(&["a", "1000000000000000", "COST", v]),
         // A subject per argument: a state written with a slow rate is
         // refused as ahead of the clock by a much faster one.
         ("okome.throttle", "rate") => push(&["t-rate", v, "1", "0"]),

@@ -288,8 +288,8 @@ fn bad_budget_input_errors_and_writes_nothing() {
     let cases: &[(&[&[u8]], &str)] = &[
         (&[b"OKOME.RATE", b"a", b"60"], "ERR wrong number of arguments for 'okome.rate' command"),
         (&[b"OKOME.RATE", b"", b"60", b"60"], "ERR agent must not be empty"),
-        (&[b"OKOME.RATE", b"a", b"0", b"60"], "ERR limit 0 is out of range: must be between 1 and 100000 units"),
-        (&[b"OKOME.RATE", b"a", b"-3", b"60"], "ERR limit -3 is out of range: must be between 1 and 100000 units"),
+        (&[b"OKOME.RATE", b"a", b"0", b"60"], "ERR limit 0 is out of range: must be between 1 and 1000000000000000 units"),
+        (&[b"OKOME.RATE", b"a", b"-3", b"60"], "ERR limit -3 is out of range: must be between 1 and 1000000000000000 units"),
         (&[b"OKOME.RATE", b"a", b"60", b"0"], "ERR window 0 is out of range: must be between 1 and 31536000 seconds"),
         (&[b"OKOME.RATE", b"a", b"60", b"-1"], "ERR window -1 is out of range: must be between 1 and 31536000 seconds"),
         (&[b"OKOME.RATE", b"a", b"18446744073709551616", b"60"], "ERR limit is not an integer or out of range"),
@@ -297,10 +297,10 @@ fn bad_budget_input_errors_and_writes_nothing() {
         (&[b"OKOME.RATE", b"a", b"5", b"60", b"COST", b"6"], "ERR cost 6 is out of range: must be between 0 and 5 units (0 to the limit)"),
         (&[b"OKOME.RATE", b"a", b"5", b"60", b"COST", b"-1"], "ERR cost -1 is out of range: must be between 0 and 5 units (0 to the limit)"),
         (&[b"OKOME.RATE", b"a", b"5", b"60", b"COST"], "ERR syntax error: option COST needs a value"),
-        (&[b"OKOME.RATE", b"a", b"5", b"60", b"BURST", b"1"], "ERR syntax error: unknown option 'BURST' (expected one of: COST)"),
+        (&[b"OKOME.RATE", b"a", b"5", b"60", b"BURST", b"1"], "ERR syntax error: unknown option 'BURST' (expected one of: COST, NAME)"),
         (&[b"OKOME.RATE", b"foreign", b"5", b"60"], "ERR 'okome:budget:rate:{foreign}' does not hold an okome budget window (was it written by another client?)"),
         (&[b"OKOME.RATE", b"list", b"5", b"60"], "WRONGTYPE Operation against a key holding the wrong kind of value"),
-        (&[b"OKOME.WBUDGET", b"a", b"0"], "ERR write_limit 0 is out of range: must be between 1 and 100000 units"),
+        (&[b"OKOME.WBUDGET", b"a", b"0"], "ERR write_limit 0 is out of range: must be between 1 and 1000000000000000 units"),
         (&[b"OKOME.WBUDGET", b"a", b"3", b"WINDOW", b"0"], "ERR window 0 is out of range: must be between 1 and 31536000 seconds"),
         (&[b"OKOME.PLAN.GET", b"m", b"p", b"t", b"r", b"AGENT", b"a", b"LIMIT", b"5"], "ERR syntax error: AGENT, LIMIT and WINDOW must be given together"),
         (&[b"OKOME.PLAN.GET", b"m", b"p", b"t", b"r", b"AGENT", b"foreign", b"LIMIT", b"5", b"WINDOW", b"5"], "ERR 'okome:budget:rate:{foreign}' does not hold an okome budget window (was it written by another client?)"),
@@ -575,4 +575,233 @@ fn a_full_minute_window_stays_under_600_bytes() {
         mem <= 600,
         "MEMORY USAGE of a full minute window: {mem} ({len} bytes)"
     );
+}
+
+/// `NAME name`: each name is its own window, on
+/// `okome:budget:rate:{<subject>}:<name>` (escaped like a key part), and
+/// `NAME default` is the window without `NAME`.
+#[test]
+fn named_windows_are_separate_and_default_is_the_unnamed_one() {
+    let s = Server::start();
+    let mut c = s.conn();
+    assert_eq!(rate(&mut c, &["m", "2", "60"]).0, 1);
+    assert_eq!(
+        rate(&mut c, &["m", "2", "60", "NAME", "default"]),
+        (1, 0, 0, 60_000),
+        "the same window as without NAME"
+    );
+    assert_eq!(rate(&mut c, &["m", "2", "60"]).0, 0);
+    // Other names start empty, each on its own.
+    assert_eq!(
+        rate(&mut c, &["m", "2", "60", "NAME", "tpm"]),
+        (1, 1, 0, 60_000)
+    );
+    assert_eq!(
+        rate(&mut c, &["m", "2", "60", "COST", "2", "NAME", "a:b"]).1,
+        0
+    );
+    assert_eq!(rate(&mut c, &["m", "2", "60", "NAME", "tpm"]).1, 0);
+    assert_eq!(rate(&mut c, &["m", "2", "60", "NAME", "Default"]).1, 1);
+    let (allowed, remaining, ..) = rate(&mut c, &["m", "2", "60", "NAME", "a:b"]);
+    assert_eq!((allowed, remaining), (0, 0));
+    let mut keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut c).unwrap();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "okome:budget:rate:{m}",
+            "okome:budget:rate:{m}:Default",
+            "okome:budget:rate:{m}:a%3Ab",
+            "okome:budget:rate:{m}:tpm",
+        ]
+    );
+    for k in &keys {
+        let t = pttl(&mut c, k);
+        assert!(t > 0 && t <= 60_000, "{k} expires with its window: {t}");
+        assert_eq!(
+            okome_core::keys::parse(k.as_bytes()),
+            Ok(okome_core::keys::Kind::Rate)
+        );
+    }
+    // One slot for all of a subject's windows.
+    let slots: Vec<u16> = keys
+        .iter()
+        .map(|k| okome_core::keys::slot(k.as_bytes()))
+        .collect();
+    assert!(slots.iter().all(|&s| s == slots[0]), "{slots:?}");
+    // Bad names write nothing.
+    for (name, want) in [
+        ("", "ERR name must not be empty"),
+        (
+            "lock",
+            "ERR syntax error: NAME lock is reserved (okome:budget:rate:{<subject>}:lock would \
+             read as a stampede lock); pick another name",
+        ),
+    ] {
+        let e = redis::cmd("OKOME.RATE")
+            .arg(&["m", "2", "60", "NAME", name])
+            .query::<Rate>(&mut c)
+            .unwrap_err();
+        assert_eq!(error_text(&e), want);
+    }
+    let e = redis::cmd("OKOME.RATE")
+        .arg(&["m", "2", "60", "NAME"])
+        .query::<Rate>(&mut c)
+        .unwrap_err();
+    assert_eq!(
+        error_text(&e),
+        "ERR syntax error: option NAME needs a value"
+    );
+    let n: i64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
+    assert_eq!(n, 4, "nothing written by a refused name");
+}
+
+/// Limits and costs up to 10^15: `OKOME.RATE agent 2000000 60` is
+/// accepted (refused before: the limit was at most 100 000), and one call
+/// can charge 10^15 units.
+#[test]
+fn limits_and_costs_up_to_10_15() {
+    let s = Server::start();
+    let mut c = s.conn();
+    assert_eq!(
+        rate(&mut c, &["agent", "2000000", "60"]),
+        (1, 1_999_999, 0, 60_000)
+    );
+    let max = "1000000000000000";
+    assert_eq!(
+        rate(&mut c, &["big", max, "2592000", "COST", "999999999999999"]),
+        (1, 1, 0, 2_592_000_000)
+    );
+    assert_eq!(rate(&mut c, &["big", max, "2592000", "COST", "1"]).1, 0);
+    let (allowed, remaining, retry, _) = rate(&mut c, &["big", max, "2592000", "COST", "1"]);
+    assert_eq!((allowed, remaining), (0, 0));
+    assert!(retry > 2_591_000_000, "{retry}");
+    assert_eq!(
+        rate(&mut c, &["whole", max, "60", "COST", max]),
+        (1, 0, 0, 60_000)
+    );
+    let e = redis::cmd("OKOME.RATE")
+        .arg(&["a", max, "60", "COST", "1000000000000001"])
+        .query::<Rate>(&mut c)
+        .unwrap_err();
+    assert_eq!(
+        error_text(&e),
+        "ERR cost 1000000000000001 is out of range: must be between 0 and 1000000000000000 \
+         units (0 to the limit)"
+    );
+    let e = redis::cmd("OKOME.RATE")
+        .arg(&["a", "1000000000000001", "60"])
+        .query::<Rate>(&mut c)
+        .unwrap_err();
+    assert_eq!(
+        error_text(&e),
+        "ERR limit 1000000000000001 is out of range: must be between 1 and 1000000000000000 units"
+    );
+    // WBUDGET shares the range.
+    let w: Rate = redis::cmd("OKOME.WBUDGET")
+        .arg(&["agent", "2000000", "COST", "1500000"])
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(w, (1, 500_000, 0, 60_000));
+}
+
+/// The stored form of a window charged once a millisecond for two window
+/// lengths up to `now`, by the limiter's own rule (what this server would
+/// have written, without the wait).
+fn history(now: i64, window_ms: u64, calls: i64) -> Vec<u8> {
+    use okome_core::limiter::{apply, charge_stored, MAX_LIMIT};
+    let (mut bytes, mut out) = (Vec::new(), Vec::new());
+    for i in (0..calls).rev() {
+        let c = charge_stored(&bytes, now - i, MAX_LIMIT, window_ms, 1, &mut out).unwrap();
+        apply(&mut bytes, &c.write, &out);
+    }
+    bytes
+}
+
+/// A window of 132 s (buckets of 3 ms) that has seen 264 000 distinct
+/// charge times, then a burst of calls on the server: it never holds more
+/// than 65 536 entries, and its value stays within its size bound (one
+/// byte a dense entry, dead bytes at most the live ones, the trailer).
+#[test]
+fn a_long_window_with_many_charge_times_stays_within_65536_entries() {
+    use okome_core::limiter::{grain_ms, Window, MAX_ENTRIES, TRAILER_LEN};
+    let s = Server::start();
+    let mut c = s.conn();
+    let key = "okome:budget:rate:{dense}";
+    let window_ms = 132_000;
+    assert_eq!(grain_ms(window_ms), 3);
+    let now = server_ms(&mut c);
+    let bytes = history(now, window_ms, 2 * window_ms as i64);
+    let at = now + window_ms as i64;
+    redis::cmd("SET")
+        .arg(key)
+        .arg(&bytes)
+        .arg("PXAT")
+        .arg(at)
+        .query::<()>(&mut c)
+        .unwrap();
+    let mut pipe = redis::pipe();
+    for _ in 0..5_000 {
+        pipe.cmd("OKOME.RATE")
+            .arg(&["dense", "1000000000000000", "132"]);
+    }
+    let replies: Vec<Rate> = pipe.query(&mut c).unwrap();
+    assert!(replies.iter().all(|r| r.0 == 1));
+    let value: Vec<u8> = redis::cmd("GET").arg(key).query(&mut c).unwrap();
+    let entries = Window::decode(&value).unwrap().entries().count() as u64;
+    assert!(entries <= MAX_ENTRIES, "{entries} entries");
+    assert!(entries > 40_000, "{entries}: the window is full of buckets");
+    // Dense entries (3 ms apart, 3 units) take a byte each.
+    let bound = 2 * MAX_ENTRIES as usize + 1 + TRAILER_LEN;
+    assert!(value.len() <= bound, "{} bytes", value.len());
+    let mem: i64 = redis::cmd("MEMORY")
+        .arg(&["USAGE", key])
+        .query(&mut c)
+        .unwrap();
+    // SETRANGE grows a string as Redis grows any: doubling its room up to
+    // 1 MB, in the allocator's size classes.
+    assert!(mem as usize <= 3 * value.len() + 200, "MEMORY USAGE {mem}");
+}
+
+/// Named windows replicate as their effects, like the default one: the
+/// replica's values are byte-identical, with the same expiry.
+#[test]
+fn named_windows_replicate_byte_identical() {
+    let p = Server::start_with(PRIMARY);
+    let r = replica_of(&p, &[], &[]);
+    let mut pc = p.conn();
+    let mut rc = r.conn();
+    for i in 0..300 {
+        let cost = (1 + i % 7).to_string();
+        rate(
+            &mut pc,
+            &["rep", "1000", "60", "COST", &cost, "NAME", "tokens"],
+        );
+        rate(
+            &mut pc,
+            &[
+                "rep",
+                "100000000000",
+                "3600",
+                "COST",
+                "123456789",
+                "NAME",
+                "usd",
+            ],
+        );
+        rate(&mut pc, &["rep", "5", "60"]);
+    }
+    replica_acked(&mut pc);
+    for key in [
+        "okome:budget:rate:{rep}:tokens",
+        "okome:budget:rate:{rep}:usd",
+        "okome:budget:rate:{rep}",
+    ] {
+        assert_eq!(dump(&mut pc, key), dump(&mut rc, key), "{key}");
+        assert_eq!(
+            pexpiretime(&mut pc, key),
+            pexpiretime(&mut rc, key),
+            "{key}"
+        );
+    }
 }

@@ -4,7 +4,7 @@
 use super::spec::{arg, budget_key, keywords, Arg, Command, Options, Request, Route, Ty::*};
 use crate::config::{Bounds, Config, COST, LIMIT, WINDOW_S};
 use crate::declared::{Access, Declared};
-use crate::keys::Kind;
+use crate::keys::{self, Kind};
 use crate::{Error, Result};
 
 /// One charge against an agent's rate window or write budget.
@@ -57,8 +57,14 @@ const COST_ARG: Arg = arg("cost", Int)
     .token("COST")
     .optional()
     .bounds(Bounds::Fixed(COST));
+/// `NAME name`: one of the subject's named windows
+/// (`okome:budget:rate:{<agent>}:<name>`); `default` is the unnamed one.
+const NAME_ARG: Arg = arg("name", Str).token("NAME").optional();
 
-keywords!(RateOpt { Cost => COST_ARG });
+keywords!(RateOpt {
+    Cost => COST_ARG,
+    Name => NAME_ARG,
+});
 keywords!(WbudgetOpt {
     Window => WRITE_WINDOW,
     Cost => COST_ARG,
@@ -68,10 +74,10 @@ pub const RATE: Command = Command {
     name: "okome.rate",
     arity: -4,
     flags: "write deny-oom fast",
-    summary: "Charges an agent's exact sliding-window rate limit; a refused call consumes nothing",
+    summary: "Charges a subject's sliding-window rate limit (one of its named windows with NAME); a refused call consumes nothing",
     complexity:
-        "O(1) amortised, whatever the limit (a refused call walks the entries until COST units fit)",
-    args: &[AGENT, RATE_LIMIT, RATE_WINDOW, COST_ARG],
+        "O(1) amortised, whatever the limit (a refused call walks the entries until COST units fit, at most 65536)",
+    args: &[AGENT, RATE_LIMIT, RATE_WINDOW, COST_ARG, NAME_ARG],
     route: Some(AGENT_ROUTE),
     keys: Some(|args, _, cluster| parse_rate(args).map(|c| c.declared(cluster))),
 };
@@ -97,7 +103,7 @@ fn cost(v: i64, limit: u64) -> Result<u64> {
     crate::config::Standard::new(0, 1, limit).check(COST_ARG.name, v, "units (0 to the limit)")
 }
 
-/// `OKOME.RATE agent limit window [COST n]`
+/// `OKOME.RATE agent limit window [COST n] [NAME name]`
 pub fn parse_rate(args: &[&[u8]]) -> Result<Charge> {
     let [agent, limit, window, rest @ ..] = args else {
         return Err(RATE.arity_error());
@@ -112,12 +118,15 @@ pub fn parse_rate(args: &[&[u8]]) -> Result<Charge> {
     }
     let window_ms = window_ms(RATE_WINDOW.fixed(window)?);
     let mut opts = Options::<RateOpt>::new(rest);
-    let mut charge = 1;
+    let (mut charge, mut name) = (1, None);
     while let Some(k) = opts.keyword()? {
-        charge = cost(opts.int(k)?, limit)?;
+        match k {
+            RateOpt::Cost => charge = cost(opts.int(k)?, limit)?,
+            RateOpt::Name => name = Some(opts.value(k)?),
+        }
     }
     Ok(Charge {
-        key: budget_key(Kind::Rate, agent)?,
+        key: keys::rate_key(agent, name)?,
         limit,
         window_ms,
         cost: charge,

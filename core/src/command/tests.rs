@@ -526,11 +526,11 @@ fn rate_and_wbudget_grammar() {
         (&[b"", b"60", b"60"], "ERR agent must not be empty"),
         (
             &[b"a", b"0", b"60"],
-            "ERR limit 0 is out of range: must be between 1 and 100000 units",
+            "ERR limit 0 is out of range: must be between 1 and 1000000000000000 units",
         ),
         (
             &[b"a", b"-1", b"60"],
-            "ERR limit -1 is out of range: must be between 1 and 100000 units",
+            "ERR limit -1 is out of range: must be between 1 and 1000000000000000 units",
         ),
         (
             &[b"a", b"60", b"0"],
@@ -825,10 +825,10 @@ fn parse_arg(command: &str, arg: &str, v: &str, c: &Config) -> Result<u64> {
         ("okome.lock", "ttl") => parse_lock(&[&k, b"TTL", v], c).map(|l| l.ttl_ms),
         ("okome.rate", "limit") => rate(|r| r.limit, &[b"a", v, b"1"]),
         ("okome.rate", "window") => rate(|r| r.window_ms / 1000, &[b"a", b"1", v]),
-        ("okome.rate", "cost") => rate(|r| r.cost, &[b"a", b"100000", b"1", b"COST", v]),
+        ("okome.rate", "cost") => rate(|r| r.cost, &[b"a", b"1000000000000000", b"1", b"COST", v]),
         ("okome.wbudget", "write_limit") => wbudget(|r| r.limit, &[b"a", v]),
         ("okome.wbudget", "window") => wbudget(|r| r.window_ms / 1000, &[b"a", b"1", b"WINDOW", v]),
-        ("okome.wbudget", "cost") => wbudget(|r| r.cost, &[b"a", b"100000", b"COST", v]),
+        ("okome.wbudget", "cost") => wbudget(|r| r.cost, &[b"a", b"1000000000000000", b"COST", v]),
         ("okome.throttle", "rate") => throttle(|t| t.rate, &[b"s", v, b"1", b"0"]),
         ("okome.throttle", "period_s") => throttle(|t| t.period_ms / 1000, &[b"s", b"1", v, b"0"]),
         ("okome.throttle", "burst") => throttle(|t| t.burst, &[b"s", b"1", b"1", v]),

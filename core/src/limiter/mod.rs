@@ -72,8 +72,14 @@ pub use window::{charge_with, Entry, Window, SMALL_BYTES, TRAILER_LEN};
 pub const FORMAT_V1: u8 = Format::WindowV1 as u8;
 /// Version byte of the exact window's stored form written now.
 pub const FORMAT_V2: u8 = Format::WindowV2 as u8;
-/// Largest `limit` accepted.
-pub const MAX_LIMIT: u64 = 100_000;
+/// Largest `limit` (and `COST`) accepted: 10^15 (150 000 000 tokens a
+/// minute, 10^12 micro-dollars a month, with room to spare). Entries carry
+/// their units as varints and every sum saturates, so nothing depends on it
+/// but the range table.
+pub const MAX_LIMIT: u64 = 1_000_000_000_000_000;
+/// Most entries a window holds, whatever its limit, window and call rate
+/// (when every call on the key uses the same window): see [`grain_ms`].
+pub const MAX_ENTRIES: u64 = 65_536;
 /// Largest window accepted, seconds.
 pub const MAX_WINDOW_S: u64 = crate::YEAR_S;
 
@@ -134,6 +140,12 @@ impl Quota {
     /// The window, ms, as a time span (saturating).
     pub fn window(&self) -> i64 {
         i64::try_from(self.window_ms).unwrap_or(i64::MAX)
+    }
+
+    /// The width of the buckets this window's entries are kept in, ms:
+    /// [`grain_ms`] of its window.
+    pub fn grain(&self) -> i64 {
+        grain_ms(self.window_ms)
     }
 
     /// Whether `cost` fits in the limit with `used` units already taken.
@@ -357,6 +369,40 @@ pub fn apply(value: &mut Vec<u8>, write: &Write, out: &[u8]) {
             }
         }
     }
+}
+
+/// The width, ms, of the buckets a window of `window_ms` keeps its
+/// entries in: `ceil((window_ms - 1) / 65535)`, at least 1. An admission
+/// in the bucket of the newest entry (bucket `at.div_euclid(grain)`) is
+/// merged into it, and the merged entry takes the *later* time,
+/// the admission's; otherwise it is a new entry. So:
+/// - a window of up to 65 536 ms has a grain of 1: one entry per
+///   millisecond, exact;
+/// - every unit is recorded at most `grain - 1` ms after it was charged
+///   (in its own bucket): it counts that much longer, never shorter, so
+///   the window never admits more than `limit` in any interval of the
+///   window, and frees a unit at most `grain - 1` ms late (at most
+///   `window / 65536` ms late, plus less than 1 ms, for windows up to 99
+///   days; 481 208 ms for a year, against `window / 65536` = 481 201.2:
+///   no scheme keeping at most [`MAX_ENTRIES`] entries can do better, since
+///   a call every millisecond then needs `(window + late) / (late + 1)`
+///   entries on average);
+/// - live entries lie in distinct buckets that meet the window's span
+///   `(t - window, t]`, which meets at most `ceil((window - 1) / grain) +
+///   1 <= 65 536` of them: at most [`MAX_ENTRIES`] entries, whatever the
+///   limit and the call rate.
+pub fn grain_ms(window_ms: u64) -> i64 {
+    const SPANS: u64 = MAX_ENTRIES - 1;
+    let g = window_ms.saturating_sub(1).div_ceil(SPANS).max(1);
+    i64::try_from(g).unwrap_or(i64::MAX)
+}
+
+/// Whether an admission at `t` merges into the newest entry, at `newest`
+/// (`newest <= t`): both in the same bucket of width `grain` (for a grain
+/// of 1, the same millisecond).
+pub fn same_bucket(newest: i64, t: i64, grain: i64) -> bool {
+    let g = grain.max(1);
+    newest.checked_div_euclid(g) == t.checked_div_euclid(g)
 }
 
 /// A span of time as ms to wait: 0 if it is negative.

@@ -57,6 +57,42 @@ impl Reference {
     }
 }
 
+impl Reference {
+    /// Records `units` admitted at `t` as a window of grain `grain` keeps
+    /// them (see [`crate::limiter::grain_ms`]): merged into the newest
+    /// entry, moved to `t`, when both lie in one bucket of `grain` ms; else
+    /// a new entry. With a grain of 1, as the exact window.
+    pub fn record_in_buckets(&mut self, t: i64, units: u64, grain: i64) {
+        match self.log.last_mut() {
+            Some(last) if crate::limiter::same_bucket(last.0, t, grain) => {
+                last.0 = t;
+                last.1 = last.1.saturating_add(units);
+            }
+            _ => self.log.push((t, units)),
+        }
+    }
+
+    /// [`wait`](Reference::wait), trying only the instants at which the
+    /// count can drop (`t`, and each admission leaving the window), for
+    /// long windows.
+    pub fn wait_at_exits(&self, t: i64, w: i64, limit: u64, cost: u64) -> i64 {
+        let exits = self.log.iter().map(|(a, _)| a.saturating_add(w));
+        std::iter::once(t)
+            .chain(exits.filter(|&x| x > t))
+            .find(|&x| self.would_admit(x, w, limit, cost))
+            .map_or(0, |x| x.saturating_sub(t))
+    }
+
+    /// The units recorded in `(t - w, t]` that are still live, as entries:
+    /// how many entries a window holds at `t`.
+    pub fn live_entries(&self, t: i64, w: i64) -> usize {
+        self.log
+            .iter()
+            .filter(|(a, _)| *a > t.saturating_sub(w))
+            .count()
+    }
+}
+
 /// The burst limiter's reference: a token bucket of `burst + 1` units,
 /// refilled at `rate` units per `period_ms`, where GCRA keeps a time. Its
 /// level is counted in `1 / period_ms` units, so that it refills by exactly

@@ -193,8 +193,8 @@ mod tests {
         for (args, needle) in [
             (&["--rate-limit", "0"][..], "--rate-limit"),
             (
-                &["--rate-limit", "100001"][..],
-                "--rate-limit must be between 1 and 100000 (okome's limit range)",
+                &["--rate-limit", "1000000000000001"][..],
+                "--rate-limit must be between 1 and 1000000000000000 (okome's limit range)",
             ),
             (&["--rate-window", "x"][..], "--rate-window"),
             (&["--wait-ms", "600001"][..], "--wait-ms"),

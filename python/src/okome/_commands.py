@@ -332,9 +332,17 @@ def unlock(key: str, token: str) -> Steps[bool]:
     return _one(Call(("OKOME.UNLOCK", key, token), parse_bool, key))
 
 
-def _rate(agent: Any, limit: int, window: int, cost: int | None) -> Steps[RateReply]:
+def _rate(
+    agent: Any, limit: int, window: int, cost: int | None, name: Any = None
+) -> Steps[RateReply]:
+    # Every window of an agent (named or not) shares its hash tag: routed
+    # as the unnamed one.
     route = _local(lambda: _keys.agent_key("rate", agent))
-    extra: tuple[Any, ...] = () if cost is None else ("COST", cost)
+    extra: list[Any] = []
+    if cost is not None:
+        extra += ["COST", cost]
+    if name is not None:
+        extra += ["NAME", name]
     return _one(Call(("OKOME.RATE", agent, limit, window, *extra), parse_rate, route))
 
 

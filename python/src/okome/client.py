@@ -222,10 +222,19 @@ class Okome(ClientBase["Standalone | Cluster"]):  # quoted: no X | Y at run time
     # -- budgets ---------------------------------------------------------------
 
     def rate(
-        self, agent: str | bytes, limit: int, window: int, *, cost: int | None = None
+        self,
+        agent: str | bytes,
+        limit: int,
+        window: int,
+        *,
+        cost: int | None = None,
+        name: str | bytes | None = None,
     ) -> RateReply:
-        """``OKOME.RATE agent limit window [COST n]``: exact sliding window."""
-        return self._drive(cmd.rate(agent, limit, window, cost))
+        """``OKOME.RATE agent limit window [COST n] [NAME name]``: sliding
+        window; ``name`` picks one of the agent's named windows
+        (``okome:budget:rate:{agent}:name``; ``"default"`` is the unnamed
+        one). ``limit`` and ``cost`` go up to 10**15."""
+        return self._drive(cmd.rate(agent, limit, window, cost, name))
 
     def wbudget(
         self,

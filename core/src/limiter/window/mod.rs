@@ -2,11 +2,20 @@
 //!
 //! A window is a log of admissions: `(timestamp_ms, units)` entries, oldest
 //! first, at most one entry per millisecond. A call of `cost` units at time
-//! `t` is admitted iff the units admitted in `(t - W, t]` plus `cost` do not
+//! `t` is admitted iff the units recorded in `(t - W, t]` plus `cost` do not
 //! exceed `limit`; so no interval of `W` milliseconds ever holds more than
 //! `limit` admitted units, whatever the call pattern. A refused call records
-//! nothing. Entries that left the window are dropped, so a log holds at most
-//! `min(limit, W in ms)` entries.
+//! nothing. Entries that left the window are dropped.
+//!
+//! A window of up to 65 536 ms records each admission at its millisecond:
+//! exact. A longer one keeps its entries in buckets of
+//! [`grain_ms`](super::grain_ms)`(W)` ms (`ceil((W - 1) / 65535)`): an
+//! admission in the newest entry's bucket is merged into it at the later
+//! time, so a unit is recorded at most `grain - 1` ms late (it counts that
+//! much longer, never shorter: never more than `limit` in any interval of
+//! `W`), and a log holds at most `min(limit, 65 536)` entries
+//! ([`MAX_ENTRIES`](super::MAX_ENTRIES)) whatever the limit and the call
+//! rate, as long as the key is charged with one window.
 //!
 //! Time is a parameter. If the clock steps backwards (NTP, a promoted replica
 //! with a slower clock), the limiter works at `max(now, newest entry)`: units
@@ -36,11 +45,13 @@
 //! - [`v1`]: the form written before issue 14, read and migrated.
 
 use super::{
-    ms_u64, AheadOfClock, Algorithm, Corrupt, Decision, Format, Outcome, Quota,
+    ms_u64, same_bucket, AheadOfClock, Algorithm, Corrupt, Decision, Format, Outcome, Quota,
     CLOCK_SKEW_ALLOWANCE_MS,
 };
 use std::collections::VecDeque;
 
+#[cfg(test)]
+mod coarse_tests;
 pub mod stored;
 #[cfg(test)]
 mod tests;
@@ -175,8 +186,13 @@ impl Window {
             while self.entries.front().is_some_and(|e| e.at <= horizon) {
                 self.entries.pop_front();
             }
+            // In the newest entry's bucket (its millisecond, for a window
+            // of up to 65 536 ms): merged into it, at the later time.
             match self.entries.back_mut() {
-                Some(last) if last.at == t => last.units = last.units.saturating_add(cost),
+                Some(last) if same_bucket(last.at, t, q.grain()) => {
+                    last.at = t;
+                    last.units = last.units.saturating_add(cost);
+                }
                 _ => self.entries.push_back(Entry { at: t, units: cost }),
             }
             return q.admitted(used, until(t));

@@ -32,7 +32,7 @@ use super::v2::{
 #[cfg(doc)]
 use super::Window;
 use crate::limiter::{
-    ms_u64, AheadOfClock, Charged, Corrupt, Decision, Format, Quota, Unusable, Write,
+    ms_u64, same_bucket, AheadOfClock, Charged, Corrupt, Decision, Format, Quota, Unusable, Write,
     CLOCK_SKEW_ALLOWANCE_MS,
 };
 
@@ -219,7 +219,10 @@ impl Call {
                     expire_at: self.expire_at(t),
                 }
             }
-            Some(l) => self.admit(&v, &l, &v.tail(t, self.q.cost, used), whole, out)?,
+            Some(l) => {
+                let tail = v.tail(t, self.q.grain(), self.q.cost, used);
+                self.admit(&v, &l, &tail, whole, out)?
+            }
         };
         Ok(Charged { decision, write })
     }
@@ -397,13 +400,16 @@ impl Value<'_> {
     }
 
     /// The last entry of an admission of `cost` at `t`, `used` units
-    /// before it.
-    fn tail(&self, t: i64, cost: u64, used: u64) -> Tail {
+    /// before it: merged into the newest entry, moved to `t`, when both
+    /// lie in one bucket of `grain` ms (see [`crate::limiter::grain_ms`]).
+    fn tail(&self, t: i64, grain: i64, cost: u64, used: u64) -> Tail {
         let total = used.saturating_add(cost);
-        if self.tr.newest == t {
+        if same_bucket(self.tr.newest, t, grain) {
             Tail {
                 start: self.tr.last,
-                gap: self.last_gap,
+                gap: self
+                    .last_gap
+                    .saturating_add(ms_u64(t.saturating_sub(self.tr.newest))),
                 units: self.last_units.saturating_add(cost),
                 newest: t,
                 total,

@@ -217,7 +217,7 @@ impl Stored {
 
     /// Charges, and checks the outcome against the limiter's decision `d`
     /// for the same call and the window `after` it.
-    fn charge(
+    pub(super) fn charge(
         &mut self,
         now: i64,
         q: Quota,

@@ -147,10 +147,16 @@ class Okome(ClientBase["Standalone | Cluster"]):  # quoted: no X | Y at run time
     # -- budgets ---------------------------------------------------------------
 
     async def rate(
-        self, agent: str | bytes, limit: int, window: int, *, cost: int | None = None
+        self,
+        agent: str | bytes,
+        limit: int,
+        window: int,
+        *,
+        cost: int | None = None,
+        name: str | bytes | None = None,
     ) -> RateReply:
         """See :meth:`okome.Okome.rate`."""
-        return await self._drive(cmd.rate(agent, limit, window, cost))
+        return await self._drive(cmd.rate(agent, limit, window, cost, name))
 
     async def wbudget(
         self,
