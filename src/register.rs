@@ -155,7 +155,7 @@ fn dispatch<T: Respond>(
 ) -> c_int {
     let declares = command.keys.is_some();
     if declares && keys_position_request(ctx) {
-        let _ = catch_unwind(AssertUnwindSafe(|| report_keys(ctx, argv, argc)));
+        crate::stats::guard(ctx, "key-position request", || report_keys(ctx, argv, argc));
         return raw::REDISMODULE_OK as c_int;
     }
     let context = Context::new(ctx);

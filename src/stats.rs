@@ -111,21 +111,24 @@ pub fn guard<R>(ctx: *mut raw::RedisModuleCtx, callback: &str, f: impl FnOnce() 
 /// Keyspace events okome listens to: evictions of its budget windows (an
 /// evicted window forgets what it admitted).
 extern "C" fn on_evicted(
-    _ctx: *mut raw::RedisModuleCtx,
+    ctx: *mut raw::RedisModuleCtx,
     _type: c_int,
     _event: *const c_char,
     key: *mut raw::RedisModuleString,
 ) -> c_int {
-    let mut len: usize = 0;
-    // SAFETY: `key` is a live string for the duration of the callback.
-    let p = unsafe { raw::RedisModule_StringPtrLen.map_or(std::ptr::null(), |f| f(key, &mut len)) };
-    if !p.is_null() {
-        // SAFETY: p points to len bytes owned by `key`.
-        let name = unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len) };
-        if Kind::of(name).is_some_and(Kind::is_budget) {
-            bump(&c::windows_evicted);
+    guard(ctx, "eviction event", || {
+        let mut len: usize = 0;
+        // SAFETY: `key` is a live string for the duration of the callback.
+        let p =
+            unsafe { raw::RedisModule_StringPtrLen.map_or(std::ptr::null(), |f| f(key, &mut len)) };
+        if !p.is_null() {
+            // SAFETY: p points to len bytes owned by `key`.
+            let name = unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len) };
+            if Kind::of(name).is_some_and(Kind::is_budget) {
+                bump(&c::windows_evicted);
+            }
         }
-    }
+    });
     raw::REDISMODULE_OK as c_int
 }
 

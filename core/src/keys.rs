@@ -783,7 +783,8 @@ mod tests {
         assert_eq!(parse(b"okome:budget:gcra:{ip}"), Ok(Kind::Gcra));
         assert!(parse(b"okome:budget:gcra:{ip}:a:b").is_err());
         assert!(parse(b"okome:budget:gcra:{ip}:a b").is_err());
-        assert!(parse(b"okome:budget:rate:{ip}:a").is_err());
+        // A rate window may be named too (OKOME.RATE ... NAME).
+        assert_eq!(parse(b"okome:budget:rate:{ip}:a"), Ok(Kind::Rate));
         assert!(!Kind::Ledger.cacheable());
     }
 

@@ -882,6 +882,7 @@ impl Chaos {
 
 #[test]
 fn chaos() {
+    let _alone = alone();
     let steps = env_number::<u64>("OKOME_CHAOS_STEPS").unwrap_or(10_000) as usize;
     let seed = env_number("OKOME_CHAOS_SEED").unwrap_or_else(|| {
         SystemTime::now()

@@ -273,6 +273,7 @@ fn settled_counters(c: &mut Connection) -> std::collections::BTreeMap<String, i6
 /// (its hand-over wrote a key that the paused expiry had not deleted).
 #[test]
 fn client_pause_write_across_the_lock_expiry() {
+    let _alone = alone();
     let mut s = server(&[]);
     let mut admin = s.conn();
     let mut leader = s.conn();
@@ -310,6 +311,7 @@ fn client_pause_write_across_the_lock_expiry() {
 /// first one is handed the lock when the pause ends.
 #[test]
 fn client_pause_all_across_the_lock_expiry() {
+    let _alone = alone();
     let mut s = server(&[]);
     let mut admin = s.conn();
     let mut leader = s.conn();
@@ -352,6 +354,7 @@ fn client_pause_all_across_the_lock_expiry() {
 /// hand-over until `FAILOVER ABORT`, then the follower gets the lock.
 #[test]
 fn failover_to_a_stopped_replica_across_the_lock_expiry() {
+    let _alone = alone();
     let mut primary = server(PRIMARY);
     let pport = primary.port.to_string();
     let mut replica = server(&["--replicaof", "127.0.0.1", &pport]);
@@ -401,6 +404,7 @@ fn failover_to_a_stopped_replica_across_the_lock_expiry() {
 /// follower gets `LOCKED` at its deadline.
 #[test]
 fn replica_turned_read_only_across_the_lock_expiry() {
+    let _alone = alone();
     let (_primary, mut replica) = primary_and_writable_replica();
     let mut r = replica.conn();
     let mut leader = replica.conn();
@@ -432,6 +436,7 @@ fn replica_turned_read_only_across_the_lock_expiry() {
 /// and both followers are handed their lock.
 #[test]
 fn replica_promoted_hands_the_lock_over() {
+    let _alone = alone();
     let (primary, mut replica) = primary_and_writable_replica();
     let mut r = replica.conn();
     let mut p = primary.conn();
@@ -469,6 +474,7 @@ fn replica_promoted_hands_the_lock_over() {
 /// the first follower is handed the lock, the other gets `LOCKED`.
 #[test]
 fn debug_reload_with_waiters() {
+    let _alone = alone();
     let mut s = server(&[]);
     let mut admin = s.conn();
 
@@ -626,16 +632,19 @@ fn flush_with_waiters(flush: &[&str]) {
 
 #[test]
 fn flushall_with_waiters() {
+    let _alone = alone();
     flush_with_waiters(&["FLUSHALL"]);
 }
 
 #[test]
 fn flushdb_with_waiters() {
+    let _alone = alone();
     flush_with_waiters(&["FLUSHDB"]);
 }
 
 #[test]
 fn swapdb_with_waiters() {
+    let _alone = alone();
     flush_with_waiters(&["SWAPDB", "0", "1"]);
 }
 
@@ -644,6 +653,7 @@ fn swapdb_with_waiters() {
 /// the module unloads, loads again, and starts its counters from zero.
 #[test]
 fn module_unload_while_followers_wait() {
+    let _alone = alone();
     let mut s = server(&[]);
     let mut admin = s.conn();
     let mut leader = s.conn();
@@ -703,6 +713,7 @@ fn module_unload_while_followers_wait() {
 /// where it belongs, and the invariants hold once nobody waits.
 #[test]
 fn wait_counters_add_up() {
+    let _alone = alone();
     let mut s = server(&[]);
     let mut admin = s.conn();
     // Read tolerantly: the replies are checked first, the counters last.
@@ -802,6 +813,7 @@ fn wait_counters_add_up() {
 /// never be stuck; each healing is counted.
 #[test]
 fn foreign_lock_without_ttl_is_healed() {
+    let _alone = alone();
     let mut s = Server::start();
     let mut c = s.conn();
     // The counter is read tolerantly here so that the TTLs are checked
@@ -862,6 +874,7 @@ fn foreign_lock_without_ttl_is_healed() {
 /// the follower is answered `LOCKED` at its deadline.
 #[test]
 fn a_hash_at_a_lock_name_is_never_healed() {
+    let _alone = alone();
     let mut s = server(&[]);
     let mut c = s.conn();
     let p = get_plan(&mut c, "hash lock", &["LOCKTTL", "300"]);
@@ -893,6 +906,7 @@ fn a_hash_at_a_lock_name_is_never_healed() {
 /// module code runs): exactly one reply, and the server lives.
 #[test]
 fn replicaof_with_waiters_is_answered_as_redis_decides() {
+    let _alone = alone();
     let mut s = server(&[]);
     let other = server(&[]);
     let mut c = s.conn();
@@ -917,6 +931,7 @@ fn replicaof_with_waiters_is_answered_as_redis_decides() {
 /// must take a lock is refused with `OOM` and writes nothing.
 #[test]
 fn full_memory_serves_hits_and_refuses_locks() {
+    let _alone = alone();
     let mut s = Server::start();
     let mut c = s.conn();
     let m = get_plan(&mut c, "stored", &[]);
@@ -953,6 +968,7 @@ fn full_memory_serves_hits_and_refuses_locks() {
 /// counted in `windows_evicted`.
 #[test]
 fn evicted_windows_are_counted() {
+    let _alone = alone();
     let mut s = Server::start();
     let mut c = s.conn();
     for policy in ["allkeys-lru", "volatile-ttl"] {
@@ -1082,6 +1098,7 @@ fn watch_survives(port: u16, key: &str, between: impl FnOnce()) -> bool {
 
 #[test]
 fn keyspace_notifications_and_watch() {
+    let _alone = alone();
     let mut s = Server::start();
     let mut c = s.conn();
     ok(&mut c, &["CONFIG", "SET", "notify-keyspace-events", "KEA"]);

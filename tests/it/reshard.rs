@@ -862,6 +862,7 @@ fn by_redis_cli(cl: &Cluster, from: usize, log: &mut Vec<String>) -> Result<(), 
 /// reshard` moves the first 64 slots round them once more.
 #[test]
 fn live_reshard_by_setslot_and_redis_cli() {
+    let _alone = alone();
     let cl = Cluster::start();
     reshard_under_load(
         &cl,
@@ -908,6 +909,7 @@ fn slot_migrations(c: &mut redis::Connection) -> Result<Vec<BTreeMap<String, Str
 /// has no such command: skipped there.
 #[test]
 fn live_reshard_by_atomic_slot_migration() {
+    let _alone = alone();
     {
         let probe = Server::start();
         if valkey_version(&mut probe.conn()).is_none() {
@@ -1025,6 +1027,7 @@ fn value_of<T: FromRedisValue>(r: Result<redis::Value, String>, what: &str) -> T
 /// node, which serves every key as it was.
 #[test]
 fn an_open_slot_redirects_on_the_keys_a_call_touches() {
+    let _alone = alone();
     let cl = Cluster::start();
     let plan = |p: &str| format!("okome:planner:llama3%3A8b:{{{}}}:v1:abc123", sha256_hex(p));
     let stored_plan = plan("plan the open slot");

@@ -56,3 +56,13 @@ pub fn repo_file(name: &str) -> String {
 pub fn env_number<T: std::str::FromStr>(name: &str) -> Option<T> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
 }
+
+/// Held by the tests that time deadlines to the millisecond and by the
+/// heaviest ones (chaos, resharding), so that none of them runs beside
+/// another: as when each test file was a binary of its own, run one after
+/// another, and a loaded machine cannot make a deadline look early or late.
+pub fn alone() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
