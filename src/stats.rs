@@ -39,6 +39,7 @@ counters!(
     wait_timed_out,
     wait_disconnected,
     wait_unblocked,
+    wait_deadline_early,
     locks_healed,
     windows_evicted,
     rate_allowed,

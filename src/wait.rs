@@ -41,6 +41,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
 use std::os::raw::{c_int, c_void};
 use std::ptr;
+use std::time::{Duration, Instant};
 
 type Bc = *mut raw::RedisModuleBlockedClient;
 type TimerId = raw::RedisModuleTimerID;
@@ -110,6 +111,8 @@ struct Entry {
     wait_key: WaitKey,
     client_id: u64,
     deadline: Option<TimerId>,
+    /// When the wait ends, on the monotonic clock (see [`on_deadline`]).
+    ends_at: Instant,
     waiter: Box<dyn Waiter>,
 }
 
@@ -267,6 +270,7 @@ pub fn block(
         r.next_id = r.next_id.wrapping_add(1);
         r.next_id
     });
+    let ends_at = Instant::now() + Duration::from_millis(wait_ms);
     let deadline = create_timer(
         ctx.ctx,
         i64::try_from(wait_ms).unwrap_or(i64::MAX),
@@ -278,6 +282,7 @@ pub fn block(
         wait_key: wait_key.clone(),
         client_id,
         deadline,
+        ends_at,
         waiter,
     };
     if with_registry(|r| r.add(id, entry, probe)) {
@@ -446,29 +451,58 @@ fn probe_queue(ctx: *mut raw::RedisModuleCtx, wait_key: WaitKey) {
     }
 }
 
+/// A waiter's deadline timer. Module timers keep time on the server's
+/// wall clock (`ustime()`: `gettimeofday`), which a step of the system
+/// clock moves; the wait's end is also kept on the monotonic clock (the one
+/// a client's timeout runs on), and a timer that fires before it is armed
+/// again for the rest (counted in `wait_deadline_early`).
 extern "C" fn on_deadline(ctx: *mut raw::RedisModuleCtx, data: *mut c_void) {
     let id = data as usize as u64;
     stats::guard(ctx, "wait deadline timer", || {
-        let mut left = Leftover::default();
-        let found = with_registry(|r| {
+        let early = with_registry(|r| {
+            let e = r.entries.get_mut(&id)?;
             // This timer has fired: it must not be stopped later.
-            if let Some(e) = r.entries.get_mut(&id) {
-                e.deadline = None;
-            }
-            r.remove(id, &mut left)
+            e.deadline = None;
+            let left = e.ends_at.checked_duration_since(Instant::now())?;
+            Some(left).filter(|d| !d.is_zero())
         });
-        stop_timers(ctx, left);
-        if let Some(e) = found {
-            unblock(
-                e.bc,
-                Some(Delivery {
-                    waiter: e.waiter,
-                    woken: false,
-                    replied: Cell::new(false),
-                }),
-            );
+        match early {
+            Some(left) => rearm_deadline(ctx, id, left),
+            None => serve_deadline(ctx, id),
         }
     });
+}
+
+/// Arms waiter `id`'s deadline timer again, to fire in `left` (rounded up
+/// to the next ms); serves the deadline now if no timer can be made.
+fn rearm_deadline(ctx: *mut raw::RedisModuleCtx, id: u64, left: Duration) {
+    bump(&c::wait_deadline_early);
+    let ms = i64::try_from(left.as_micros().div_ceil(1000)).unwrap_or(i64::MAX);
+    match create_timer(ctx, ms.max(1), on_deadline, id as usize as *mut c_void) {
+        Some(t) => with_registry(|r| {
+            if let Some(e) = r.entries.get_mut(&id) {
+                e.deadline = Some(t);
+            }
+        }),
+        None => serve_deadline(ctx, id),
+    }
+}
+
+/// Waiter `id`'s wait is over: it replies as at its deadline.
+fn serve_deadline(ctx: *mut raw::RedisModuleCtx, id: u64) {
+    let mut left = Leftover::default();
+    let found = with_registry(|r| r.remove(id, &mut left));
+    stop_timers(ctx, left);
+    if let Some(e) = found {
+        unblock(
+            e.bc,
+            Some(Delivery {
+                waiter: e.waiter,
+                woken: false,
+                replied: Cell::new(false),
+            }),
+        );
+    }
 }
 
 /// Runs `f`, the body of the reply callback `callback`, turning a panic

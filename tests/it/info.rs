@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 /// Every counter of src/stats.rs, in its order.
-const COUNTERS: [&str; 39] = [
+const COUNTERS: [&str; 40] = [
     "planner_hits",
     "planner_misses",
     "planner_refreshes",
@@ -27,6 +27,7 @@ const COUNTERS: [&str; 39] = [
     "wait_timed_out",
     "wait_disconnected",
     "wait_unblocked",
+    "wait_deadline_early",
     "locks_healed",
     "windows_evicted",
     "rate_allowed",
@@ -520,6 +521,7 @@ fn info_okome_counts_a_known_workload_exactly() {
         ("wait_timed_out", 1),
         ("wait_disconnected", 1),
         ("wait_unblocked", 0),
+        ("wait_deadline_early", 0),
         ("locks_healed", 0),
         ("windows_evicted", 0),
         ("rate_allowed", 3),

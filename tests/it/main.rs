@@ -54,6 +54,7 @@ mod tracking;
 // Timing and randomized runs.
 mod chaos;
 mod deadline_race;
+mod lease_chaos;
 
 // The benchmark's ceiling commands (bench/rmw).
 mod bench_ceiling;
