@@ -184,6 +184,9 @@ pub const TAKE_LIMITS: Range = Range::new("numlimits", "limits", 1, 16);
 /// `RESERVE ttl_ms` of `OKOME.TAKE`: how long a reservation can be
 /// settled (its record's TTL): a second to an hour.
 pub const RESERVE_MS: Range = Range::new("RESERVE", "ms", 1_000, 3_600_000);
+/// `cost` of `OKOME.TAKE` (at most its limit) and `OKOME.SETTLE`: a
+/// positional `COST`, with no default.
+pub const TAKE_COST: Range = Range::new("cost", "units", 0, MAX_LIMIT);
 
 /// Hard bounds of the cache-TTL configs `okome.<kind>-ttl-*`: a key always
 /// expires, within a year.
@@ -230,6 +233,7 @@ pub const OPTIONS: &[Range] = &[
     LEASE_TTL_MS,
     TAKE_LIMITS,
     RESERVE_MS,
+    TAKE_COST,
 ];
 
 /// Where the bounds of a numeric argument come from.

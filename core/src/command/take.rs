@@ -12,7 +12,7 @@
 use super::budget::{charged, cost_within, limit, window, window_ms, Charge};
 use super::lease::is_token;
 use super::spec::{arg, keywords, Arg, Command, Options, Request, Route, Ty::*};
-use crate::config::{Bounds, COST, RESERVE_MS, TAKE_LIMITS};
+use crate::config::{Bounds, RESERVE_MS, TAKE_COST, TAKE_LIMITS};
 use crate::declared::{Access, Declared};
 use crate::keys::{self, printable, Kind};
 use crate::{Error, Result};
@@ -71,8 +71,8 @@ const SETTLE_ROUTE: Route = Route {
 const NUMLIMITS: Arg = arg("numlimits", Int).bounds(Bounds::Fixed(TAKE_LIMITS));
 const LIMIT_ARG: Arg = limit("limit");
 const WINDOW_ARG: Arg = window("window_s");
-const COST_ARG: Arg = arg("cost", Int).bounds(Bounds::Fixed(COST));
-const LIMITS: Arg = arg("limit", Block).multiple().sub(&[
+const COST_ARG: Arg = arg("cost", Int).bounds(Bounds::Fixed(TAKE_COST));
+const LIMITS: Arg = arg("limits", Block).multiple().sub(&[
     arg("subject", Str),
     arg("name", Str),
     LIMIT_ARG,
@@ -84,7 +84,7 @@ const RESERVE: Arg = arg("ttl_ms", Int)
     .optional()
     .bounds(Bounds::Fixed(RESERVE_MS));
 const RESERVATION: Arg = arg("reservation", Str);
-const COSTS: Arg = arg("cost", Int).multiple().bounds(Bounds::Fixed(COST));
+const COSTS: Arg = arg("cost", Int).multiple().bounds(Bounds::Fixed(TAKE_COST));
 
 keywords!(TakeOpt {
     Reserve => RESERVE,
