@@ -8,8 +8,9 @@
 //! declared (`RM_ACLCheckCommandPermissions`), so one selector must allow
 //! the command and every key, as for the keys of a call.
 
+use crate::cluster;
 use crate::rkey::{Name, Strings};
-use okome_core::declared::Declared;
+use okome_core::declared::{Access, Declared};
 use okome_core::keys::printable;
 use okome_core::Error;
 use redis_module::{raw, Context};
@@ -86,6 +87,41 @@ pub fn check(
         }
         _ => Ok(()),
     }
+}
+
+/// Checks keys `command` found while running (`found`, each with how it
+/// touches it) as if the call had declared them beside `base` (the keys
+/// it did declare, the first of which is named if no found key is refused
+/// on its own): in a cluster, that this node may serve them all now
+/// (`CROSSSLOT`, or `TRYAGAIN` while some moved away in a migration); and
+/// the user's ACL, one selector allowing the command and every key.
+/// `why` says how the command came to them. Nothing has been written yet.
+pub fn check_found(
+    ctx: &Context,
+    command: &str,
+    base: &Declared,
+    found: &[(Access, &[u8])],
+    why: &str,
+) -> Result<(), Error> {
+    if found.is_empty() {
+        return Ok(());
+    }
+    let with = |d: Declared, (a, k): &(Access, &[u8])| d.with(*a, k.to_vec());
+    let all = found.iter().fold(base.clone(), with);
+    cluster::check(ctx, &all)?;
+    let Some(user) = User::current(ctx) else {
+        return Ok(());
+    };
+    if user.may_call(command, &all) {
+        return Ok(());
+    }
+    let shown = found
+        .iter()
+        .find(|f| !user.may_call(command, &with(base.clone(), f)))
+        .map(|(_, k)| *k)
+        .or_else(|| base.iter().next().map(|(_, k)| k))
+        .unwrap_or_default();
+    Err(refusal(ctx, &user, command, shown, why))
 }
 
 /// `NOPERM` for `shown` (a key `command` found while running: `why`),

@@ -6,7 +6,7 @@
 //! of aborting the server.
 
 use crate::call::Call;
-use crate::cmd::{agent, budget, cache, lease, lock, plan, throttle};
+use crate::cmd::{agent, budget, cache, lease, lock, plan, take, throttle};
 use crate::docs;
 use crate::reply::PANIC_REPLY;
 use okome_core::command::{self, Command};
@@ -221,6 +221,8 @@ pub const COMMANDS: &[Registered] = &[
     registered!(command::RATE => budget::rate),
     registered!(command::WBUDGET => budget::wbudget),
     registered!(command::THROTTLE => throttle::throttle),
+    registered!(command::TAKE => take::take),
+    registered!(command::SETTLE => take::settle),
     registered!(command::CACHE_GET => cache::cache_get),
     registered!(command::CACHE_SET => cache::cache_set),
     registered!(command::KEY => cache::key),

@@ -179,6 +179,14 @@ pub const LEASE_MAX: Range = Range::new("max", "leases", 1, 100_000);
 /// (as the lock's); the ceiling, a day, bounds how long a holder that died
 /// keeps its slot.
 pub const LEASE_TTL_MS: Range = Range::new("ttl_ms", "ms", 100, 86_400_000);
+/// `numlimits` of `OKOME.TAKE`: the limits one call charges together.
+pub const TAKE_LIMITS: Range = Range::new("numlimits", "limits", 1, 16);
+/// `RESERVE ttl_ms` of `OKOME.TAKE`: how long a reservation can be
+/// settled (its record's TTL): a second to an hour.
+pub const RESERVE_MS: Range = Range::new("RESERVE", "ms", 1_000, 3_600_000);
+/// `cost` of `OKOME.TAKE` (at most its limit) and `OKOME.SETTLE`: a
+/// positional `COST`, with no default.
+pub const TAKE_COST: Range = Range::new("cost", "units", 0, MAX_LIMIT);
 
 /// Hard bounds of the cache-TTL configs `okome.<kind>-ttl-*`: a key always
 /// expires, within a year.
@@ -223,6 +231,9 @@ pub const OPTIONS: &[Range] = &[
     PURGE_COUNT,
     LEASE_MAX,
     LEASE_TTL_MS,
+    TAKE_LIMITS,
+    RESERVE_MS,
+    TAKE_COST,
 ];
 
 /// Where the bounds of a numeric argument come from.
@@ -347,7 +358,7 @@ impl Config {
             Kind::Rag => Some(self.rag_ttl),
             Kind::Tools => Some(self.tools_ttl),
             Kind::Health => Some(self.health_ttl),
-            Kind::Rate | Kind::Write | Kind::Ledger | Kind::Lease | Kind::Gcra => None,
+            Kind::Rate | Kind::Write | Kind::Ledger | Kind::Lease | Kind::Gcra | Kind::Resv => None,
         }
     }
 }

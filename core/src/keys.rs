@@ -32,19 +32,26 @@ pub enum Kind {
     /// A subject's concurrency leases (`OKOME.LEASE.*`): only the lease
     /// commands build it, so `OKOME.KEY` does not name it ([`Kind::NAMED`]).
     Lease,
+    /// A reservation record (`OKOME.TAKE ... RESERVE`): the subject of the
+    /// call's first limit, then the reservation's token. Only `OKOME.TAKE`
+    /// builds it (from its id, which `OKOME.SETTLE` takes), so `OKOME.KEY`
+    /// does not name it ([`Kind::NAMED`]).
+    Resv,
 }
 
 impl Kind {
-    /// Every kind, in documentation order: [`Kind::NAMED`], then `lease`.
-    // Indices below 9 of arrays of 9 and 10: checked when compiled.
+    /// Every kind, in documentation order: [`Kind::NAMED`], then `lease`
+    /// and `resv`.
+    // Indices below 9 of arrays of 9 and 11: checked when compiled.
     #[allow(clippy::indexing_slicing)]
-    pub const ALL: [Kind; 10] = {
-        let mut all = [Kind::Lease; 10];
+    pub const ALL: [Kind; 11] = {
+        let mut all = [Kind::Resv; 11];
         let mut i = 0;
         while i < Kind::NAMED.len() {
             all[i] = Kind::NAMED[i];
             i += 1;
         }
+        all[Kind::NAMED.len()] = Kind::Lease;
         all
     };
 
@@ -75,6 +82,7 @@ impl Kind {
             Kind::Ledger => "ledger",
             Kind::Gcra => "gcra",
             Kind::Lease => "lease",
+            Kind::Resv => "resv",
         }
     }
 
@@ -91,6 +99,7 @@ impl Kind {
             Kind::Ledger => "budget:keys",
             Kind::Gcra => "budget:gcra",
             Kind::Lease => "budget:lease",
+            Kind::Resv => "budget:resv",
         }
     }
 
@@ -105,7 +114,7 @@ impl Kind {
             Kind::Tools => &["tool_version"],
             Kind::Health => &["node"],
             Kind::Rate | Kind::Write | Kind::Ledger => &["agent"],
-            Kind::Gcra | Kind::Lease => &["subject"],
+            Kind::Gcra | Kind::Lease | Kind::Resv => &["subject"],
         }
     }
 
@@ -126,7 +135,9 @@ impl Kind {
     pub fn cacheable(self) -> bool {
         match self {
             Kind::Planner | Kind::ModelMeta | Kind::Rag | Kind::Tools | Kind::Health => true,
-            Kind::Rate | Kind::Write | Kind::Ledger | Kind::Gcra | Kind::Lease => false,
+            Kind::Rate | Kind::Write | Kind::Ledger | Kind::Gcra | Kind::Lease | Kind::Resv => {
+                false
+            }
         }
     }
 
@@ -136,7 +147,7 @@ impl Kind {
     /// agent's ledger lives under `okome:budget:` too, but is not a budget.
     pub fn is_budget(self) -> bool {
         match self {
-            Kind::Rate | Kind::Write | Kind::Gcra | Kind::Lease => true,
+            Kind::Rate | Kind::Write | Kind::Gcra | Kind::Lease | Kind::Resv => true,
             Kind::Planner
             | Kind::ModelMeta
             | Kind::Rag
@@ -586,6 +597,7 @@ pub fn parse(key: &[u8]) -> Result<Kind> {
     // subject: `okome:budget:lease:{<subject>}:<name>`.
     let names: &[&str] = match kind {
         Kind::Gcra | Kind::Lease if segments.len() == 2 => &["subject", "name"],
+        Kind::Resv if segments.len() == 2 => &["subject", "token"],
         _ => names,
     };
     if segments.len() != names.len() {

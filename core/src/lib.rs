@@ -33,6 +33,7 @@ pub mod int;
 pub mod keys;
 pub mod lease;
 pub mod limiter;
+pub mod reservation;
 
 pub use error::Error;
 

@@ -170,32 +170,18 @@ fn check_entries(ctx: &Context, l: &Touched, now: i64) -> Result<(), Error> {
         .iter()
         .filter(|e| e.expiry_ms >= now && in_ledger_slot(l.ledger, &e.key))
         .collect();
-    if looked_at.is_empty() {
-        return Ok(());
-    }
-    let with_ledger = || Declared::none().with(l.ledger_access, l.ledger.to_vec());
-    let all = looked_at
+    let base = Declared::none().with(l.ledger_access, l.ledger.to_vec());
+    let found: Vec<(Access, &[u8])> = looked_at
         .iter()
-        .fold(with_ledger(), |d, e| d.with(l.access, e.key.clone()));
-    cluster::check(ctx, &all)?;
-    let Some(user) = acl::User::current(ctx) else {
-        return Ok(());
-    };
-    if user.may_call(l.command, &all) {
-        return Ok(());
-    }
-    // Name the first entry refused on its own (or the ledger with all).
-    let shown = looked_at
-        .iter()
-        .find(|e| !user.may_call(l.command, &with_ledger().with(l.access, e.key.clone())))
-        .map_or(l.ledger, |e| e.key.as_slice());
-    Err(acl::refusal(
+        .map(|e| (l.access, e.key.as_slice()))
+        .collect();
+    acl::check_found(
         ctx,
-        &user,
         l.command,
-        shown,
+        &base,
+        &found,
         "found it in the agent's ledger",
-    ))
+    )
 }
 
 /// OKOME.AGENT.KEYS agent [COUNT n] [CURSOR c]

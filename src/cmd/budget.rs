@@ -60,13 +60,7 @@ impl Budget {
             &charge.key,
             cost > 0,
             |stored, out| limiter::charge_stored(stored, now, limit, window_ms, cost, out),
-            |e, key| match e {
-                Unusable::Ahead(a) => a.error(key),
-                Unusable::Corrupt(_) => Error::BadKey(format!(
-                    "'{}' does not hold an okome budget window (was it written by another client?)",
-                    printable(key)
-                )),
-            },
+            unusable,
         )
     }
 
@@ -106,14 +100,31 @@ impl Budget {
         }
     }
 
+    /// What the charge decides (nothing written yet).
+    pub fn decision(&self) -> Decision {
+        self.charged.decision
+    }
+
     /// Applies the charge decided at `load`: on admission, writes the
     /// window (whole, or its tail) with the absolute time at which it
     /// empties, and replicates that effect. Fails if the write was not
     /// made: the call must not say the agent was admitted.
     pub fn charge(self, ctx: &Context) -> Result<Decision, Error> {
+        let counters = self.counters;
+        let d = self.write(ctx)?;
+        let [allowed, refused] = counters;
+        bump(if d.allowed { allowed } else { refused });
+        Ok(d)
+    }
+
+    /// [`charge`](Budget::charge) without counting it: writes what was
+    /// decided at `load` (a settlement's adjustment) and returns the
+    /// decision.
+    pub fn write(self, ctx: &Context) -> Result<Decision, Error> {
         let d = self.charged.decision;
         match self.charged.write {
             Write::Nothing => {}
+            Write::Delete => self.key.delete(ctx)?,
             Write::Whole { expire_at } => self.key.set(ctx, &self.buf, expire_at)?,
             Write::Tail { offset, expire_at } => {
                 self.key.set_range(ctx, offset, &self.buf, expire_at)?
@@ -131,9 +142,19 @@ impl Budget {
                     .set_compacted(ctx, head, keep.clone(), tail, expire_at)?
             }
         }
-        let [allowed, refused] = self.counters;
-        bump(if d.allowed { allowed } else { refused });
         Ok(d)
+    }
+}
+
+/// The error for a value at `key` that is not a window this call can
+/// charge.
+pub fn unusable(e: Unusable, key: &[u8]) -> Error {
+    match e {
+        Unusable::Ahead(a) => a.error(key),
+        Unusable::Corrupt(_) => Error::BadKey(format!(
+            "'{}' does not hold an okome budget window (was it written by another client?)",
+            printable(key)
+        )),
     }
 }
 

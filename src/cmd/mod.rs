@@ -4,7 +4,7 @@
 //!
 //! The families share helpers one way only, so no two import each other:
 //! `plan` uses the lock's, the budget's and the ledger's (`agent`);
-//! `cache` uses the ledger's; `throttle` uses the budget's; nothing uses
+//! `cache` uses the ledger's; `throttle` and `take` use the budget's; nothing uses
 //! `plan`'s (nor `lease`'s, which uses none).
 
 pub mod agent;
@@ -13,6 +13,7 @@ pub mod cache;
 pub mod lease;
 pub mod lock;
 pub mod plan;
+pub mod take;
 pub mod throttle;
 
 /// Milliseconds in `s` seconds, saturating.

@@ -42,7 +42,7 @@ fn render_arg(v: &Value) -> String {
     s
 }
 
-const ARGS: [(&str, &[&str]); 17] = [
+const ARGS: [(&str, &[&str]); 19] = [
     (
         "okome.plan.get",
         &[
@@ -112,6 +112,15 @@ const ARGS: [(&str, &[&str]); 17] = [
             "name:string=NAME?",
         ],
     ),
+    (
+        "okome.take",
+        &[
+            "numlimits:integer",
+            "limits:block...(subject:string, name:string, limit:integer, window_s:integer, cost:integer)",
+            "ttl_ms:integer=RESERVE?",
+        ],
+    ),
+    ("okome.settle", &["reservation:string", "cost:integer..."]),
     ("okome.cache.get", &["kind:string", "part:string..."]),
     (
         "okome.cache.set",
@@ -204,7 +213,7 @@ type InfoRow = (
 
 const ROUTING: &[&str] = &["RO", "not_key"];
 
-const INFO: [InfoRow; 17] = [
+const INFO: [InfoRow; 19] = [
     (
         "okome.plan.get",
         -5,
@@ -250,6 +259,18 @@ const INFO: [InfoRow; 17] = [
     (
         "okome.throttle",
         -5,
+        &["write", "denyoom", "fast", "module", "movablekeys"],
+        Some((1, ROUTING)),
+    ),
+    (
+        "okome.take",
+        -7,
+        &["write", "denyoom", "fast", "module", "movablekeys"],
+        Some((2, ROUTING)),
+    ),
+    (
+        "okome.settle",
+        -3,
         &["write", "denyoom", "fast", "module", "movablekeys"],
         Some((1, ROUTING)),
     ),
@@ -518,7 +539,7 @@ fn readme_documents_exactly_the_registered_commands() {
         .arg(&["LIST", "FILTERBY", "MODULE", "okome"])
         .query(&mut c)
         .unwrap();
-    assert_eq!(registered.len(), 17, "{registered:?}");
+    assert_eq!(registered.len(), 19, "{registered:?}");
     assert_eq!(documented, registered);
 }
 
@@ -689,7 +710,7 @@ fn readme_syntax_lines_are_command_docs() {
     }
     assert_eq!(
         names.len(),
-        17,
+        19,
         "a syntax line for every command: {names:?}"
     );
 }

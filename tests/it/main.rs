@@ -16,6 +16,7 @@ mod lease;
 mod locks;
 mod plan;
 mod rate;
+mod take;
 mod throttle;
 mod wait;
 

@@ -98,8 +98,8 @@ pub fn window_ms(seconds: u64) -> u64 {
     seconds.saturating_mul(1000)
 }
 
-/// `COST n`: also at most the call's limit.
-fn cost(v: i64, limit: u64) -> Result<u64> {
+/// `COST n` (and `OKOME.TAKE`'s `cost`): also at most the call's limit.
+pub fn cost_within(v: i64, limit: u64) -> Result<u64> {
     crate::config::Standard::new(0, 1, limit).check(COST_ARG.name, v, "units (0 to the limit)")
 }
 
@@ -121,7 +121,7 @@ pub fn parse_rate(args: &[&[u8]]) -> Result<Charge> {
     let (mut charge, mut name) = (1, None);
     while let Some(k) = opts.keyword()? {
         match k {
-            RateOpt::Cost => charge = cost(opts.int(k)?, limit)?,
+            RateOpt::Cost => charge = cost_within(opts.int(k)?, limit)?,
             RateOpt::Name => name = Some(opts.value(k)?),
         }
     }
@@ -156,7 +156,7 @@ pub fn parse_wbudget(args: &[&[u8]], cfg: &Config) -> Result<Charge> {
         }
     }
     let cost = match charge {
-        Some(v) => cost(v, limit)?,
+        Some(v) => cost_within(v, limit)?,
         None => 1,
     };
     Ok(Charge {

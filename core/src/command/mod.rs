@@ -9,6 +9,7 @@
 //! - [`lock`]: `LOCK`, `UNLOCK`,
 //! - [`budget`]: `RATE`, `WBUDGET`,
 //! - [`throttle`]: `THROTTLE` (burst limits),
+//! - [`take`]: `TAKE`, `SETTLE` (several windows at once, reservations),
 //! - [`cache`]: `CACHE.GET`, `CACHE.SET`, `KEY`,
 //! - [`agent`]: `AGENT.RECORD`, `AGENT.KEYS`, `AGENT.PURGE`,
 //! - [`lease`]: `LEASE.ACQUIRE`, `LEASE.RENEW`, `LEASE.RELEASE`,
@@ -30,6 +31,7 @@ pub mod lease;
 pub mod lock;
 pub mod plan;
 pub mod spec;
+pub mod take;
 pub mod throttle;
 
 pub use agent::{
@@ -50,6 +52,10 @@ pub use plan::{
     PLAN_LOOKUP, PLAN_SET,
 };
 pub use spec::{check_json, parse_int, Arg, ArgRange, Command, Request, Route, Ty};
+pub use take::{
+    new_record_key, parse_settle, parse_take, record_key, reservation_id, Settle, Take, SETTLE,
+    TAKE,
+};
 pub use throttle::{parse_throttle, Throttle, THROTTLE};
 
 use crate::config::Config;
@@ -66,6 +72,8 @@ pub const COMMANDS: &[&Command] = &[
     &RATE,
     &WBUDGET,
     &THROTTLE,
+    &TAKE,
+    &SETTLE,
     &CACHE_GET,
     &CACHE_SET,
     &KEY,

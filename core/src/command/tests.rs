@@ -851,6 +851,31 @@ fn parse_arg(command: &str, arg: &str, v: &str, c: &Config) -> Result<u64> {
         ("okome.lease.renew", "ttl_ms") => {
             parse_lease_renew(&[b"{s}:0123456789abcdef0123456789abcdef", v]).map(|r| r.ttl_ms)
         }
+        ("okome.take", "numlimits") => parse_take(&[v, b"a", b"n", b"1", b"1", b"1"])
+            .map(|t| t.limits.len() as u64)
+            .or_else(|e| match e {
+                // Enough numlimits, too few limits: the range was taken.
+                Error::Syntax(m) if m.starts_with("numlimits") => {
+                    parse_int("n", v).map(|n| n as u64)
+                }
+                e => Err(e),
+            }),
+        ("okome.take", "limit") => {
+            parse_take(&[b"1", b"a", b"n", v, b"1", b"1"]).map(|t| t.limits[0].limit)
+        }
+        ("okome.take", "window_s") => {
+            parse_take(&[b"1", b"a", b"n", b"1", v, b"1"]).map(|t| t.limits[0].window_ms / 1000)
+        }
+        ("okome.take", "cost") => {
+            parse_take(&[b"1", b"a", b"n", b"1000000000000000", b"1", v]).map(|t| t.limits[0].cost)
+        }
+        ("okome.take", "ttl_ms") => {
+            parse_take(&[b"1", b"a", b"n", b"1", b"1", b"1", b"RESERVE", v])
+                .map(|t| t.reserve_ms.unwrap_or(0))
+        }
+        ("okome.settle", "cost") => {
+            parse_settle(&[b"{s}:0123456789abcdef0123456789abcdef", v]).map(|s| s.costs[0])
+        }
         _ => panic!("no parser case for {command} {arg}: add one"),
     }
 }

@@ -65,7 +65,7 @@ pub mod model;
 pub mod window;
 
 pub use gcra::{Gcra, Tat, Throttle, FORMAT_GCRA, MAX_BURST, MAX_PERIOD_S, MAX_RATE};
-pub use window::{charge_with, Entry, Window, SMALL_BYTES, TRAILER_LEN};
+pub use window::{charge_with, settle_stored, Entry, Settlement, Window, SMALL_BYTES, TRAILER_LEN};
 
 /// Version byte of the exact window's stored form written before issue 14:
 /// read, and migrated to [`FORMAT_V2`] on the first admission.
@@ -202,6 +202,8 @@ pub struct Decision {
 pub enum Write {
     /// Nothing: a refusal, a report (`cost` 0).
     Nothing,
+    /// The key is deleted (`DEL key`): a settlement left the window empty.
+    Delete,
     /// The whole new value is in `out`: `SET key out PXAT expire_at`.
     Whole { expire_at: i64 },
     /// `out` replaces the value from `offset` on, growing it (never
@@ -345,6 +347,7 @@ pub fn charge_stored(
 pub fn apply(value: &mut Vec<u8>, write: &Write, out: &[u8]) {
     match *write {
         Write::Nothing => {}
+        Write::Delete => value.clear(),
         Write::Compact {
             head_len, ref keep, ..
         } => {

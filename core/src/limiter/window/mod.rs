@@ -52,12 +52,14 @@ use std::collections::VecDeque;
 
 #[cfg(test)]
 mod coarse_tests;
+pub mod settle;
 pub mod stored;
 #[cfg(test)]
 mod tests;
 pub mod v1;
 pub mod v2;
 
+pub use settle::{settle_stored, Settlement};
 pub use stored::{charge_with, SMALL_BYTES};
 pub use v2::TRAILER_LEN;
 

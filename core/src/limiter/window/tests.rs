@@ -262,6 +262,7 @@ impl Stored {
     ) -> Result<(), TestCaseError> {
         match *write {
             Write::Nothing => prop_assert_eq!(&self.bytes[..], before, "nothing written"),
+            Write::Delete => prop_assert!(false, "a charge never deletes"),
             Write::Whole { .. } => {
                 prop_assert_eq!(&self.bytes, &after.encode(), "a rewrite is canonical")
             }
@@ -295,7 +296,7 @@ impl Stored {
 /// When the key `write` writes expires (`None`: nothing written).
 pub(super) fn expire_at(write: &Write) -> Option<i64> {
     match *write {
-        Write::Nothing => None,
+        Write::Nothing | Write::Delete => None,
         Write::Whole { expire_at }
         | Write::Tail { expire_at, .. }
         | Write::Compact { expire_at, .. } => Some(expire_at),
