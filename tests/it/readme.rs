@@ -26,7 +26,7 @@
 //! its fence is `<!-- transcript: continued -->`: then it runs on the
 //! previous transcript's server, after it.
 
-use crate::support::{is_token, repo_file, Server};
+use crate::support::{alone, is_token, repo_file, Server};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::{Child, Command, Stdio};
@@ -415,6 +415,7 @@ fn replay_file(file: &'static str, at_least: usize) {
 
 #[test]
 fn readme_transcripts_replay() {
+    let _alone = alone();
     replay_file("README.md", 12);
 }
 
