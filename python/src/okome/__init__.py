@@ -35,12 +35,14 @@ from .errors import (
     PlanLocked,
     PlannerError,
     RateLimited,
+    ReservationError,
     SlotMigratingError,
     TooLargeError,
     WrongSlotError,
     WrongTypeError,
 )
 from .leases import HeldLease
+from .limits import Limit
 from .planner import Planner, PlanResult
 from .replies import (
     CacheEntry,
@@ -49,13 +51,16 @@ from .replies import (
     LedgerPage,
     LedgerRecord,
     LedgerState,
+    LimitState,
     PlanReply,
     PlanSetReply,
     PlanStatus,
     PurgeReply,
     RateReply,
     RawJSON,
+    SettleReply,
     StoreStatus,
+    TakeReply,
     ThrottleReply,
 )
 
@@ -76,6 +81,8 @@ __all__ = [
     "LedgerPage",
     "LedgerRecord",
     "LedgerState",
+    "Limit",
+    "LimitState",
     "ModuleNotLoadedError",
     "NotCacheableError",
     "OOMError",
@@ -94,8 +101,11 @@ __all__ = [
     "RateLimited",
     "RateReply",
     "RawJSON",
+    "ReservationError",
+    "SettleReply",
     "SlotMigratingError",
     "StoreStatus",
+    "TakeReply",
     "ThrottleReply",
     "TooLargeError",
     "WrongSlotError",

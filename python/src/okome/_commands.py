@@ -10,23 +10,27 @@ commands.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Generator
+from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
 from . import _keys
 from .errors import ArgumentError
+from .limits import Limit
 from .replies import (
     CacheEntry,
     LeaseReply,
     LedgerPage,
     LedgerRecord,
+    LimitState,
     PlanReply,
     PlanSetReply,
     PlanStatus,
     PurgeReply,
     RateReply,
+    SettleReply,
     StoreStatus,
+    TakeReply,
     ThrottleReply,
     encode_json,
     parse_bool,
@@ -40,6 +44,8 @@ from .replies import (
     parse_plan_set,
     parse_purge,
     parse_rate,
+    parse_settle,
+    parse_take,
     parse_text,
     parse_throttle,
 )
@@ -399,6 +405,185 @@ def throttle(
         extra += ["NAME", name]
     args = ("OKOME.THROTTLE", subject, rate, period_s, burst, *extra)
     return _one(Call(args, parse_throttle, route))
+
+
+# -- several limits, all or nothing -------------------------------------------
+
+COMPOSE_RESERVE_MS = 10_000
+"""The ``RESERVE`` of each slot's ``OKOME.TAKE`` when :func:`take` composes
+one across slots without ``reserve_ms``: long enough to cancel it after the
+other slots have answered. A reserved charge is an ordinary charge of its
+windows (a reservation never settled keeps its costs), so nothing needs to
+settle it; its record expires after this."""
+
+PART_SEP = ";"
+"""Between the parts of a composite reservation id (never in a reservation
+id: a subject's ``;`` is escaped as ``%3B``)."""
+INDEX_SEP = "@"
+"""Between a part's reservation id and the indexes of its limits (after the
+id's 32 hex digits: the last ``@`` of a part)."""
+
+
+def _as_limit(limit: Any) -> Limit:
+    return limit if isinstance(limit, Limit) else Limit(*limit)
+
+
+def _take_route(limit: Limit) -> str | None:
+    try:
+        return _keys.rate_key(limit.subject, limit.name)
+    except ValueError:
+        return None  # let the server say what is wrong with it
+
+
+def _take_call(limits: Sequence[Limit], reserve_ms: int | None, route: str | None) -> Call:
+    args: list[Any] = ["OKOME.TAKE", len(limits)]
+    for lim in limits:
+        args += [lim.subject, lim.name, lim.limit, lim.window_s, lim.cost]
+    if reserve_ms is not None:
+        args += ["RESERVE", reserve_ms]
+    return Call(tuple(args), parse_take, route)
+
+
+def _cancel_call(reservation: str, n: int) -> Call:
+    return Call(("OKOME.SETTLE", reservation, *([0] * n)), parse_settle, reservation)
+
+
+def take(cluster: bool, limits: Iterable[Any], reserve_ms: int | None) -> Steps[TakeReply]:
+    """``OKOME.TAKE``, routed by the first limit's window. On a cluster, limits
+    whose windows are in several slots are composed from reservations: one
+    ``OKOME.TAKE ... RESERVE`` per slot; if any slot refuses, every granted
+    one is cancelled (``OKOME.SETTLE id 0 ...``), so nothing stays charged."""
+    lims = [_as_limit(lim) for lim in limits]
+    routes = [_take_route(lim) for lim in lims]
+    groups: dict[int, list[int]] = {}
+    if cluster and None not in routes:
+        for i, route in enumerate(routes):
+            groups.setdefault(_keys.slot(route or ""), []).append(i)
+    if len(groups) < 2:
+        first = next((r for r in routes if r is not None), None)
+        result: TakeReply = yield _take_call(lims, reserve_ms, first)
+        return result
+    reply: TakeReply = yield from _take_across(lims, routes, list(groups.values()), reserve_ms)
+    return reply
+
+
+def _take_across(
+    lims: list[Limit], routes: list[str | None], groups: list[list[int]], reserve_ms: int | None
+) -> Steps[TakeReply]:
+    ttl = COMPOSE_RESERVE_MS if reserve_ms is None else reserve_ms
+    taken: list[tuple[list[int], TakeReply]] = []
+    try:
+        for idx in groups:
+            one: TakeReply = yield _take_call([lims[i] for i in idx], ttl, routes[idx[0]])
+            taken.append((idx, one))
+    except Exception:
+        # An error on one slot (the others may have admitted): undo them all.
+        yield from _cancel(taken)
+        raise
+    states: list[LimitState | None] = [None] * len(lims)
+    if all(r.allowed for _, r in taken):
+        for idx, r in taken:
+            for i, state in zip(idx, r.limits):
+                states[i] = state
+        reservation = None
+        if reserve_ms is not None:
+            reservation = PART_SEP.join(
+                f"{r.reservation}{INDEX_SEP}{','.join(map(str, idx))}" for idx, r in taken
+            )
+        return TakeReply(True, 0, reservation, _complete(states))
+    after = yield from _cancel(taken)
+    for (idx, r), cancelled in zip(taken, after):
+        for i, state in zip(idx, r.limits if cancelled is None else cancelled.limits):
+            states[i] = state
+    retry = max(r.retry_after_ms for _, r in taken if not r.allowed)
+    return TakeReply(False, retry, None, _complete(states))
+
+
+def _complete(states: list[LimitState | None]) -> tuple[LimitState, ...]:
+    out = tuple(s for s in states if s is not None)
+    assert len(out) == len(states)
+    return out
+
+
+def _cancel(taken: list[tuple[list[int], TakeReply]]) -> Steps[list[SettleReply | None]]:
+    """Cancels every granted reservation of ``taken``; for each, the
+    settlement's reply, or ``None`` (refused, or the cancel failed: then the
+    reservation keeps its costs, so the windows count more than was
+    admitted, never less)."""
+    out: list[SettleReply | None] = []
+    for idx, r in taken:
+        if r.reservation is None:
+            out.append(None)
+            continue
+        try:
+            settled: SettleReply = yield _cancel_call(r.reservation, len(idx))
+        except Exception:
+            out.append(None)
+        else:
+            out.append(settled)
+    return out
+
+
+def _composite(reservation: str) -> list[tuple[str, list[int]]] | None:
+    """The parts of a composite reservation id (``None`` for a plain one)."""
+    if PART_SEP not in reservation:
+        return None
+    parts: list[tuple[str, list[int]]] = []
+    seen: list[int] = []
+    try:
+        for part in reservation.split(PART_SEP):
+            rid, sep, indexes = part.rpartition(INDEX_SEP)
+            if not sep or not rid:
+                raise ValueError(part)
+            idx = [int(i) for i in indexes.split(",")]
+            parts.append((rid, idx))
+            seen += idx
+    except ValueError:
+        seen = []
+    if not seen or sorted(seen) != list(range(len(seen))):
+        raise ArgumentError(
+            f"'{reservation}' is not an okome reservation id ({{subject}}:<32 hex digits>, "
+            "or several joined by okome.take across cluster slots)",
+            "ERR",
+        )
+    return parts
+
+
+def settle(reservation: Any, costs: Iterable[int]) -> Steps[SettleReply]:
+    """``OKOME.SETTLE``, routed by the reservation id (its ``{subject}``); a
+    composite id (from :func:`take` across slots) is settled part by part."""
+    rid = reservation if isinstance(reservation, str) else parse_text(reservation)
+    amounts = list(costs)
+    parts = _composite(rid)
+    if parts is None:
+        result: SettleReply = yield Call(("OKOME.SETTLE", rid, *amounts), parse_settle, rid)
+        return result
+    total = sum(len(idx) for _, idx in parts)
+    if len(amounts) != total:
+        raise ArgumentError(
+            f"syntax error: the reservation has {total} limits, got {len(amounts)} costs "
+            "(one per limit, in OKOME.TAKE's order)",
+            "ERR",
+        )
+    states: list[LimitState | None] = [None] * total
+    settled = True
+    error: Exception | None = None
+    # Every part is settled even if one fails (each settles once: settling
+    # the whole id again, with the same costs, is safe); then the first error.
+    for part, idx in parts:
+        try:
+            one: SettleReply = yield Call(
+                ("OKOME.SETTLE", part, *(amounts[i] for i in idx)), parse_settle, part
+            )
+        except Exception as e:
+            error = error or e
+            continue
+        settled = settled and one.settled
+        for i, state in zip(idx, one.limits):
+            states[i] = state
+    if error is not None:
+        raise error
+    return SettleReply(settled, _complete(states))
 
 
 def _cache_route(kind: Any, parts: tuple[Any, ...]) -> str | None:

@@ -111,6 +111,22 @@ def lease_key(subject: Part, name: Part | None = None) -> str:
     return key
 
 
+def rate_key(subject: Part, name: Part | None = None) -> str:
+    """``okome:budget:rate:{<subject>}``, or ``...:{<subject>}:<name>`` with a
+    name other than ``default``: the window ``OKOME.RATE ... NAME name`` and
+    ``OKOME.TAKE`` charge (the name ``lock`` is refused, as the module does)."""
+    if not to_bytes(subject):
+        raise ValueError("agent must not be empty")
+    key = build("rate", (subject,))
+    if name is None or to_bytes(name) == b"default":
+        return key
+    if not to_bytes(name):
+        raise ValueError("name must not be empty")
+    if to_bytes(name) == b"lock":
+        raise ValueError("syntax error: NAME lock is reserved; pick another name")
+    return f"{key}:{escape(name)}"
+
+
 def gcra_key(subject: Part, name: Part | None = None) -> str:
     """``okome:budget:gcra:{<subject>}``, or ``...:{<subject>}:<name>`` with a
     name other than ``default``: the key ``OKOME.THROTTLE`` charges."""

@@ -4,7 +4,7 @@ and what :mod:`okome.aio.client`, its asyncio twin, shares with it
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -13,6 +13,7 @@ from . import _keys
 from ._commands import Steps, T
 from ._sync import Cluster, Standalone, transport
 from .leases import HeldLease, hold, taken
+from .limits import Limit
 from .replies import (
     CacheEntry,
     LeaseReply,
@@ -23,6 +24,8 @@ from .replies import (
     PlanSetReply,
     PurgeReply,
     RateReply,
+    SettleReply,
+    TakeReply,
     ThrottleReply,
 )
 
@@ -103,7 +106,15 @@ class Okome(ClientBase["Standalone | Cluster"]):  # quoted: no X | Y at run time
         try:
             call = next(steps)
             while True:
-                call = steps.send(self._transport.execute(call))
+                try:
+                    answer = self._transport.execute(call)
+                except Exception as e:
+                    # The builder may undo what its earlier calls did (take
+                    # across cluster slots cancels its reservations), then
+                    # re-raises.
+                    call = steps.throw(e)
+                else:
+                    call = steps.send(answer)
         except StopIteration as done:
             result: T = done.value
             return result
@@ -304,6 +315,35 @@ class Okome(ClientBase["Standalone | Cluster"]):  # quoted: no X | Y at run time
         GCRA, ``rate`` per ``period_s`` on average and ``burst + 1`` at once from
         a full bucket (nginx's ``rate=20r/s burst=60 nodelay`` is ``20, 1, 60``)."""
         return self._drive(cmd.throttle(subject, rate, period_s, burst, cost, name))
+
+    # -- several limits, all or nothing ------------------------------------------
+
+    def take(self, limits: Sequence[Limit], reserve_ms: int | None = None) -> TakeReply:
+        """``OKOME.TAKE n subject name limit window_s cost ... [RESERVE ttl_ms]``:
+        every :class:`~okome.Limit` admits its cost, or none is charged.
+
+        With ``reserve_ms`` (1000 to 3600000) the charge is a reservation:
+        :meth:`settle` its ``reply.reservation`` with the actual costs once
+        known; one never settled keeps its costs (its record expires after
+        ``reserve_ms``).
+
+        On a cluster, limits of subjects in one slot are one ``OKOME.TAKE``
+        (routed by the first limit's window). Limits in several slots are
+        composed: one ``OKOME.TAKE ... RESERVE`` per slot, and if any slot
+        refuses (or fails), every granted one is cancelled: the reply is a
+        refusal whose ``retry_after_ms`` is the longest, and nothing stays
+        charged. Then ``reservation`` is a composite id (the slots' ids with
+        the positions of their limits, joined by ``;``) that :meth:`settle`
+        takes as it takes one id."""
+        return self._drive(cmd.take(self.is_cluster, limits, reserve_ms))
+
+    def settle(self, reservation: str, costs: Sequence[int]) -> SettleReply:
+        """``OKOME.SETTLE reservation cost ...``: the actual cost of each limit,
+        in :meth:`take`'s order. Less than reserved is given back, more is
+        charged (beyond the limit if need be), all zeros cancel. Settling
+        again with the same costs replies the same; with other costs, or
+        once the reservation expired, :class:`~okome.ReservationError`."""
+        return self._drive(cmd.settle(reservation, costs))
 
     # -- other caches ----------------------------------------------------------
 

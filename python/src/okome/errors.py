@@ -98,6 +98,12 @@ class OOMError(OkomeError, rex.OutOfMemoryError):
     """Memory is full and the call had to write (``OOM``)."""
 
 
+class ReservationError(OkomeError):
+    """``OKOME.SETTLE`` of a reservation that is unknown (never issued, or past
+    its ``RESERVE`` TTL: ``ERR unknown or expired reservation``), or that was
+    settled before with other costs. Nothing was done."""
+
+
 class ModuleNotLoadedError(OkomeError):
     """The server does not know the okome commands."""
 
@@ -153,6 +159,8 @@ def _classify(text: str) -> type[OkomeError]:
         return InternalError
     if low.startswith("kind ") and ("not cacheable" in low or "is read with" in low):
         return NotCacheableError
+    if low == "unknown or expired reservation" or "already settled with other costs" in low:
+        return ReservationError
     if " is not valid json (" in low:
         return InvalidJSONError
     if "is out of range" in low:
@@ -162,6 +170,7 @@ def _classify(text: str) -> type[OkomeError]:
     if (
         "is not an okome key" in low
         or "is not an okome lease id" in low
+        or "is not an okome reservation id" in low
         or ("' is a " in low and (" key, not a " in low or "budget key;" in low))
     ):
         return KeyFormatError

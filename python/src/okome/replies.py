@@ -152,6 +152,56 @@ class ThrottleReply(RateReply):
     (``X-RateLimit-Reset``)."""
 
 
+@dataclass(frozen=True)
+class LimitState:
+    """One limit of ``OKOME.TAKE`` / ``OKOME.SETTLE``: ``[remaining,
+    retry_after_ms, reset_after_ms]``, as ``OKOME.RATE``'s fields (after the
+    call's charge, if admitted)."""
+
+    remaining: int
+    """Units still admissible now."""
+    retry_after_ms: int
+    """0 when this limit admits its cost; else exactly when it will."""
+    reset_after_ms: int
+    """Until the window is empty."""
+
+    @property
+    def retry_after(self) -> int:
+        """``Retry-After`` in whole seconds, rounded up (0 when it admits)."""
+        return 0 if self.retry_after_ms == 0 else ceil_seconds(self.retry_after_ms)
+
+
+@dataclass(frozen=True)
+class TakeReply:
+    """``OKOME.TAKE``: ``[allowed, retry_after_ms, reservation, limits]``."""
+
+    allowed: bool
+    """Whether every limit admitted its cost (if not, nothing was charged)."""
+    retry_after_ms: int
+    """0 when allowed; else the wait until every limit admits its cost (the
+    longest of the refusing limits')."""
+    reservation: str | None
+    """With ``reserve_ms``, when allowed: the id to :meth:`~okome.Okome.settle`
+    (``{subject}:<32 hex digits>``; a composite of such ids when the limits
+    span several cluster slots); else ``None``."""
+    limits: tuple[LimitState, ...]
+    """One per limit, in the order given."""
+
+    @property
+    def retry_after(self) -> int:
+        """``Retry-After`` in whole seconds, rounded up (0 when allowed)."""
+        return 0 if self.allowed else ceil_seconds(self.retry_after_ms)
+
+
+@dataclass(frozen=True)
+class SettleReply:
+    """``OKOME.SETTLE``: ``[settled, limits]``."""
+
+    settled: bool
+    limits: tuple[LimitState, ...]
+    """One per limit, in ``take``'s order, after the settlement."""
+
+
 class LedgerState(str, Enum):
     """What ``OKOME.AGENT.PURGE`` would do with a ledger entry."""
 
@@ -310,6 +360,31 @@ def parse_rate(reply: Any) -> RateReply:
 
 def parse_throttle(reply: Any) -> ThrottleReply:
     return _decision(reply, ThrottleReply, "OKOME.THROTTLE")
+
+
+def _limit_states(reply: Any, command: str) -> tuple[LimitState, ...]:
+    if not isinstance(reply, (list, tuple)):
+        raise ValueError(f"unexpected limits in the reply to {command}: {reply!r}")
+    out = []
+    for one in reply:
+        remaining, retry_ms, reset_ms = _list(one, 3, f"{command} limit")
+        out.append(LimitState(int(remaining), int(retry_ms), int(reset_ms)))
+    return tuple(out)
+
+
+def parse_take(reply: Any) -> TakeReply:
+    allowed, retry_ms, reservation, limits = _list(reply, 4, "OKOME.TAKE")
+    return TakeReply(
+        allowed=bool(int(allowed)),
+        retry_after_ms=int(retry_ms),
+        reservation=opt_text(reservation),
+        limits=_limit_states(limits, "OKOME.TAKE"),
+    )
+
+
+def parse_settle(reply: Any) -> SettleReply:
+    settled, limits = _list(reply, 2, "OKOME.SETTLE")
+    return SettleReply(settled=bool(int(settled)), limits=_limit_states(limits, "OKOME.SETTLE"))
 
 
 def parse_cache_get(reply: Any) -> CacheEntry | None:

@@ -4,7 +4,7 @@ the twin of :class:`okome.Okome`, driving the same command builders
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -13,6 +13,7 @@ from .._async import Cluster, Standalone, transport
 from .._commands import Steps, T
 from ..client import ClientBase, parse_info
 from ..leases import HeldLease, hold_async, taken
+from ..limits import Limit
 from ..replies import (
     CacheEntry,
     LeaseReply,
@@ -23,6 +24,8 @@ from ..replies import (
     PlanSetReply,
     PurgeReply,
     RateReply,
+    SettleReply,
+    TakeReply,
     ThrottleReply,
 )
 
@@ -38,7 +41,15 @@ class Okome(ClientBase["Standalone | Cluster"]):  # quoted: no X | Y at run time
         try:
             call = next(steps)
             while True:
-                call = steps.send(await self._transport.execute(call))
+                try:
+                    answer = await self._transport.execute(call)
+                except Exception as e:
+                    # The builder may undo what its earlier calls did (take
+                    # across cluster slots cancels its reservations), then
+                    # re-raises.
+                    call = steps.throw(e)
+                else:
+                    call = steps.send(answer)
         except StopIteration as done:
             result: T = done.value
             return result
@@ -216,6 +227,16 @@ class Okome(ClientBase["Standalone | Cluster"]):  # quoted: no X | Y at run time
     ) -> ThrottleReply:
         """See :meth:`okome.Okome.throttle`."""
         return await self._drive(cmd.throttle(subject, rate, period_s, burst, cost, name))
+
+    # -- several limits, all or nothing ------------------------------------------
+
+    async def take(self, limits: Sequence[Limit], reserve_ms: int | None = None) -> TakeReply:
+        """See :meth:`okome.Okome.take`."""
+        return await self._drive(cmd.take(self.is_cluster, limits, reserve_ms))
+
+    async def settle(self, reservation: str, costs: Sequence[int]) -> SettleReply:
+        """See :meth:`okome.Okome.settle`."""
+        return await self._drive(cmd.settle(reservation, costs))
 
     # -- other caches ----------------------------------------------------------
 
