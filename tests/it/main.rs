@@ -15,6 +15,7 @@ mod cache;
 mod lease;
 mod locks;
 mod plan;
+mod quotas;
 mod rate;
 mod take;
 mod throttle;
