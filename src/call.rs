@@ -58,9 +58,21 @@ impl<'a> Call<'a> {
     /// touches are checked to be the ones the call declared.
     pub fn request<R: Request>(
         &self,
+        parse: impl FnOnce(&'a [&'a [u8]]) -> Result<R, Error>,
+    ) -> Result<R, Error> {
+        self.declared(parse(self.args)?)
+    }
+
+    /// [`Call::request`] for a grammar that reads the configuration
+    /// (defaults and standards); the others never lock it.
+    pub fn request_cfg<R: Request>(
+        &self,
         parse: impl FnOnce(&'a [&'a [u8]], &Config) -> Result<R, Error>,
     ) -> Result<R, Error> {
-        let req = parse(self.args, self.cfg())?;
+        self.declared(parse(self.args, self.cfg())?)
+    }
+
+    fn declared<R: Request>(&self, req: R) -> Result<R, Error> {
         self.declare(&req.declared(cluster::enabled()))?;
         Ok(req)
     }

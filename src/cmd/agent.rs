@@ -46,7 +46,7 @@ fn in_ledger_slot(ledger: &[u8], key: &[u8]) -> bool {
 
 /// OKOME.AGENT.RECORD agent key [PXAT ms]
 pub fn agent_record(ctx: &Context, call: &Call) -> Reply {
-    let req = call.request(|a, _| command::parse_agent_record(a))?;
+    let req = call.request(command::parse_agent_record)?;
     let (now, cfg) = (call.now, call.cfg());
     let at = if in_ledger_slot(&req.ledger, req.key) {
         expiry_here(ctx, req.key, req.pxat)?
@@ -186,7 +186,7 @@ fn check_entries(ctx: &Context, l: &Touched, now: i64) -> Result<(), Error> {
 
 /// OKOME.AGENT.KEYS agent [COUNT n] [CURSOR c]
 pub fn agent_keys(ctx: &Context, call: &Call) -> Reply {
-    let req = call.request(|a, _| command::parse_agent_keys(a))?;
+    let req = call.request(command::parse_agent_keys)?;
     let now = call.now;
     let ledger = Ledger::open(ctx, &req.ledger, false)?;
     let (entries, next) = ledger.page(ctx, now, req.count, req.cursor.as_ref())?;
@@ -217,7 +217,7 @@ pub fn agent_keys(ctx: &Context, call: &Call) -> Reply {
 
 /// OKOME.AGENT.PURGE agent [COUNT n]
 pub fn agent_purge(ctx: &Context, call: &Call) -> Reply {
-    let req = call.request(|a, _| command::parse_agent_purge(a))?;
+    let req = call.request(command::parse_agent_purge)?;
     let now = call.now;
     let ledger = Ledger::open(ctx, &req.ledger, true)?;
     let total = ledger.len();

@@ -181,14 +181,14 @@ pub fn decision_reply(d: &Decision) -> [i64; 4] {
 
 /// OKOME.RATE agent limit window [COST n] [NAME name]
 pub fn rate(ctx: &Context, call: &Call) -> Result<[i64; 4], Error> {
-    let charge = call.request(|a, _| command::parse_rate(a))?;
+    let charge = call.request(command::parse_rate)?;
     let d = Budget::load(ctx, &charge, call.now)?.charge(ctx)?;
     Ok(decision_reply(&d))
 }
 
 /// OKOME.WBUDGET agent write_limit [WINDOW s] [COST n]
 pub fn wbudget(ctx: &Context, call: &Call) -> Result<[i64; 4], Error> {
-    let charge = call.request(command::parse_wbudget)?;
+    let charge = call.request_cfg(command::parse_wbudget)?;
     let d = Budget::load(ctx, &charge, call.now)?.charge(ctx)?;
     Ok(decision_reply(&d))
 }

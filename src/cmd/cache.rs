@@ -13,7 +13,7 @@ use redis_module::{Context, RedisValue};
 
 /// OKOME.CACHE.GET kind part...
 pub fn cache_get(ctx: &Context, call: &Call) -> Reply {
-    let req = call.request(|a, _| command::parse_cache_get(a))?;
+    let req = call.request(command::parse_cache_get)?;
     let now = call.now;
     let key = Key::open(ctx, &req.key, false);
     Ok(match key.string()? {
@@ -30,7 +30,7 @@ pub fn cache_get(ctx: &Context, call: &Call) -> Reply {
 
 /// OKOME.CACHE.SET kind part... value [TTL s]
 pub fn cache_set(ctx: &Context, call: &Call) -> Reply {
-    let req = call.request(command::parse_cache_set)?;
+    let req = call.request_cfg(command::parse_cache_set)?;
     let (now, cfg) = (call.now, call.cfg());
     let key = Key::open(ctx, &req.key, true);
     key.check_string_or_empty()?;

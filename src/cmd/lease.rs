@@ -94,7 +94,7 @@ fn answer(pool: &[u8], token: &[u8], got: &Acquired) -> RedisValue {
 
 /// OKOME.LEASE.ACQUIRE subject max ttl_ms [WAIT ms] [NAME name]
 pub fn lease_acquire(ctx: &Context, call: &Call) -> Reply {
-    let req = call.request(|a, _| command::parse_lease_acquire(a))?;
+    let req = call.request(command::parse_lease_acquire)?;
     let wait_ms = req.wait_ms.filter(|_| wait::can_block(ctx));
     let token = rkey::new_token();
     let mut pool = Stored::open(ctx, &req.key)?;
@@ -128,7 +128,7 @@ fn probe_in(got: &Acquired, max: u64) -> i64 {
 
 /// OKOME.LEASE.RENEW lease ttl_ms
 pub fn lease_renew(ctx: &Context, call: &Call) -> Reply {
-    let req = call.request(|a, _| command::parse_lease_renew(a))?;
+    let req = call.request(command::parse_lease_renew)?;
     let mut pool = Stored::open(ctx, &req.lease.key)?;
     let done = lease::renew(&mut pool, &req.lease.token, req.ttl_ms, call.now)?.done;
     if done {
@@ -139,7 +139,7 @@ pub fn lease_renew(ctx: &Context, call: &Call) -> Reply {
 
 /// OKOME.LEASE.RELEASE lease
 pub fn lease_release(ctx: &Context, call: &Call) -> Reply {
-    let req = call.request(|a, _| command::parse_lease_release(a))?;
+    let req = call.request(command::parse_lease_release)?;
     let mut pool = Stored::open(ctx, &req.key)?;
     let done = lease::release(&mut pool, &req.token, call.now)?.done;
     drop(pool);

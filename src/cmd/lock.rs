@@ -48,7 +48,7 @@ pub fn lock_state(ctx: &Context, lock: &Key, now: i64, heal: bool) -> Result<Loc
 
 /// OKOME.LOCK key [TTL ms] [TOKEN token]
 pub fn lock(ctx: &Context, call: &Call) -> Reply {
-    let req = call.request(command::parse_lock)?;
+    let req = call.request_cfg(command::parse_lock)?;
     let now = call.now;
     let lock = Key::open(ctx, &keys::lock_key(req.key), true);
     let current = lock.string()?;
@@ -77,7 +77,7 @@ pub fn lock(ctx: &Context, call: &Call) -> Reply {
 
 /// OKOME.UNLOCK key token
 pub fn unlock(ctx: &Context, call: &Call) -> Reply {
-    let req = call.request(|a, _| command::parse_unlock(a))?;
+    let req = call.request(command::parse_unlock)?;
     let lock = Key::open(ctx, &keys::lock_key(req.key), true);
     if lock.string()? != Some(req.token) {
         lock_state(ctx, &lock, call.now, true)?;

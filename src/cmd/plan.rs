@@ -27,13 +27,13 @@ use std::sync::atomic::AtomicU64;
 /// OKOME.PLAN.GET model prompt toolset_version repo_hash
 ///     [AGENT id LIMIT n WINDOW s] [LOCKTTL ms | NOLOCK] [WAIT ms] [REFRESHAHEAD ms]
 pub fn plan_get(ctx: &Context, call: &Call) -> Reply {
-    let req = call.request(command::parse_plan_get)?;
+    let req = call.request_cfg(command::parse_plan_get)?;
     lookup(ctx, req, command::PLAN_GET.name, call.now)
 }
 
 /// OKOME.PLAN.LOOKUP key [options of PLAN.GET]: the key-addressed form.
 pub fn plan_lookup(ctx: &Context, call: &Call) -> Reply {
-    let req = call.request(command::parse_plan_lookup)?;
+    let req = call.request_cfg(command::parse_plan_lookup)?;
     lookup(ctx, req, command::PLAN_LOOKUP.name, call.now)
 }
 
@@ -490,7 +490,7 @@ fn probe_healed(ctx: &Context, lock_name: &[u8], now: i64) -> Verdict {
 
 /// OKOME.PLAN.SET key plan_json [TTL s] [TOKEN token] [AGENT id WLIMIT n [WWINDOW s]]
 pub fn plan_set(ctx: &Context, call: &Call) -> Reply {
-    let req = call.request(command::parse_plan_set)?;
+    let req = call.request_cfg(command::parse_plan_set)?;
     let (now, cfg) = (call.now, call.cfg());
     // Open and check every key first, so a bad key writes nothing.
     let plan = Key::open(ctx, req.key, true);

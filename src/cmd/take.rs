@@ -55,7 +55,7 @@ fn take_reply(allowed: bool, retry: u64, id: Option<Vec<u8>>, limits: &[[u64; 3]
 
 /// OKOME.TAKE numlimits subject name limit window_s cost ... [RESERVE ttl_ms]
 pub fn take(ctx: &Context, call: &Call) -> Reply {
-    let req = call.request(|a, _| command::parse_take(a))?;
+    let req = call.request(command::parse_take)?;
     let now = call.now;
     let record = match req.reserve_ms {
         Some(ttl) => {
@@ -177,7 +177,7 @@ fn load_record(key: &Key, req: &Settle) -> Result<Record, Error> {
 
 /// OKOME.SETTLE reservation cost [cost ...]
 pub fn settle(ctx: &Context, call: &Call) -> Reply {
-    let req = call.request(|a, _| command::parse_settle(a))?;
+    let req = call.request(command::parse_settle)?;
     let now = call.now;
     let key = Key::open(ctx, &req.record, true);
     let record = load_record(&key, &req)?;

@@ -13,7 +13,7 @@ use redis_module::Context;
 
 /// OKOME.THROTTLE subject rate period_s burst [COST n] [NAME name]
 pub fn throttle(ctx: &Context, call: &Call) -> Result<[i64; 4], Error> {
-    let t = call.request(|a, _| command::parse_throttle(a))?;
+    let t = call.request(command::parse_throttle)?;
     let (now, quota) = (call.now, t.quota);
     let budget = Budget::open(
         ctx,
