@@ -197,3 +197,65 @@ fn agents_that_do_not_route_as_their_tag_are_redirected_not_misplaced() {
     );
     assert_eq!(cl.assert_keys_local(), 0, "nothing written anywhere");
 }
+
+/// The ids `OKOME.TAKE ... RESERVE` and `OKOME.LEASE.ACQUIRE` reply carry
+/// their subject's hash tag, so the redis crate's cluster client routes
+/// `OKOME.SETTLE` and `OKOME.LEASE.RENEW`/`RELEASE` by them (their first
+/// argument) to the node that holds the windows and the pool.
+#[test]
+fn reservation_and_lease_ids_route_through_the_cluster_client() {
+    let cl = Cluster::start();
+    let mut c = cl.client();
+    // Subjects in different slots, so several nodes take part.
+    for subject in ["tenant-a", "tenant-b", "model-x"] {
+        let key = format!("okome:budget:rate:{{{subject}}}:tpm");
+        let take: redis::Value = redis::cmd("OKOME.TAKE")
+            .arg(&["1", subject, "tpm", "1000", "60", "400", "RESERVE", "60000"])
+            .query(&mut c)
+            .unwrap_or_else(|e| panic!("TAKE {subject}: {e}"));
+        let redis::Value::Array(parts) = take else {
+            panic!("TAKE {subject}: {take:?}");
+        };
+        assert_eq!(parts.first(), Some(&redis::Value::Int(1)), "{parts:?}");
+        let id = match parts.get(2) {
+            Some(redis::Value::BulkString(b)) => String::from_utf8(b.clone()).unwrap(),
+            other => panic!("TAKE {subject}: reservation {other:?}"),
+        };
+        assert!(id.starts_with(&format!("{{{subject}}}:")), "{id}");
+        assert_eq!(cl.slot(&id), cl.slot(&key), "{id} routes as {key}");
+        let settled: redis::Value = redis::cmd("OKOME.SETTLE")
+            .arg(&[id.as_str(), "150"])
+            .query(&mut c)
+            .unwrap_or_else(|e| panic!("SETTLE {id}: {e}"));
+        let redis::Value::Array(s) = settled else {
+            panic!("SETTLE {id}: {settled:?}");
+        };
+        assert_eq!(s.first(), Some(&redis::Value::Int(1)), "{s:?}");
+
+        let lease: redis::Value = redis::cmd("OKOME.LEASE.ACQUIRE")
+            .arg(&[subject, "2", "30000"])
+            .query(&mut c)
+            .unwrap_or_else(|e| panic!("LEASE.ACQUIRE {subject}: {e}"));
+        let id = match lease {
+            redis::Value::Array(ref p) => match p.first() {
+                Some(redis::Value::BulkString(b)) => String::from_utf8(b.clone()).unwrap(),
+                other => panic!("LEASE.ACQUIRE {subject}: {other:?}"),
+            },
+            other => panic!("LEASE.ACQUIRE {subject}: {other:?}"),
+        };
+        let pool = format!("okome:budget:lease:{{{subject}}}");
+        assert_eq!(cl.slot(&id), cl.slot(&pool), "{id} routes as {pool}");
+        let renewed: i64 = redis::cmd("OKOME.LEASE.RENEW")
+            .arg(&[id.as_str(), "60000"])
+            .query(&mut c)
+            .unwrap_or_else(|e| panic!("RENEW {id}: {e}"));
+        assert_eq!(renewed, 1);
+        let released: i64 = redis::cmd("OKOME.LEASE.RELEASE")
+            .arg(&[id.as_str()])
+            .query(&mut c)
+            .unwrap_or_else(|e| panic!("RELEASE {id}: {e}"));
+        assert_eq!(released, 1);
+    }
+    // Every key lives on the node that serves its slot.
+    assert!(cl.assert_keys_local() >= 3);
+}
