@@ -86,14 +86,11 @@ impl Kind {
         }
     }
 
-    /// The segments between `okome:` and the components.
+    /// The segments between `okome:` and the components: a cached kind's
+    /// name, or `budget:` and the budget's.
     pub fn path(self) -> &'static str {
         match self {
-            Kind::Planner => "planner",
-            Kind::ModelMeta => "model_meta",
-            Kind::Rag => "rag",
-            Kind::Tools => "tools",
-            Kind::Health => "health",
+            Kind::Planner | Kind::ModelMeta | Kind::Rag | Kind::Tools | Kind::Health => self.name(),
             Kind::Rate => "budget:rate",
             Kind::Write => "budget:write",
             Kind::Ledger => "budget:keys",
