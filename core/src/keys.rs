@@ -388,7 +388,7 @@ pub fn build(kind: Kind, parts: &[&[u8]]) -> Result<Vec<u8>> {
 pub fn named(kind: Kind, subject: &[u8], name: Option<&[u8]>) -> Result<Vec<u8>> {
     let mut key = build(kind, &[subject])?;
     match name {
-        None | Some(b"default") => {}
+        None | Some(DEFAULT_NAME) => {}
         Some(b"") => return Err(Error::Empty("name")),
         Some(name) => {
             key.push(b':');
@@ -413,24 +413,14 @@ pub fn rate_key(subject: &[u8], name: Option<&[u8]>) -> Result<Vec<u8>> {
     if subject.is_empty() {
         return Err(Error::Empty("agent"));
     }
-    let mut key = build(Kind::Rate, &[subject])?;
-    match name {
-        None => {}
-        Some([]) => return Err(Error::Empty("name")),
-        Some(DEFAULT_NAME) => {}
-        Some(RESERVED_NAME) => {
-            return Err(Error::Syntax(
-                "NAME lock is reserved (okome:budget:rate:{<subject>}:lock would read as a \
-                 stampede lock); pick another name"
-                    .into(),
-            ))
-        }
-        Some(n) => {
-            key.push(b':');
-            escape_into(&mut key, n);
-        }
+    if name == Some(RESERVED_NAME) {
+        return Err(Error::Syntax(
+            "NAME lock is reserved (okome:budget:rate:{<subject>}:lock would read as a \
+             stampede lock); pick another name"
+                .into(),
+        ));
     }
-    Ok(key)
+    named(Kind::Rate, subject, name)
 }
 
 /// Whether `seg`, the segment after a rate key's tag, is a window's name as

@@ -359,16 +359,8 @@ fn replica_and_aof_hold_identical_pools() {
     let primary = dumps_at(&mut pc);
     assert!(primary.len() >= 5, "{:?}", primary.keys());
     assert!(primary.keys().all(|k| k.starts_with("okome:budget:lease:")));
-    let mut rc = r.conn();
-    assert_eq!(dumps_at(&mut rc), primary, "the replica's pools");
     drop(pc);
-    p.kill();
-    p.crash_and_restart();
-    let mut pc = p.conn();
-    assert_eq!(dumps_at(&mut pc), primary, "the pools after an AOF replay");
-    // The stream carries effects only.
-    let stats = info_text(&mut rc, "commandstats");
-    assert!(!stats.contains("okome"), "{stats}");
+    assert_replicated_and_replayed(&mut p, &mut r.conn(), &primary);
 }
 
 #[test]

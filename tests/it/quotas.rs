@@ -164,18 +164,6 @@ fn every_quota_command_replicates_as_effects_byte_identical() {
         !primary.contains_key("okome:budget:lease:{gpu}:big"),
         "a pool goes with its last lease"
     );
-    let mut rc = r.conn();
-    assert_eq!(
-        dumps_at(&mut rc),
-        primary,
-        "the replica's keys and expiries"
-    );
-    // Effects only: no okome command ran on the replica.
-    let stats = info_text(&mut rc, "commandstats");
-    assert!(!stats.contains("okome"), "{stats}");
     drop(pc);
-    p.kill();
-    p.crash_and_restart();
-    let mut pc = p.conn();
-    assert_eq!(dumps_at(&mut pc), primary, "the keys after an AOF replay");
+    assert_replicated_and_replayed(&mut p, &mut r.conn(), &primary);
 }

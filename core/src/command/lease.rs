@@ -13,14 +13,11 @@ use super::plan::WAIT;
 use super::spec::{arg, keywords, Arg, Command, Options, Request, Route, Ty::*};
 use crate::config::{Bounds, LEASE_MAX, LEASE_TTL_MS};
 use crate::declared::{Access, Declared};
-use crate::keys::{self, escape_into, printable, Kind};
+use crate::keys::{self, escape_into, printable, Kind, DEFAULT_NAME};
 use crate::{Error, Result};
 
 /// Length of a lease's token: 32 lowercase hex digits (128 bits).
 pub const LEASE_TOKEN_LEN: usize = 32;
-
-/// The name of a pool that is the subject's unnamed one.
-const DEFAULT_NAME: &[u8] = b"default";
 
 /// `OKOME.LEASE.ACQUIRE subject max ttl_ms [WAIT ms] [NAME name]`
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -159,3 +159,32 @@ impl Drop for Stopped {
             .status();
     }
 }
+
+/// What every quota test asserts last about replication: the replica holds
+/// exactly `expected` (the primary's keys, bytes and absolute expiries,
+/// from [`dumps_at`]), it ran no okome command (effects only), and the
+/// primary, crashed, replays `expected` from its AOF. The replica's
+/// `INFO commandstats`, for further checks.
+pub fn assert_replicated_and_replayed(
+    primary: &mut Server,
+    replica: &mut Connection,
+    expected: &std::collections::BTreeMap<String, (Vec<u8>, i64)>,
+) -> String {
+    assert_eq!(
+        &dumps_at(replica),
+        expected,
+        "the replica holds the same bytes and expiries"
+    );
+    let stats = info_text(replica, "commandstats");
+    assert!(
+        !stats.contains("okome"),
+        "no okome command replicated: {stats}"
+    );
+    primary.crash_and_restart();
+    assert_eq!(
+        &dumps_at(&mut primary.conn()),
+        expected,
+        "the AOF replays the same bytes and expiries"
+    );
+    stats
+}
