@@ -588,15 +588,7 @@ pub fn plan_set(ctx: &Context, call: &Call) -> Reply {
         None => None,
     };
     if req.fenced && lock.is_none() {
-        // The token no longer holds the lock: a newer leader may have
-        // stored a newer plan. Nothing is written, nothing charged.
-        bump(&c::plans_fenced);
-        return Ok(RedisValue::Array(vec![
-            bulk_str("FENCED"),
-            RedisValue::Null,
-            RedisValue::Null,
-            RedisValue::Integer(0),
-        ]));
+        return Ok(fenced());
     }
     let budget = match &req.budget {
         Some(charge) => Some(Budget::load(ctx, charge, now)?),
@@ -638,6 +630,19 @@ pub fn plan_set(ctx: &Context, call: &Call) -> Reply {
         int_or_nil(decision.map(|d| d.remaining)),
         RedisValue::Integer(i64::from(released)),
     ]))
+}
+
+/// `PLAN.SET ... FENCED` whose token no longer holds the lock: a newer
+/// leader may have stored a newer plan. Nothing is written, nothing
+/// charged: `[FENCED, nil, nil, 0]`.
+fn fenced() -> RedisValue {
+    bump(&c::plans_fenced);
+    RedisValue::Array(vec![
+        bulk_str("FENCED"),
+        RedisValue::Null,
+        RedisValue::Null,
+        RedisValue::Integer(0),
+    ])
 }
 
 /// The lock of plan `key`, opened for writing, if `token` holds it (to

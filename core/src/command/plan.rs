@@ -117,6 +117,11 @@ const TTL: Arg = arg("ttl", Int)
     .bounds(PLANNER_STANDARD);
 /// `FENCED`: store only while `TOKEN` holds the lock.
 const FENCED: Arg = arg("fenced", PureToken).token("FENCED").optional();
+/// `TOKEN token [FENCED]`: the lock to release, and whether the store is
+/// fenced by it.
+const TOKEN_BLOCK: Arg = arg("lock", Block)
+    .optional()
+    .sub(&[arg("token", Str).token("TOKEN"), FENCED]);
 const WLIMIT: Arg = limit("wlimit").token("WLIMIT");
 const WWINDOW: Arg = window("wwindow").token("WWINDOW").optional();
 
@@ -181,9 +186,7 @@ pub const PLAN_SET: Command = Command {
         arg("key", Key),
         arg("plan_json", Str),
         TTL,
-        TOKEN,
-        // Only with TOKEN: store only while the token holds the lock.
-        FENCED,
+        TOKEN_BLOCK,
         // `AGENT id [WLIMIT n [WWINDOW s]]`: record the plan in the agent's
         // ledger, and optionally charge its write budget.
         arg("agent", Block).optional().sub(&[
