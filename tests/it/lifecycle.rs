@@ -1190,6 +1190,30 @@ fn keyspace_notifications_and_watch() {
     let got = events.since_last(&mut c);
     expect("UNLOCK", got, ev(&[("del", &lk)]));
 
+    // A failure published: del of the lock, set + expire of its record
+    // (as `DEL` and `SET ... PXAT`); a FAILED lookup and a FENCED store
+    // write nothing.
+    let m = get_plan(&mut c, "failing", &[]);
+    let token = leader_token(&m, 9000);
+    let _ = events.since_last(&mut c);
+    let u: i64 = redis::cmd("OKOME.UNLOCK")
+        .arg(&[m.key.as_str(), &token, "FAILED", "5000", "boom"])
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(u, 1);
+    let got = events.since_last(&mut c);
+    let record = format!("{}:failed", m.key);
+    expect(
+        "UNLOCK FAILED",
+        got,
+        ev(&[("del", &lock_of(&m.key)), ("set", &record), ("expire", &record)]),
+    );
+    assert_eq!(get_plan(&mut c, "failing", &[]).status, "FAILED");
+    let fenced = plan_set(&mut c, &[&m.key, PLAN, "TOKEN", &token, "FENCED"]);
+    assert_eq!(fenced.0, "FENCED");
+    let got = events.since_last(&mut c);
+    expect("a FAILED lookup, a FENCED store", got, vec![]);
+
     // An admitted RATE: set + expire on its window.
     let rk = "okome:budget:rate:{agent-n}";
     let d: Vec<i64> = redis::cmd("OKOME.RATE")
