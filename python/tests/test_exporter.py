@@ -62,7 +62,8 @@ class Exporter:
             except httpx.TransportError:
                 if time.monotonic() > deadline:
                     self.kill()
-                    raise RuntimeError(f"redis_exporter never listened: {log.read_text()}")
+                    log_text = log.read_text()
+                    raise RuntimeError(f"redis_exporter never listened: {log_text}") from None
                 time.sleep(0.05)
 
     def scrape(self) -> str:
