@@ -18,13 +18,21 @@
 -- INFO is allowed in scripts; the script writes nothing and touches no key.
 
 local info = redis.call('INFO', 'okome')
+
+-- A decimal number, as INFO writes them (0, 42, 0.5, 1.0000000000000001e-05):
+-- redis_exporter parses every value with Go's ParseFloat, and one that does
+-- not parse fails the whole scrape (1.45: redis_up 0), so anything else in
+-- the section (a version string, say) is left out.
+local function is_number(v)
+  return string.match(v, '^[-+]?%d+%.?%d*$') ~= nil
+    or string.match(v, '^[-+]?%d+%.?%d*[eE][-+]?%d+$') ~= nil
+end
+
 local out = {}
 for line in string.gmatch(info, '[^\r\n]+') do
   if string.sub(line, 1, 1) ~= '#' then
     local name, value = string.match(line, '^([%w_]+):(.*)$')
-    -- Only numeric fields: redis_exporter parses every value as a float and
-    -- fails the whole script on one that is not.
-    if name ~= nil and tonumber(value) ~= nil then
+    if name ~= nil and is_number(value) then
       table.insert(out, name)
       table.insert(out, value)
     end

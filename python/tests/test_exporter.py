@@ -36,9 +36,10 @@ def exporter_binary() -> str:
 
 
 class Exporter:
-    """One redis_exporter with the okome script, on a free loopback port."""
+    """One redis_exporter with the okome script (or ``script``), on a free
+    loopback port."""
 
-    def __init__(self, redis_port: int, log: Path) -> None:
+    def __init__(self, redis_port: int, log: Path, script: Path = SCRIPT) -> None:
         self.port = free_port()
         self.log = log
         with log.open("wb") as out:
@@ -47,7 +48,7 @@ class Exporter:
                     exporter_binary(),
                     "-redis.addr", f"redis://127.0.0.1:{redis_port}",
                     "-web.listen-address", f"127.0.0.1:{self.port}",
-                    "-script", str(SCRIPT),
+                    "-script", str(script),
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -146,6 +147,31 @@ def test_okome_counters_are_scraped(server, exporter):
     text = exporter.scrape()
     assert 'redis_exporter_last_scrape_error{err=""} 0' in text.splitlines()
     assert "redis_up 1" in text.splitlines()
+
+
+def test_fields_that_are_not_numbers_are_left_out(server, tmp_path):
+    # redis_exporter fails the whole scrape on a value that is not a float
+    # (redis_up 0). INFO okome has numbers only; the same script on INFO
+    # server, which has text too, still scrapes cleanly, publishing the
+    # numeric fields only.
+    script = tmp_path / "server-exporter.lua"
+    text = SCRIPT.read_text()
+    assert text.count("redis.call('INFO', 'okome')") == 1
+    script.write_text(text.replace("redis.call('INFO', 'okome')", "redis.call('INFO', 'server')"))
+    e = Exporter(server.port, tmp_path / "exporter.log", script)
+    try:
+        text = e.scrape()
+        values = dict(VALUE.findall(text))
+    finally:
+        e.kill()
+    assert "redis_up 1" in text.splitlines()
+    assert 'redis_exporter_last_scrape_error{err=""} 0' in text.splitlines()
+    assert values["tcp_port"] == str(server.port)
+    assert values["okome_loaded"] == "1"
+    info = server.client().info("server")
+    text_fields = {k for k, v in info.items() if isinstance(v, str)}
+    assert {"redis_version", "os", "redis_mode", "executable"} <= text_fields
+    assert not text_fields & set(values)
 
 
 def test_without_the_module(tmp_path):
