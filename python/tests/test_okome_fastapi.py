@@ -390,3 +390,24 @@ def test_redis_down_at_startup_is_logged(caplog, monkeypatch):
         )
         assert "libokome.so" in record.getMessage()
         assert http.get("/health").json() == "up"
+
+
+def test_startup_check_refused_by_acl_is_logged(server, monkeypatch, caplog):
+    admin = server.client()
+    admin.execute_command("ACL", "SETUSER", "app", "on", ">pw", "~*", "+@all", "-okome.key")
+    monkeypatch.setenv("OKOME_REDIS_URL", f"redis://app:pw@127.0.0.1:{server.port}/0")
+    app = FastAPI()
+    okome.fastapi.install(app)
+    app.get("/tools", dependencies=[Depends(RateLimit(3, 60))])(lambda: "ok")
+    caplog.set_level(logging.INFO, logger="okome.fastapi")
+    with serve(app) as url, httpx.Client(base_url=url) as http:
+        [record] = caplog.records
+        assert record.levelno == logging.ERROR
+        message = record.getMessage()
+        assert message.startswith(
+            f"okome: could not check that the Redis server at 127.0.0.1:{server.port} has "
+            "libokome.so loaded: PermissionDeniedError: "
+        )
+        # Redis 7.0 says "this user", Valkey "User app".
+        assert message.endswith(" has no permissions to run the 'okome.key' command")
+        assert http.get("/tools", headers=A).json() == "ok"  # okome works all the same

@@ -55,6 +55,7 @@ __all__ = [
     "Limits",
     "RateLimit",
     "agent",
+    "check_module",
     "client_host",
     "install",
     "okome_client",
@@ -260,10 +261,10 @@ def install(app: FastAPI, client: Any = None) -> Okome:
       error or timeout ``503`` with ``Retry-After: 1``; an
       :class:`okome.ModuleNotLoadedError` ``503`` saying to load
       ``libokome.so``. The body is FastAPI's ``{"detail": message}``.
-    - At startup, one ``OKOME.KEY`` checks that the module is loaded; if it
-      is not (or Redis cannot be reached), an error is logged on the
-      ``okome.fastapi`` logger (naming ``libokome.so``), and the app starts
-      all the same.
+    - At startup, one ``OKOME.KEY`` checks that the module is loaded
+      (:func:`check_module`); if it is not (or Redis cannot be reached, or
+      the check is refused), an error is logged on the ``okome.fastapi``
+      logger (naming ``libokome.so``), and the app starts all the same.
     """
     owned = client is None
     if client is None:
@@ -309,8 +310,8 @@ def _where(ok: Okome) -> str:
 
 async def check_module(ok: Okome) -> bool:
     """Whether the server has okome loaded (one ``OKOME.KEY``, which touches
-    no data); if not, or if it cannot be reached, logs an error and returns
-    ``False``."""
+    no data); if not, or if it cannot be reached or the check is refused (an
+    ACL without ``OKOME.KEY``), logs an error and returns ``False``."""
     where = _where(ok)
     try:
         await ok.key("tools", "okome-fastapi-startup-check")
@@ -329,6 +330,14 @@ async def check_module(ok: Okome) -> bool:
             "okome: cannot reach the Redis server at %s (%s); the requests that use okome "
             "answer 503 until it is up (with libokome.so loaded)",
             where,
+            e,
+        )
+        return False
+    except rex.RedisError as e:  # say, NOPERM: the ACL user may not run OKOME.KEY
+        log.error(
+            "okome: could not check that the Redis server at %s has libokome.so loaded: %s: %s",
+            where,
+            type(e).__name__,
             e,
         )
         return False
