@@ -20,7 +20,7 @@ dependencies, and one call that wires an app to okome.
 - :class:`Limits`: several :class:`RateLimit` in one ``OKOME.TAKE``, all or
   nothing.
 - :func:`install`: the client (``app.state.okome``), the exception handlers
-  (:data:`okome.PlannerError` and :class:`okome.LeaseUnavailable` with their
+  (:class:`okome.PlannerError` and :class:`okome.LeaseUnavailable` with their
   own status and headers; Redis unreachable: ``503``; the module not loaded:
   ``503``), and a check at startup that the module is loaded.
 
