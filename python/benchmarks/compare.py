@@ -177,7 +177,7 @@ class WithLimits(Flow):
 
 
 class Cashews(WithLimits):
-    lock = True
+    kind = "lock"
 
     def decorate(self) -> Callable[..., Awaitable[Any]]:
         from cashews import Cache
@@ -185,13 +185,15 @@ class Cashews(WithLimits):
         self.cache = Cache()
         self.cache.setup(self.url)
         flow = self
-        name = "cashews-lock" if self.lock else "cashews"
-
-        @self.cache(
-            ttl="10m",
-            lock=self.lock,
-            key=name + ":{model}:{prompt:hash(sha256)}:{toolset_version}:{repo_hash}",
+        key = (
+            "cashews-" + self.kind + ":{model}:{prompt:hash(sha256)}:{toolset_version}:{repo_hash}"
         )
+        if self.kind == "early":  # refresh-ahead: recomputed in the background after 7 min
+            decorator = self.cache.early(ttl="10m", early_ttl="7m", key=key)
+        else:
+            decorator = self.cache(ttl="10m", lock=self.kind == "lock", key=key)
+
+        @decorator
         async def plan(model: str, prompt: str, toolset_version: str, repo_hash: str) -> Any:
             return await flow.compute()
 
@@ -202,7 +204,11 @@ class Cashews(WithLimits):
 
 
 class CashewsNoLock(Cashews):
-    lock = False
+    kind = "plain"
+
+
+class CashewsEarly(Cashews):
+    kind = "early"
 
 
 class Aiocache(WithLimits):
@@ -304,6 +310,11 @@ FLOWS: dict[str, tuple[type[Flow], str]] = {
         CashewsNoLock,
         "`limits` hit; `GET`; miss: + `SET`; concurrent misses share a computation only "
         "within a process",
+    ),
+    "cashews `@cache.early` + limits": (
+        CashewsEarly,
+        "`limits` hit; `GET`; miss: + `SET`; as `@cache`, and a hit after `early_ttl` takes a "
+        "lock and recomputes in the background",
     ),
     "aiocache `@cached_stampede` + limits": (
         Aiocache,

@@ -28,11 +28,11 @@ def test_compare_runs_small(tmp_path):
         assert f"**{heading}" in text
     data = json.loads(out.read_text())
     lat = {row["name"]: row for row in data["latency"]}
-    assert len(lat) == 7 and all(row["hit_p50"] > 0 for row in lat.values())
+    assert len(lat) == 8 and all(row["hit_p50"] > 0 for row in lat.values())
     assert lat["okome.aio.Planner"]["hit_rt"] == 1 == lat["okome.aio.Planner"]["hit_cmds"]
     assert lat["okome.aio.Planner"]["miss_rt"] == 2
     stamp = {row["name"]: row for row in data["stampede"]}
-    assert len(stamp) == 6 and stamp["okome.aio.Planner"]["computed"] == 1
+    assert len(stamp) == 7 and stamp["okome.aio.Planner"]["computed"] == 1
     assert all(row["n_errors"] == 0 for row in stamp.values())
     edge = {row["name"].split(" ")[0] + " " + row["kind"]: row for row in data["edge"]}
     assert len(edge) == 6
