@@ -151,10 +151,10 @@ def limits_storage(url: str) -> Any:
     return RedisStorage("async+" + url, implementation="redispy")
 
 
-def limits_item(window: int) -> Any:
+def limits_item(window: int, limit: int = LIMIT) -> Any:
     from limits import RateLimitItemPerMinute, RateLimitItemPerSecond
 
-    return RateLimitItemPerMinute(LIMIT) if window == 60 else RateLimitItemPerSecond(LIMIT, window)
+    return RateLimitItemPerMinute(limit) if window == 60 else RateLimitItemPerSecond(limit, window)
 
 
 class WithLimits(Flow):
@@ -507,8 +507,10 @@ async def _counters_once(url: str) -> tuple[int, int]:
 Allow = Callable[[str], Awaitable[bool]]
 
 
-async def limiters(url: str, window: int) -> tuple[dict[str, tuple[Allow, str]], list[Any]]:
-    """Each limiter as ``allow(identifier)``, a limit of 60 per ``window`` s."""
+async def limiters(
+    url: str, window: int, limit: int = LIMIT
+) -> tuple[dict[str, tuple[Allow, str]], list[Any]]:
+    """Each limiter as ``allow(identifier)``, a limit of ``limit`` per ``window`` s."""
     from limits.aio.strategies import (
         FixedWindowRateLimiter,
         MovingWindowRateLimiter,
@@ -517,21 +519,21 @@ async def limiters(url: str, window: int) -> tuple[dict[str, tuple[Allow, str]],
 
     r = aredis.Redis.from_url(url)
     ok = okome.aio.Okome(r)
-    item = limits_item(window)
+    item = limits_item(window, limit)
     storage = limits_storage(url)
     moving = MovingWindowRateLimiter(storage)
     counter = SlidingWindowCounterRateLimiter(storage)
     fixed = FixedWindowRateLimiter(storage)
-    app = await fastapi_app(url, window, f"fastapi-limiter-{time.time_ns()}")
+    app = await fastapi_app(url, window, f"fastapi-limiter-{time.time_ns()}", limit)
 
     async def okome_rate(agent: str) -> bool:
-        return (await ok.rate(agent, LIMIT, window)).allowed
+        return (await ok.rate(agent, limit, window)).allowed
 
     async def seed_rate(agent: str) -> bool:
         n = int(await r.incr(f"seed:budget:rate:{agent}"))
         if n == 1:
             await r.expire(f"seed:budget:rate:{agent}", window)
-        return n <= LIMIT
+        return n <= limit
 
     async def limiter_fn(strategy: Any, agent: str) -> bool:
         return bool(await strategy.hit(item, agent))
@@ -557,7 +559,7 @@ async def limiters(url: str, window: int) -> tuple[dict[str, tuple[Allow, str]],
     return found, [r, app]
 
 
-async def fastapi_app(url: str, window: int, bucket_key: str = "fastapi-limiter") -> Any:
+async def fastapi_app(url: str, window: int, bucket_key: str, limit: int = LIMIT) -> Any:
     """A FastAPI app with fastapi-limiter's ``RateLimiter`` dependency: on
     ``/memory`` as its README sets it up (pyrate-limiter's default bucket,
     in this process's memory), on ``/redis`` with pyrate-limiter's
@@ -572,7 +574,7 @@ async def fastapi_app(url: str, window: int, bucket_key: str = "fastapi-limiter"
     async def by_agent(request: Request) -> str:
         return request.headers["X-Agent"]
 
-    rate = Rate(LIMIT, Duration.SECOND * window)
+    rate = Rate(limit, Duration.SECOND * window)
     bucket = await RedisBucket.init([rate], aredis.Redis.from_url(url), bucket_key)
     app = FastAPI()
 
@@ -631,27 +633,33 @@ async def window_edge(url: str, window: int) -> list[dict[str, Any]]:
     ]
 
 
-async def window_bytes(url: str) -> list[dict[str, Any]]:
-    found, objs = await limiters(url, WINDOW)
+async def window_bytes(url: str, big: int) -> list[dict[str, Any]]:
+    """For a limit of 60 a minute and of ``big``: the keys' bytes once full."""
+    rows: dict[str, dict[str, Any]] = {}
     r = aredis.Redis.from_url(url)
-    rows = []
-    for i, (name, (allow, _)) in enumerate(found.items()):
-        agent = f"bytes-{time.time_ns()}-{i}"
-        keys0 = {k async for k in r.scan_iter(count=1000)}
-        allowed = sum([int(await allow(agent)) for _ in range(LIMIT)])
-        assert allowed == LIMIT, (name, allowed)
-        keys = sorted({k async for k in r.scan_iter(count=1000)} - keys0)
-        sizes = [int(await r.memory_usage(k, samples=0) or 0) for k in keys]
-        rows.append(
-            {
-                "name": name,
-                "keys": [k.decode() for k in keys],
-                "bytes": sum(sizes),
-            }
-        )
+    for limit in (LIMIT, big):
+        found, objs = await limiters(url, WINDOW, limit)
+        for i, (name, (allow, _)) in enumerate(found.items()):
+            agent = f"bytes-{time.time_ns()}-{i}"
+            keys0 = {k async for k in r.scan_iter(count=1000)}
+            allowed = sum([int(await allow(agent)) for _ in range(limit)])
+            assert allowed == limit, (name, allowed)
+            keys = sorted({k async for k in r.scan_iter(count=1000)} - keys0)
+            sizes = [int(await r.memory_usage(k, samples=0) or 0) for k in keys]
+            row = rows.setdefault(name, {"name": name})
+            row["bytes" if limit == LIMIT else "bytes_big"] = sum(sizes)
+            row.setdefault(
+                "keys",
+                [
+                    re.sub(r"^fastapi-limiter-\d+$", "<the bucket's key>", k.decode()).replace(
+                        agent, "<id>"
+                    )
+                    for k in keys
+                ],
+            )
+        await close_all(objs)
     await r.aclose()
-    await close_all(objs)
-    return rows
+    return list(rows.values())
 
 
 # --------------------------------------------------------------------------
@@ -759,15 +767,16 @@ def report(
         )
     out += [
         "",
-        "**Bytes per full window**: `MEMORY USAGE` of the keys one identifier's limit of 60 "
-        "per minute holds after 60 requests.",
+        "**Bytes per full window**: `MEMORY USAGE` of the keys one identifier's limit holds "
+        f"once full: 60 per minute after 60 requests, {args.big:,} per minute after "
+        f"{args.big:,} (sent one after another, as fast as one client does).",
         "",
-        "| limiter | keys | bytes |",
-        "|---|---|---|",
+        f"| limiter | keys | bytes, 60 a minute | bytes, {args.big:,} a minute |",
+        "|---|---|---|---|",
     ]
     for x in size:
         keys = ", ".join(f"`{k}`" for k in x["keys"])
-        out.append(f"| {x['name']} | {keys} | {x['bytes']} |")
+        out.append(f"| {x['name']} | {keys} | {x['bytes']:,} | {x['bytes_big']:,} |")
     out += [
         "",
         "**fastapi-limiter's identifiers**: `RateLimiter(limiter, identifier=<the agent's "
@@ -799,6 +808,7 @@ def main() -> None:
     parser.add_argument("--stampede", type=int, default=100, help="requests in the stampede")
     parser.add_argument("--procs", type=int, default=4, help="processes of the stampede")
     parser.add_argument("--delay", type=float, default=0.2, help="the computation's seconds")
+    parser.add_argument("--big", type=int, default=1000, help="the larger limit's bytes")
     parser.add_argument("--edge-window", type=int, default=60, help="seconds (60: a minute)")
     parser.add_argument("--write", action="store_true", help="write the tables into README")
     parser.add_argument("--json", help="also write the measurements to this file")
@@ -811,7 +821,7 @@ def main() -> None:
         quick = args.n < 100
         lat = asyncio.run(latency(url, args.n, quick))
         stamp = stampede(url, args.stampede, args.procs, args.delay)
-        size = asyncio.run(window_bytes(url))
+        size = asyncio.run(window_bytes(url, args.big))
         ids = asyncio.run(fastapi_identifiers(url))
         edge = asyncio.run(window_edge(url, args.edge_window))
         text = report(url, args.n, lat, stamp, edge, size, ids, args)

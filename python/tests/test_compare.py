@@ -19,7 +19,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "compare.py"
 def test_compare_runs_small(tmp_path):
     out = tmp_path / "compare.json"
     args = [sys.executable, str(SCRIPT), "-n", "3", "--stampede", "8", "--procs", "2"]
-    args += ["--delay", "0.1", "--edge-window", "4", "--json", str(out)]
+    args += ["--delay", "0.1", "--edge-window", "4", "--big", "200", "--json", str(out)]
     env = {**os.environ, "OKOME_MODULE": MODULE, "REDIS_SERVER": REDIS_SERVER}
     run = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -38,5 +38,5 @@ def test_compare_runs_small(tmp_path):
     assert len(edge) == 6
     assert edge["okome exact sliding window"]["span"] == 60
     assert edge["limits fixed window"]["span"] == 119
-    assert all(row["bytes"] > 0 for row in data["bytes"])
+    assert all(row["bytes"] > 0 and row["bytes_big"] > 0 for row in data["bytes"])
     assert [row["A"] for row in data["ids"]] == [[40, 40], [40, 40]]
