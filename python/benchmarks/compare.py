@@ -48,7 +48,7 @@ from typing import Any
 
 import redis
 import redis.asyncio as aredis
-from flow import start_server  # type: ignore[import-not-found]
+from flow import start_server
 
 import okome
 import okome.aio
@@ -215,8 +215,8 @@ class Aiocache(WithLimits):
     stampede = True
 
     def decorate(self) -> Callable[..., Awaitable[Any]]:
-        from aiocache import Cache, cached, cached_stampede
-        from aiocache.serializers import JsonSerializer
+        from aiocache import Cache, cached, cached_stampede  # type: ignore[import-untyped]
+        from aiocache.serializers import JsonSerializer  # type: ignore[import-untyped]
 
         m = re.match(r"redis://([^:/]+):(\d+)/(\d+)", self.url)
         assert m, self.url
@@ -238,7 +238,7 @@ class Aiocache(WithLimits):
         decorator = cached_stampede(lease=2, **opts) if self.stampede else cached(**opts)
         flow = self
 
-        @decorator  # type: ignore[misc]
+        @decorator  # type: ignore[untyped-decorator]
         async def plan(model: str, prompt: str, toolset_version: str, repo_hash: str) -> Any:
             return await flow.compute()
 
