@@ -38,7 +38,7 @@ test: deps ## Build, then run every unit and integration test
 	$(MAKE) --no-print-directory python-test
 
 # target/venv: the Python package's test and lint tools (python/requirements-dev.txt).
-$(VENV)/.installed: python/requirements-dev.txt
+$(VENV)/.installed: python/requirements-dev.txt python/benchmarks/requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV_PY) -m pip install -q --disable-pip-version-check -r python/requirements-dev.txt
 	touch $@
