@@ -113,6 +113,23 @@ class Standalone:
         return call.parse(raw)
 
 
+class Node:
+    """One node of a ``redis.asyncio`` cluster client, as a transport (for
+    calls meant for that node whatever their slot: ``check``)."""
+
+    cluster = False
+
+    def __init__(self, node: Any) -> None:
+        self.node = node
+
+    async def execute(self, call: Call) -> Any:
+        try:
+            raw = await call_on_node(self.node, call, False)
+        except rex.ResponseError as e:
+            raise errors.translate(e) from None
+        return call.parse(raw)
+
+
 class Cluster:
     """As :class:`okome._sync.Cluster`, for ``redis.asyncio.cluster.RedisCluster``."""
 
