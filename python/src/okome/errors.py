@@ -119,6 +119,12 @@ class ConfigurationError(ValueError):
     """A client configuration okome refuses to run a call on, with the reason."""
 
 
+NOT_LOADED_HINT = (
+    "the okome module is not loaded on this server: load libokome.so "
+    "(redis-server --loadmodule /path/to/libokome.so, or MODULE LOAD /path/to/libokome.so)"
+)
+
+
 def translate(e: rex.ResponseError) -> Exception:
     """The okome exception for an error reply redis-py raised."""
     if isinstance(e, OkomeError) or type(e) not in _TRANSLATED:
@@ -140,6 +146,8 @@ def translate(e: rex.ResponseError) -> Exception:
         code, text, cls = "CROSSSLOT", text[len("CROSSSLOT ") :], CrossSlotError
     else:
         cls = _classify(text)
+    if cls is ModuleNotLoadedError:
+        text += f" ({NOT_LOADED_HINT})"
     out = cls(text, code if isinstance(code, str) and code else "ERR")
     out.__cause__ = e
     return out
