@@ -248,31 +248,30 @@ def test_callers_within_the_failure_window_raise_and_then_compute_again(server):
     assert fixed.calls == 1
 
 
-def test_failure_ttl_zero_keeps_the_take_over(server):
-    planner = okome.Planner(server.client(), failure_ttl_ms=0)
-    started = threading.Event()
+def test_an_asyncio_failure_is_shared(server):
+    async def run() -> tuple[list[Any], int]:
+        planner = okome.aio.Planner(aredis.Redis(port=server.port))
+        calls = 0
 
-    def failing() -> object:
-        started.set()
-        time.sleep(0.3)
-        raise RuntimeError("the model is down")
+        async def failing() -> object:
+            nonlocal calls
+            calls += 1
+            await asyncio.sleep(0.3)
+            raise RuntimeError("the model is down")
 
-    errors: list[BaseException] = []
+        async def one() -> Any:
+            try:
+                return await planner.get_or_compute(MODEL, "aio fails", TOOLSET, REPO, failing)
+            except Exception as e:
+                return e
 
-    def lead() -> None:
-        try:
-            planner.get_or_compute(MODEL, "takeover", TOOLSET, REPO, failing)
-        except BaseException as e:
-            errors.append(e)
+        return list(await asyncio.gather(*(one() for _ in range(10)))), calls
 
-    t = threading.Thread(target=lead)
-    t.start()
-    assert started.wait(5)
-    follower = Counter(plan={"by": "follower"})
-    result = planner.get_or_compute(MODEL, "takeover", TOOLSET, REPO, follower)
-    t.join()
-    assert [str(e) for e in errors] == ["the model is down"]
-    assert result.computed and result.plan == {"by": "follower"} and follower.calls == 1
+    t0 = time.monotonic()
+    outcomes, calls = asyncio.run(run())
+    assert calls == 1 and time.monotonic() - t0 < 1.3
+    assert sorted(type(o).__name__ for o in outcomes) == ["ComputeFailed"] * 9 + ["RuntimeError"]
+    assert {o.message for o in outcomes if isinstance(o, okome.ComputeFailed)} == {FAILURE}
 
 
 def test_unlock_failed_by_hand(server):
@@ -456,10 +455,11 @@ def restart(server: Server) -> None:
 
 
 def test_a_restart_mid_run(server, caplog):
-    planner = okome.Planner(server.client(**no_retry()))
+    planner = okome.Planner(server.client(**no_retry()), outage_probe_ms=300)
     assert planner.get_or_compute(MODEL, "outage", TOOLSET, REPO, Counter()).computed
     key = okome.planner_key(MODEL, "outage", TOOLSET, REPO)
     server.kill()
+    causes = []
     with caplog.at_level(logging.WARNING, logger="okome"):
         for _ in range(3):
             with pytest.raises(okome.OkomeUnavailable) as e:
@@ -467,7 +467,11 @@ def test_a_restart_mid_run(server, caplog):
             assert e.value.status_code == 503 and e.value.key == key
             assert e.value.headers == {"Retry-After": "1", "X-OKOME-Cache-Key": key}
             assert isinstance(e.value.__cause__, redis.ConnectionError)
+            causes.append(e.value.__cause__)
+        # The first tried Redis; the next two, within outage_probe_ms, did not.
+        assert causes[1] is causes[0] and causes[2] is causes[0]
         restart(server)
+        time.sleep(0.35)  # past outage_probe_ms: the next request tries Redis
         after = planner.get_or_compute(MODEL, "outage", TOOLSET, REPO, Counter())
     assert after.status is PlanStatus.MISS and after.computed  # an empty server: computed again
     assert (planner.unavailable, planner.bypassed) == (3, 0)
@@ -504,7 +508,7 @@ def test_a_waiting_follower_when_the_server_goes_away(server):
 
 
 def test_fail_open_computes_without_the_cache(server, caplog):
-    planner = okome.Planner(server.client(**no_retry()), fail_open=True)
+    planner = okome.Planner(server.client(**no_retry()), fail_open=True, outage_probe_ms=300)
     server.kill()
     compute = Counter(plan={"open": True})
     with caplog.at_level(logging.WARNING, logger="okome"):
@@ -513,6 +517,7 @@ def test_fail_open_computes_without_the_cache(server, caplog):
             for _ in range(3)
         ]
         restart(server)
+        time.sleep(0.35)
         back = planner.get_or_compute(MODEL, "open", TOOLSET, REPO, compute, agent="a")
     key = okome.planner_key(MODEL, "open", TOOLSET, REPO)
     for r in results:

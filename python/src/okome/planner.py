@@ -309,6 +309,7 @@ class PlannerBase(Generic[C]):
         failure_ttl_ms: int = 5000,
         max_compute_ms: int | None = None,
         fail_open: bool = False,
+        outage_probe_ms: int = 1000,
     ) -> None:
         if not 0 <= failure_ttl_ms <= 60_000:
             raise ValueError(f"failure_ttl_ms {failure_ttl_ms} is out of range: 0 to 60000")
@@ -320,7 +321,10 @@ class PlannerBase(Generic[C]):
         """Requests computed without the cache because Redis was unreachable."""
         self.unavailable = 0
         """Requests that found Redis unreachable (raised or bypassed)."""
+        self.outage_probe_ms = outage_probe_ms
         self._outage = False
+        self._outage_error: BaseException | None = None
+        self._probe_at = 0.0
         self._outage_lock = threading.Lock()
         self.options = Options(
             limit=limit,
@@ -344,6 +348,22 @@ class PlannerBase(Generic[C]):
     def _start(self) -> None:
         """Set up what runs the background work (after ``okome`` and ``options``)."""
 
+    def _skip(self, key: str) -> bool:
+        """During an outage, whether this request skips Redis (at most one
+        request per ``outage_probe_ms`` tries it): then it raises
+        :class:`okome.OkomeUnavailable` at once, or with ``fail_open``
+        returns ``True`` (compute without the cache)."""
+        if not self._outage:
+            return False
+        with self._outage_lock:
+            now = time.monotonic()
+            error = self._outage_error
+            if not self._outage or error is None or now >= self._probe_at:
+                self._probe_at = now + self.outage_probe_ms / 1000.0  # this one probes
+                return False
+        self._unreachable(error, key)
+        return True
+
     def _unreachable(self, e: BaseException, key: str) -> None:
         """Count a request that found Redis unreachable; raise
         :class:`okome.OkomeUnavailable` unless ``fail_open``. Logged once per
@@ -353,6 +373,9 @@ class PlannerBase(Generic[C]):
             if self.fail_open:
                 self.bypassed += 1
             first, self._outage = not self._outage, True
+            if self._outage_error is not e:
+                self._outage_error = e
+                self._probe_at = time.monotonic() + self.outage_probe_ms / 1000.0
         if first:
             log.warning(
                 "okome: Redis is unreachable (%s: %s): %s until it is back",
@@ -363,13 +386,16 @@ class PlannerBase(Generic[C]):
                 else "planner requests raise OkomeUnavailable (503)",
             )
         if not self.fail_open:
-            raise OkomeUnavailable(e, key=key) from e
+            raise OkomeUnavailable(
+                e, key=key, retry_after_ms=max(self.outage_probe_ms, 1000)
+            ) from e
 
     def _reachable(self) -> None:
         """A call reached Redis: the outage, if any, is over (logged)."""
         if self._outage:
             with self._outage_lock:
                 was, self._outage = self._outage, False
+                self._outage_error = None
                 n, b = self.unavailable, self.bypassed
             if was:
                 log.warning(
@@ -455,6 +481,10 @@ class Planner(PlannerBase[Okome]):
             failure_ttl_ms=failure_ttl_ms,
             max_compute_ms=max_compute_ms,
         )
+        if self._outage and self._skip(
+            key := self.okome.planner_key(model, prompt, toolset_version, repo_hash)
+        ):
+            return self._bypass(key, compute, o)
         try:
             reply = self.okome.plan_get(
                 model, prompt, toolset_version, repo_hash, **o.lookup(agent)

@@ -115,6 +115,10 @@ class Planner(PlannerBase[Okome]):
             failure_ttl_ms=failure_ttl_ms,
             max_compute_ms=max_compute_ms,
         )
+        if self._outage and self._skip(
+            key := self.okome.planner_key(model, prompt, toolset_version, repo_hash)
+        ):
+            return await self._bypass(key, compute, o)
         try:
             reply = await self.okome.plan_get(
                 model, prompt, toolset_version, repo_hash, **o.lookup(agent)
