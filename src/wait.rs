@@ -8,6 +8,9 @@
 //! (the planner answers a woken client through the same code path as a
 //! fresh call), and a [`Probe`], which looks at the key and says whom to
 //! wake: everybody, the first in line, or nobody yet (look again later).
+//! A command may also end the waits on a key itself with [`News`] that is
+//! not in the keyspace ([`tell`]: the planner's leader failed, or computed
+//! a plan it may not store): the clients waiting then are woken with it.
 //! This is the shape of Redis's own blocking commands: `blocked.c` blocks,
 //! times out and unblocks; each command type says how to serve a client.
 //!
@@ -37,11 +40,17 @@
 use crate::reply::{Reply, PANIC_REPLY};
 use crate::stats::{self, bump, c};
 use redis_module::{raw, Context, RedisError};
+use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
 use std::os::raw::{c_int, c_void};
 use std::ptr;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
+
+/// What a command tells the clients waiting on a key ([`tell`]), for their
+/// owner's [`Waiter::woken`] to read back (by downcasting).
+pub type News = Rc<dyn Any>;
 
 type Bc = *mut raw::RedisModuleBlockedClient;
 type TimerId = raw::RedisModuleTimerID;
@@ -76,8 +85,8 @@ impl Woken {
 /// What a blocked client replies.
 pub trait Waiter {
     /// The reply of a client that was woken: the owner looks again, as a
-    /// fresh call would.
-    fn woken(&self, ctx: &Context) -> Woken;
+    /// fresh call would; or, woken by [`tell`], answers with its `news`.
+    fn woken(&self, ctx: &Context, news: Option<&dyn Any>) -> Woken;
     /// The reply at its deadline, or for `CLIENT UNBLOCK [TIMEOUT]`.
     fn expired(&self, ctx: &Context) -> Reply;
     /// What the key's [`Probe`] needs to know of the first waiter in line
@@ -114,6 +123,8 @@ struct Entry {
     /// When the wait ends, on the monotonic clock (see [`on_deadline`]).
     ends_at: Instant,
     waiter: Box<dyn Waiter>,
+    /// What a command told it ([`tell`]): it is woken with it at once.
+    news: Option<News>,
 }
 
 struct Queue {
@@ -284,6 +295,7 @@ pub fn block(
         deadline,
         ends_at,
         waiter,
+        news: None,
     };
     if with_registry(|r| r.add(id, entry, probe)) {
         schedule(ctx.ctx, wait_key, probe_in_ms);
@@ -331,6 +343,33 @@ pub fn wake(ctx: &Context, key: &[u8]) {
     }
 }
 
+/// Ends the waits of the clients waiting on `key` (in the current db) now,
+/// each woken with `news` (from a timer at once, as [`wake`]; a client
+/// that blocks after this is not told). How many were told.
+pub fn tell(ctx: &Context, key: &[u8], news: News) -> usize {
+    if with_registry(|r| r.queues.is_empty()) {
+        return 0;
+    }
+    let wait_key = (selected_db(ctx), key.to_vec());
+    let told = with_registry(|r| {
+        let Some(q) = r.queues.get(&wait_key) else {
+            return 0;
+        };
+        let mut told = 0;
+        for id in &q.ids {
+            if let Some(e) = r.entries.get_mut(id).filter(|e| e.news.is_none()) {
+                e.news = Some(Rc::clone(&news));
+                told += 1;
+            }
+        }
+        told
+    });
+    if told > 0 {
+        schedule(ctx.ctx, wait_key, 0);
+    }
+    told
+}
+
 /// Whether clients wait on `key` (in the current db).
 pub fn queued(ctx: &Context, key: &[u8]) -> bool {
     with_registry(|r| {
@@ -369,6 +408,8 @@ fn schedule(ctx: *mut raw::RedisModuleCtx, wait_key: WaitKey, after_ms: i64) {
 struct Delivery {
     waiter: Box<dyn Waiter>,
     woken: bool,
+    /// What it was told ([`tell`]), if that woke it.
+    news: Option<News>,
     /// Set once the reply callback ran; a delivery freed without it means
     /// the client went away first.
     replied: Cell<bool>,
@@ -397,6 +438,9 @@ extern "C" fn on_probe(ctx: *mut raw::RedisModuleCtx, data: *mut c_void) {
 }
 
 fn probe_queue(ctx: *mut raw::RedisModuleCtx, wait_key: WaitKey) {
+    if wake_told(ctx, &wait_key) {
+        return;
+    }
     let probe = with_registry(|r| {
         let q = r.queues.get_mut(&wait_key)?;
         // This timer has fired: it must not be stopped later.
@@ -431,14 +475,7 @@ fn probe_queue(ctx: *mut raw::RedisModuleCtx, wait_key: WaitKey) {
     });
     stop_timers(ctx, left);
     for e in woken {
-        unblock(
-            e.bc,
-            Some(Delivery {
-                waiter: e.waiter,
-                woken: true,
-                replied: Cell::new(false),
-            }),
-        );
+        deliver_woken(e);
     }
     if more {
         let after = match verdict {
@@ -449,6 +486,55 @@ fn probe_queue(ctx: *mut raw::RedisModuleCtx, wait_key: WaitKey) {
         };
         schedule(ctx, wait_key, after);
     }
+}
+
+/// The probe timer of `wait_key` fired: wakes the clients that were told
+/// something ([`tell`]), and looks at the rest once they have been served;
+/// whether any was told.
+fn wake_told(ctx: *mut raw::RedisModuleCtx, wait_key: &WaitKey) -> bool {
+    let mut left = Leftover::default();
+    let (told, more) = with_registry(|r| {
+        let Some(q) = r.queues.get_mut(wait_key) else {
+            return (Vec::new(), false);
+        };
+        // This timer has fired: it must not be stopped later.
+        q.timer = None;
+        let ids: Vec<u64> = q
+            .ids
+            .iter()
+            .copied()
+            .filter(|id| r.entries.get(id).is_some_and(|e| e.news.is_some()))
+            .collect();
+        let told: Vec<Entry> = ids
+            .into_iter()
+            .filter_map(|id| r.remove(id, &mut left))
+            .collect();
+        (told, r.queues.contains_key(wait_key))
+    });
+    if told.is_empty() {
+        return false;
+    }
+    stop_timers(ctx, left);
+    for e in told {
+        deliver_woken(e);
+    }
+    if more {
+        schedule(ctx, wait_key.clone(), 1);
+    }
+    true
+}
+
+/// Unblocks a woken client, with what it was told.
+fn deliver_woken(e: Entry) {
+    unblock(
+        e.bc,
+        Some(Delivery {
+            waiter: e.waiter,
+            woken: true,
+            news: e.news,
+            replied: Cell::new(false),
+        }),
+    );
 }
 
 /// A waiter's deadline timer. Module timers keep time on the server's
@@ -499,6 +585,7 @@ fn serve_deadline(ctx: *mut raw::RedisModuleCtx, id: u64) {
             Some(Delivery {
                 waiter: e.waiter,
                 woken: false,
+                news: None,
                 replied: Cell::new(false),
             }),
         );
@@ -544,7 +631,7 @@ extern "C" fn on_reply(
             bump(&c::wait_timed_out);
             return d.waiter.expired(context);
         }
-        let Woken { reply, served } = d.waiter.woken(context);
+        let Woken { reply, served } = d.waiter.woken(context, d.news.as_deref());
         bump(&c::wait_woken);
         bump(match served {
             Served::Hit => &c::wait_woken_hit,

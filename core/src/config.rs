@@ -139,6 +139,11 @@ pub const WAIT_MS: Range = Range::new("WAIT", "ms", 1, 600_000);
 /// default: at most the seed's longest planner TTL (15 min).
 pub const REFRESH_AHEAD_MS: Range =
     Range::new("REFRESHAHEAD", "ms", 0, 900_000).note("0: off; absent: okome.refresh-ahead-ms");
+/// `FAILED ms` of `OKOME.UNLOCK`: how long lookups of a plan whose leader
+/// failed answer `FAILED`, at most a minute (a short circuit breaker,
+/// never a cached result).
+pub const FAILURE_MS: Range =
+    Range::new("FAILED", "ms", 0, 60_000).note("0: only the callers waiting now");
 /// The limit of a rate window or write budget (`limit`, `write_limit`,
 /// `LIMIT`, `WLIMIT`).
 pub const LIMIT: Range = Range::new("limit", "units", 1, MAX_LIMIT);
@@ -220,6 +225,7 @@ pub const SEED_LOCK_TTL_MS: Range =
 pub const OPTIONS: &[Range] = &[
     WAIT_MS,
     REFRESH_AHEAD_MS,
+    FAILURE_MS,
     LIMIT,
     WINDOW_S,
     COST,

@@ -19,7 +19,7 @@
 //! tail a client wrote itself can only add keys to Redis's checks, never
 //! hide one.
 
-use crate::keys::lock_key;
+use crate::keys::{failed_key, lock_key};
 
 /// What a call does to a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,12 +204,13 @@ fn count(arg: &[u8]) -> Option<usize> {
     std::str::from_utf8(arg).ok()?.parse().ok()
 }
 
-/// A plan lookup of `key`: the plan (read) and, if the lookup may take the
-/// lock (not `NOLOCK`), its lock (written). What a follower woken from
-/// `WAIT` touches too.
+/// A plan lookup of `key`: the plan and its failure record (read) and, if
+/// the lookup may take the lock (not `NOLOCK`), its lock (written). What a
+/// follower woken from `WAIT` touches too.
 pub fn lookup(key: &[u8], locks: bool) -> Declared {
     Declared::none()
         .with(Access::Read, key.to_vec())
+        .with(Access::Read, failed_key(key))
         .with_opt(Access::Write, locks.then(|| lock_key(key)))
 }
 

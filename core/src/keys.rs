@@ -13,6 +13,10 @@ use sha2::{Digest, Sha256};
 pub const PREFIX: &str = "okome";
 /// Suffix of a stampede lock key: the lock of `K` lives at `K:lock`.
 pub const LOCK_SUFFIX: &[u8] = b":lock";
+/// Suffix of a plan's failure record: when the leader computing planner key
+/// `K` failed (`OKOME.UNLOCK ... FAILED ms`), `K:failed` holds its message
+/// for `ms`, and lookups that find no plan answer `FAILED`.
+pub const FAILED_SUFFIX: &[u8] = b":failed";
 
 /// A kind of okome key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -522,9 +526,18 @@ pub fn planner_key(
 
 /// The lock key protecting `key`.
 pub fn lock_key(key: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(key.len().saturating_add(LOCK_SUFFIX.len()));
+    suffixed(key, LOCK_SUFFIX)
+}
+
+/// The failure record of planner key `key` ([`FAILED_SUFFIX`]).
+pub fn failed_key(key: &[u8]) -> Vec<u8> {
+    suffixed(key, FAILED_SUFFIX)
+}
+
+fn suffixed(key: &[u8], suffix: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(key.len().saturating_add(suffix.len()));
     out.extend_from_slice(key);
-    out.extend_from_slice(LOCK_SUFFIX);
+    out.extend_from_slice(suffix);
     out
 }
 

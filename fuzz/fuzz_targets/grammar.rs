@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = parse_plan_lookup(&args, &cfg).map_err(check);
     let _ = parse_plan_set(&args, &cfg).map_err(check);
     let _ = parse_lock(&args, &cfg).map_err(check);
-    let _ = parse_unlock(&args).map_err(check);
+    let _ = parse_unlock(&args, &cfg).map_err(check);
     let _ = parse_cache_get(&args).map_err(check);
     let _ = parse_cache_set(&args, &cfg).map_err(check);
     let _ = parse_key(&args, &cfg).map_err(check);

@@ -221,7 +221,8 @@ impl Waiting {
 }
 
 impl wait::Waiter for Waiting {
-    fn woken(&self, ctx: &Context) -> Woken {
+    /// A lease pool is never told anything ([`wait::tell`]).
+    fn woken(&self, ctx: &Context, _news: Option<&dyn std::any::Any>) -> Woken {
         self.take(ctx).unwrap_or_else(Woken::failed)
     }
 

@@ -1,6 +1,7 @@
 //! `OKOME.LOCK` and `OKOME.UNLOCK`, and the stampede lock as the planner
 //! uses it: taken with a fresh token, healed when found without a TTL.
 
+use super::news;
 use crate::call::Call;
 use crate::config;
 use crate::reply::{ms, Reply};
@@ -75,16 +76,33 @@ pub fn lock(ctx: &Context, call: &Call) -> Reply {
     }
 }
 
-/// OKOME.UNLOCK key token
+/// OKOME.UNLOCK key token [FAILED ms [message]]
 pub fn unlock(ctx: &Context, call: &Call) -> Reply {
-    let req = call.request(command::parse_unlock)?;
+    let req = call.request_cfg(command::parse_unlock)?;
     let lock = Key::open(ctx, &keys::lock_key(req.key), true);
     if lock.string()? != Some(req.token) {
         lock_state(ctx, &lock, call.now, true)?;
         return Ok(RedisValue::Integer(0));
     }
+    // Open and check the failure record first, so a bad key writes nothing.
+    let record = match &req.failed {
+        Some(f) if f.ms > 0 => {
+            let record = Key::open(ctx, &keys::failed_key(req.key), true);
+            record.check_string_or_empty()?;
+            Some(record)
+        }
+        _ => None,
+    };
     release(ctx, &lock)?;
     drop(lock);
+    if let Some(f) = &req.failed {
+        let until = call.now.saturating_add(ms(f.ms));
+        if let Some(record) = record {
+            record.set(ctx, f.message, until)?;
+        }
+        bump(&c::plans_failed);
+        news::failed(ctx, req.key, f.message, until);
+    }
     wait::wake(ctx, req.key);
     Ok(RedisValue::Integer(1))
 }

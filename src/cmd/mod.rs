@@ -3,7 +3,8 @@
 //! handler takes the call's arguments after the command name.
 //!
 //! The families share helpers one way only, so no two import each other:
-//! `plan` uses the lock's, the budget's and the ledger's (`agent`);
+//! `plan` uses the lock's, the budget's and the ledger's (`agent`), and
+//! both `plan` and `lock` use `news` (what a plan's waiters are told);
 //! `cache` uses the ledger's; `throttle` and `take` use the budget's; nothing uses
 //! `plan`'s (nor `lease`'s, which uses none).
 
@@ -12,6 +13,7 @@ pub mod budget;
 pub mod cache;
 pub mod lease;
 pub mod lock;
+pub mod news;
 pub mod plan;
 pub mod take;
 pub mod throttle;

@@ -7,6 +7,7 @@
 use super::agent::record;
 use super::budget::Budget;
 use super::lock::{lock_state, release, take_lock, LockState};
+use super::news::{self, Told};
 use super::secs_to_ms;
 use crate::acl;
 use crate::call::Call;
@@ -22,6 +23,7 @@ use okome_core::declared::{self, Declared};
 use okome_core::keys;
 use okome_core::Error;
 use redis_module::{Context, RedisValue};
+use std::any::Any;
 use std::sync::atomic::AtomicU64;
 
 /// OKOME.PLAN.GET model prompt toolset_version repo_hash
@@ -58,6 +60,12 @@ enum Answer<'a> {
     Locked { pttl: i64 },
     /// The agent's rate refused the lookup: retry in `retry_after_ms`.
     Limited { retry_after_ms: i64 },
+    /// No plan, and its leader failed (`OKOME.UNLOCK ... FAILED`): answered
+    /// so `pttl` ms more, with its `message` (empty: none, replied nil).
+    Failed { message: Vec<u8>, pttl: i64 },
+    /// The plan its leader computed but could not store (its write budget
+    /// was spent), handed to the callers that waited for it.
+    Shared { plan: &'a [u8] },
 }
 
 /// The lock a lookup took on a miss.
@@ -92,6 +100,8 @@ impl Answer<'_> {
             Answer::Miss { .. } => "MISS",
             Answer::Locked { .. } => "LOCKED",
             Answer::Limited { .. } => "LIMITED",
+            Answer::Failed { .. } => "FAILED",
+            Answer::Shared { .. } => "SHARED",
         }
     }
 
@@ -105,6 +115,9 @@ impl Answer<'_> {
             Answer::Miss { lock: Some(t) } => [Nil, Int(ms(t.ttl_ms)), Bulk(&t.token)],
             Answer::Locked { pttl } => [Nil, Int(*pttl), Nil],
             Answer::Limited { retry_after_ms } => [Nil, Int(*retry_after_ms), Nil],
+            Answer::Failed { message, pttl } if message.is_empty() => [Nil, Int(*pttl), Nil],
+            Answer::Failed { message, pttl } => [Bulk(message), Int(*pttl), Nil],
+            Answer::Shared { plan } => [Bulk(plan), Nil, Nil],
         }
     }
 
@@ -116,13 +129,15 @@ impl Answer<'_> {
             Answer::Miss { .. } => &c::planner_misses,
             Answer::Locked { .. } => &c::planner_locked,
             Answer::Limited { .. } => &c::planner_limited,
+            Answer::Failed { .. } => &c::planner_failed,
+            Answer::Shared { .. } => &c::plans_shared,
         }
     }
 
     /// How a woken follower given this answer was served.
     fn served(&self) -> Served {
         match self {
-            Answer::Hit { .. } => Served::Hit,
+            Answer::Hit { .. } | Answer::Shared { .. } => Served::Hit,
             Answer::Refresh { .. } | Answer::Miss { lock: Some(_) } => Served::Leader,
             _ => Served::Other,
         }
@@ -191,15 +206,61 @@ impl Ask {
         declared::lookup(&self.key, self.lock_ttl_ms.is_some())
     }
 
-    /// Opens the lock of the plan when the lookup may need it: on a miss,
-    /// or in a refresh zone (the lock is declared unless `NOLOCK`).
-    fn open_lock(&self, ctx: &Context, hit: bool) -> Result<Option<Key>, Error> {
-        let needed = self.lock_ttl_ms.is_some() && (!hit || self.refresh_ahead_ms > 0);
+    /// The plan's failure, looked for when there is no plan (a plan is
+    /// served whether or not its refresh failed).
+    fn failure(&self, ctx: &Context, hit: bool, now: i64) -> Result<Option<Failure>, Error> {
+        if hit {
+            return Ok(None);
+        }
+        Failure::read(ctx, &self.key, now)
+    }
+
+    /// Opens the lock of the plan when the lookup may need it: on a miss
+    /// (unless its leader failed: `FAILED` takes no lock), or in a refresh
+    /// zone (the lock is declared unless `NOLOCK`).
+    fn open_lock(
+        &self,
+        ctx: &Context,
+        hit: bool,
+        failure: &Option<Failure>,
+    ) -> Result<Option<Key>, Error> {
+        let needed =
+            self.lock_ttl_ms.is_some() && failure.is_none() && (!hit || self.refresh_ahead_ms > 0);
         let lock = needed.then(|| Key::open(ctx, &keys::lock_key(&self.key), true));
         if let Some(l) = &lock {
             l.check_string_or_empty()?;
         }
         Ok(lock)
+    }
+}
+
+/// The failure record of a plan (`key:failed`), while it lasts.
+struct Failure {
+    message: Vec<u8>,
+    pttl: i64,
+}
+
+impl Failure {
+    /// The failure of plan `key` at `now`, if its leader failed within
+    /// the record's time.
+    fn read(ctx: &Context, key: &[u8], now: i64) -> Result<Option<Failure>, Error> {
+        let record = Key::open(ctx, &keys::failed_key(key), false);
+        Ok(record.string()?.map(|m| Failure {
+            message: m.to_vec(),
+            pttl: record.pttl(now),
+        }))
+    }
+
+    /// Whether plan `key`'s leader failed within the record's time.
+    fn recorded(ctx: &Context, key: &[u8]) -> bool {
+        Key::open(ctx, &keys::failed_key(key), false).holds() != Holds::Nothing
+    }
+
+    fn answer(self) -> Answer<'static> {
+        Answer::Failed {
+            message: self.message,
+            pttl: self.pttl,
+        }
     }
 }
 
@@ -220,7 +281,8 @@ fn lookup(ctx: &Context, req: command::PlanGet, command: &'static str, now: i64)
         None => None,
     };
     let hit = plan.string()?.is_some();
-    let lock = ask.open_lock(ctx, hit)?;
+    let failure = ask.failure(ctx, hit, now)?;
+    let lock = ask.open_lock(ctx, hit, &failure)?;
     let refusal = write_refusal(ctx, budget.is_some(), hit, lock.as_ref())?;
     if let Some(budget) = budget {
         let d = budget.charge(ctx)?;
@@ -232,7 +294,7 @@ fn lookup(ctx: &Context, req: command::PlanGet, command: &'static str, now: i64)
         }
         ask.rate = Some(d.remaining);
     }
-    let answer = match Looking::command(ctx, &ask, now, refusal).decide(&plan, lock)? {
+    let answer = match Looking::command(ctx, &ask, now, refusal).decide(&plan, lock, failure)? {
         Found::Answer(a) => a,
         Found::Held { pttl } if wait_for_plan(ctx, &ask, req.wait_ms, pttl) => {
             return Ok(RedisValue::NoReply);
@@ -328,20 +390,28 @@ impl<'a> Looking<'a> {
     }
 
     /// The planner's answer: the plan (`HIT`, or `REFRESH`); without it
-    /// `MISS`, or the lock another caller holds.
-    fn decide<'k>(&self, plan: &'k Key, lock: Option<Key>) -> Result<Found<'k>, Error> {
-        match plan.string()? {
-            Some(value) => {
+    /// its leader's `failure` (`FAILED`), else `MISS`, or the lock another
+    /// caller holds.
+    fn decide<'k>(
+        &self,
+        plan: &'k Key,
+        lock: Option<Key>,
+        failure: Option<Failure>,
+    ) -> Result<Found<'k>, Error> {
+        match (plan.string()?, failure) {
+            (Some(value), _) => {
                 let pttl = plan.pttl(self.now);
                 self.serve(value, pttl, lock.as_ref()).map(Found::Answer)
             }
-            None => self.no_plan(lock),
+            (None, Some(failure)) => Ok(Found::Answer(failure.answer())),
+            (None, None) => self.no_plan(lock),
         }
     }
 
     /// A plan `pttl` ms from expiring. Stale-while-revalidate: one caller
     /// in the refresh zone takes the lock and recomputes it (`REFRESH`);
-    /// not while this node may not write (the plan is served as a `HIT`).
+    /// not while this node may not write, nor while the last refresh's
+    /// failure is recorded (the plan is served as a `HIT`).
     fn serve<'k>(
         &self,
         plan: &'k [u8],
@@ -351,7 +421,10 @@ impl<'a> Looking<'a> {
         if let (Some(ttl_ms), Some(lock), None) = (self.ask.lock_ttl_ms, lock, self.refusal) {
             let in_zone =
                 pttl >= 0 && u64::try_from(pttl).is_ok_and(|p| p < self.ask.refresh_ahead_ms);
-            if in_zone && lock_state(self.ctx, lock, self.now, self.heal)? == LockState::Free {
+            if in_zone
+                && lock_state(self.ctx, lock, self.now, self.heal)? == LockState::Free
+                && !Failure::recorded(self.ctx, &self.ask.key)
+            {
                 let token = take_lock(self.ctx, lock, self.now, ttl_ms)?;
                 return Ok(Answer::Refresh { plan, pttl, token });
             }
@@ -397,8 +470,9 @@ struct Follower {
 
 impl Follower {
     /// Looks again, exactly as a fresh lookup would (without charging the
-    /// agent again, and without blocking again), and replies.
-    fn look_again(&self, ctx: &Context) -> Result<Woken, Error> {
+    /// agent again, and without blocking again), and replies; or, `told`
+    /// something by the plan's leader, answers with it.
+    fn look_again(&self, ctx: &Context, told: Option<&Told>) -> Result<Woken, Error> {
         let ask = &self.ask;
         // The slot may have moved to another node, or the user's
         // permissions changed, while it waited.
@@ -412,10 +486,23 @@ impl Follower {
             "checked it again after waiting",
         )?;
         let now = rkey::now_ms();
+        if let Some(told) = told {
+            let answer = match told {
+                Told::Failed { message, until } => Answer::Failed {
+                    message: message.clone(),
+                    pttl: until.saturating_sub(now).max(0),
+                },
+                Told::Shared { plan } => Answer::Shared { plan },
+            };
+            let served = answer.served();
+            let reply = Ok(answer.reply(ctx, &ask.key, ask.rate));
+            return Ok(Woken { reply, served });
+        }
         let plan = Key::open(ctx, &ask.key, false);
         let hit = plan.string()?.is_some();
-        let lock = ask.open_lock(ctx, hit)?;
-        let answer = match Looking::woken(ctx, ask, now).decide(&plan, lock)? {
+        let failure = ask.failure(ctx, hit, now)?;
+        let lock = ask.open_lock(ctx, hit, &failure)?;
+        let answer = match Looking::woken(ctx, ask, now).decide(&plan, lock, failure)? {
             Found::Answer(a) => a,
             Found::Held { pttl } => Answer::Locked { pttl },
         };
@@ -426,8 +513,9 @@ impl Follower {
 }
 
 impl wait::Waiter for Follower {
-    fn woken(&self, ctx: &Context) -> Woken {
-        self.look_again(ctx).unwrap_or_else(Woken::failed)
+    fn woken(&self, ctx: &Context, news: Option<&dyn Any>) -> Woken {
+        let told = news.and_then(|n| n.downcast_ref::<Told>());
+        self.look_again(ctx, told).unwrap_or_else(Woken::failed)
     }
 
     /// `LOCKED` with the lock's remaining TTL (`-2` if it is gone).
@@ -488,7 +576,7 @@ fn probe_healed(ctx: &Context, lock_name: &[u8], now: i64) -> Verdict {
     }
 }
 
-/// OKOME.PLAN.SET key plan_json [TTL s] [TOKEN token] [AGENT id WLIMIT n [WWINDOW s]]
+/// OKOME.PLAN.SET key plan_json [TTL s] [TOKEN token [FENCED]] [AGENT id WLIMIT n [WWINDOW s]]
 pub fn plan_set(ctx: &Context, call: &Call) -> Reply {
     let req = call.request_cfg(command::parse_plan_set)?;
     let (now, cfg) = (call.now, call.cfg());
@@ -499,6 +587,9 @@ pub fn plan_set(ctx: &Context, call: &Call) -> Reply {
         Some(token) => own_lock(ctx, req.key, token, now)?,
         None => None,
     };
+    if req.fenced && lock.is_none() {
+        return Ok(fenced());
+    }
     let budget = match &req.budget {
         Some(charge) => Some(Budget::load(ctx, charge, now)?),
         None => None,
@@ -520,6 +611,9 @@ pub fn plan_set(ctx: &Context, call: &Call) -> Reply {
         }
     } else {
         bump(&c::plans_skipped);
+        // Not stored, but the callers waiting for it get it (`SHARED`)
+        // rather than computing it again one after another.
+        news::shared(ctx, req.key, req.value);
     }
     let released = lock.map(|l| release(ctx, &l)).transpose()?.is_some();
     drop(plan);
@@ -536,6 +630,19 @@ pub fn plan_set(ctx: &Context, call: &Call) -> Reply {
         int_or_nil(decision.map(|d| d.remaining)),
         RedisValue::Integer(i64::from(released)),
     ]))
+}
+
+/// `PLAN.SET ... FENCED` whose token no longer holds the lock: a newer
+/// leader may have stored a newer plan. Nothing is written, nothing
+/// charged: `[FENCED, nil, nil, 0]`.
+fn fenced() -> RedisValue {
+    bump(&c::plans_fenced);
+    RedisValue::Array(vec![
+        bulk_str("FENCED"),
+        RedisValue::Null,
+        RedisValue::Null,
+        RedisValue::Integer(0),
+    ])
 }
 
 /// The lock of plan `key`, opened for writing, if `token` holds it (to

@@ -4,8 +4,10 @@
 //!
 //! Each step is one of: `PLAN.GET` (with and without `WAIT` 10–300 ms on
 //! background connections, `LOCKTTL`, `REFRESHAHEAD`, `AGENT`), `PLAN.SET`
-//! (with a live token, a stale one, none), `LOCK` (acquire, extend),
-//! `UNLOCK`, `RATE`, `WBUDGET`, `CACHE.SET/GET`, hand-written foreign keys
+//! (with a live token, a stale one, none; `FENCED`; a write budget that
+//! may be spent, so that waiters get the plan `SHARED`), `LOCK` (acquire,
+//! extend), `UNLOCK` (plain, or `FAILED ms [message]`: its waiters answered
+//! `FAILED`), `RATE`, `WBUDGET`, `CACHE.SET/GET`, hand-written foreign keys
 //! (a lock without a TTL, a short lock, a deleted lock, a raw plan, a
 //! garbage budget window), and admin commands (`CLIENT PAUSE` WRITE/ALL,
 //! `CLIENT UNPAUSE`, `CLIENT KILL` of a waiter that is idle or blocked,
@@ -271,7 +273,7 @@ impl Chaos {
                     (Ok(p), None) => {
                         self.count(&format!("waiter {}", p.status));
                         match p.status.as_str() {
-                            "HIT" | "LOCKED" => {}
+                            "HIT" | "LOCKED" | "SHARED" | "FAILED" if p.token.is_none() => {}
                             "MISS" => match p.token.clone() {
                                 Some(t) if is_token(&t) => {
                                     let i = self.keys.iter().position(|k| *k == p.key);
@@ -511,6 +513,9 @@ impl Chaos {
         }
         if let Some(t) = token {
             cmd.extend(["TOKEN".into(), t]);
+            if self.rng.chance(30) {
+                cmd.push("FENCED".into());
+            }
         }
         if self.rng.chance(15) {
             let a = self.rng.pick(&AGENTS).to_string();
@@ -561,8 +566,16 @@ impl Chaos {
             let p = self.rng.below(PROMPTS.len() as u64) as usize;
             (p, "f".repeat(32))
         };
-        let cmd = vec!["OKOME.UNLOCK".to_string(), self.keys[p].clone(), t];
-        self.count("op UNLOCK");
+        let mut cmd = vec!["OKOME.UNLOCK".to_string(), self.keys[p].clone(), t];
+        if self.rng.chance(40) {
+            cmd.extend(["FAILED".into(), self.rng.range(0, 3000).to_string()]);
+            if self.rng.chance(50) {
+                cmd.push(format!("failed at step {}", self.step));
+            }
+            self.count("op UNLOCK FAILED");
+        } else {
+            self.count("op UNLOCK");
+        }
         self.call(&cmd);
     }
 

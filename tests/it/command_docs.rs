@@ -73,7 +73,7 @@ const ARGS: [(&str, &[&str]); 19] = [
             "key:key#0",
             "plan_json:string",
             "ttl:integer=TTL?",
-            "token:string=TOKEN?",
+            "lock:block?(token:string=TOKEN, fenced:pure-token=FENCED?)",
             "agent:block?(agent:string=AGENT, wbudget:block?(wlimit:integer=WLIMIT, wwindow:integer=WWINDOW?))",
         ],
     ),
@@ -81,7 +81,14 @@ const ARGS: [(&str, &[&str]); 19] = [
         "okome.lock",
         &["key:key#0", "ttl:integer=TTL?", "token:string=TOKEN?"],
     ),
-    ("okome.unlock", &["key:key#0", "token:string"]),
+    (
+        "okome.unlock",
+        &[
+            "key:key#0",
+            "token:string",
+            "failure:block?(ms:integer=FAILED, message:string?)",
+        ],
+    ),
     (
         "okome.rate",
         &[
@@ -187,7 +194,7 @@ fn command_docs_for_every_command() {
             .collect();
         assert_eq!(args, want_args, "{name}");
     }
-    for name in ["okome.lock", "okome.unlock", "okome.cache.get"] {
+    for name in ["okome.lock", "okome.cache.get"] {
         let reply: Value = redis::cmd("COMMAND")
             .arg("DOCS")
             .arg(name)

@@ -116,10 +116,34 @@ fn unlock_errors() {
     let mut cases = vec![
         exact(&[b"OKOME.UNLOCK"], arity("okome.unlock")),
         exact(&[b"OKOME.UNLOCK", kb], arity("okome.unlock")),
-        exact(&[b"OKOME.UNLOCK", kb, b"t", b"x"], arity("okome.unlock")),
+        exact(
+            &[b"OKOME.UNLOCK", kb, b"t", b"x"],
+            "ERR syntax error: unknown option 'x' (expected: FAILED ms [message])",
+        ),
         exact(
             &[b"OKOME.UNLOCK", kb, b"TOKEN", b"t"],
-            arity("okome.unlock"),
+            "ERR syntax error: unknown option 't' (expected: FAILED ms [message])",
+        ),
+        exact(
+            &[b"OKOME.UNLOCK", kb, b"t", b"FAILED"],
+            "ERR syntax error: option FAILED needs a value",
+        ),
+        exact(
+            &[b"OKOME.UNLOCK", kb, b"t", b"FAILED", b"x"],
+            "ERR ms is not an integer or out of range",
+        ),
+        exact(
+            &[b"OKOME.UNLOCK", kb, b"t", b"FAILED", b"-1"],
+            range("ms", "-1", 0, 60_000, "ms"),
+        ),
+        exact(
+            &[b"OKOME.UNLOCK", kb, b"t", b"FAILED", b"1", b"m", b"extra"],
+            "ERR syntax error: FAILED takes ms and at most one message (quote a message with spaces)",
+        ),
+        exact(
+            &[b"OKOME.UNLOCK", b"okome:rag:{r}:c", b"t", b"FAILED", b"1"],
+            "ERR 'okome:rag:{r}:c' is not a planner key: FAILED answers the waiters and \
+             lookups of a plan (OKOME.PLAN.GET); other keys are released with OKOME.UNLOCK key token",
         ),
         exact(&[b"OKOME.UNLOCK", kb, b""], "ERR token must not be empty"),
         exact(

@@ -9,12 +9,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 /// Every counter of src/stats.rs, in its order.
-const COUNTERS: [&str; 40] = [
+const COUNTERS: [&str; 44] = [
     "planner_hits",
     "planner_misses",
     "planner_refreshes",
     "planner_locked",
     "planner_limited",
+    "planner_failed",
     "lock_acquired",
     "lock_contended",
     "lock_extended",
@@ -38,6 +39,9 @@ const COUNTERS: [&str; 40] = [
     "throttle_limited",
     "plans_stored",
     "plans_skipped",
+    "plans_failed",
+    "plans_fenced",
+    "plans_shared",
     "cache_hits",
     "cache_misses",
     "cache_stored",
@@ -285,6 +289,33 @@ fn info_okome_counts_a_known_workload_exactly() {
         ],
     );
 
+    // p6's leader fails: FAILED for the next lookup; a store fenced out
+    // (p6's token no longer holds its lock).
+    let k6 = okome_key(&mut c, "planner", &["m", "p6", "t", "r"]);
+    let t6: String = redis::cmd("OKOME.LOCK").arg(&k6).query(&mut c).unwrap();
+    let failed: i64 = redis::cmd("OKOME.UNLOCK")
+        .arg(&[k6.as_str(), &t6, "FAILED", "60000", "boom"])
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(failed, 1);
+    assert_eq!(get(&mut c, "p6", &[]).status, "FAILED");
+    assert_eq!(
+        plan_set(&mut c, &[&k6, "{}", "TOKEN", &t6, "FENCED"]),
+        ("FENCED".into(), None, None, 0)
+    );
+    step(
+        &mut c,
+        &mut exp,
+        "LOCK, UNLOCK FAILED, a FAILED lookup, a FENCED store",
+        &[
+            ("lock_acquired", 1),
+            ("lock_released", 1),
+            ("plans_failed", 1),
+            ("planner_failed", 1),
+            ("plans_fenced", 1),
+        ],
+    );
+
     // OKOME.LOCK / UNLOCK.
     let tok: String = redis::cmd("OKOME.LOCK")
         .arg("okome:tools:{v1}")
@@ -509,10 +540,11 @@ fn info_okome_counts_a_known_workload_exactly() {
         ("planner_refreshes", 1),
         ("planner_locked", 3),
         ("planner_limited", 1),
-        ("lock_acquired", 7),
+        ("planner_failed", 1),
+        ("lock_acquired", 8),
         ("lock_contended", 7),
         ("lock_extended", 1),
-        ("lock_released", 5),
+        ("lock_released", 6),
         ("wait_blocked", 4),
         ("wait_woken", 2),
         ("wait_woken_hit", 1),
@@ -532,6 +564,9 @@ fn info_okome_counts_a_known_workload_exactly() {
         ("throttle_limited", 1),
         ("plans_stored", 4),
         ("plans_skipped", 1),
+        ("plans_failed", 1),
+        ("plans_fenced", 1),
+        ("plans_shared", 0),
         ("cache_hits", 1),
         ("cache_misses", 1),
         ("cache_stored", 4),

@@ -10,6 +10,8 @@
 //!   holds that token) or until its own deadline (`LOCKED`). The first test
 //!   is the reproduction of the abort (`ASSERTION FAILED ... de != NULL`)
 //!   of the build before the wait rewrite.
+//! - A failure published into `CLIENT PAUSE ALL` (one `FAILED` each), and
+//!   its record across `DEBUG RELOAD`.
 //! - `FLUSHALL`, `FLUSHDB`, `SWAPDB`, `DEBUG RELOAD` and `MODULE UNLOAD`
 //!   (refused while clients wait, fine after) with waiters.
 //! - The wait counters of `INFO okome` add up, CLIENT UNBLOCK / KILL are
@@ -347,6 +349,58 @@ fn client_pause_all_across_the_lock_expiry() {
     assert_handed(&mut admin, &p.expect("a"), &key, 9000);
     println!("hand-over {handed:?} after CLIENT PAUSE 2000 ALL");
     s.assert_alive("after the pause");
+}
+
+/// A failure published (`UNLOCK ... FAILED`) and `CLIENT PAUSE ALL` in one
+/// pipeline, so that the pause is in force when the followers are told:
+/// each gets exactly one `FAILED`. A `DEBUG RELOAD` keeps the failure's
+/// record and its absolute expiry, so lookups still answer `FAILED`.
+#[test]
+fn a_failure_published_into_a_pause_then_a_reload() {
+    let _alone = alone();
+    let mut s = server(&[]);
+    let mut admin = s.conn();
+    let mut leader = s.conn();
+    let miss = get_plan(&mut leader, "failing", &[]);
+    let token = leader_token(&miss, 9000);
+    let key = miss.key.clone();
+    let mut fs: Vec<Follower> = (0..3)
+        .map(|i| Follower::start(s.port, &format!("f{i}"), "failing", &["WAIT", "20000"]))
+        .collect();
+    wait_followers_blocked(&mut admin, &mut fs.iter_mut().collect::<Vec<_>>());
+    let mut raw = RawConn::connect(s.port);
+    let words = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<String>>();
+    raw.send_pipeline(&[
+        words(&["OKOME.UNLOCK", &key, &token, "FAILED", "30000", "boom"]),
+        words(&["CLIENT", "PAUSE", "500", "ALL"]),
+    ]);
+    let t = Duration::from_secs(5);
+    assert_eq!(raw.read(t).expect("UNLOCK").int(), Some(1));
+    assert_eq!(raw.read(t).expect("PAUSE").text().as_deref(), Some("OK"));
+    for f in &mut fs {
+        let (p, _) = f.reply(Duration::from_secs(5));
+        let p = p.expect("a FAILED reply");
+        assert_eq!(
+            (p.status.as_str(), p.value.as_deref()),
+            ("FAILED", Some("boom")),
+            "{p:?}"
+        );
+        assert!(matches!(p.ms, Some(ms) if ms > 0 && ms <= 30_000), "{p:?}");
+    }
+    s.assert_alive("after FAILED into CLIENT PAUSE ALL");
+    let record = format!("{key}:failed");
+    let at = pexpiretime(&mut admin, &record);
+    assert!(at > 0, "the failure's record has an absolute expiry: {at}");
+    ok(&mut admin, &["DEBUG", "RELOAD"]);
+    assert_eq!(pexpiretime(&mut admin, &record), at);
+    let p = get_plan(&mut admin, "failing", &[]);
+    assert_eq!(
+        (p.status.as_str(), p.value.as_deref()),
+        ("FAILED", Some("boom")),
+        "{p:?}"
+    );
+    assert!(!exists(&mut admin, &lock_of(&key)));
+    s.assert_alive("after DEBUG RELOAD");
 }
 
 /// `FAILOVER TO` a replica that is stopped (so it never catches up): writes
@@ -1135,6 +1189,30 @@ fn keyspace_notifications_and_watch() {
     assert_eq!(u, 1);
     let got = events.since_last(&mut c);
     expect("UNLOCK", got, ev(&[("del", &lk)]));
+
+    // A failure published: del of the lock, set + expire of its record
+    // (as `DEL` and `SET ... PXAT`); a FAILED lookup and a FENCED store
+    // write nothing.
+    let m = get_plan(&mut c, "failing", &[]);
+    let token = leader_token(&m, 9000);
+    let _ = events.since_last(&mut c);
+    let u: i64 = redis::cmd("OKOME.UNLOCK")
+        .arg(&[m.key.as_str(), &token, "FAILED", "5000", "boom"])
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(u, 1);
+    let got = events.since_last(&mut c);
+    let record = format!("{}:failed", m.key);
+    expect(
+        "UNLOCK FAILED",
+        got,
+        ev(&[("del", &lock_of(&m.key)), ("set", &record), ("expire", &record)]),
+    );
+    assert_eq!(get_plan(&mut c, "failing", &[]).status, "FAILED");
+    let fenced = plan_set(&mut c, &[&m.key, PLAN, "TOKEN", &token, "FENCED"]);
+    assert_eq!(fenced.0, "FENCED");
+    let got = events.since_last(&mut c);
+    expect("a FAILED lookup, a FENCED store", got, vec![]);
 
     // An admitted RATE: set + expire on its window.
     let rk = "okome:budget:rate:{agent-n}";

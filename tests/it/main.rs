@@ -12,6 +12,7 @@ mod support;
 
 // The module's commands, one family each.
 mod cache;
+mod failures;
 mod lease;
 mod locks;
 mod plan;

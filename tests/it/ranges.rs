@@ -98,6 +98,7 @@ fn with_arg(command: &str, arg: &str, v: &str, pk: &str) -> Vec<String> {
             }
         }
         ("okome.plan.set", "ttl") => push(&[pk, "{}", "TTL", v]),
+        ("okome.unlock", "ms") => push(&[pk, "not-the-holder", "FAILED", v]),
         ("okome.plan.set", "wlimit") => push(&[pk, "{}", "AGENT", "a", "WLIMIT", v]),
         ("okome.plan.set", "wwindow") => {
             push(&[pk, "{}", "AGENT", "a", "WLIMIT", "100000", "WWINDOW", v])

@@ -349,7 +349,7 @@ fn waiters_are_per_database() {
 }
 
 #[test]
-fn skipped_plan_set_that_releases_hands_the_lock_over() {
+fn skipped_plan_set_that_releases_shares_the_plan_and_leaves_the_lock_free() {
     let s = Server::start();
     let mut admin = s.conn();
     let mut leader = s.conn();
@@ -380,9 +380,15 @@ fn skipped_plan_set_that_releases_hands_the_lock_over() {
         ],
     );
     assert_eq!(set, ("SKIPPED".into(), None, Some(0), 1));
+    // The waiter gets the plan that was not stored (SHARED), and does not
+    // take the lock over to compute it again.
     let (_, p, _) = recv(&rx, Duration::from_secs(3), "skipped set");
-    let nt = assert_miss(&p, 8000);
-    assert_held(&mut admin, &key, &nt, 8000);
+    assert_eq!(
+        (p.status.as_str(), p.value.as_deref()),
+        ("SHARED", Some(PLAN))
+    );
+    assert_eq!((p.ms, p.token), (None, None));
+    assert!(!exists(&mut admin, &lock_of(&key)));
     assert!(!exists(&mut admin, &key));
     h.join().unwrap();
 }

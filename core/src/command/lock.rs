@@ -1,10 +1,12 @@
 //! `OKOME.LOCK` and `OKOME.UNLOCK`: the stampede lock of a cache key,
 //! stored at `key:lock`.
 
-use super::spec::{arg, cache_key_kind, keywords, Arg, Command, Options, Request, Route, Ty::*};
-use crate::config::{Config, LOCK_STANDARD};
+use super::spec::{
+    arg, cache_key_kind, check_size, keywords, Arg, Command, Options, Request, Route, Ty::*,
+};
+use crate::config::{Bounds, Config, FAILURE_MS, LOCK_STANDARD};
 use crate::declared::{Access, Declared};
-use crate::keys::lock_key;
+use crate::keys::{self, failed_key, lock_key, Kind};
 use crate::{Error, Result};
 
 /// `OKOME.LOCK key [TTL ms] [TOKEN token]`
@@ -17,11 +19,23 @@ pub struct Lock<'a> {
     pub token: Option<&'a [u8]>,
 }
 
-/// `OKOME.UNLOCK key token`
+/// `OKOME.UNLOCK key token [FAILED ms [message]]`
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unlock<'a> {
     pub key: &'a [u8],
     pub token: &'a [u8],
+    /// `FAILED ms [message]`: the holder's computation failed.
+    pub failed: Option<Failure<'a>>,
+}
+
+/// `FAILED ms [message]` of `OKOME.UNLOCK`: the leader of a plan failed.
+/// Its waiters are answered `FAILED` at once, and lookups that find no plan
+/// for `ms` more (the record `key:failed`, only when `ms` > 0).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure<'a> {
+    pub ms: u64,
+    /// The message lookups answer with (empty: none, replied nil).
+    pub message: &'a [u8],
 }
 
 /// `OKOME.LOCK`/`OKOME.UNLOCK`: only the lock of `key` is touched.
@@ -36,8 +50,10 @@ impl Request for Lock<'_> {
 }
 
 impl Request for Unlock<'_> {
+    /// The lock, and with `FAILED ms` (ms > 0) the plan's failure record.
     fn declared(&self, _cluster: bool) -> Declared {
-        lock_only(self.key)
+        let record = self.failed.as_ref().filter(|f| f.ms > 0);
+        lock_only(self.key).with_opt(Access::Write, record.map(|_| failed_key(self.key)))
     }
 }
 
@@ -72,15 +88,27 @@ pub const LOCK: Command = Command {
     keys: Some(|args, cfg, cluster| parse_lock(args, cfg).map(|r| r.declared(cluster))),
 };
 
+/// `FAILED ms`: how long lookups of the plan answer `FAILED`.
+const FAILED: Arg = arg("ms", Int)
+    .token("FAILED")
+    .bounds(Bounds::Fixed(FAILURE_MS));
+const MESSAGE: Arg = arg("message", Str).optional();
+
 pub const UNLOCK: Command = Command {
     name: "okome.unlock",
     arity: -3,
     flags: "write fast",
-    summary: "Releases a stampede lock if it is held with the given token",
-    complexity: "O(1)",
-    args: &[KEY, arg("token", Str)],
+    summary: "Releases a stampede lock if it is held with the given token; with FAILED, answers the plan's waiters and lookups FAILED",
+    complexity: "O(1), plus O(N) with FAILED for N callers waiting on the plan",
+    args: &[
+        KEY,
+        arg("token", Str),
+        // `FAILED ms [message]` (planner keys): the holder's computation
+        // failed.
+        arg("failure", Block).optional().sub(&[FAILED, MESSAGE]),
+    ],
     route: Some(LOCKED_KEY),
-    keys: Some(|args, _, cluster| parse_unlock(args).map(|r| r.declared(cluster))),
+    keys: Some(|args, cfg, cluster| parse_unlock(args, cfg).map(|r| r.declared(cluster))),
 };
 
 /// Checks that `key` is a cacheable okome key (one that can be locked).
@@ -105,13 +133,51 @@ pub fn parse_lock<'a>(args: &[&'a [u8]], cfg: &Config) -> Result<Lock<'a>> {
     Ok(Lock { key, ttl_ms, token })
 }
 
-pub fn parse_unlock<'a>(args: &[&'a [u8]]) -> Result<Unlock<'a>> {
-    let [key, token] = args else {
+pub fn parse_unlock<'a>(args: &[&'a [u8]], cfg: &Config) -> Result<Unlock<'a>> {
+    let [key, token, rest @ ..] = args else {
         return Err(UNLOCK.arity_error());
     };
     if token.is_empty() {
         return Err(Error::Empty("token"));
     }
-    lockable(key)?;
-    Ok(Unlock { key, token })
+    let failed = parse_failure(rest, cfg)?;
+    if failed.is_some() {
+        if keys::parse(key)? != Kind::Planner {
+            return Err(Error::BadKey(format!(
+                "'{}' is not a planner key: FAILED answers the waiters and lookups of a plan \
+                 (OKOME.PLAN.GET); other keys are released with OKOME.UNLOCK key token",
+                keys::printable(key)
+            )));
+        }
+    } else {
+        lockable(key)?;
+    }
+    Ok(Unlock { key, token, failed })
+}
+
+/// The words after `OKOME.UNLOCK key token`: none, or `FAILED ms [message]`.
+fn parse_failure<'a>(rest: &[&'a [u8]], cfg: &Config) -> Result<Option<Failure<'a>>> {
+    let (word, after) = match rest {
+        [] => return Ok(None),
+        [word, after @ ..] => (word, after),
+    };
+    if !word.eq_ignore_ascii_case(b"FAILED") {
+        return Err(Error::Syntax(format!(
+            "unknown option '{}' (expected: FAILED ms [message])",
+            keys::printable(word)
+        )));
+    }
+    let (ms, message): (&[u8], &[u8]) = match after {
+        [ms] => (ms, b""),
+        [ms, message] => (ms, message),
+        [] => return Err(Error::Syntax("option FAILED needs a value".into())),
+        _ => {
+            return Err(Error::Syntax(
+                "FAILED takes ms and at most one message (quote a message with spaces)".into(),
+            ))
+        }
+    };
+    let ms = FAILED.fixed(ms)?;
+    check_size("message", message, cfg.max_value_bytes, "max-value-bytes")?;
+    Ok(Some(Failure { ms, message }))
 }

@@ -46,7 +46,7 @@ pub use lease::{
     decode_lease, lease_id, parse_lease_acquire, parse_lease_release, parse_lease_renew, Lease,
     LeaseAcquire, LeaseRenew, LEASE_ACQUIRE, LEASE_RELEASE, LEASE_RENEW,
 };
-pub use lock::{parse_lock, parse_unlock, Lock, Unlock, LOCK, UNLOCK};
+pub use lock::{parse_lock, parse_unlock, Failure, Lock, Unlock, LOCK, UNLOCK};
 pub use plan::{
     parse_plan_get, parse_plan_lookup, parse_plan_set, PlanGet, PlanSet, HASHED, PLAN_GET,
     PLAN_LOOKUP, PLAN_SET,

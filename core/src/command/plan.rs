@@ -47,6 +47,8 @@ pub struct PlanSet<'a> {
     pub value: &'a [u8],
     pub ttl_s: u64,
     pub token: Option<&'a [u8]>,
+    /// `FENCED` (with `TOKEN`): store only while the token holds the lock.
+    pub fenced: bool,
     /// One write charged to the agent's write budget.
     pub budget: Option<Charge>,
     /// With `AGENT id`: the agent's ledger, where the stored plan is recorded.
@@ -113,12 +115,20 @@ const TTL: Arg = arg("ttl", Int)
     .token("TTL")
     .optional()
     .bounds(PLANNER_STANDARD);
+/// `FENCED`: store only while `TOKEN` holds the lock.
+const FENCED: Arg = arg("fenced", PureToken).token("FENCED").optional();
+/// `TOKEN token [FENCED]`: the lock to release, and whether the store is
+/// fenced by it.
+const TOKEN_BLOCK: Arg = arg("lock", Block)
+    .optional()
+    .sub(&[arg("token", Str).token("TOKEN"), FENCED]);
 const WLIMIT: Arg = limit("wlimit").token("WLIMIT");
 const WWINDOW: Arg = window("wwindow").token("WWINDOW").optional();
 
 keywords!(PlanSetOpt {
     Ttl => TTL,
     Token => TOKEN,
+    Fenced => FENCED,
     Agent => AGENT,
     Wlimit => WLIMIT,
     Wwindow => WWINDOW,
@@ -170,13 +180,13 @@ pub const PLAN_SET: Command = Command {
     name: "okome.plan.set",
     arity: -3,
     flags: "write deny-oom",
-    summary: "Stores a plan as JSON under a planner key, with its TTL standard, and releases the lock",
+    summary: "Stores a plan as JSON under a planner key, with its TTL standard, and releases the lock (with FENCED, only while the token holds it)",
     complexity: "O(N) in the plan size (JSON validation), plus O(log M) with AGENT for M entries in the agent's ledger, plus O(1) amortised with WLIMIT",
     args: &[
         arg("key", Key),
         arg("plan_json", Str),
         TTL,
-        TOKEN,
+        TOKEN_BLOCK,
         // `AGENT id [WLIMIT n [WWINDOW s]]`: record the plan in the agent's
         // ledger, and optionally charge its write budget.
         arg("agent", Block).optional().sub(&[
@@ -324,7 +334,7 @@ fn parse_lookup_options(rest: &[&[u8]], cfg: &Config) -> Result<PlanGet> {
     })
 }
 
-/// `OKOME.PLAN.SET key plan_json [TTL s] [TOKEN token] [AGENT id [WLIMIT n [WWINDOW s]]]`
+/// `OKOME.PLAN.SET key plan_json [TTL s] [TOKEN token [FENCED]] [AGENT id [WLIMIT n [WWINDOW s]]]`
 pub fn parse_plan_set<'a>(args: &[&'a [u8]], cfg: &Config) -> Result<PlanSet<'a>> {
     let [key, value, rest @ ..] = args else {
         return Err(PLAN_SET.arity_error());
@@ -332,6 +342,7 @@ pub fn parse_plan_set<'a>(args: &[&'a [u8]], cfg: &Config) -> Result<PlanSet<'a>
     let mut opts = Options::<PlanSetOpt>::new(rest);
     let mut ttl_s = cfg.planner_ttl.default;
     let mut token = None;
+    let mut fenced = false;
     let (mut agent, mut wlimit, mut wwindow) = (None, None, None);
     while let Some(k) = opts.keyword()? {
         match k {
@@ -340,7 +351,13 @@ pub fn parse_plan_set<'a>(args: &[&'a [u8]], cfg: &Config) -> Result<PlanSet<'a>
             PlanSetOpt::Wlimit => wlimit = Some(opts.fixed(k)?),
             PlanSetOpt::Wwindow => wwindow = Some(window_ms(opts.fixed(k)?)),
             PlanSetOpt::Token => token = Some(opts.token(k)?),
+            PlanSetOpt::Fenced => fenced = true,
         }
+    }
+    if fenced && token.is_none() {
+        return Err(Error::Syntax(
+            "FENCED needs TOKEN (it stores only while that token holds the lock)".into(),
+        ));
     }
     let budget = match (agent, wlimit) {
         (_, None) if wwindow.is_none() => None,
@@ -364,6 +381,7 @@ pub fn parse_plan_set<'a>(args: &[&'a [u8]], cfg: &Config) -> Result<PlanSet<'a>
         value,
         ttl_s,
         token,
+        fenced,
         budget,
         ledger,
     })

@@ -324,9 +324,90 @@ fn lock_and_unlock() {
     assert!(parse_lock(&[&k, b"TTL", b"10001"], &c).is_err());
     assert!(parse_lock(&[b"okome:budget:rate:{a}"], &c).is_err());
     assert!(parse_lock(&[&keys::lock_key(&k)], &c).is_err());
-    assert!(parse_unlock(&[&k, b"t"]).is_ok());
-    assert_eq!(parse_unlock(&[&k, b""]), Err(Error::Empty("token")));
-    assert_eq!(parse_unlock(&[&k]), Err(Error::Arity(UNLOCK.name)));
+    assert!(parse_unlock(&[&k, b"t"], &c).is_ok());
+    assert_eq!(parse_unlock(&[&k, b""], &c), Err(Error::Empty("token")));
+    assert_eq!(parse_unlock(&[&k], &c), Err(Error::Arity(UNLOCK.name)));
+}
+
+#[test]
+fn unlock_failed() {
+    let c = cfg();
+    let k = pk();
+    let u = parse_unlock(&[&k, b"t", b"failed", b"5000", b"boom"], &c).unwrap();
+    assert_eq!(
+        u.failed,
+        Some(Failure {
+            ms: 5000,
+            message: b"boom"
+        })
+    );
+    let declared = u.declared(false).tail();
+    assert!(declared
+        .iter()
+        .any(|a| a.as_slice() == keys::failed_key(&k).as_slice()));
+    let u = parse_unlock(&[&k, b"t", b"FAILED", b"0"], &c).unwrap();
+    assert_eq!(
+        u.failed,
+        Some(Failure {
+            ms: 0,
+            message: b""
+        })
+    );
+    // Nothing recorded with 0 ms: only the lock is declared.
+    assert_eq!(
+        u.declared(false),
+        parse_unlock(&[&k, b"t"], &c).unwrap().declared(false)
+    );
+    let err = |a: &[&[u8]]| parse_unlock(a, &c).unwrap_err().to_string();
+    assert_eq!(
+        err(&[&k, b"t", b"FAILED", b"60001"]),
+        "ERR ms 60001 is out of range: must be between 0 and 60000 ms"
+    );
+    assert_eq!(
+        err(&[&k, b"t", b"FAILED"]),
+        "ERR syntax error: option FAILED needs a value"
+    );
+    assert_eq!(
+        err(&[&k, b"t", b"FAILED", b"1", b"a", b"b"]),
+        "ERR syntax error: FAILED takes ms and at most one message (quote a message with spaces)"
+    );
+    assert_eq!(
+        err(&[&k, b"t", b"BROKEN", b"1"]),
+        "ERR syntax error: unknown option 'BROKEN' (expected: FAILED ms [message])"
+    );
+    let rag = keys::build(Kind::Rag, &[b"repo", b"chunk"]).unwrap();
+    assert!(parse_unlock(&[&rag, b"t"], &c).is_ok());
+    assert!(err(&[&rag, b"t", b"FAILED", b"1"])
+        .starts_with("ERR 'okome:rag:{repo}:chunk' is not a planner key: FAILED"));
+    let small = Config {
+        max_value_bytes: 3,
+        ..cfg()
+    };
+    assert_eq!(
+        parse_unlock(&[&k, b"t", b"FAILED", b"1", b"four"], &small)
+            .unwrap_err()
+            .to_string(),
+        "ERR message is 4 bytes, larger than the 3-byte limit (okome.max-value-bytes)"
+    );
+}
+
+#[test]
+fn plan_set_fenced() {
+    let c = cfg();
+    let k = pk();
+    let s = parse_plan_set(&[&k, b"{}", b"TOKEN", b"t", b"fenced"], &c).unwrap();
+    assert!(s.fenced);
+    assert!(
+        !parse_plan_set(&[&k, b"{}", b"TOKEN", b"t"], &c)
+            .unwrap()
+            .fenced
+    );
+    assert_eq!(
+        parse_plan_set(&[&k, b"{}", b"FENCED"], &c)
+            .unwrap_err()
+            .to_string(),
+        "ERR syntax error: FENCED needs TOKEN (it stores only while that token holds the lock)"
+    );
 }
 
 #[test]
@@ -823,6 +904,9 @@ fn parse_arg(command: &str, arg: &str, v: &str, c: &Config) -> Result<u64> {
         )
         .map(|s| s.budget.map_or(0, |b| b.window_ms / 1000)),
         ("okome.lock", "ttl") => parse_lock(&[&k, b"TTL", v], c).map(|l| l.ttl_ms),
+        ("okome.unlock", "ms") => {
+            parse_unlock(&[&k, b"t", b"FAILED", v], c).map(|u| u.failed.map_or(0, |f| f.ms))
+        }
         ("okome.rate", "limit") => rate(|r| r.limit, &[b"a", v, b"1"]),
         ("okome.rate", "window") => rate(|r| r.window_ms / 1000, &[b"a", b"1", v]),
         ("okome.rate", "cost") => rate(|r| r.cost, &[b"a", b"1000000000000000", b"1", b"COST", v]),
@@ -966,7 +1050,7 @@ proptest! {
         let _ = parse_plan_lookup(&a, &c);
         let _ = parse_plan_set(&a, &c);
         let _ = parse_lock(&a, &c);
-        let _ = parse_unlock(&a);
+        let _ = parse_unlock(&a, &c);
         let _ = parse_cache_get(&a);
         let _ = parse_cache_set(&a, &c);
         let _ = parse_key(&a, &c);
@@ -1032,10 +1116,19 @@ fn each_command_declares_what_it_touches() {
         [b"okome:tools:{v}:lock".to_vec()]
     );
     let plan = format!("okome:planner:m:{{{}}}:t:r", "a".repeat(64));
+    let failed = format!("{plan}:failed").into_bytes();
     let get = d(PLAN_LOOKUP.name, &[&plan, "NOLOCK"]);
-    assert_eq!(get.iter().count(), 1);
+    assert_eq!(get.iter().count(), 2);
     let get = d(PLAN_LOOKUP.name, &[&plan]);
-    assert_eq!(get.group(Access::Read), [plan.as_bytes().to_vec()]);
+    assert_eq!(
+        get.group(Access::Read),
+        [plan.as_bytes().to_vec(), failed.clone()]
+    );
+    let unlock = d(UNLOCK.name, &[&plan, "t", "FAILED", "10", "boom"]);
+    assert_eq!(
+        unlock.group(Access::Write),
+        [format!("{plan}:lock").into_bytes(), failed]
+    );
     assert_eq!(
         get.group(Access::Write),
         [format!("{plan}:lock").into_bytes()]
