@@ -324,7 +324,6 @@ class PlannerBase(Generic[C]):
         self.outage_probe_ms = outage_probe_ms
         self._outage = False
         self._outage_error: BaseException | None = None
-        self._probe_at = 0.0
         self._outage_lock = threading.Lock()
         self.options = Options(
             limit=limit,
@@ -349,20 +348,27 @@ class PlannerBase(Generic[C]):
         """Set up what runs the background work (after ``okome`` and ``options``)."""
 
     def _skip(self, key: str) -> bool:
-        """During an outage, whether this request skips Redis (at most one
-        request per ``outage_probe_ms`` tries it): then it raises
+        """During an outage (until the background probe reaches Redis again),
+        whether this request skips Redis: then it raises
         :class:`okome.OkomeUnavailable` at once, or with ``fail_open``
         returns ``True`` (compute without the cache)."""
-        if not self._outage:
+        error = self._outage_error
+        if error is None:
             return False
-        with self._outage_lock:
-            now = time.monotonic()
-            error = self._outage_error
-            if not self._outage or error is None or now >= self._probe_at:
-                self._probe_at = now + self.outage_probe_ms / 1000.0  # this one probes
-                return False
         self._unreachable(error, key)
         return True
+
+    def _start_probe(self) -> None:
+        """Start the background probe of an outage (``PING`` every
+        ``outage_probe_ms`` until Redis answers, then :meth:`_reachable`)."""
+        raise NotImplementedError
+
+    def _probed(self, error: BaseException | None) -> bool:
+        """A probe's outcome (``None``: answered): whether the outage is over."""
+        if error is None or not isinstance(error, UNREACHABLE):
+            self._reachable()  # an error reply (NOPERM, ...) is an answer too
+            return True
+        return False
 
     def _unreachable(self, e: BaseException, key: str) -> None:
         """Count a request that found Redis unreachable; raise
@@ -373,10 +379,9 @@ class PlannerBase(Generic[C]):
             if self.fail_open:
                 self.bypassed += 1
             first, self._outage = not self._outage, True
-            if self._outage_error is not e:
-                self._outage_error = e
-                self._probe_at = time.monotonic() + self.outage_probe_ms / 1000.0
+            self._outage_error = e
         if first:
+            self._start_probe()
             log.warning(
                 "okome: Redis is unreachable (%s: %s): %s until it is back",
                 type(e).__name__,
@@ -391,7 +396,7 @@ class PlannerBase(Generic[C]):
             ) from e
 
     def _reachable(self) -> None:
-        """A call reached Redis: the outage, if any, is over (logged)."""
+        """Redis answered: the outage, if any, is over (logged)."""
         if self._outage:
             with self._outage_lock:
                 was, self._outage = self._outage, False
@@ -502,6 +507,21 @@ class Planner(PlannerBase[Okome]):
         if reply.status is PlanStatus.MISS:
             return self._lead(reply, compute, agent, o)
         raise refused(reply, agent)
+
+    def _start_probe(self) -> None:
+        def probe() -> None:
+            while True:
+                time.sleep(self.outage_probe_ms / 1000.0)
+                try:
+                    self.okome.client.ping()
+                except Exception as e:
+                    if self._probed(e):
+                        return
+                else:
+                    self._probed(None)
+                    return
+
+        threading.Thread(target=probe, name="okome-outage-probe", daemon=True).start()
 
     def _bypass(self, key: str, compute: Callable[[], Any], o: Options) -> PlanResult:
         try:

@@ -139,6 +139,21 @@ class Planner(PlannerBase[Okome]):
             return await self._lead(reply, compute, agent, o)
         raise refused(reply, agent)
 
+    def _start_probe(self) -> None:
+        async def probe() -> None:
+            while True:
+                await asyncio.sleep(self.outage_probe_ms / 1000.0)
+                try:
+                    await self.okome.client.ping()
+                except Exception as e:
+                    if self._probed(e):
+                        return
+                else:
+                    self._probed(None)
+                    return
+
+        self._probe = asyncio.ensure_future(probe())
+
     async def _bypass(self, key: str, compute: Callable[[], Any], o: Options) -> PlanResult:
         try:
             plan = await _run_with_deadline(compute, o.max_compute_ms)
