@@ -18,7 +18,9 @@ import pytest
 import redis
 import redis.asyncio as aredis
 from conftest import REDIS_SERVER, Server, free_port
+from redis.asyncio.cluster import RedisCluster as AsyncCluster
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
 from redis.retry import Retry
 
 import okome
@@ -150,7 +152,7 @@ def test_a_pool_of_one_never_blocks_in_the_server(server):
 
 def test_waiters_queue_for_a_slot_within_their_wait(server):
     """A pool of 5 has 4 waiting slots: a fifth caller queues in the client
-    and then blocks in the server for what is left of its wait."""
+    (for at most its wait) and then blocks in the server for what is left."""
     pool = redis.BlockingConnectionPool(host="127.0.0.1", port=server.port, max_connections=5)
     ok = okome.Okome(redis.Redis(connection_pool=pool))
     held = ok.plan_get(MODEL, "queue", TOOLSET, REPO)
@@ -159,8 +161,20 @@ def test_waiters_queue_for_a_slot_within_their_wait(server):
         5, lambda _: ok.plan_get(MODEL, "queue", TOOLSET, REPO, wait_ms=600)
     )
     assert [o.status for o in outcomes] == [PlanStatus.LOCKED] * 5
-    assert 0.55 < slowest < 1.0  # nobody waited more than its 600 ms
-    assert okome.Okome(server.client()).stats()["okome_wait_blocked"] == 4
+    assert 0.55 < slowest < 1.0  # nobody waited much more than its 600 ms
+    # Stored while 4 wait in the server and a fifth queues in the client.
+    held = ok.plan_get(MODEL, "queue 2", TOOLSET, REPO)
+    store = threading.Timer(0.3, ok.plan_set, (held.key, {"v": 1}), {"token": held.token})
+    store.start()
+    blocked = ok.stats()["okome_wait_blocked"]
+    outcomes, slowest = concurrently(
+        5, lambda _: ok.plan_get(MODEL, "queue 2", TOOLSET, REPO, wait_ms=5000)
+    )
+    store.join()
+    assert [o.status for o in outcomes] == [PlanStatus.HIT] * 5
+    assert [o.plan for o in outcomes] == [{"v": 1}] * 5
+    assert slowest < 0.6
+    assert ok.stats()["okome_wait_blocked"] - blocked == 4  # the fifth found the plan
 
 
 # -- failing computations ------------------------------------------------------
@@ -632,3 +646,18 @@ def test_check_when_an_acl_refuses_module_list(server):
     ok = okome.Okome(server.client(username="app", password="pw"))
     found = ok.check()
     assert found == okome.ModuleCheck(server=_found(server.port), module_version=None)
+
+
+def test_check_on_every_primary_of_a_cluster(cluster):
+    port = cluster.nodes[0].port
+    expected = okome.ModuleCheck(server=_found(port), module_version=1)
+    assert okome.Okome(RedisCluster(host="127.0.0.1", port=port)).check() == expected
+
+    async def aio() -> okome.ModuleCheck:
+        rc = AsyncCluster(host="127.0.0.1", port=port)
+        try:
+            return await okome.aio.Okome(rc).check()
+        finally:
+            await rc.aclose()
+
+    assert asyncio.run(aio()) == expected

@@ -595,7 +595,10 @@ class Planner(PlannerBase[Okome]):
         self, key: str, token: str, failed_ms: int | None = None, message: str | None = None
     ) -> None:
         try:
-            self.okome.unlock(key, token, failed_ms=failed_ms, message=message)
+            if failed_ms is None:
+                self.okome.unlock(key, token)
+            else:
+                self.okome.unlock(key, token, failed_ms=failed_ms, message=message)
         except UNREACHABLE as e:
             log.warning("okome: could not release the lock of %s: %s", key, e)
         except Exception:

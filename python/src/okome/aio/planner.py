@@ -233,7 +233,10 @@ class Planner(PlannerBase[Okome]):
         self, key: str, token: str, failed_ms: int | None = None, message: str | None = None
     ) -> None:
         try:
-            await self.okome.unlock(key, token, failed_ms=failed_ms, message=message)
+            if failed_ms is None:
+                await self.okome.unlock(key, token)
+            else:
+                await self.okome.unlock(key, token, failed_ms=failed_ms, message=message)
         except UNREACHABLE as e:
             log.warning("okome: could not release the lock of %s: %s", key, e)
         except Exception:
