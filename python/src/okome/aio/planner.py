@@ -79,6 +79,7 @@ class Planner(PlannerBase[Okome]):
 
     def _start(self) -> None:
         self._background: set[asyncio.Task[None]] = set()
+        self._probe: asyncio.Future[None] | None = None
 
     async def get_or_compute(
         self,
