@@ -418,6 +418,35 @@ def test_max_compute_ms_releases_the_lock_as_failed(server):
     assert ok.plan_lookup(key, nolock=True).status is PlanStatus.MISS
 
 
+def test_a_deadline_without_a_failure_window(server):
+    """failure_ttl_ms=0: the waiters of a leader past its deadline still raise
+    ComputeFailed at once (UNLOCK ... FAILED 0), and the next request computes."""
+    planner = okome.Planner(server.client(), max_compute_ms=300, failure_ttl_ms=0)
+    hung = Counter(delay=1.0)
+    outcomes, slowest = concurrently(
+        3, lambda _: planner.get_or_compute(MODEL, "no window", TOOLSET, REPO, hung)
+    )
+    assert sorted(type(o).__name__ for o in outcomes) == [
+        "ComputeFailed",
+        "ComputeFailed",
+        "ComputeTimeout",
+    ]
+    assert slowest < 0.8 and hung.calls == 1
+    timeout = next(o for o in outcomes if isinstance(o, okome.ComputeTimeout))
+    assert timeout.retry_after_ms == 0 and timeout.headers["Retry-After"] == "1"
+    fresh = Counter(plan={"v": "fresh"})
+    result = planner.get_or_compute(MODEL, "no window", TOOLSET, REPO, fresh)
+    assert result.status is PlanStatus.MISS and fresh.calls == 1
+
+
+def test_planner_options_are_checked(server):
+    with pytest.raises(ValueError, match="failure_ttl_ms 60001 is out of range: 0 to 60000"):
+        okome.Planner(server.client(), failure_ttl_ms=60_001)
+    planner = okome.Planner(server.client())
+    with pytest.raises(ValueError, match="max_compute_ms 0 must be positive"):
+        planner.get_or_compute(MODEL, "options", TOOLSET, REPO, Counter(), max_compute_ms=0)
+
+
 def test_max_compute_ms_cancels_an_asyncio_computation(server):
     async def run() -> tuple[BaseException | None, bool, PlanStatus]:
         planner = okome.aio.Planner(aredis.Redis(port=server.port), max_compute_ms=300)

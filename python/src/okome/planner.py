@@ -260,6 +260,12 @@ class Options:
     failure_ttl_ms: int = 5000
     max_compute_ms: int | None = None
 
+    def __post_init__(self) -> None:
+        if not 0 <= self.failure_ttl_ms <= 60_000:
+            raise ValueError(f"failure_ttl_ms {self.failure_ttl_ms} is out of range: 0 to 60000")
+        if self.max_compute_ms is not None and self.max_compute_ms <= 0:
+            raise ValueError(f"max_compute_ms {self.max_compute_ms} must be positive (or None)")
+
     def merge(self, **overrides: Any) -> Options:
         values = {k: v for k, v in overrides.items() if v is not None}
         return Options(**{**self.__dict__, **values})
@@ -311,10 +317,6 @@ class PlannerBase(Generic[C]):
         fail_open: bool = False,
         outage_probe_ms: int = 1000,
     ) -> None:
-        if not 0 <= failure_ttl_ms <= 60_000:
-            raise ValueError(f"failure_ttl_ms {failure_ttl_ms} is out of range: 0 to 60000")
-        if max_compute_ms is not None and max_compute_ms <= 0:
-            raise ValueError(f"max_compute_ms {max_compute_ms} must be positive (or None)")
         self.okome = self._wrap(client)
         self.fail_open = fail_open
         self.bypassed = 0
