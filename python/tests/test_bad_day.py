@@ -480,6 +480,13 @@ def test_max_compute_ms_cancels_an_asyncio_computation(server):
 # -- outages -------------------------------------------------------------------
 
 
+def wait_until(condition: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
 def restart(server: Server) -> None:
     """Start ``server`` again on its port (SIGKILLed first if it runs)."""
     server.kill()
@@ -514,8 +521,9 @@ def test_a_restart_mid_run(server, caplog):
             causes.append(e.value.__cause__)
         # The first tried Redis; the next two, within outage_probe_ms, did not.
         assert causes[1] is causes[0] and causes[2] is causes[0]
+        assert planner.outage
         restart(server)
-        time.sleep(0.35)  # past outage_probe_ms: the next request tries Redis
+        wait_until(lambda: not planner.outage)  # the probe reached it
         after = planner.get_or_compute(MODEL, "outage", TOOLSET, REPO, Counter())
     assert after.status is PlanStatus.MISS and after.computed  # an empty server: computed again
     assert (planner.unavailable, planner.bypassed) == (3, 0)
@@ -560,8 +568,9 @@ def test_fail_open_computes_without_the_cache(server, caplog):
             planner.get_or_compute(MODEL, "open", TOOLSET, REPO, compute, agent="a")
             for _ in range(3)
         ]
+        assert planner.outage
         restart(server)
-        time.sleep(0.35)
+        wait_until(lambda: not planner.outage)
         back = planner.get_or_compute(MODEL, "open", TOOLSET, REPO, compute, agent="a")
     key = okome.planner_key(MODEL, "open", TOOLSET, REPO)
     for r in results:

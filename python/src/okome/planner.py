@@ -349,6 +349,12 @@ class PlannerBase(Generic[C]):
     def _start(self) -> None:
         """Set up what runs the background work (after ``okome`` and ``options``)."""
 
+    @property
+    def outage(self) -> bool:
+        """Whether Redis is unreachable as far as this planner knows: a request
+        found it so and the background probe has not reached it since."""
+        return self._outage
+
     def _skip(self, key: str) -> bool:
         """During an outage (until the background probe reaches Redis again),
         whether this request skips Redis: then it raises
