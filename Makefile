@@ -16,7 +16,7 @@ help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}' \
 	  | sed -e 's|$$(PORT)|$(PORT)|g' -e 's|$$(FUZZ_SECONDS)|$(FUZZ_SECONDS)|g'
 
-deps: ## Install what building and testing need, if missing (Debian: redis-server, redis-tools, libclang-dev, python3-redis, python3-venv)
+deps: ## Install what building and testing need, if missing (Debian: redis-server, redis-tools, libclang-dev, python3-redis, python3-venv, prometheus-redis-exporter)
 	@bash scripts/deps.sh
 
 build: deps ## Build the module (release): target/release/libokome.so

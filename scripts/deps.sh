@@ -2,7 +2,9 @@
 # Installs what building and testing okome needs on Debian: redis-server
 # (and redis-tools: redis-cli, redis-benchmark), libclang-dev (bindgen), and
 # python3 with redis-py (python3-redis) for examples/python and its test, and
-# python3-venv for the Python package's virtualenv.
+# python3-venv for the Python package's virtualenv, and Prometheus's
+# redis_exporter (prometheus-redis-exporter) for the test of
+# contrib/okome-prometheus-exporter.lua (python/tests/test_exporter.py).
 # Idempotent: does nothing when everything is already present.
 set -euo pipefail
 
@@ -26,6 +28,13 @@ fi
 if ! command -v python3 >/dev/null 2>&1 || ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
   need+=(python3 python3-venv)
 fi
+# python/tests/test_exporter.py runs the real exporter with okome's collector
+# script; Debian names the binary prometheus-redis-exporter, upstream
+# redis_exporter (either will do; REDIS_EXPORTER overrides).
+if ! command -v prometheus-redis-exporter >/dev/null 2>&1 &&
+  ! command -v redis_exporter >/dev/null 2>&1; then
+  need+=(prometheus-redis-exporter)
+fi
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi
@@ -39,5 +48,6 @@ echo "deps: installing ${need[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-# Debian starts a redis-server service on install; okome's tests start their
-# own servers on free ports, so the packaged service is left alone.
+# Debian starts a redis-server service (and a prometheus-redis-exporter one,
+# on :9121) on install; okome's tests start their own servers and exporters
+# on free ports, so the packaged services are left alone.

@@ -519,7 +519,9 @@ impl Chaos {
         }
         if self.rng.chance(15) {
             let a = self.rng.pick(&AGENTS).to_string();
-            cmd.extend(["AGENT".into(), a, "WLIMIT".into(), "3".into()]);
+            // A limit of 1 is soon spent: SKIPPED, and waiters get SHARED.
+            let limit = self.rng.pick(&["1", "3"]).to_string();
+            cmd.extend(["AGENT".into(), a, "WLIMIT".into(), limit]);
         }
         self.count("op PLAN.SET");
         self.call(&cmd);

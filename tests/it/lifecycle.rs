@@ -1206,7 +1206,11 @@ fn keyspace_notifications_and_watch() {
     expect(
         "UNLOCK FAILED",
         got,
-        ev(&[("del", &lock_of(&m.key)), ("set", &record), ("expire", &record)]),
+        ev(&[
+            ("del", &lock_of(&m.key)),
+            ("set", &record),
+            ("expire", &record),
+        ]),
     );
     assert_eq!(get_plan(&mut c, "failing", &[]).status, "FAILED");
     let fenced = plan_set(&mut c, &[&m.key, PLAN, "TOKEN", &token, "FENCED"]);
