@@ -100,7 +100,7 @@ def test_forty_concurrent_cold_requests_compute_once(server):
 def test_raising_compute_hands_over_at_once(server):
     async def main() -> None:
         c = aclient(server)
-        planner = okome.aio.Planner(c)
+        planner = okome.aio.Planner(c, failure_ttl_ms=0)  # not shared: the next waiter takes over
         failing = Counter(delay=0.3, fail=True)
         lead = asyncio.ensure_future(planner.get_or_compute(MODEL, "h", TOOLSET, REPO, failing))
         await asyncio.sleep(0.05)

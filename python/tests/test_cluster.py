@@ -203,13 +203,20 @@ def test_moved_and_ask_are_followed(cluster):
     assert ok.plan_get(MODEL, prompt, TOOLSET, REPO).status is PlanStatus.HIT
 
     # ASK: the slot is migrating and the plan already moved. A lookup that
-    # takes no lock declares the plan's key alone: the source answers ASK,
-    # the target serves it after ASKING.
+    # takes no lock declares the plan's key and its failure record
+    # (key:failed): with both moved, the source answers ASK, the target
+    # serves it after ASKING. (A failure record beside a stored plan changes
+    # nothing: a lookup that finds the plan gets it.)
+    token = ok.lock(key)
+    assert token is not None and ok.unlock(key, token, failed_ms=60_000, message="m")
+    assert ok.plan_get(MODEL, prompt, TOOLSET, REPO).status is PlanStatus.HIT
     a, b = cluster.nodes[src], cluster.nodes[dst]
     stale = okome.Okome(cluster_client(cluster))  # its slot map says src
     _setslot(cluster, slot, "IMPORTING", cluster.node_id(a), nodes=[b])
     _setslot(cluster, slot, "MIGRATING", cluster.node_id(b), nodes=[a])
-    a.client().execute_command("MIGRATE", "127.0.0.1", b.port, "", 0, 5000, "KEYS", key)
+    a.client().execute_command(
+        "MIGRATE", "127.0.0.1", b.port, "", 0, 5000, "KEYS", key, f"{key}:failed"
+    )
     before = cluster.commands()
     hit = ok.plan_lookup(key, nolock=True)
     assert hit.status is PlanStatus.HIT and hit.plan == {"v": 1}
@@ -248,7 +255,7 @@ def test_moved_and_ask_are_followed(cluster):
     w = ok.plan_get(MODEL, "other", TOOLSET, REPO, wait_ms=1000)
     assert w.status is PlanStatus.MISS
 
-    _move(cluster, slot, dst, src, [key])
+    _move(cluster, slot, dst, src, [key, f"{key}:failed"])
     assert ok.plan_get(MODEL, prompt, TOOLSET, REPO).plan == {"v": 1}
 
 

@@ -82,7 +82,9 @@ def test_forty_concurrent_cold_requests_compute_once(server):
 
 
 def test_raising_compute_hands_over_at_once(server):
-    planner = okome.Planner(server.client())
+    """With failure_ttl_ms=0 a failure is not shared: the next waiter takes over
+    (test_bad_day.py has the shared failures)."""
+    planner = okome.Planner(server.client(), failure_ttl_ms=0)
     leader_started = threading.Event()
 
     def failing() -> object:

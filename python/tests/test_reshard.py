@@ -241,7 +241,8 @@ def test_sync_load_during_resharding(cluster, caplog):
     rc = RedisCluster(host="127.0.0.1", port=cluster.nodes[0].port)
     ok = okome.Okome(rc)
     slots, agents, leading, stored = prepare(cluster, ok)
-    planner = okome.Planner(ok, wait_ms=200, lock_ttl_ms=LOCK_TTL_MS)
+    # failure_ttl_ms=0: a Handover gives the lock to the next caller (not shared as FAILED).
+    planner = okome.Planner(ok, wait_ms=200, lock_ttl_ms=LOCK_TTL_MS, failure_ttl_ms=0)
     mover = Mover(cluster, slots)
     load = Load(agents, mover)
     before = redirections(cluster)

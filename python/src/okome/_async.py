@@ -13,7 +13,7 @@ import redis.asyncio as aredis
 from redis import exceptions as rex
 from redis.asyncio.cluster import RedisCluster
 
-from . import errors
+from . import _gate, errors
 from ._commands import Call
 from ._sync import (
     Redirects,
@@ -77,7 +77,17 @@ async def _on_own(conn: Any, call: Call, asking: bool, release: Callable[[Any], 
 
 
 async def call_on(client: aredis.Redis, call: Call) -> Any:
-    """As :func:`okome._sync.call_on`, on a ``redis.asyncio`` standalone client."""
+    """As :func:`okome._sync.call_on`, on a ``redis.asyncio`` standalone client
+    (within the pool's :mod:`~okome._gate` if it is bounded)."""
+    pool = None if getattr(client, "connection", None) is not None else client.connection_pool
+    bounded = None if pool is None else _gate.async_gate(pool)
+    if bounded is None:
+        return await _call_on(client, call)
+    async with bounded.enter(call) as sent:
+        return await _call_on(client, sent)
+
+
+async def _call_on(client: aredis.Redis, call: Call) -> Any:
     if call.wait_ms is None and not call.more:
         return await client.execute_command(*call.args)
     pipe = pipeline(client, call, False)
@@ -108,6 +118,23 @@ class Standalone:
     async def execute(self, call: Call) -> Any:
         try:
             raw = await call_on(self.client, call)
+        except rex.ResponseError as e:
+            raise errors.translate(e) from None
+        return call.parse(raw)
+
+
+class Node:
+    """One node of a ``redis.asyncio`` cluster client, as a transport (for
+    calls meant for that node whatever their slot: ``check``)."""
+
+    cluster = False
+
+    def __init__(self, node: Any) -> None:
+        self.node = node
+
+    async def execute(self, call: Call) -> Any:
+        try:
+            raw = await call_on_node(self.node, call, False)
         except rex.ResponseError as e:
             raise errors.translate(e) from None
         return call.parse(raw)

@@ -14,8 +14,10 @@ from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
+from redis import exceptions as rex
+
 from . import _keys
-from .errors import ArgumentError
+from .errors import ArgumentError, ModuleNotLoadedError
 from .limits import Limit
 from .replies import (
     CacheEntry,
@@ -23,6 +25,7 @@ from .replies import (
     LedgerPage,
     LedgerRecord,
     LimitState,
+    ModuleCheck,
     PlanReply,
     PlanSetReply,
     PlanStatus,
@@ -35,10 +38,12 @@ from .replies import (
     encode_json,
     parse_bool,
     parse_cache_get,
+    parse_info,
     parse_int,
     parse_lease,
     parse_ledger_page,
     parse_ledger_record,
+    parse_modules,
     parse_opt_text,
     parse_plan,
     parse_plan_set,
@@ -48,6 +53,7 @@ from .replies import (
     parse_take,
     parse_text,
     parse_throttle,
+    server_name,
 )
 
 T = TypeVar("T")
@@ -65,6 +71,31 @@ class Call:
     route: str | None = None
     wait_ms: int | None = None
     more: tuple[tuple[Any, ...], ...] = ()
+    wait_at: int | None = None
+    """Where ``"WAIT"`` is in ``args`` (its milliseconds follow), for :meth:`waiting`."""
+
+    def waiting(self, ms: int | None) -> Call:
+        """This call blocking at most ``ms`` (``None``: not at all, ``WAIT``
+        dropped); for a caller that queued in the client for part of its wait."""
+        if self.wait_at is None or self.wait_ms is None:
+            return self
+        at = self.wait_at
+        if ms is None:
+            args = (*self.args[:at], *self.args[at + 2 :])
+            return dataclasses.replace(self, args=args, wait_ms=None, wait_at=None)
+        args = (*self.args[: at + 1], ms, *self.args[at + 2 :])
+        return dataclasses.replace(self, args=args, wait_ms=ms)
+
+
+def _blocking(
+    args: tuple[Any, ...], parse: Callable[[Any], Any], route: str | None, wait_ms: int | None
+) -> Call:
+    """A call that may block ``wait_ms`` (``WAIT`` is the last ``"WAIT"`` in
+    ``args`` that is followed by ``wait_ms``, as the builders put it)."""
+    if not wait_ms:
+        return Call(args, parse, route)
+    at = max(i for i in range(len(args) - 1) if args[i] == "WAIT" and args[i + 1] == wait_ms)
+    return Call(args, parse, route, wait_ms, wait_at=at)
 
 
 Steps = Generator[Call, Any, T]
@@ -163,7 +194,7 @@ def plan_get(
         *_charge_options(agent, limit, window),
         *_lookup_options(lock_ttl_ms, nolock, wait_ms, refresh_ahead_ms),
     )
-    result: PlanReply = yield Call(args, parse_plan, None, wait_ms or None)
+    result: PlanReply = yield _blocking(args, parse_plan, None, wait_ms)
     return result
 
 
@@ -192,8 +223,8 @@ def plan_lookup(
         and (bool(wait_ms) or not _same_slot(_local(lambda: _keys.agent_key("rate", agent)), key))
     )
     if not split:
-        result: PlanReply = yield Call(
-            ("OKOME.PLAN.LOOKUP", key, *charge, *options), parse_plan, key, wait_ms or None
+        result: PlanReply = yield _blocking(
+            ("OKOME.PLAN.LOOKUP", key, *charge, *options), parse_plan, key, wait_ms
         )
         return result
     assert limit is not None and window is not None
@@ -210,8 +241,8 @@ def plan_lookup(
             token=None,
             rate_remaining=rate.remaining,
         )
-    reply: PlanReply = yield Call(
-        ("OKOME.PLAN.LOOKUP", key, *options), parse_plan, key, wait_ms or None
+    reply: PlanReply = yield _blocking(
+        ("OKOME.PLAN.LOOKUP", key, *options), parse_plan, key, wait_ms
     )
     return dataclasses.replace(reply, rate_remaining=rate.remaining)
 
@@ -226,13 +257,18 @@ def plan_set(
     agent: Any,
     write_limit: int | None,
     write_window: int | None,
+    fenced: bool = False,
 ) -> Steps[PlanSetReply]:
+    if fenced and token is None:
+        raise ValueError("fenced needs a token (PLAN.SET ... TOKEN t FENCED)")
     value = encode_json(plan)
     base: list[Any] = ["OKOME.PLAN.SET", key, value]
     if ttl is not None:
         base += ["TTL", ttl]
     if token is not None:
         base += ["TOKEN", token]
+    if fenced:
+        base.append("FENCED")
     if agent is None and (write_limit is not None or write_window is not None):
         raise ValueError("write_limit and write_window need an agent")
     if write_window is not None and write_limit is None:
@@ -334,8 +370,15 @@ def extend_lock(key: str, token: str, ttl_ms: int | None) -> Steps[bool]:
     return _one(Call(("OKOME.LOCK", key, *ttl, "TOKEN", token), parse_bool, key))
 
 
-def unlock(key: str, token: str) -> Steps[bool]:
-    return _one(Call(("OKOME.UNLOCK", key, token), parse_bool, key))
+def unlock(
+    key: str, token: str, failed_ms: int | None = None, message: str | None = None
+) -> Steps[bool]:
+    if failed_ms is None:
+        if message is not None:
+            raise ValueError("message needs failed_ms (UNLOCK key token FAILED ms [message])")
+        return _one(Call(("OKOME.UNLOCK", key, token), parse_bool, key))
+    extra: tuple[Any, ...] = () if message is None else (message,)
+    return _one(Call(("OKOME.UNLOCK", key, token, "FAILED", failed_ms, *extra), parse_bool, key))
 
 
 def _rate(
@@ -382,7 +425,7 @@ def lease_acquire(
     if name is not None:
         extra += ["NAME", name]
     args = ("OKOME.LEASE.ACQUIRE", subject, max, ttl_ms, *extra)
-    return _one(Call(args, parse_lease, route, wait_ms or None))
+    return _one(_blocking(args, parse_lease, route, wait_ms))
 
 
 def lease_renew(lease: str, ttl_ms: int) -> Steps[bool]:
@@ -627,3 +670,39 @@ def key(kind: Any, parts: tuple[Any, ...]) -> Steps[str]:
 
 def info() -> Steps[Any]:
     return _one(Call(("INFO", "okome"), lambda r: r, None))
+
+
+def _raw(reply: Any) -> Any:
+    return reply
+
+
+def not_loaded(server: str, found: str, where: str = "") -> ModuleNotLoadedError:
+    """The error of a server without okome: what it found, what to do."""
+    at = f" on {where}" if where else ""
+    return ModuleNotLoadedError(
+        f"the okome module is not loaded{at}: found {server} with {found}; load "
+        "libokome.so (redis-server --loadmodule /path/to/libokome.so, or "
+        "MODULE LOAD /path/to/libokome.so)"
+    )
+
+
+def check(where: str = "") -> Steps[ModuleCheck]:
+    """``INFO server``, then ``MODULE LIST`` (or, if an ACL refuses it,
+    ``COMMAND INFO OKOME.PLAN.GET``): okome's version, or
+    :class:`ModuleNotLoadedError` saying what was found."""
+    server = server_name(parse_info((yield Call(("INFO", "server"), _raw, None))))
+    try:
+        modules = parse_modules((yield Call(("MODULE", "LIST"), _raw, None)))
+    except rex.ResponseError as e:
+        refused = f"MODULE LIST refused ({e})"
+    else:
+        if "okome" in modules:
+            return ModuleCheck(server=server, module_version=modules["okome"])
+        names = ", ".join(f"{n} {v}" for n, v in sorted(modules.items(), key=lambda m: m[0]))
+        raise not_loaded(server, f"modules: {names}" if names else "no modules", where)
+    commands = yield Call(("COMMAND", "INFO", "OKOME.PLAN.GET"), _raw, None)
+    found = commands.values() if isinstance(commands, dict) else commands
+    known = bool(commands) and any(c for c in found)
+    if known:
+        return ModuleCheck(server=server, module_version=None)
+    raise not_loaded(server, f"no OKOME.PLAN.GET command ({refused})", where)

@@ -14,7 +14,7 @@ import redis
 from redis import exceptions as rex
 from redis.cluster import RedisCluster
 
-from . import errors
+from . import _gate, errors
 from ._commands import Call
 
 MAX_REDIRECTS = 16  # as redis-py's RedisClusterRequestTTL
@@ -242,6 +242,17 @@ def pipeline(client: Any, call: Call, asking: bool) -> Any:
 
 
 def call_on(client: redis.Redis, call: Call, *, asking: bool = False) -> Any:
+    """Run ``call`` on a standalone client (or one cluster node's client),
+    within the pool's :mod:`~okome._gate` if it is bounded."""
+    pool = None if getattr(client, "connection", None) is not None else client.connection_pool
+    bounded = None if pool is None else _gate.gate(pool)
+    if bounded is None:
+        return _call_on(client, call, asking)
+    with bounded.enter(call) as sent:
+        return _call_on(client, sent, asking)
+
+
+def _call_on(client: redis.Redis, call: Call, asking: bool) -> Any:
     """Run ``call`` on a standalone client (or one cluster node's client).
 
     A call that does not block goes through redis-py as usual. A blocking

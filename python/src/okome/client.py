@@ -20,6 +20,7 @@ from .replies import (
     LedgerEntry,
     LedgerPage,
     LedgerRecord,
+    ModuleCheck,
     PlanReply,
     PlanSetReply,
     PurgeReply,
@@ -27,26 +28,10 @@ from .replies import (
     SettleReply,
     TakeReply,
     ThrottleReply,
+    parse_info,
 )
 
-
-def parse_info(raw: Any) -> dict[str, Any]:
-    """``INFO okome`` as a dict, with or without redis-py's INFO parsing."""
-    if isinstance(raw, dict):
-        return {str(k): v for k, v in raw.items()}
-    out: dict[str, Any] = {}
-    text = raw.decode() if isinstance(raw, bytes) else str(raw)
-    for line in text.splitlines():
-        if ":" in line and not line.startswith("#"):
-            k, v = line.split(":", 1)
-            try:
-                out[k] = int(v)
-            except ValueError:
-                try:
-                    out[k] = float(v)
-                except ValueError:
-                    out[k] = v
-    return out
+__all__ = ["ClientBase", "Okome", "parse_info"]
 
 
 class Transport(Protocol):
@@ -102,12 +87,13 @@ class Okome(ClientBase["Standalone | Cluster"]):  # quoted: no X | Y at run time
     def _connect(self, client: Any) -> Standalone | Cluster:
         return transport(client)
 
-    def _drive(self, steps: Steps[T]) -> T:
+    def _drive(self, steps: Steps[T], on: Standalone | Cluster | None = None) -> T:
+        transport = self._transport if on is None else on
         try:
             call = next(steps)
             while True:
                 try:
-                    answer = self._transport.execute(call)
+                    answer = transport.execute(call)
                 except Exception as e:
                     # The builder may undo what its earlier calls did (take
                     # across cluster slots cancels its reservations), then
@@ -197,12 +183,15 @@ class Okome(ClientBase["Standalone | Cluster"]):  # quoted: no X | Y at run time
         agent: str | bytes | None = None,
         write_limit: int | None = None,
         write_window: int | None = None,
+        fenced: bool = False,
     ) -> PlanSetReply:
         """``OKOME.PLAN.SET key plan_json [TTL s] [TOKEN token] [AGENT agent
         WLIMIT write_limit [WWINDOW write_window]]``. ``plan`` is encoded with
         ``json.dumps`` (pass :class:`okome.RawJSON` or bytes to send JSON text as is).
         With ``agent``, the plan is recorded in the agent's ledger, and charged
-        to its write budget with ``write_limit``."""
+        to its write budget with ``write_limit``. With ``fenced`` (needs
+        ``token``): stored only while ``token`` holds the lock, else status
+        ``FENCED`` and nothing written (``PLAN.SET ... TOKEN t FENCED``)."""
         return self._drive(
             cmd.plan_set(
                 self.is_cluster,
@@ -213,6 +202,7 @@ class Okome(ClientBase["Standalone | Cluster"]):  # quoted: no X | Y at run time
                 agent=agent,
                 write_limit=write_limit,
                 write_window=write_window,
+                fenced=fenced,
             )
         )
 
@@ -226,9 +216,15 @@ class Okome(ClientBase["Standalone | Cluster"]):  # quoted: no X | Y at run time
         """``OKOME.LOCK key [TTL ms] TOKEN token``: extend a lock you hold (a heartbeat)."""
         return self._drive(cmd.extend_lock(key, token, ttl_ms))
 
-    def unlock(self, key: str, token: str) -> bool:
-        """``OKOME.UNLOCK key token``: release if held with ``token``."""
-        return self._drive(cmd.unlock(key, token))
+    def unlock(
+        self, key: str, token: str, *, failed_ms: int | None = None, message: str | None = None
+    ) -> bool:
+        """``OKOME.UNLOCK key token [FAILED ms [message]]``: release if held with
+        ``token``. With ``failed_ms`` the computation failed: every caller
+        waiting for the plan is answered ``FAILED`` (with ``message``) at once,
+        and lookups that find no plan are answered ``FAILED`` for ``failed_ms``
+        more (0 to 60000)."""
+        return self._drive(cmd.unlock(key, token, failed_ms, message))
 
     # -- budgets ---------------------------------------------------------------
 
@@ -404,5 +400,25 @@ class Okome(ClientBase["Standalone | Cluster"]):  # quoted: no X | Y at run time
         return self._drive(cmd.key(kind, parts))
 
     def stats(self) -> dict[str, Any]:
-        """``INFO okome`` (on a cluster: of the default node)."""
-        return parse_info(self._drive(cmd.info()))
+        """``INFO okome`` (on a cluster: of the default node). On a server
+        without okome (``INFO okome`` empty): :class:`~okome.ModuleNotLoadedError`."""
+        info = parse_info(self._drive(cmd.info()))
+        if not info:
+            self.check()
+        return info
+
+    def check(self) -> ModuleCheck:
+        """Whether the server runs okome, for an app's startup or readiness
+        probe: ``INFO server`` and ``MODULE LIST`` (``COMMAND INFO`` if an ACL
+        refuses it); on a cluster, on every primary. Raises
+        :class:`~okome.ModuleNotLoadedError` (saying to load ``libokome.so``
+        and what the server runs) if okome is not loaded, and redis-py's
+        ``ConnectionError`` if the server cannot be reached."""
+        if not self.is_cluster:
+            return self._drive(cmd.check())
+        found: ModuleCheck | None = None
+        for node in self.client.get_primaries():
+            on = Standalone(self.client.get_redis_connection(node))
+            found = self._drive(cmd.check(f"{node.host}:{node.port}"), on)
+        assert found is not None, "a cluster without primaries"
+        return found

@@ -105,7 +105,10 @@ class ReservationError(OkomeError):
 
 
 class ModuleNotLoadedError(OkomeError):
-    """The server does not know the okome commands."""
+    """The server does not know the okome commands (an okome command was
+    answered ``unknown command``, or :meth:`okome.Okome.check` /
+    :meth:`okome.Okome.stats` found no okome module loaded): load
+    ``libokome.so`` (``--loadmodule /path/to/libokome.so``)."""
 
 
 class InternalError(OkomeError):
@@ -114,6 +117,12 @@ class InternalError(OkomeError):
 
 class ConfigurationError(ValueError):
     """A client configuration okome refuses to run a call on, with the reason."""
+
+
+NOT_LOADED_HINT = (
+    "the okome module is not loaded on this server: load libokome.so "
+    "(redis-server --loadmodule /path/to/libokome.so, or MODULE LOAD /path/to/libokome.so)"
+)
 
 
 def translate(e: rex.ResponseError) -> Exception:
@@ -137,6 +146,8 @@ def translate(e: rex.ResponseError) -> Exception:
         code, text, cls = "CROSSSLOT", text[len("CROSSSLOT ") :], CrossSlotError
     else:
         cls = _classify(text)
+    if cls is ModuleNotLoadedError:
+        text += f" ({NOT_LOADED_HINT})"
     out = cls(text, code if isinstance(code, str) and code else "ERR")
     out.__cause__ = e
     return out
@@ -236,6 +247,98 @@ class PlanLocked(PlannerError):
             headers["X-OKOME-Agent-Rate-Remaining"] = str(rate_remaining)
         super().__init__(
             f"the plan {key!r} is being computed by another caller (lock TTL {lock_ttl_ms} ms)",
+            key=key,
+            headers=headers,
+        )
+
+
+class ComputeFailed(PlannerError):
+    """The plan's computation failed and the failure is shared: this caller
+    was waiting for the leader whose ``compute()`` raised (or ran past
+    ``max_compute_ms``), or looked the plan up within the failure's time
+    (``failure_ttl_ms``), and got ``FAILED`` instead of computing again.
+    Answer ``503`` with :attr:`headers` (``Retry-After``: when a request
+    computes again). :attr:`message` is the leader's (``"TypeName:
+    message"`` of its exception), ``None`` if it published none. The leader
+    itself gets its own exception, not this one."""
+
+    status_code = 503
+
+    def __init__(
+        self,
+        message: str | None,
+        *,
+        key: str,
+        retry_after_ms: int,
+        rate_remaining: int | None = None,
+        text: str | None = None,
+    ) -> None:
+        self.message = message
+        self.retry_after_ms = retry_after_ms
+        self.retry_after = _ceil_s(retry_after_ms if retry_after_ms > 0 else 1000)
+        headers = {"Retry-After": str(self.retry_after), "X-OKOME-Cache-Key": key}
+        if rate_remaining is not None:
+            headers["X-OKOME-Agent-Rate-Remaining"] = str(rate_remaining)
+        super().__init__(
+            text
+            or f"the computation of the plan {key!r} failed: {message or '(no message)'} "
+            f"(retry after {retry_after_ms} ms)",
+            key=key,
+            headers=headers,
+        )
+
+
+class ComputeTimeout(ComputeFailed):
+    """This caller led and its ``compute()`` ran past the planner's
+    ``max_compute_ms``: the lock was released as failed (its waiters got
+    :class:`ComputeFailed` at once) and the late result, if any, is dropped.
+    A sync ``compute`` goes on in its thread until it returns (Python cannot
+    stop a thread); an asyncio one is cancelled."""
+
+    def __init__(
+        self,
+        max_compute_ms: int,
+        *,
+        key: str,
+        retry_after_ms: int,
+        rate_remaining: int | None = None,
+    ) -> None:
+        self.max_compute_ms = max_compute_ms
+        super().__init__(
+            timeout_message(max_compute_ms),
+            key=key,
+            retry_after_ms=retry_after_ms,
+            rate_remaining=rate_remaining,
+            text=f"the computation of the plan {key!r} ran past max_compute_ms="
+            f"{max_compute_ms}: the lock was released as failed, the result is dropped",
+        )
+
+
+def timeout_message(max_compute_ms: int) -> str:
+    """The failure message a leader past its deadline publishes."""
+    return f"ComputeTimeout: compute() ran past max_compute_ms={max_compute_ms}"
+
+
+class OkomeUnavailable(PlannerError):
+    """Redis cannot be reached (a refused or lost connection, a timeout, a
+    server still loading its data), for a planner request, a follower's wait
+    included: answer ``503`` with :attr:`headers` (``Retry-After``). The
+    redis-py error (``ConnectionError``, ``TimeoutError``) is ``__cause__``. With
+    ``Planner(..., fail_open=True)`` the planner computes without the cache
+    instead of raising this."""
+
+    status_code = 503
+
+    def __init__(
+        self, cause: BaseException, *, key: str | None, retry_after_ms: int = 1000
+    ) -> None:
+        self.retry_after_ms = retry_after_ms
+        self.retry_after = _ceil_s(retry_after_ms)
+        headers = {"Retry-After": str(self.retry_after)}
+        if key is not None:
+            headers["X-OKOME-Cache-Key"] = key
+        super().__init__(
+            f"okome: Redis is unavailable ({type(cause).__name__}: {cause})",
             key=key,
             headers=headers,
         )

@@ -4,6 +4,7 @@ and what :mod:`okome.aio.planner`, its asyncio twin, shares with it
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
@@ -11,8 +12,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, TypedDict, TypeVar
 
+from redis import exceptions as rex
+
 from .client import Okome
-from .errors import PlanLocked, RateLimited
+from .errors import (
+    ComputeFailed,
+    ComputeTimeout,
+    OkomeUnavailable,
+    PlanLocked,
+    PlannerError,
+    RateLimited,
+    timeout_message,
+)
 from .replies import PlanReply, PlanStatus, RawJSON, StoreStatus, encode_json
 
 log = logging.getLogger("okome")
@@ -28,7 +39,8 @@ class PlanResult:
     """The plan (decoded JSON when served from the cache, as computed otherwise)."""
     status: PlanStatus
     """``HIT``, ``REFRESH`` (served from the cache, recomputing in the
-    background) or ``MISS`` (this call computed it)."""
+    background), ``SHARED`` (handed over by a leader whose write budget was
+    spent, not stored) or ``MISS`` (this call computed it)."""
     key: str
     """The planner key."""
     rate_remaining: int | None
@@ -36,23 +48,33 @@ class PlanResult:
     computed: bool
     """Whether this call ran ``compute``."""
     stored: StoreStatus | None = None
-    """For a computed plan: ``STORED``, or ``SKIPPED`` (the write budget is spent)."""
+    """For a computed plan: ``STORED``, ``SKIPPED`` (the write budget is
+    spent; the waiting callers got it as ``SHARED``) or ``FENCED`` (a
+    refresh whose lock had expired: not stored); ``None`` when bypassed."""
     ttl_ms: int | None = None
-    """For a served plan: its remaining TTL."""
+    """For a plan served from the cache: its remaining TTL."""
     headers: Mapping[str, str] = field(default_factory=dict)
-    """``X-OKOME-Cache`` (``HIT``/``MISS``), ``X-OKOME-Cache-Key``,
-    ``X-OKOME-Agent-Rate-Remaining`` (with an agent), ``X-OKOME-Cache-Write``
-    (``STORED``/``SKIPPED``, for a computed plan)."""
+    """``X-OKOME-Cache`` (``HIT``/``MISS``; ``BYPASS`` when computed without
+    the cache), ``X-OKOME-Cache-Key``, ``X-OKOME-Agent-Rate-Remaining`` (with
+    an agent), ``X-OKOME-Cache-Write`` (``STORED``/``SKIPPED``, for a
+    computed plan)."""
+    bypassed: bool = False
+    """Redis was unreachable and the planner (``fail_open=True``) computed
+    without the cache: nothing stored, no lock, no rate charged."""
 
     @property
     def cache(self) -> str:
-        """``HIT`` or ``MISS``, as ``X-OKOME-Cache`` says."""
+        """``HIT``, ``MISS`` or ``BYPASS``, as ``X-OKOME-Cache`` says."""
+        if self.bypassed:
+            return "BYPASS"
         return "MISS" if self.status is PlanStatus.MISS else "HIT"
 
 
 def make_headers(
     status: PlanStatus, key: str, rate_remaining: int | None, stored: StoreStatus | None
 ) -> dict[str, str]:
+    """A result's headers: ``X-OKOME-Cache`` is ``MISS`` for a computed plan,
+    ``HIT`` for one served without computing (``HIT``, ``REFRESH``, ``SHARED``)."""
     headers = {
         "X-OKOME-Cache": "MISS" if status is PlanStatus.MISS else "HIT",
         "X-OKOME-Cache-Key": key,
@@ -76,7 +98,7 @@ def served(reply: PlanReply) -> PlanResult:
     )
 
 
-def computed(reply: PlanReply, plan: Any, stored: StoreStatus) -> PlanResult:
+def computed(reply: PlanReply, plan: Any, stored: StoreStatus | None) -> PlanResult:
     return PlanResult(
         plan=plan,
         status=PlanStatus.MISS,
@@ -88,11 +110,96 @@ def computed(reply: PlanReply, plan: Any, stored: StoreStatus) -> PlanResult:
     )
 
 
-def refused(reply: PlanReply, agent: Any) -> Exception:
-    """The exception for a ``LIMITED`` or ``LOCKED`` reply."""
+def bypassed(key: str, plan: Any) -> PlanResult:
+    """A plan computed without the cache (``fail_open``, Redis unreachable)."""
+    return PlanResult(
+        plan=plan,
+        status=PlanStatus.MISS,
+        key=key,
+        rate_remaining=None,
+        computed=True,
+        headers={"X-OKOME-Cache": "BYPASS", "X-OKOME-Cache-Key": key},
+        bypassed=True,
+    )
+
+
+def refused(reply: PlanReply, agent: Any) -> PlannerError:
+    """The exception for a ``LIMITED``, ``LOCKED`` or ``FAILED`` reply."""
     if reply.status is PlanStatus.LIMITED:
         return RateLimited(reply.retry_after_ms or 0, key=reply.key, agent=_agent_text(agent))
+    if reply.status is PlanStatus.FAILED:
+        return ComputeFailed(
+            reply.message,
+            key=reply.key,
+            retry_after_ms=reply.retry_after_ms or 0,
+            rate_remaining=reply.rate_remaining,
+        )
     return PlanLocked(reply.lock_ttl_ms, key=reply.key, rate_remaining=reply.rate_remaining)
+
+
+UNREACHABLE = (rex.ConnectionError, rex.TimeoutError)
+"""redis-py's errors of a server that cannot be reached (refused, lost, timed
+out, still loading its data): :class:`okome.OkomeUnavailable` for a planner."""
+
+MAX_MESSAGE = 1024
+"""The longest failure message a leader publishes (characters)."""
+
+
+def failure_message(e: BaseException) -> str:
+    """What a failed leader publishes to its waiters: ``"TypeName: message"``."""
+    text = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 3] + "..."
+
+
+class Late(Exception):
+    """``compute()`` ran past ``max_compute_ms`` (becomes :class:`ComputeTimeout`)."""
+
+
+def timed_out(reply: PlanReply, o: Options) -> ComputeTimeout:
+    assert o.max_compute_ms is not None
+    return ComputeTimeout(
+        o.max_compute_ms,
+        key=reply.key,
+        retry_after_ms=o.failure_ttl_ms,
+        rate_remaining=reply.rate_remaining,
+    )
+
+
+def run_with_deadline(compute: Callable[[], Any], max_compute_ms: int | None, key: str) -> Any:
+    """``compute()`` (sync): in this thread without a deadline; with one, in a
+    daemon thread (with this thread's ``contextvars``) that this thread stops
+    waiting for at the deadline (:class:`Late`); Python cannot stop a thread,
+    so it runs on to its end and its result is dropped (logged)."""
+    if max_compute_ms is None:
+        return compute()
+    box: dict[str, Any] = {}
+    done = threading.Event()
+    abandoned = threading.Event()
+    ctx = contextvars.copy_context()
+
+    def target() -> None:
+        try:
+            box["value"] = ctx.run(compute)
+        except BaseException as e:  # handed to the caller (or logged if it gave up)
+            box["error"] = e
+        finally:
+            done.set()
+            if abandoned.is_set():
+                log.warning(
+                    "okome: compute() of %s ended after its deadline (max_compute_ms=%d): "
+                    "its result is dropped",
+                    key,
+                    max_compute_ms,
+                )
+
+    thread = threading.Thread(target=target, name=f"okome-compute {key}", daemon=True)
+    thread.start()
+    if not done.wait(max_compute_ms / 1000.0):
+        abandoned.set()
+        raise Late()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
 
 
 def _agent_text(agent: Any) -> str | None:
@@ -150,6 +257,14 @@ class Options:
     ttl: int | None = None
     lock_ttl_ms: int | None = None
     heartbeat_ms: int | None = None
+    failure_ttl_ms: int = 5000
+    max_compute_ms: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.failure_ttl_ms <= 60_000:
+            raise ValueError(f"failure_ttl_ms {self.failure_ttl_ms} is out of range: 0 to 60000")
+        if self.max_compute_ms is not None and self.max_compute_ms <= 0:
+            raise ValueError(f"max_compute_ms {self.max_compute_ms} must be positive (or None)")
 
     def merge(self, **overrides: Any) -> Options:
         values = {k: v for k, v in overrides.items() if v is not None}
@@ -197,8 +312,21 @@ class PlannerBase(Generic[C]):
         ttl: int | None = None,
         lock_ttl_ms: int | None = None,
         heartbeat_ms: int | None = None,
+        failure_ttl_ms: int = 5000,
+        max_compute_ms: int | None = None,
+        fail_open: bool = False,
+        outage_probe_ms: int = 1000,
     ) -> None:
         self.okome = self._wrap(client)
+        self.fail_open = fail_open
+        self.bypassed = 0
+        """Requests computed without the cache because Redis was unreachable."""
+        self.unavailable = 0
+        """Requests that found Redis unreachable (raised or bypassed)."""
+        self.outage_probe_ms = outage_probe_ms
+        self._outage = False
+        self._outage_error: BaseException | None = None
+        self._outage_lock = threading.Lock()
         self.options = Options(
             limit=limit,
             window=window,
@@ -209,6 +337,8 @@ class PlannerBase(Generic[C]):
             ttl=ttl,
             lock_ttl_ms=lock_ttl_ms,
             heartbeat_ms=heartbeat_ms,
+            failure_ttl_ms=failure_ttl_ms,
+            max_compute_ms=max_compute_ms,
         )
         self._start()
 
@@ -218,6 +348,75 @@ class PlannerBase(Generic[C]):
 
     def _start(self) -> None:
         """Set up what runs the background work (after ``okome`` and ``options``)."""
+
+    @property
+    def outage(self) -> bool:
+        """Whether Redis is unreachable as far as this planner knows: a request
+        found it so and the background probe has not reached it since."""
+        return self._outage
+
+    def _skip(self, key: str) -> bool:
+        """During an outage (until the background probe reaches Redis again),
+        whether this request skips Redis: then it raises
+        :class:`okome.OkomeUnavailable` at once, or with ``fail_open``
+        returns ``True`` (compute without the cache)."""
+        error = self._outage_error
+        if error is None:
+            return False
+        self._unreachable(error, key)
+        return True
+
+    def _start_probe(self) -> None:
+        """Start the background probe of an outage (``PING`` every
+        ``outage_probe_ms`` until Redis answers, then :meth:`_reachable`)."""
+        raise NotImplementedError
+
+    def _probed(self, error: BaseException | None) -> bool:
+        """A probe's outcome (``None``: answered): whether the outage is over."""
+        if error is None or not isinstance(error, UNREACHABLE):
+            self._reachable()  # an error reply (NOPERM, ...) is an answer too
+            return True
+        return False
+
+    def _unreachable(self, e: BaseException, key: str) -> None:
+        """Count a request that found Redis unreachable; raise
+        :class:`okome.OkomeUnavailable` unless ``fail_open``. Logged once per
+        outage (until a call reaches Redis again)."""
+        with self._outage_lock:
+            self.unavailable += 1
+            if self.fail_open:
+                self.bypassed += 1
+            first, self._outage = not self._outage, True
+            self._outage_error = e
+        if first:
+            self._start_probe()
+            log.warning(
+                "okome: Redis is unreachable (%s: %s): %s until it is back",
+                type(e).__name__,
+                e,
+                "computing plans without the cache (fail_open)"
+                if self.fail_open
+                else "planner requests raise OkomeUnavailable (503)",
+            )
+        if not self.fail_open:
+            raise OkomeUnavailable(
+                e, key=key, retry_after_ms=max(self.outage_probe_ms, 1000)
+            ) from e
+
+    def _reachable(self) -> None:
+        """Redis answered: the outage, if any, is over (logged)."""
+        if self._outage:
+            with self._outage_lock:
+                was, self._outage = self._outage, False
+                self._outage_error = None
+                n, b = self.unavailable, self.bypassed
+            if was:
+                log.warning(
+                    "okome: Redis is reachable again (%d requests found it unreachable so "
+                    "far, %d computed without the cache)",
+                    n,
+                    b,
+                )
 
 
 class Planner(PlannerBase[Okome]):
@@ -230,13 +429,25 @@ class Planner(PlannerBase[Okome]):
     - ``MISS`` with a token (this call leads): runs ``compute()`` while a
       heartbeat thread extends the lock every third of its TTL (``OKOME.LOCK key TTL ms
       TOKEN t``), then one ``PLAN.SET key plan TOKEN t AGENT a WLIMIT n``,
-      which answers every waiting follower at once. If ``compute`` raises,
-      ``OKOME.UNLOCK`` hands the lock to the longest-waiting follower at once
-      and the exception propagates;
+      which answers every waiting follower at once (if the write budget is
+      spent, ``SKIPPED``, they still get the plan, as ``SHARED``). If
+      ``compute`` raises, ``OKOME.UNLOCK key t FAILED failure_ttl_ms
+      message`` answers the waiters ``FAILED`` at once (they raise
+      :class:`okome.ComputeFailed`), and so are lookups for
+      ``failure_ttl_ms``; the leader's own exception propagates
+      (``failure_ttl_ms=0``: a plain ``UNLOCK``, the longest-waiting
+      follower takes over). Past ``max_compute_ms`` the lock is released as
+      failed and the leader raises :class:`okome.ComputeTimeout`;
+    - ``SHARED``: returns the plan a leader handed over without storing it;
     - ``REFRESH``: returns the cached plan and recomputes it in a background
-      thread (exactly one caller gets ``REFRESH``); see :meth:`wait_background`;
+      thread (exactly one caller gets ``REFRESH``), stored ``FENCED`` (not
+      if its lock expired meanwhile); see :meth:`wait_background`;
     - ``LIMITED``: raises :class:`okome.RateLimited` (``429``, ``Retry-After``);
-    - ``LOCKED`` (the wait timed out): raises :class:`okome.PlanLocked` (``503``).
+    - ``LOCKED`` (the wait timed out): raises :class:`okome.PlanLocked` (``503``);
+    - ``FAILED``: raises :class:`okome.ComputeFailed` (``503``, ``Retry-After``).
+
+    Redis unreachable: :class:`okome.OkomeUnavailable` (``503``), or with
+    ``fail_open=True`` ``compute()`` without the cache (see :attr:`bypassed`).
     """
 
     def _wrap(self, client: Any) -> Okome:
@@ -265,6 +476,8 @@ class Planner(PlannerBase[Okome]):
         ttl: int | None = None,
         lock_ttl_ms: int | None = None,
         heartbeat_ms: int | None = None,
+        failure_ttl_ms: int | None = None,
+        max_compute_ms: int | None = None,
     ) -> PlanResult:
         """The plan for ``(model, prompt, toolset_version, repo_hash)``: from the
         cache, from the caller computing it right now, or from ``compute()``."""
@@ -278,21 +491,62 @@ class Planner(PlannerBase[Okome]):
             ttl=ttl,
             lock_ttl_ms=lock_ttl_ms,
             heartbeat_ms=heartbeat_ms,
+            failure_ttl_ms=failure_ttl_ms,
+            max_compute_ms=max_compute_ms,
         )
-        reply = self.okome.plan_get(model, prompt, toolset_version, repo_hash, **o.lookup(agent))
-        if reply.status is PlanStatus.HIT:
+        if self._outage and self._skip(
+            key := self.okome.planner_key(model, prompt, toolset_version, repo_hash)
+        ):
+            return self._bypass(key, compute, o)
+        try:
+            reply = self.okome.plan_get(
+                model, prompt, toolset_version, repo_hash, **o.lookup(agent)
+            )
+        except UNREACHABLE as e:
+            key = self.okome.planner_key(model, prompt, toolset_version, repo_hash)
+            self._unreachable(e, key)
+            return self._bypass(key, compute, o)
+        self._reachable()
+        if reply.status in (PlanStatus.HIT, PlanStatus.SHARED):
             return served(reply)
         if reply.status is PlanStatus.REFRESH:
             self._refresh_in_background(reply, compute, agent, o)
             return served(reply)
         if reply.status is PlanStatus.MISS:
-            plan, stored = self._lead(reply, compute, agent, o)
-            return computed(reply, plan, stored)
+            return self._lead(reply, compute, agent, o)
         raise refused(reply, agent)
 
+    def _start_probe(self) -> None:
+        def probe() -> None:
+            while True:
+                time.sleep(self.outage_probe_ms / 1000.0)
+                try:
+                    self.okome.client.ping()
+                except Exception as e:
+                    if self._probed(e):
+                        return
+                else:
+                    self._probed(None)
+                    return
+
+        threading.Thread(target=probe, name="okome-outage-probe", daemon=True).start()
+
+    def _bypass(self, key: str, compute: Callable[[], Any], o: Options) -> PlanResult:
+        try:
+            plan = run_with_deadline(compute, o.max_compute_ms, key)
+        except Late:
+            assert o.max_compute_ms is not None
+            raise ComputeTimeout(o.max_compute_ms, key=key, retry_after_ms=1000) from None
+        return bypassed(key, plan)
+
     def _lead(
-        self, reply: PlanReply, compute: Callable[[], Any], agent: Any, o: Options
-    ) -> tuple[Any, StoreStatus]:
+        self,
+        reply: PlanReply,
+        compute: Callable[[], Any],
+        agent: Any,
+        o: Options,
+        refresh: bool = False,
+    ) -> PlanResult:
         """Compute under the lock ``reply`` granted, then store and release it."""
         token = reply.token
         lease = None
@@ -302,21 +556,59 @@ class Planner(PlannerBase[Okome]):
             lease = self._heartbeats.add(reply.key, token, lock_ttl, interval)
         try:
             try:
-                plan = compute()
+                plan = run_with_deadline(compute, o.max_compute_ms, reply.key)
                 value = plan_json(plan)  # refuse an unencodable plan while we hold the lock
             finally:
                 if lease is not None:
                     self._heartbeats.remove(lease)
-            set_reply = self.okome.plan_set(reply.key, value, **o.store(token, agent))
+        except Late:
+            assert o.max_compute_ms is not None
+            if token is not None:
+                self._release(reply.key, token, o.failure_ttl_ms, timeout_message(o.max_compute_ms))
+            raise timed_out(reply, o) from None
+        except Exception as e:
+            if token is not None:
+                self._fail(reply.key, token, e, o)
+            raise
         except BaseException:
             if token is not None:
                 self._release(reply.key, token)
             raise
-        return plan, set_reply.status
-
-    def _release(self, key: str, token: str) -> None:
         try:
-            self.okome.unlock(key, token)
+            set_reply = self.okome.plan_set(
+                reply.key, value, **o.store(token, agent), fenced=refresh and token is not None
+            )
+        except UNREACHABLE as e:
+            self._unreachable(e, reply.key)
+            return bypassed(reply.key, plan)
+        except Exception as e:
+            if token is not None:
+                self._fail(reply.key, token, e, o)
+            raise
+        except BaseException:
+            if token is not None:
+                self._release(reply.key, token)
+            raise
+        return computed(reply, plan, set_reply.status)
+
+    def _fail(self, key: str, token: str, e: BaseException, o: Options) -> None:
+        """Release the lock of a computation that raised ``e``: as failed
+        with ``failure_ttl_ms``, or (0) for the next waiter to take over."""
+        if o.failure_ttl_ms > 0:
+            self._release(key, token, o.failure_ttl_ms, failure_message(e))
+        else:
+            self._release(key, token)
+
+    def _release(
+        self, key: str, token: str, failed_ms: int | None = None, message: str | None = None
+    ) -> None:
+        try:
+            if failed_ms is None:
+                self.okome.unlock(key, token)
+            else:
+                self.okome.unlock(key, token, failed_ms=failed_ms, message=message)
+        except UNREACHABLE as e:
+            log.warning("okome: could not release the lock of %s: %s", key, e)
         except Exception:
             log.exception("okome: could not release the lock of %s", key)
 
@@ -325,7 +617,13 @@ class Planner(PlannerBase[Okome]):
     ) -> None:
         def run() -> None:
             try:
-                self._lead(reply, compute, agent, o)
+                result = self._lead(reply, compute, agent, o, refresh=True)
+                if result.stored is StoreStatus.FENCED:
+                    log.info(
+                        "okome: the refresh of %s was not stored (FENCED): its lock expired "
+                        "meanwhile; the plan served stays",
+                        reply.key,
+                    )
             except Exception:
                 log.exception("okome: background refresh of %s failed", reply.key)
             finally:

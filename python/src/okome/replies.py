@@ -26,6 +26,15 @@ class PlanStatus(str, Enum):
     """Another caller holds the lock (and the wait, if any, timed out)."""
     LIMITED = "LIMITED"
     """The agent is over its rate limit; nothing else happened."""
+    FAILED = "FAILED"
+    """The leader's computation failed (``OKOME.UNLOCK key token FAILED ms
+    [message]``): :attr:`PlanReply.message` holds its message and
+    :attr:`PlanReply.retry_after_ms` the failure's remaining time. Waiters
+    are answered so at once, and lookups of the key that find no plan for
+    that long; no lock was taken."""
+    SHARED = "SHARED"
+    """A waiter given the plan of a leader whose store was ``SKIPPED`` (its
+    write budget was spent): :attr:`PlanReply.plan` holds it; not stored."""
 
     def __str__(self) -> str:
         return self.value
@@ -36,7 +45,11 @@ class StoreStatus(str, Enum):
 
     STORED = "STORED"
     SKIPPED = "SKIPPED"
-    """The agent's write budget is spent: the plan was not stored."""
+    """The agent's write budget is spent: the plan was not stored (the callers
+    waiting for it still get it, as ``SHARED``)."""
+    FENCED = "FENCED"
+    """``PLAN.SET ... TOKEN t FENCED`` when ``t`` no longer held the lock:
+    nothing was written, no budget charged."""
 
     def __str__(self) -> str:
         return self.value
@@ -60,29 +73,32 @@ class PlanReply:
     key: str
     """The planner key (``X-OKOME-Cache-Key``)."""
     plan: Any
-    """The cached plan, decoded from JSON (``HIT``/``REFRESH``), else ``None``."""
+    """The plan, decoded from JSON (``HIT``/``REFRESH``/``SHARED``), else ``None``."""
     raw: str | None
-    """The cached plan's JSON text as stored (``HIT``/``REFRESH``), else ``None``."""
+    """The plan's JSON text as stored (``HIT``/``REFRESH``/``SHARED``), else ``None``."""
     ttl_ms: int | None
     """``HIT``/``REFRESH``: the plan's remaining TTL."""
     lock_ttl_ms: int | None
     """``MISS``: the TTL of the lock just taken (``None`` with ``nolock``).
     ``LOCKED``: the lock's remaining TTL (``-2``: gone, not yet handed over)."""
     retry_after_ms: int | None
-    """``LIMITED``: when the agent's next request fits."""
+    """``LIMITED``: when the agent's next request fits. ``FAILED``: the
+    failure's remaining time (a lookup then computes again)."""
     token: str | None
     """``MISS``/``REFRESH``: the lock token to store with (``plan_set(..., token=)``)."""
     rate_remaining: int | None
     """The agent's remaining rate (``X-OKOME-Agent-Rate-Remaining``); ``None`` without ``agent``."""
+    message: str | None = None
+    """``FAILED``: the message the leader published with its failure (``None`` if none)."""
 
     @property
     def found(self) -> bool:
-        """Whether a plan was served (``HIT`` or ``REFRESH``)."""
-        return self.status in (PlanStatus.HIT, PlanStatus.REFRESH)
+        """Whether a plan was served (``HIT``, ``REFRESH`` or ``SHARED``)."""
+        return self.status in (PlanStatus.HIT, PlanStatus.REFRESH, PlanStatus.SHARED)
 
     @property
     def retry_after(self) -> int | None:
-        """``LIMITED``: ``Retry-After`` in whole seconds, rounded up."""
+        """``LIMITED``/``FAILED``: ``Retry-After`` in whole seconds, rounded up."""
         return None if self.retry_after_ms is None else ceil_seconds(self.retry_after_ms)
 
 
@@ -311,7 +327,8 @@ def _list(reply: Any, n: int, what: str) -> list[Any]:
 def parse_plan(reply: Any) -> PlanReply:
     status_s, key, value, ms, token, remaining = _list(reply, 6, "OKOME.PLAN.GET")
     status = PlanStatus(text(status_s))
-    raw = opt_text(value)
+    failed = status is PlanStatus.FAILED
+    raw = None if failed else opt_text(value)
     msv = opt_int(ms)
     return PlanReply(
         status=status,
@@ -320,9 +337,10 @@ def parse_plan(reply: Any) -> PlanReply:
         raw=raw,
         ttl_ms=msv if status in (PlanStatus.HIT, PlanStatus.REFRESH) else None,
         lock_ttl_ms=msv if status in (PlanStatus.MISS, PlanStatus.LOCKED) else None,
-        retry_after_ms=msv if status is PlanStatus.LIMITED else None,
+        retry_after_ms=msv if status in (PlanStatus.LIMITED, PlanStatus.FAILED) else None,
         token=opt_text(token),
         rate_remaining=opt_int(remaining),
+        message=opt_text(value) if failed else None,
     )
 
 
@@ -437,3 +455,59 @@ def parse_text(reply: Any) -> str:
 
 def parse_opt_text(reply: Any) -> str | None:
     return opt_text(reply)
+
+
+def parse_info(raw: Any) -> dict[str, Any]:
+    """``INFO okome`` as a dict, with or without redis-py's INFO parsing."""
+    if isinstance(raw, dict):
+        return {str(k): v for k, v in raw.items()}
+    out: dict[str, Any] = {}
+    text = raw.decode() if isinstance(raw, bytes) else str(raw)
+    for line in text.splitlines():
+        if ":" in line and not line.startswith("#"):
+            k, v = line.split(":", 1)
+            try:
+                out[k] = int(v)
+            except ValueError:
+                try:
+                    out[k] = float(v)
+                except ValueError:
+                    out[k] = v
+    return out
+
+
+@dataclass(frozen=True)
+class ModuleCheck:
+    """:meth:`okome.Okome.check`: the server okome runs on."""
+
+    server: str
+    """The server and its version, from ``INFO server`` (``"redis 7.0.15"``)."""
+    module_version: int | None
+    """okome's version as ``MODULE LIST`` gives it; ``None`` if ``MODULE
+    LIST`` was refused (say, by an ACL) and the commands were found with
+    ``COMMAND INFO`` instead."""
+
+
+def server_name(info: dict[str, Any]) -> str:
+    """``"redis 7.0.15"`` / ``"valkey 9.0.0"`` from ``INFO server``."""
+    name = str(info.get("server_name") or "redis")
+    version = info.get(f"{name}_version") or info.get("redis_version") or "?"
+    return f"{name} {version}"
+
+
+def parse_modules(reply: Any) -> dict[str, int | None]:
+    """``MODULE LIST`` as ``{name: version}``, whatever redis-py made of it
+    (a list of dicts, or of flat name/value lists)."""
+    out: dict[str, int | None] = {}
+    for entry in reply or ():
+        if isinstance(entry, dict):
+            fields = {text(k): v for k, v in entry.items()}
+        else:
+            items = list(entry)
+            fields = {text(items[i]): items[i + 1] for i in range(0, len(items) - 1, 2)}
+        if "name" in fields:
+            try:
+                out[text(fields["name"])] = opt_int(fields.get("ver"))
+            except ValueError:
+                out[text(fields["name"])] = None
+    return out

@@ -9,7 +9,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from .. import _commands as cmd
-from .._async import Cluster, Standalone, transport
+from .._async import Cluster, Node, Standalone, transport
 from .._commands import Steps, T
 from ..client import ClientBase, parse_info
 from ..leases import HeldLease, hold_async, taken
@@ -20,6 +20,7 @@ from ..replies import (
     LedgerEntry,
     LedgerPage,
     LedgerRecord,
+    ModuleCheck,
     PlanReply,
     PlanSetReply,
     PurgeReply,
@@ -37,12 +38,13 @@ class Okome(ClientBase["Standalone | Cluster"]):  # quoted: no X | Y at run time
     def _connect(self, client: Any) -> Standalone | Cluster:
         return transport(client)
 
-    async def _drive(self, steps: Steps[T]) -> T:
+    async def _drive(self, steps: Steps[T], on: Standalone | Cluster | Node | None = None) -> T:
+        transport = self._transport if on is None else on
         try:
             call = next(steps)
             while True:
                 try:
-                    answer = await self._transport.execute(call)
+                    answer = await transport.execute(call)
                 except Exception as e:
                     # The builder may undo what its earlier calls did (take
                     # across cluster slots cancels its reservations), then
@@ -126,6 +128,7 @@ class Okome(ClientBase["Standalone | Cluster"]):  # quoted: no X | Y at run time
         agent: str | bytes | None = None,
         write_limit: int | None = None,
         write_window: int | None = None,
+        fenced: bool = False,
     ) -> PlanSetReply:
         """See :meth:`okome.Okome.plan_set`."""
         return await self._drive(
@@ -138,6 +141,7 @@ class Okome(ClientBase["Standalone | Cluster"]):  # quoted: no X | Y at run time
                 agent=agent,
                 write_limit=write_limit,
                 write_window=write_window,
+                fenced=fenced,
             )
         )
 
@@ -151,9 +155,15 @@ class Okome(ClientBase["Standalone | Cluster"]):  # quoted: no X | Y at run time
         """See :meth:`okome.Okome.extend_lock`."""
         return await self._drive(cmd.extend_lock(key, token, ttl_ms))
 
-    async def unlock(self, key: str, token: str) -> bool:
-        """See :meth:`okome.Okome.unlock`."""
-        return await self._drive(cmd.unlock(key, token))
+    async def unlock(
+        self, key: str, token: str, *, failed_ms: int | None = None, message: str | None = None
+    ) -> bool:
+        """``OKOME.UNLOCK key token [FAILED ms [message]]``: release if held with
+        ``token``. With ``failed_ms`` the computation failed: every caller
+        waiting for the plan is answered ``FAILED`` (with ``message``) at once,
+        and lookups that find no plan are answered ``FAILED`` for ``failed_ms``
+        more (0 to 60000)."""
+        return await self._drive(cmd.unlock(key, token, failed_ms, message))
 
     # -- budgets ---------------------------------------------------------------
 
@@ -293,8 +303,22 @@ class Okome(ClientBase["Standalone | Cluster"]):  # quoted: no X | Y at run time
         return await self._drive(cmd.key(kind, parts))
 
     async def stats(self) -> dict[str, Any]:
-        """``INFO okome``."""
-        return parse_info(await self._drive(cmd.info()))
+        """``INFO okome``; see :meth:`okome.Okome.stats`."""
+        info = parse_info(await self._drive(cmd.info()))
+        if not info:
+            await self.check()
+        return info
+
+    async def check(self) -> ModuleCheck:
+        """See :meth:`okome.Okome.check`."""
+        if not self.is_cluster:
+            return await self._drive(cmd.check())
+        await self.client.initialize()
+        found: ModuleCheck | None = None
+        for node in self.client.get_primaries():
+            found = await self._drive(cmd.check(f"{node.host}:{node.port}"), Node(node))
+        assert found is not None, "a cluster without primaries"
+        return found
 
 
 class _LeaseBlock:

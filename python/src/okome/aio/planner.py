@@ -8,16 +8,22 @@ import asyncio
 import inspect
 from typing import Any, Callable
 
+from ..errors import ComputeTimeout, timeout_message
 from ..planner import (
+    UNREACHABLE,
+    Late,
     Options,
     PlannerBase,
     PlanResult,
+    bypassed,
     computed,
+    failure_message,
     heartbeat_interval,
     log,
     plan_json,
     refused,
     served,
+    timed_out,
 )
 from ..replies import PlanReply, PlanStatus, StoreStatus
 from .client import Okome
@@ -29,13 +35,43 @@ async def _maybe_await(value: Any) -> Any:
     return value
 
 
+def _forget(task: asyncio.Future[Any]) -> None:
+    """Retrieve an abandoned task's outcome (no "never retrieved" warning)."""
+    if not task.cancelled():
+        task.exception()
+
+
+async def _run_with_deadline(compute: Callable[[], Any], max_compute_ms: int | None) -> Any:
+    """``compute()`` (awaited if awaitable); with a deadline, the awaitable is
+    cancelled past it and :class:`~okome.planner.Late` raised (a plain
+    function's result is computed inline, before any deadline can apply)."""
+    if max_compute_ms is None:
+        return await _maybe_await(compute())
+    task = asyncio.ensure_future(_maybe_await(compute()))
+    try:
+        done, _ = await asyncio.wait({task}, timeout=max_compute_ms / 1000.0)
+    except BaseException:
+        task.cancel()
+        task.add_done_callback(_forget)
+        raise
+    if not done:
+        task.cancel()
+        task.add_done_callback(_forget)
+        raise Late()
+    return task.result()
+
+
 class Planner(PlannerBase[Okome]):
     """The planner protocol over ``redis.asyncio``; see :class:`okome.Planner`.
 
     ``compute`` may be a coroutine function or a plain function (whose result
     is awaited if it is awaitable). The heartbeat is a task; a ``REFRESH``
     recomputes in a task (see :meth:`wait_background`). A cancelled leader
-    (say, the HTTP client went away) releases its lock like a failed one.
+    (say, the HTTP client went away) releases its lock for the next waiter
+    to take over; a leader whose ``compute`` raises releases it as failed
+    (``failure_ttl_ms``). Past ``max_compute_ms`` the computation is
+    cancelled and the leader raises :class:`okome.ComputeTimeout` (only an
+    awaitable can be: a plain function runs to its end first).
     """
 
     def _wrap(self, client: Any) -> Okome:
@@ -43,6 +79,7 @@ class Planner(PlannerBase[Okome]):
 
     def _start(self) -> None:
         self._background: set[asyncio.Task[None]] = set()
+        self._probe: asyncio.Future[None] | None = None
 
     async def get_or_compute(
         self,
@@ -62,6 +99,8 @@ class Planner(PlannerBase[Okome]):
         ttl: int | None = None,
         lock_ttl_ms: int | None = None,
         heartbeat_ms: int | None = None,
+        failure_ttl_ms: int | None = None,
+        max_compute_ms: int | None = None,
     ) -> PlanResult:
         """See :meth:`okome.Planner.get_or_compute`."""
         o = self.options.merge(
@@ -74,11 +113,23 @@ class Planner(PlannerBase[Okome]):
             ttl=ttl,
             lock_ttl_ms=lock_ttl_ms,
             heartbeat_ms=heartbeat_ms,
+            failure_ttl_ms=failure_ttl_ms,
+            max_compute_ms=max_compute_ms,
         )
-        reply = await self.okome.plan_get(
-            model, prompt, toolset_version, repo_hash, **o.lookup(agent)
-        )
-        if reply.status is PlanStatus.HIT:
+        if self._outage and self._skip(
+            key := self.okome.planner_key(model, prompt, toolset_version, repo_hash)
+        ):
+            return await self._bypass(key, compute, o)
+        try:
+            reply = await self.okome.plan_get(
+                model, prompt, toolset_version, repo_hash, **o.lookup(agent)
+            )
+        except UNREACHABLE as e:
+            key = self.okome.planner_key(model, prompt, toolset_version, repo_hash)
+            self._unreachable(e, key)
+            return await self._bypass(key, compute, o)
+        self._reachable()
+        if reply.status in (PlanStatus.HIT, PlanStatus.SHARED):
             return served(reply)
         if reply.status is PlanStatus.REFRESH:
             task = asyncio.ensure_future(self._refresh(reply, compute, agent, o))
@@ -86,13 +137,40 @@ class Planner(PlannerBase[Okome]):
             task.add_done_callback(self._background.discard)
             return served(reply)
         if reply.status is PlanStatus.MISS:
-            plan, stored = await self._lead(reply, compute, agent, o)
-            return computed(reply, plan, stored)
+            return await self._lead(reply, compute, agent, o)
         raise refused(reply, agent)
 
+    def _start_probe(self) -> None:
+        async def probe() -> None:
+            while True:
+                await asyncio.sleep(self.outage_probe_ms / 1000.0)
+                try:
+                    await self.okome.client.ping()
+                except Exception as e:
+                    if self._probed(e):
+                        return
+                else:
+                    self._probed(None)
+                    return
+
+        self._probe = asyncio.ensure_future(probe())
+
+    async def _bypass(self, key: str, compute: Callable[[], Any], o: Options) -> PlanResult:
+        try:
+            plan = await _run_with_deadline(compute, o.max_compute_ms)
+        except Late:
+            assert o.max_compute_ms is not None
+            raise ComputeTimeout(o.max_compute_ms, key=key, retry_after_ms=1000) from None
+        return bypassed(key, plan)
+
     async def _lead(
-        self, reply: PlanReply, compute: Callable[[], Any], agent: Any, o: Options
-    ) -> tuple[Any, StoreStatus]:
+        self,
+        reply: PlanReply,
+        compute: Callable[[], Any],
+        agent: Any,
+        o: Options,
+        refresh: bool = False,
+    ) -> PlanResult:
         token = reply.token
         beat: asyncio.Task[None] | None = None
         if token is not None:
@@ -104,23 +182,64 @@ class Planner(PlannerBase[Okome]):
             )
         try:
             try:
-                plan = await _maybe_await(compute())
+                plan = await _run_with_deadline(compute, o.max_compute_ms)
                 value = plan_json(plan)  # refuse an unencodable plan while we hold the lock
             finally:
                 if beat is not None:
                     beat.cancel()
                     await asyncio.gather(beat, return_exceptions=True)
-            set_reply = await self.okome.plan_set(reply.key, value, **o.store(token, agent))
+        except Late:
+            assert o.max_compute_ms is not None
+            if token is not None:
+                await asyncio.shield(
+                    self._release(
+                        reply.key, token, o.failure_ttl_ms, timeout_message(o.max_compute_ms)
+                    )
+                )
+            raise timed_out(reply, o) from None
+        except Exception as e:
+            if token is not None:
+                await asyncio.shield(self._fail(reply.key, token, e, o))
+            raise
         except BaseException:
             if token is not None:
                 # Hand the lock over now, even if this task is being cancelled.
                 await asyncio.shield(self._release(reply.key, token))
             raise
-        return plan, set_reply.status
-
-    async def _release(self, key: str, token: str) -> None:
         try:
-            await self.okome.unlock(key, token)
+            set_reply = await self.okome.plan_set(
+                reply.key, value, **o.store(token, agent), fenced=refresh and token is not None
+            )
+        except UNREACHABLE as e:
+            self._unreachable(e, reply.key)
+            return bypassed(reply.key, plan)
+        except Exception as e:
+            if token is not None:
+                await asyncio.shield(self._fail(reply.key, token, e, o))
+            raise
+        except BaseException:
+            if token is not None:
+                await asyncio.shield(self._release(reply.key, token))
+            raise
+        return computed(reply, plan, set_reply.status)
+
+    async def _fail(self, key: str, token: str, e: BaseException, o: Options) -> None:
+        """As :meth:`okome.Planner._fail`."""
+        if o.failure_ttl_ms > 0:
+            await self._release(key, token, o.failure_ttl_ms, failure_message(e))
+        else:
+            await self._release(key, token)
+
+    async def _release(
+        self, key: str, token: str, failed_ms: int | None = None, message: str | None = None
+    ) -> None:
+        try:
+            if failed_ms is None:
+                await self.okome.unlock(key, token)
+            else:
+                await self.okome.unlock(key, token, failed_ms=failed_ms, message=message)
+        except UNREACHABLE as e:
+            log.warning("okome: could not release the lock of %s: %s", key, e)
         except Exception:
             log.exception("okome: could not release the lock of %s", key)
 
@@ -140,7 +259,13 @@ class Planner(PlannerBase[Okome]):
         self, reply: PlanReply, compute: Callable[[], Any], agent: Any, o: Options
     ) -> None:
         try:
-            await self._lead(reply, compute, agent, o)
+            result = await self._lead(reply, compute, agent, o, refresh=True)
+            if result.stored is StoreStatus.FENCED:
+                log.info(
+                    "okome: the refresh of %s was not stored (FENCED): its lock expired "
+                    "meanwhile; the plan served stays",
+                    reply.key,
+                )
         except Exception:
             log.exception("okome: background refresh of %s failed", reply.key)
 
