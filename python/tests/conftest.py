@@ -103,7 +103,12 @@ class Server:
                 try:
                     if probe.ping():
                         return True
-                except redis.exceptions.RedisError:
+                # Not up yet; or, while it starts, another process on the
+                # port answered something redis-py cannot read (seen once
+                # as an AttributeError from the RESP3 handshake): try again.
+                # If the port was another's, our server exits (poll above)
+                # and the start is tried on another port.
+                except (redis.exceptions.RedisError, AttributeError, ValueError):
                     pass
                 if time.monotonic() > deadline:
                     self.kill()
