@@ -17,7 +17,10 @@ from __future__ import annotations
 
 from ._config import configure, redis_url
 from ._keys import planner_key, prompt_hash
+from ._marks import never_cache
 from .client import Okome
+from .codecs import Codec, json_codec, pydantic_codec
+from .decorators import Cached
 from .errors import (
     ArgumentError,
     ComputeFailed,
@@ -41,12 +44,13 @@ from .errors import (
     ReservationError,
     SlotMigratingError,
     TooLargeError,
+    UncacheableFunctionError,
     WrongSlotError,
     WrongTypeError,
 )
 from .leases import HeldLease
 from .limits import Limit
-from .planner import Planner, PlanResult
+from .planner import PlanEvent, Planner, PlanResult
 from .replies import (
     CacheEntry,
     LeaseReply,
@@ -73,6 +77,8 @@ __version__ = "0.1.0"
 __all__ = [
     "ArgumentError",
     "CacheEntry",
+    "Cached",
+    "Codec",
     "ComputeFailed",
     "ComputeTimeout",
     "ConfigurationError",
@@ -98,6 +104,7 @@ __all__ = [
     "OkomeUnavailable",
     "OutOfRangeError",
     "PermissionDeniedError",
+    "PlanEvent",
     "PlanLocked",
     "PlanReply",
     "PlanResult",
@@ -116,10 +123,14 @@ __all__ = [
     "TakeReply",
     "ThrottleReply",
     "TooLargeError",
+    "UncacheableFunctionError",
     "WrongSlotError",
     "WrongTypeError",
     "configure",
+    "json_codec",
+    "never_cache",
     "planner_key",
     "prompt_hash",
+    "pydantic_codec",
     "redis_url",
 ]

@@ -1,0 +1,59 @@
+""":func:`never_cache`: the mark of a function okome must never cache (the
+seed's hard rule), checked by ``@planner.cached`` and ``get_or_compute``."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, TypeVar
+
+from .errors import UncacheableFunctionError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+MARK = "__okome_never_cache__"
+
+
+def never_cache(fn: F) -> F:
+    """Mark ``fn`` as never to be cached: ``@planner.cached`` refuses it
+    (and any function that wraps it with ``functools.wraps``), and
+    ``get_or_compute`` refuses it as ``compute``. For what the seed says
+    never to cache, which okome cannot tell from the function itself: tool
+    execution, file writes, git operations, builds, agent memory::
+
+        @okome.never_cache
+        def run_tool(name: str, args: dict[str, Any]) -> str: ...
+    """
+    try:
+        setattr(fn, MARK, True)
+    except (AttributeError, TypeError):
+        raise TypeError(f"cannot mark {fn!r} (no attributes): wrap it in a function") from None
+    return fn
+
+
+def is_never_cache(fn: object) -> bool:
+    """Whether ``fn``, or a function it wraps (``__wrapped__``,
+    ``functools.partial``, a bound method's function), is marked :func:`never_cache`."""
+    for _ in range(100):  # a __wrapped__ cycle ends here
+        if fn is None:
+            return False
+        if getattr(fn, MARK, False) is True:
+            return True
+        if isinstance(fn, functools.partial):
+            fn = fn.func
+        else:
+            fn = getattr(fn, "__wrapped__", None)
+    return False
+
+
+def refuse_never_cache(fn: object) -> None:
+    """:class:`okome.UncacheableFunctionError` if ``fn`` is marked :func:`never_cache`."""
+    if is_never_cache(fn):
+        raise UncacheableFunctionError(
+            f"{_name(fn)} is marked okome.never_cache: okome does not cache it "
+            "(the seed's hard rule: no file writes, git operations, builds, agent memory "
+            "or tool execution results)"
+        )
+
+
+def _name(fn: object) -> str:
+    return str(getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn))
