@@ -30,26 +30,35 @@ def never_cache(fn: F) -> F:
     return fn
 
 
-def is_never_cache(fn: object) -> bool:
-    """Whether ``fn``, or a function it wraps (``__wrapped__``,
-    ``functools.partial``, a bound method's function), is marked :func:`never_cache`."""
+def marked(fn: object) -> object | None:
+    """``fn``, or the function it wraps (``__wrapped__``, ``functools.partial``,
+    a bound method's function), that is marked :func:`never_cache`; ``None``
+    if none is."""
     for _ in range(100):  # a __wrapped__ cycle ends here
         if fn is None:
-            return False
+            return None
         if getattr(fn, MARK, False) is True:
-            return True
+            return fn
         if isinstance(fn, functools.partial):
             fn = fn.func
         else:
             fn = getattr(fn, "__wrapped__", None)
-    return False
+    return None
+
+
+def is_never_cache(fn: object) -> bool:
+    """Whether ``fn`` (or a function it wraps) is marked :func:`never_cache`."""
+    return marked(fn) is not None
 
 
 def refuse_never_cache(fn: object) -> None:
-    """:class:`okome.UncacheableFunctionError` if ``fn`` is marked :func:`never_cache`."""
-    if is_never_cache(fn):
+    """:class:`okome.UncacheableFunctionError` if ``fn`` (or a function it
+    wraps) is marked :func:`never_cache`."""
+    found = marked(fn)
+    if found is not None:
+        what = _name(found) if found is fn else f"{_name(fn)} wraps {_name(found)}, which"
         raise UncacheableFunctionError(
-            f"{_name(fn)} is marked okome.never_cache: okome does not cache it "
+            f"{what} is marked okome.never_cache: okome does not cache it "
             "(the seed's hard rule: no file writes, git operations, builds, agent memory "
             "or tool execution results)"
         )

@@ -86,7 +86,7 @@ def check(fn: Callable[..., Any], asynchronous: bool) -> tuple[tuple[str, bool],
     for p in sig.parameters.values():
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.name not in PARTS:
             raise UncacheableFunctionError(
-                f"{name} takes {p}: a cached function takes only parts of the planner key "
+                f"{name} takes {p.name!r}: a cached function takes only parts of the planner key "
                 f"({', '.join(PARTS)}), so that calls with other arguments cannot share a plan"
             )
         takes.append((p.name, p.kind is p.POSITIONAL_ONLY))
