@@ -12,14 +12,26 @@ from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NoReturn
 
+import httpx
 import pytest
 import redis.asyncio as aredis
+from fastapi import FastAPI, Response
+from pydantic import BaseModel
+from uvicorn_support import serve
 
 import okome
 import okome.aio
+import okome.aio._config
+import okome.fastapi
 from okome import PlanStatus, UncacheableFunctionError
+from okome.fastapi import Agent, RepoHash
 
 MODEL, TOOLSET, REPO = "llama3:8b", "v1", "abc123"
+
+
+class PlanRequest(BaseModel):
+    model: str
+    prompt: str
 
 
 def test_sync_miss_then_hit_with_headers(server):
@@ -253,3 +265,46 @@ def test_get_or_compute_refuses_a_never_cache_compute(server):
     assert server.client().keys("*") == []
     with pytest.raises(TypeError, match="cannot mark"):
         okome.never_cache(len)
+
+
+def test_a_fastapi_endpoint_with_the_seed_headers(server, monkeypatch):
+    """python/README's FastAPI example of the decorator, under uvicorn."""
+    monkeypatch.setenv("OKOME_REDIS_URL", server.url)
+    calls: list[tuple[str, str]] = []
+    app = FastAPI()
+    planner = okome.aio.Planner(okome.fastapi.install(app), limit=60, window=60)
+
+    @planner.cached(toolset_version="v1")
+    async def make_plan(model: str, prompt: str) -> dict[str, Any]:  # your (slow) planner
+        calls.append((model, prompt))
+        await asyncio.sleep(0.3)
+        return {"model": model, "steps": [f"understand: {prompt}", "plan", "apply"]}
+
+    @app.post("/api/planner")
+    async def plan(body: PlanRequest, response: Response, agent: Agent, repo: RepoHash) -> Any:
+        r = await make_plan.result(body.prompt, model=body.model, repo_hash=repo, agent=agent)
+        response.headers.update(r.headers)  # X-OKOME-Cache, -Cache-Key, -Agent-Rate-Remaining
+        return r.plan
+
+    body = {"model": "gpt-4", "prompt": "test"}
+    key = okome.planner_key("gpt-4", "test", "v1", "abc123")
+    try:
+        with serve(app) as url, httpx.Client(base_url=url, timeout=30) as http:
+
+            def post(agent: str) -> httpx.Response:
+                headers = {"X-OKOME-Agent": agent, "X-Repo-Hash": "abc123"}
+                return http.post("/api/planner", json=body, headers=headers)
+
+            with ThreadPoolExecutor(10) as pool:
+                first = list(pool.map(post, [f"agent-{i}" for i in range(10)]))
+            second = post("agent-0")
+    finally:
+        okome.aio._config.reset()
+    want = {"model": "gpt-4", "steps": ["understand: test", "plan", "apply"]}
+    assert [r.status_code for r in first] == [200] * 10 and calls == [("gpt-4", "test")]
+    assert all(r.json() == want for r in first) and second.json() == want
+    assert sorted(r.headers["X-OKOME-Cache"] for r in first) == ["HIT"] * 9 + ["MISS"]
+    assert {r.headers["X-OKOME-Cache-Key"] for r in first} == {key}
+    assert second.headers["X-OKOME-Cache"] == "HIT"
+    assert second.headers["X-OKOME-Cache-Key"] == key
+    assert second.headers["X-OKOME-Agent-Rate-Remaining"] == "58"
