@@ -15,23 +15,16 @@ from typing import Any, NoReturn
 import httpx
 import pytest
 import redis.asyncio as aredis
-from fastapi import FastAPI, Response
-from pydantic import BaseModel
+from conftest import ROOT
 from uvicorn_support import serve
 
 import okome
 import okome.aio
 import okome.aio._config
-import okome.fastapi
 from okome import PlanStatus, UncacheableFunctionError
-from okome.fastapi import Agent, RepoHash
 
 MODEL, TOOLSET, REPO = "llama3:8b", "v1", "abc123"
-
-
-class PlanRequest(BaseModel):
-    model: str
-    prompt: str
+README = ROOT / "python" / "README.md"
 
 
 def test_sync_miss_then_hit_with_headers(server):
@@ -267,29 +260,24 @@ def test_get_or_compute_refuses_a_never_cache_compute(server):
         okome.never_cache(len)
 
 
-def test_a_fastapi_endpoint_with_the_seed_headers(server, monkeypatch):
-    """python/README's FastAPI example of the decorator, under uvicorn."""
+def readme_block(after: str) -> str:
+    """The first ```python block of python/README after the line ``after``."""
+    text = README.read_text()
+    start = text.index("```python\n", text.index(after)) + len("```python\n")
+    return text[start : text.index("```", start)]
+
+
+def test_the_readme_fastapi_endpoint_with_the_seed_headers(server, monkeypatch):
+    """python/README's FastAPI example of the decorator, as it is, under uvicorn."""
     monkeypatch.setenv("OKOME_REDIS_URL", server.url)
-    calls: list[tuple[str, str]] = []
-    app = FastAPI()
-    planner = okome.aio.Planner(okome.fastapi.install(app), limit=60, window=60)
-
-    @planner.cached(toolset_version="v1")
-    async def make_plan(model: str, prompt: str) -> dict[str, Any]:  # your (slow) planner
-        calls.append((model, prompt))
-        await asyncio.sleep(0.3)
-        return {"model": model, "steps": [f"understand: {prompt}", "plan", "apply"]}
-
-    @app.post("/api/planner")
-    async def plan(body: PlanRequest, response: Response, agent: Agent, repo: RepoHash) -> Any:
-        r = await make_plan.result(body.prompt, model=body.model, repo_hash=repo, agent=agent)
-        response.headers.update(r.headers)  # X-OKOME-Cache, -Cache-Key, -Agent-Rate-Remaining
-        return r.plan
-
+    code = readme_block("In a FastAPI endpoint, with the seed's `X-OKOME-Cache` headers")
+    assert "@planner.cached(toolset_version=" in code
+    ns: dict[str, Any] = {"__name__": "readme_app"}
+    exec(compile(code, "README.md", "exec"), ns)
     body = {"model": "gpt-4", "prompt": "test"}
     key = okome.planner_key("gpt-4", "test", "v1", "abc123")
     try:
-        with serve(app) as url, httpx.Client(base_url=url, timeout=30) as http:
+        with serve(ns["app"]) as url, httpx.Client(base_url=url, timeout=30) as http:
 
             def post(agent: str) -> httpx.Response:
                 headers = {"X-OKOME-Agent": agent, "X-Repo-Hash": "abc123"}
@@ -301,9 +289,10 @@ def test_a_fastapi_endpoint_with_the_seed_headers(server, monkeypatch):
     finally:
         okome.aio._config.reset()
     want = {"model": "gpt-4", "steps": ["understand: test", "plan", "apply"]}
-    assert [r.status_code for r in first] == [200] * 10 and calls == [("gpt-4", "test")]
+    assert [r.status_code for r in first] == [200] * 10
     assert all(r.json() == want for r in first) and second.json() == want
     assert sorted(r.headers["X-OKOME-Cache"] for r in first) == ["HIT"] * 9 + ["MISS"]
+    assert server.calls("okome.plan.set") == 1  # computed once
     assert {r.headers["X-OKOME-Cache-Key"] for r in first} == {key}
     assert second.headers["X-OKOME-Cache"] == "HIT"
     assert second.headers["X-OKOME-Cache-Key"] == key
