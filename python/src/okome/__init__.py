@@ -10,6 +10,13 @@ helpers as drop-ins.
     result = planner.get_or_compute("llama3:8b", prompt, "v1", repo, compute, agent="agent-1")
     result.plan, result.headers   # {"X-OKOME-Cache": "MISS", "X-OKOME-Cache-Key": ..., ...}
 
+Plans can be typed values (``Planner(r, encoder=Plan.model_dump_json,
+decoder=Plan.model_validate_json)``, or :func:`json_codec` /
+:func:`pydantic_codec`), a function of the prompt cached with
+``@planner.cached(model=..., toolset_version=...)`` (:func:`never_cache`
+marks what must never be), and ``Planner(..., on_result=hook)`` gets a
+:class:`PlanEvent` per request.
+
 ``okome.aio`` has the same over ``redis.asyncio``.
 """
 

@@ -697,9 +697,9 @@ class Planner(PlannerBase[Okome, SyncClient, T]):
         try:
             result = self._get(model, prompt, toolset_version, repo_hash, tracked, agent, o)
         except Exception as e:
-            key = getattr(e, "key", None) or self.okome.planner_key(
-                model, prompt, toolset_version, repo_hash
-            )
+            key = getattr(e, "key", None) if isinstance(e, PlannerError) else None
+            if not isinstance(key, str):
+                key = self.okome.planner_key(model, prompt, toolset_version, repo_hash)
             self._emit(error_event(e, time.perf_counter() - t0, key, ran, label, agent))
             raise
         self._emit(result_event(result, time.perf_counter() - t0, label, agent))
