@@ -125,6 +125,17 @@ def test_json_codec_other_types():
     )
 
 
+def test_json_codec_resolves_annotations_at_once():
+    @dataclass
+    class Local:
+        inner: Later  # noqa: F821  (defined nowhere: the codec says so at once)
+
+    with pytest.raises(NameError, match="Later"):
+        okome.json_codec(Local)
+    with pytest.raises(NameError, match="Later"):
+        okome.json_codec(list[Local])
+
+
 def test_pydantic_model_one_liner(server):
     planner = okome.Planner(
         server.client(), encoder=PPlan.model_dump_json, decoder=PPlan.model_validate_json

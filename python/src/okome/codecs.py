@@ -61,6 +61,8 @@ def json_codec(tp: type[T]) -> Codec[T]:
     was computed as. A union of several types other than ``None`` is left as
     JSON gives it."""
 
+    _resolve(tp, set())  # an annotation that does not resolve fails here, not on a MISS
+
     def encode(value: T) -> str:
         return json.dumps(_to_json(value), ensure_ascii=False, separators=(",", ":"))
 
@@ -100,6 +102,22 @@ def _field_types(cls: type) -> dict[str, Any]:
         hints = typing.get_type_hints(cls)
         _hints[cls] = hints
     return hints
+
+
+def _resolve(tp: Any, seen: set[Any]) -> None:
+    """Resolve the annotations of the dataclasses ``tp`` is made of (``NameError``
+    for one that names what its module does not define)."""
+    try:
+        if tp in seen:
+            return
+        seen.add(tp)
+    except TypeError:  # unhashable (Annotated[X, {...}]): resolved when decoding
+        return
+    for arg in typing.get_args(tp):
+        _resolve(arg, seen)
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        for hint in _field_types(tp).values():
+            _resolve(hint, seen)
 
 
 def _from_json(tp: Any, value: Any) -> Any:
