@@ -16,7 +16,7 @@ MARK = "__okome_never_cache__"
 def never_cache(fn: F) -> F:
     """Mark ``fn`` as never to be cached: ``@planner.cached`` refuses it
     (and any function that wraps it with ``functools.wraps``), and
-    ``get_or_compute`` refuses it as ``compute``. For what the seed says
+    ``get_or_compute`` refuses to run it as ``compute`` (on a miss). For what the seed says
     never to cache, which okome cannot tell from the function itself: tool
     execution, file writes, git operations, builds, agent memory::
 
