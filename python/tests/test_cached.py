@@ -273,7 +273,7 @@ def test_the_readme_fastapi_endpoint_with_the_seed_headers(server, monkeypatch):
     code = readme_block("In a FastAPI endpoint, with the seed's `X-OKOME-Cache` headers")
     assert "@planner.cached(toolset_version=" in code
     ns: dict[str, Any] = {"__name__": "readme_app"}
-    exec(compile(code, "README.md", "exec"), ns)
+    exec(compile(code, "README.md", "exec", dont_inherit=True), ns)
     body = {"model": "gpt-4", "prompt": "test"}
     key = okome.planner_key("gpt-4", "test", "v1", "abc123")
     try:

@@ -8,6 +8,7 @@ import time
 
 import pytest
 import redis.asyncio as aredis
+from conftest import ROOT
 
 import okome
 import okome.aio
@@ -75,3 +76,15 @@ def test_aio_the_same(server):
         await ok.client.aclose()
 
     asyncio.run(main())
+
+
+def test_the_readme_block_runs(server):
+    text = (ROOT / "python" / "README.md").read_text()
+    at = text.index("**`plan_get` and `plan_lookup` take no lock unless told to**")
+    start = text.index("```python\n", at) + len("```python\n")
+    code = text[start : text.index("```", start)]
+    ok = okome.Okome(server.client())
+    ns = {"ok": ok, "okome": okome, "prompt": "readme", "repo": REPO, "compute": lambda: [1]}
+    exec(compile(code, "README.md", "exec", dont_inherit=True), ns)
+    assert ok.plan_get(MODEL, "readme", TOOLSET, REPO).plan == [1]
+    assert server.client().keys("*:lock") == []

@@ -16,6 +16,7 @@ from typing import Any, Optional
 import pydantic
 import pytest
 import redis.asyncio as aredis
+from conftest import ROOT
 
 import okome
 import okome.aio
@@ -237,3 +238,20 @@ def test_a_codec_that_does_not_round_trip_is_not_stored(server):
     assert looked.status is PlanStatus.FAILED and looked.raw is None
     assert looked.message == 'ValueError: cannot read {"a":1}'
     assert server.client().exists(key) == 0 and server.client().keys("*:lock") == []
+
+
+def test_the_readme_block_runs(server):
+    """python/README's "Plans as typed values" block, as it is."""
+    text = (ROOT / "python" / "README.md").read_text()
+    start = text.index("```python\n", text.index("### Plans as typed values")) + 10
+    code = text[start : text.index("```", start)]
+    ns: dict[str, Any] = {"__name__": "readme"}
+    ns.update(r=server.client(), model=MODEL, prompt="typed", repo=REPO, now=WHEN)
+    exec(compile(code, "README.md", "exec", dont_inherit=True), ns)
+    assert type(ns["result"].plan) is ns["Plan"] and ns["result"].plan.created == WHEN
+    hit = ns["planner"].get_or_compute(MODEL, "d", TOOLSET, REPO, lambda: {"due": WHEN})
+    again = ns["planner"].get_or_compute(MODEL, "d", TOOLSET, REPO, lambda: {})
+    assert hit.plan == again.plan == {"due": WHEN} and again.status is PlanStatus.HIT
+    steps = ns["steps"]
+    value = [ns["Step"]("a.py", (1, 2), dt.date(2026, 1, 24))]
+    assert steps.decode(steps.encode(value)) == value
