@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import threading
 import time
-from typing import Any
+import types
+from typing import Any, ClassVar
 
 import pytest
+import redis
 import redis.asyncio as aredis
+from conftest import ROOT
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -169,3 +173,53 @@ def test_a_coroutine_hook_is_refused(server):
 
     with pytest.raises(TypeError, match="on_result must be a plain function"):
         okome.aio.Planner(aredis.Redis(port=server.port), on_result=hook)
+
+
+class FakeMetric:
+    """prometheus_client's Counter and Histogram, as far as the README uses them."""
+
+    made: ClassVar[dict[str, FakeMetric]] = {}
+
+    def __init__(self, name: str, doc: str, labelnames: list[str]) -> None:
+        self.values: dict[tuple[str, ...], list[float]] = {}
+        self._labels: tuple[str, ...] = ()
+        FakeMetric.made[name] = self
+
+    def labels(self, *values: str) -> FakeMetric:
+        self._labels = values
+        return self
+
+    def inc(self) -> None:
+        self.values.setdefault(self._labels, []).append(1)
+
+    def observe(self, value: float) -> None:
+        self.values.setdefault(self._labels, []).append(value)
+
+
+def test_the_readme_prometheus_block_runs(server, monkeypatch):
+    """python/README's hook for prometheus_client (not installed here: a
+    stand-in with its Counter and Histogram), as it is."""
+    fake = types.ModuleType("prometheus_client")
+    fake.Counter = fake.Histogram = FakeMetric  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "prometheus_client", fake)
+    real = redis.Redis
+
+    class Local(real):  # type: ignore[misc,valid-type]
+        """``redis.Redis()`` of the README: the test's server."""
+
+        def __init__(self) -> None:
+            super().__init__(port=server.port)
+
+    monkeypatch.setattr(redis, "Redis", Local)
+    text = (ROOT / "python" / "README.md").read_text()
+    start = text.index("```python\n", text.index("With `prometheus_client` (not a dependency")) + 10
+    code = text[start : text.index("```", start)]
+    ns: dict[str, Any] = {"__name__": "readme", "model": MODEL, "prompt": "prom", "repo": REPO}
+    ns.update(compute=lambda: {"v": 1}, agent="agent-1")
+    exec(compile(code, "README.md", "exec", dont_inherit=True), ns)
+    exec(compile(code.split("\n\n\n")[-1], "README.md", "exec", dont_inherit=True), ns)
+    requests = FakeMetric.made["okome_planner_requests"].values
+    assert requests == {("/api/planner", "MISS"): [1], ("/api/planner", "HIT"): [1]}
+    latency = FakeMetric.made["okome_planner_seconds"].values
+    assert sorted(latency) == [("/api/planner", "HIT"), ("/api/planner", "MISS")]
+    assert ns["result"].status.value == "HIT"
