@@ -374,7 +374,7 @@ def restart(fail_open: bool) -> Callable[[Server], dict]:
 def follower_when_server_goes(_: Server) -> dict:
     server = Server()
     try:
-        okome.Okome(server.client()).plan_get(MODEL, "gone", TOOLSET, REPO)  # a lock, held
+        okome.Okome(server.client()).plan_get(MODEL, "gone", TOOLSET, REPO, lock=True)  # held
         planner = okome.Planner(server.client())
         out: list[Any] = []
         t0 = time.monotonic()

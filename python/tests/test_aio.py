@@ -44,12 +44,14 @@ def test_every_method(server, decode):
         c = aclient(server, decode_responses=decode)
         ok = okome.aio.Okome(c)
         key = okome.planner_key(MODEL, "p", TOOLSET, REPO)
-        miss = await ok.plan_get(MODEL, "p", TOOLSET, REPO, agent="a", limit=5, window=60)
+        miss = await ok.plan_get(
+            MODEL, "p", TOOLSET, REPO, agent="a", limit=5, window=60, lock=True
+        )
         assert miss.status is PlanStatus.MISS and miss.key == key and miss.rate_remaining == 4
         assert await ok.key("planner", MODEL, "p", TOOLSET, REPO) == key
         s = await ok.plan_set(key, {"x": 1}, token=miss.token, agent="a", write_limit=3)
         assert s == okome.PlanSetReply(StoreStatus.STORED, 600_000, 2, True)
-        hit = await ok.plan_lookup(key)
+        hit = await ok.plan_lookup(key, lock=True)
         assert hit.status is PlanStatus.HIT and hit.plan == {"x": 1}
         lk = ok.key("tools", "v1")
         tools_key = await lk
@@ -169,7 +171,7 @@ def test_refresh_recomputes_once_in_background(server):
         assert [r.status for r in results].count(PlanStatus.REFRESH) == 1
         assert await planner.wait_background(10)
         assert second.calls == 1
-        assert (await okome.aio.Okome(c).plan_lookup(results[0].key)).plan == {"v": 2}
+        assert (await okome.aio.Okome(c).plan_lookup(results[0].key, lock=True)).plan == {"v": 2}
         await c.aclose()
 
     run(main)
@@ -183,7 +185,7 @@ def test_rate_limited_and_locked(server):
         with pytest.raises(okome.RateLimited) as e:
             await planner.get_or_compute(MODEL, "l", TOOLSET, REPO, Counter(), agent="a")
         assert e.value.headers["Retry-After"] == "60"
-        await okome.aio.Okome(c).plan_get(MODEL, "held", TOOLSET, REPO)
+        await okome.aio.Okome(c).plan_get(MODEL, "held", TOOLSET, REPO, lock=True)
         with pytest.raises(okome.PlanLocked):
             await planner.get_or_compute(MODEL, "held", TOOLSET, REPO, Counter())
         await c.aclose()
@@ -195,7 +197,7 @@ def test_wait_retry_trap(server):
     async def main() -> None:
         c = aclient(server)
         ok = okome.aio.Okome(c)
-        lead = await ok.plan_get(MODEL, "trap", TOOLSET, REPO)
+        lead = await ok.plan_get(MODEL, "trap", TOOLSET, REPO, lock=True)
 
         async def store_later() -> None:
             await asyncio.sleep(2.5)
@@ -204,7 +206,7 @@ def test_wait_retry_trap(server):
         task = asyncio.ensure_future(store_later())
         follower = okome.aio.Okome(aclient(server, socket_timeout=1))
         t0 = time.monotonic()
-        got = await follower.plan_get(MODEL, "trap", TOOLSET, REPO, wait_ms=5000)
+        got = await follower.plan_get(MODEL, "trap", TOOLSET, REPO, wait_ms=5000, lock=True)
         assert got.status is PlanStatus.HIT and 2.0 < time.monotonic() - t0 < 4.0
         await task
         assert server.calls("okome.plan.get") == 2

@@ -143,9 +143,9 @@ def test_an_asyncio_client_of_ten_computes_once(server, n):
 def test_a_pool_of_one_never_blocks_in_the_server(server):
     pool = redis.BlockingConnectionPool(host="127.0.0.1", port=server.port, max_connections=1)
     ok = okome.Okome(redis.Redis(connection_pool=pool))
-    held = ok.plan_get(MODEL, "one", TOOLSET, REPO)
+    held = ok.plan_get(MODEL, "one", TOOLSET, REPO, lock=True)
     t0 = time.monotonic()
-    reply = ok.plan_get(MODEL, "one", TOOLSET, REPO, wait_ms=5000)
+    reply = ok.plan_get(MODEL, "one", TOOLSET, REPO, wait_ms=5000, lock=True)
     assert reply.status is PlanStatus.LOCKED and reply.key == held.key
     assert time.monotonic() - t0 < 0.5  # sent without WAIT: no waiting slot in a pool of one
 
@@ -155,20 +155,20 @@ def test_waiters_queue_for_a_slot_within_their_wait(server):
     (for at most its wait) and then blocks in the server for what is left."""
     pool = redis.BlockingConnectionPool(host="127.0.0.1", port=server.port, max_connections=5)
     ok = okome.Okome(redis.Redis(connection_pool=pool))
-    held = ok.plan_get(MODEL, "queue", TOOLSET, REPO)
+    held = ok.plan_get(MODEL, "queue", TOOLSET, REPO, lock=True)
     assert held.token is not None
     outcomes, slowest = concurrently(
-        5, lambda _: ok.plan_get(MODEL, "queue", TOOLSET, REPO, wait_ms=600)
+        5, lambda _: ok.plan_get(MODEL, "queue", TOOLSET, REPO, wait_ms=600, lock=True)
     )
     assert [o.status for o in outcomes] == [PlanStatus.LOCKED] * 5
     assert 0.55 < slowest < 1.0  # nobody waited much more than its 600 ms
     # Stored while 4 wait in the server and a fifth queues in the client.
-    held = ok.plan_get(MODEL, "queue 2", TOOLSET, REPO)
+    held = ok.plan_get(MODEL, "queue 2", TOOLSET, REPO, lock=True)
     store = threading.Timer(0.3, ok.plan_set, (held.key, {"v": 1}), {"token": held.token})
     store.start()
     blocked = ok.stats()["okome_wait_blocked"]
     outcomes, slowest = concurrently(
-        5, lambda _: ok.plan_get(MODEL, "queue 2", TOOLSET, REPO, wait_ms=5000)
+        5, lambda _: ok.plan_get(MODEL, "queue 2", TOOLSET, REPO, wait_ms=5000, lock=True)
     )
     store.join()
     assert [o.status for o in outcomes] == [PlanStatus.HIT] * 5
@@ -291,11 +291,11 @@ def test_an_asyncio_failure_is_shared(server):
 
 def test_unlock_failed_by_hand(server):
     ok = okome.Okome(server.client())
-    held = ok.plan_get(MODEL, "by hand", TOOLSET, REPO)
+    held = ok.plan_get(MODEL, "by hand", TOOLSET, REPO, lock=True)
     assert held.token is not None
     assert ok.unlock(held.key, "not-the-token", failed_ms=1000, message="x") is False
     assert ok.unlock(held.key, held.token, failed_ms=1000, message="boom") is True
-    reply = ok.plan_get(MODEL, "by hand", TOOLSET, REPO, wait_ms=5000)
+    reply = ok.plan_get(MODEL, "by hand", TOOLSET, REPO, wait_ms=5000, lock=True)
     assert reply.status is PlanStatus.FAILED and reply.message == "boom"
     assert reply.plan is None and reply.raw is None and reply.token is None
     assert 0 < reply.retry_after_ms <= 1000 and reply.retry_after == 1
@@ -358,14 +358,14 @@ def test_a_refresh_whose_lock_expired_does_not_overwrite(start_server, caplog):
 
 def test_plan_set_fenced_by_hand(server):
     ok = okome.Okome(server.client())
-    held = ok.plan_get(MODEL, "fenced", TOOLSET, REPO)
+    held = ok.plan_get(MODEL, "fenced", TOOLSET, REPO, lock=True)
     assert held.token is not None
     assert ok.unlock(held.key, held.token)
     reply = ok.plan_set(held.key, {"late": True}, token=held.token, fenced=True)
     assert reply.status is StoreStatus.FENCED and not reply.stored
     assert (reply.ttl_ms, reply.wbudget_remaining, reply.lock_released) == (None, None, False)
     assert ok.plan_lookup(held.key, nolock=True).status is PlanStatus.MISS
-    again = ok.plan_get(MODEL, "fenced", TOOLSET, REPO)
+    again = ok.plan_get(MODEL, "fenced", TOOLSET, REPO, lock=True)
     stored = ok.plan_set(again.key, {"v": 1}, token=again.token, fenced=True)
     assert stored.status is StoreStatus.STORED and stored.lock_released
     with pytest.raises(ValueError):
@@ -467,7 +467,9 @@ def test_max_compute_ms_cancels_an_asyncio_computation(server):
         except okome.ComputeTimeout as e:
             caught = e
         await asyncio.sleep(0.05)
-        follower = await planner.okome.plan_get(MODEL, "aio hung", TOOLSET, REPO, wait_ms=1000)
+        follower = await planner.okome.plan_get(
+            MODEL, "aio hung", TOOLSET, REPO, wait_ms=1000, lock=True
+        )
         return caught, cancelled, follower.status
 
     t0 = time.monotonic()
@@ -539,7 +541,8 @@ def test_a_restart_mid_run(server, caplog):
 
 def test_a_waiting_follower_when_the_server_goes_away(server):
     ok = okome.Okome(server.client())
-    assert ok.plan_get(MODEL, "gone", TOOLSET, REPO).token is not None  # held, never stored
+    held = ok.plan_get(MODEL, "gone", TOOLSET, REPO, lock=True)
+    assert held.token is not None  # held, never stored
     planner = okome.Planner(server.client(**no_retry()))
     outcome: list[BaseException] = []
     started = time.monotonic()

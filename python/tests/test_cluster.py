@@ -64,7 +64,7 @@ def test_hit_is_one_round_trip_on_the_owner(cluster):
     owner = owner_index(cluster, key)
 
     before = cluster.commands()
-    miss = ok.plan_get(MODEL, prompt, TOOLSET, REPO)
+    miss = ok.plan_get(MODEL, prompt, TOOLSET, REPO, lock=True)
     assert miss.status is PlanStatus.MISS and miss.key == key
     assert ok.plan_set(key, {"steps": [1]}, token=miss.token).stored
     after = cluster.commands()
@@ -73,7 +73,7 @@ def test_hit_is_one_round_trip_on_the_owner(cluster):
     assert diff(before, after) == expected
 
     before = cluster.commands()
-    hit = ok.plan_get(MODEL, prompt, TOOLSET, REPO)
+    hit = ok.plan_get(MODEL, prompt, TOOLSET, REPO, lock=True)
     assert hit.status is PlanStatus.HIT and hit.plan == {"steps": [1]}
     expected[owner] = {"okome.plan.lookup": 1}
     assert diff(before, cluster.commands()) == expected
@@ -123,7 +123,7 @@ def test_agents_are_charged_on_their_own_node(cluster):
     except okome.RateLimited as e:
         assert e.retry_after == 60
     # A write budget in another slot: WBUDGET on the agent's node, then PLAN.SET.
-    m = ok.plan_get(MODEL, "wb", TOOLSET, REPO)
+    m = ok.plan_get(MODEL, "wb", TOOLSET, REPO, lock=True)
     writer = next(
         f"writer-{i}"
         for i in range(100)
@@ -152,10 +152,14 @@ def test_a_waiting_lookup_is_never_sent_with_a_charge(cluster):
         if okome._keys.slot(f"okome:budget:rate:{{same-{i}}}") == okome._keys.slot(key)
     )
     before = cluster.commands()
-    assert ok.plan_get(MODEL, "same slot", TOOLSET, REPO, agent=agent, limit=5, window=60).token
+    assert ok.plan_get(
+        MODEL, "same slot", TOOLSET, REPO, agent=agent, limit=5, window=60, lock=True
+    ).token
     assert diff(before, cluster.commands())[node] == {"okome.plan.lookup": 1}
     before = cluster.commands()
-    r = ok.plan_get(MODEL, "same slot", TOOLSET, REPO, agent=agent, limit=5, window=60, wait_ms=50)
+    r = ok.plan_get(
+        MODEL, "same slot", TOOLSET, REPO, agent=agent, limit=5, window=60, wait_ms=50, lock=True
+    )
     assert r.status is PlanStatus.LOCKED and r.rate_remaining == 3
     assert diff(before, cluster.commands())[node] == {"okome.rate": 1, "okome.plan.lookup": 1}
 
@@ -198,9 +202,9 @@ def test_moved_and_ask_are_followed(cluster):
     slot = okome._keys.slot(key)
     src = owner_index(cluster, key)
     dst = (src + 1) % 3
-    m = ok.plan_get(MODEL, prompt, TOOLSET, REPO)
+    m = ok.plan_get(MODEL, prompt, TOOLSET, REPO, lock=True)
     ok.plan_set(key, {"v": 1}, token=m.token)
-    assert ok.plan_get(MODEL, prompt, TOOLSET, REPO).status is PlanStatus.HIT
+    assert ok.plan_get(MODEL, prompt, TOOLSET, REPO, lock=True).status is PlanStatus.HIT
 
     # ASK: the slot is migrating and the plan already moved. A lookup that
     # takes no lock declares the plan's key and its failure record
@@ -209,7 +213,7 @@ def test_moved_and_ask_are_followed(cluster):
     # nothing: a lookup that finds the plan gets it.)
     token = ok.lock(key)
     assert token is not None and ok.unlock(key, token, failed_ms=60_000, message="m")
-    assert ok.plan_get(MODEL, prompt, TOOLSET, REPO).status is PlanStatus.HIT
+    assert ok.plan_get(MODEL, prompt, TOOLSET, REPO, lock=True).status is PlanStatus.HIT
     a, b = cluster.nodes[src], cluster.nodes[dst]
     stale = okome.Okome(cluster_client(cluster))  # its slot map says src
     _setslot(cluster, slot, "IMPORTING", cluster.node_id(a), nodes=[b])
@@ -230,7 +234,7 @@ def test_moved_and_ask_are_followed(cluster):
     done = threading.Timer(0.2, _setslot, (cluster, slot, "NODE", cluster.node_id(b)))
     done.start()
     before = cluster.commands()
-    hit = ok.plan_get(MODEL, prompt, TOOLSET, REPO)
+    hit = ok.plan_get(MODEL, prompt, TOOLSET, REPO, lock=True)
     done.join()
     assert hit.status is PlanStatus.HIT and hit.plan == {"v": 1}
     # (The timer's own CLUSTER calls aside.)
@@ -243,20 +247,20 @@ def test_moved_and_ask_are_followed(cluster):
     assert cluster.nodes[dst].client().info("errorstats")["errorstat_TRYAGAIN"]["count"] >= 1
 
     # MOVED: the slot now belongs to dst, the client's map still says src.
-    hit = stale.plan_get(MODEL, prompt, TOOLSET, REPO)
+    hit = stale.plan_get(MODEL, prompt, TOOLSET, REPO, lock=True)
     assert hit.status is PlanStatus.HIT and hit.plan == {"v": 1}
     before = cluster.commands()
-    assert stale.plan_get(MODEL, prompt, TOOLSET, REPO).status is PlanStatus.HIT
+    assert stale.plan_get(MODEL, prompt, TOOLSET, REPO, lock=True).status is PlanStatus.HIT
     expected = [{} for _ in range(3)]
     expected[dst] = {"okome.plan.lookup": 1}
     assert diff(before, cluster.commands()) == expected  # the map was updated
 
     # A blocking call is redirected too.
-    w = ok.plan_get(MODEL, "other", TOOLSET, REPO, wait_ms=1000)
+    w = ok.plan_get(MODEL, "other", TOOLSET, REPO, wait_ms=1000, lock=True)
     assert w.status is PlanStatus.MISS
 
     _move(cluster, slot, dst, src, [key, f"{key}:failed"])
-    assert ok.plan_get(MODEL, prompt, TOOLSET, REPO).plan == {"v": 1}
+    assert ok.plan_get(MODEL, prompt, TOOLSET, REPO, lock=True).plan == {"v": 1}
 
 
 def test_asyncio_cluster(cluster):
@@ -281,9 +285,9 @@ def test_asyncio_cluster(cluster):
         slot = okome._keys.slot(key)
         dst = (owner + 1) % 3
         _move(cluster, slot, owner, dst, [key])
-        assert (await ok.plan_lookup(key)).plan == {"a": 1}
+        assert (await ok.plan_lookup(key, lock=True)).plan == {"a": 1}
         _move(cluster, slot, dst, owner, [key])
-        assert (await ok.plan_lookup(key)).plan == {"a": 1}
+        assert (await ok.plan_lookup(key, lock=True)).plan == {"a": 1}
         assert (await ok.rate("async-agent", 2, 60)).remaining == 1
         await rc.aclose()
 
@@ -300,7 +304,7 @@ def test_plan_get_on_another_node_is_moved(cluster):
     owner = cluster.nodes[owner_index(cluster, key)]
     other = cluster.nodes[(owner_index(cluster, key) + 1) % 3]
     try:
-        okome.Okome(other.client()).plan_get(MODEL, "x", TOOLSET, REPO)
+        okome.Okome(other.client()).plan_get(MODEL, "x", TOOLSET, REPO, lock=True)
         raise AssertionError("not refused")
     except okome.WrongSlotError as e:
         assert isinstance(e, redis.exceptions.MovedError) and e.code == "MOVED"
@@ -321,7 +325,7 @@ def test_crossslot_is_redis_own(cluster):
     )
     owner = cluster.nodes[owner_index(cluster, key)]
     try:
-        okome.Okome(owner.client()).plan_lookup(key, agent=agent, limit=5, window=60)
+        okome.Okome(owner.client()).plan_lookup(key, agent=agent, limit=5, window=60, lock=True)
         raise AssertionError("not refused")
     except okome.CrossSlotError as e:
         assert e.code == "CROSSSLOT" and isinstance(e, redis.exceptions.ClusterCrossSlotError)
@@ -335,7 +339,7 @@ def test_agent_ledger_across_slots(cluster):
     records it on the agent's node with PXAT, as the module's README says."""
     cluster.flush()
     ok = okome.Okome(cluster_client(cluster))
-    m = ok.plan_get(MODEL, "ledger", TOOLSET, REPO)
+    m = ok.plan_get(MODEL, "ledger", TOOLSET, REPO, lock=True)
     plan_node = owner_index(cluster, m.key)
     agent = next(
         f"ledger-agent-{i}"

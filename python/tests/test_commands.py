@@ -26,14 +26,18 @@ def ok(request, server) -> okome.Okome:
 
 def test_plan_get_miss_set_hit(ok, server):
     key = okome.planner_key(MODEL, PROMPT, TOOLSET, REPO)
-    miss = ok.plan_get(MODEL, PROMPT, TOOLSET, REPO, agent="agent-123", limit=60, window=60)
+    miss = ok.plan_get(
+        MODEL, PROMPT, TOOLSET, REPO, agent="agent-123", limit=60, window=60, lock=True
+    )
     assert miss.status is PlanStatus.MISS and miss.status == "MISS" and str(miss.status) == "MISS"
     assert miss.key == key == ok.key("planner", MODEL, PROMPT, TOOLSET, REPO)
     assert (miss.plan, miss.raw, miss.ttl_ms, miss.retry_after_ms) == (None, None, None, None)
     assert miss.lock_ttl_ms == 9000 and isinstance(miss.token, str) and len(miss.token) == 32
     assert miss.rate_remaining == 59 and not miss.found
 
-    other = ok.plan_get(MODEL, PROMPT, TOOLSET, REPO, agent="agent-456", limit=60, window=60)
+    other = ok.plan_get(
+        MODEL, PROMPT, TOOLSET, REPO, agent="agent-456", limit=60, window=60, lock=True
+    )
     assert other.status is PlanStatus.LOCKED and other.token is None
     assert 0 < other.lock_ttl_ms <= 9000 and other.rate_remaining == 59
 
@@ -44,14 +48,16 @@ def test_plan_get_miss_set_hit(ok, server):
     assert stored == okome.PlanSetReply(StoreStatus.STORED, 600_000, 29, True)
     assert stored.stored
 
-    hit = ok.plan_get(MODEL, PROMPT, TOOLSET, REPO, agent="agent-123", limit=60, window=60)
+    hit = ok.plan_get(
+        MODEL, PROMPT, TOOLSET, REPO, agent="agent-123", limit=60, window=60, lock=True
+    )
     assert hit.status is PlanStatus.HIT and hit.found
     assert hit.plan == plan and json.loads(hit.raw) == plan
     assert 590_000 < hit.ttl_ms <= 600_000 and hit.lock_ttl_ms is None
     assert hit.rate_remaining == 58 and hit.token is None
     assert server.client().ttl(key) == 600
 
-    looked = ok.plan_lookup(key)
+    looked = ok.plan_lookup(key, lock=True)
     assert looked.status is PlanStatus.HIT and looked.plan == plan and looked.rate_remaining is None
 
 
@@ -79,24 +85,24 @@ def test_prompts_are_sent_hashed(ok, server):
     finally:
         admin.config_set("slowlog-log-slower-than", 10000)
     with pytest.raises(okome.ArgumentError, match="prompt must not be empty"):
-        ok.plan_get(MODEL, "", TOOLSET, REPO)
+        ok.plan_get(MODEL, "", TOOLSET, REPO, lock=True)
 
 
 def test_plan_options(ok):
     nolock = ok.plan_get(MODEL, "p-nolock", TOOLSET, REPO, nolock=True)
     assert nolock.status is PlanStatus.MISS and nolock.token is None and nolock.lock_ttl_ms is None
-    m = ok.plan_get(MODEL, "p-lockttl", TOOLSET, REPO, lock_ttl_ms=8000)
+    m = ok.plan_get(MODEL, "p-lockttl", TOOLSET, REPO, lock_ttl_ms=8000, lock=True)
     assert m.lock_ttl_ms == 8000
     # A stored plan with REFRESHAHEAD above its TTL: one REFRESH, then HITs.
     ok.plan_set(m.key, [1, 2], token=m.token)
-    r = ok.plan_lookup(m.key, refresh_ahead_ms=900_000)
+    r = ok.plan_lookup(m.key, refresh_ahead_ms=900_000, lock=True)
     assert r.status is PlanStatus.REFRESH and r.plan == [1, 2] and r.token and r.ttl_ms > 0
-    again = ok.plan_lookup(m.key, refresh_ahead_ms=900_000)
+    again = ok.plan_lookup(m.key, refresh_ahead_ms=900_000, lock=True)
     assert again.status is PlanStatus.HIT
     assert ok.plan_set(m.key, RawJSON := okome.RawJSON('{"v":2}'), token=r.token).lock_released
-    assert ok.plan_lookup(m.key).raw == RawJSON
+    assert ok.plan_lookup(m.key, lock=True).raw == RawJSON
     # WAIT on a free key returns at once.
-    w = ok.plan_get(MODEL, "p-wait", TOOLSET, REPO, wait_ms=1000)
+    w = ok.plan_get(MODEL, "p-wait", TOOLSET, REPO, wait_ms=1000, lock=True)
     assert w.status is PlanStatus.MISS
 
 
@@ -106,13 +112,13 @@ def test_limited(ok):
             MODEL, "p-limit", TOOLSET, REPO, agent="lim", limit=3, window=60, nolock=True
         )
         assert r.rate_remaining == 2 - i
-    r = ok.plan_get(MODEL, "p-limit", TOOLSET, REPO, agent="lim", limit=3, window=60)
+    r = ok.plan_get(MODEL, "p-limit", TOOLSET, REPO, agent="lim", limit=3, window=60, lock=True)
     assert r.status is PlanStatus.LIMITED
     assert 59_000 < r.retry_after_ms <= 60_000 and r.retry_after == 60 and r.rate_remaining == 0
 
 
 def test_plan_set_budget_spent(ok):
-    m = ok.plan_get(MODEL, "p-budget", TOOLSET, REPO)
+    m = ok.plan_get(MODEL, "p-budget", TOOLSET, REPO, lock=True)
     assert ok.plan_set(m.key, {}, agent="w", write_limit=1).status is StoreStatus.STORED
     s = ok.plan_set(m.key, {"x": 1}, token=m.token, agent="w", write_limit=1)
     assert s == okome.PlanSetReply(StoreStatus.SKIPPED, None, 0, True) and not s.stored
@@ -201,7 +207,7 @@ def test_errors_keep_the_server_message(ok, server):
     assert isinstance(okome.errors.translate(k.value), okome.ArgumentError)
     assert "OKOME.KEY takes planner, model_meta" in str(k.value)
     with pytest.raises(okome.ArgumentError, match="must not be empty"):
-        ok.plan_get("m", "p", "t", "")
+        ok.plan_get("m", "p", "t", "", lock=True)
     with pytest.raises(okome.ArgumentError):
         ok.rate("a", 0, 60)
     server.client().set(ok.key("tools", "str"), "x")
@@ -218,9 +224,9 @@ def test_errors_keep_the_server_message(ok, server):
 
 def test_argument_checks_before_sending(ok):
     with pytest.raises(ValueError, match="agent needs limit and window"):
-        ok.plan_get("m", "p", "t", "r", agent="a")
+        ok.plan_get("m", "p", "t", "r", agent="a", lock=True)
     with pytest.raises(ValueError, match="need an agent"):
-        ok.plan_get("m", "p", "t", "r", limit=5)
+        ok.plan_get("m", "p", "t", "r", limit=5, lock=True)
     with pytest.raises(TypeError):
         ok.plan_set(okome.planner_key("m", "p", "t", "r"), {1, 2})  # not JSON
 
@@ -252,9 +258,9 @@ def test_module_not_loaded(tmp_path):
 
 def test_single_connection_client_refuses_wait(server):
     ok = okome.Okome(server.client(single_connection_client=True))
-    assert ok.plan_get("m", "p", "t", "r").status is PlanStatus.MISS  # no WAIT: fine
+    assert ok.plan_get("m", "p", "t", "r", lock=True).status is PlanStatus.MISS  # no WAIT: fine
     with pytest.raises(okome.ConfigurationError, match="connection of its own"):
-        ok.plan_get("m", "p", "t", "r", wait_ms=100)
+        ok.plan_get("m", "p", "t", "r", wait_ms=100, lock=True)
 
 
 def test_wrong_client_type():
@@ -263,11 +269,11 @@ def test_wrong_client_type():
 
 
 def test_agent_ledger(ok, server):
-    m = ok.plan_get(MODEL, "ledger-1", TOOLSET, REPO)
+    m = ok.plan_get(MODEL, "ledger-1", TOOLSET, REPO, lock=True)
     s = ok.plan_set(m.key, {"bad": 1}, token=m.token, agent="agent-bad")  # ledger, no budget
     assert s.stored and s.wbudget_remaining is None
     assert ok.cache_set("tools", "v9", value={"t": 1}, agent="agent-bad") == 600_000
-    m2 = ok.plan_get(MODEL, "ledger-2", TOOLSET, REPO)
+    m2 = ok.plan_get(MODEL, "ledger-2", TOOLSET, REPO, lock=True)
     ok.plan_set(m2.key, {"ok": 1}, token=m2.token)
     rec = ok.agent_record("agent-bad", m2.key)
     assert rec.ledger_size == 3 and 590_000 < rec.ttl_ms <= 600_000

@@ -97,10 +97,10 @@ def test_script_is_named_for_the_exporter():
 def test_okome_counters_are_scraped(server, exporter):
     ok = okome.Okome(server.client())
     # One planner miss (takes the lock), its store (releases it), one hit.
-    miss = ok.plan_get("gpt-4", "test", "v1", "abc123")
+    miss = ok.plan_get("gpt-4", "test", "v1", "abc123", lock=True)
     assert miss.status is PlanStatus.MISS
     assert ok.plan_set(miss.key, {"steps": ["a"]}, token=miss.token).stored
-    assert ok.plan_get("gpt-4", "test", "v1", "abc123").status is PlanStatus.HIT
+    assert ok.plan_get("gpt-4", "test", "v1", "abc123", lock=True).status is PlanStatus.HIT
     # Three rate calls, a limit of 2: two admitted, one limited.
     assert [ok.rate("agent-1", 2, 60).allowed for _ in range(3)] == [True, True, False]
     # One write budget of 1, charged twice.

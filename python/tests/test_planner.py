@@ -163,7 +163,7 @@ def test_refresh_serves_the_old_plan_and_recomputes_once(server):
     assert planner.wait_background(10)
     assert second.calls == 1
     ok = okome.Okome(server.client())
-    assert ok.plan_lookup(results[0].key).plan == {"v": 2}
+    assert ok.plan_lookup(results[0].key, lock=True).plan == {"v": 2}
 
 
 def test_rate_limited(server):
@@ -181,7 +181,7 @@ def test_rate_limited(server):
 
 def test_locked_after_wait(server):
     ok = okome.Okome(server.client())
-    held = ok.plan_get(MODEL, "locked", TOOLSET, REPO)
+    held = ok.plan_get(MODEL, "locked", TOOLSET, REPO, lock=True)
     planner = okome.Planner(server.client(), wait_ms=200)
     with pytest.raises(okome.PlanLocked) as e:
         planner.get_or_compute(MODEL, "locked", TOOLSET, REPO, Counter())
@@ -200,7 +200,7 @@ def test_wait_retry_trap(server):
     """redis-py with socket_timeout=1 and its default retry: a WAIT of 5 s
     must block once, for as long as the leader needs, and not be re-sent."""
     ok = okome.Okome(server.client())
-    lead = ok.plan_get(MODEL, "trap", TOOLSET, REPO)
+    lead = ok.plan_get(MODEL, "trap", TOOLSET, REPO, lock=True)
 
     def store_later() -> None:
         time.sleep(2.5)
@@ -209,7 +209,7 @@ def test_wait_retry_trap(server):
     threading.Thread(target=store_later).start()
     follower = okome.Okome(server.client(socket_timeout=1))
     t0 = time.monotonic()
-    got = follower.plan_get(MODEL, "trap", TOOLSET, REPO, wait_ms=5000)
+    got = follower.plan_get(MODEL, "trap", TOOLSET, REPO, wait_ms=5000, lock=True)
     assert got.status is PlanStatus.HIT and got.plan == {"v": "trap"}
     assert 2.0 < time.monotonic() - t0 < 4.0
     assert server.calls("okome.plan.get") == 2  # the leader's and the follower's, once
@@ -228,7 +228,7 @@ def test_wait_retry_trap(server):
 def test_the_trap_is_real_without_okome(server):
     """What the client protects against: raw redis-py re-sends the blocking call."""
     ok = okome.Okome(server.client())
-    lead = ok.plan_get(MODEL, "raw", TOOLSET, REPO)
+    lead = ok.plan_get(MODEL, "raw", TOOLSET, REPO, lock=True)
     threading.Timer(2.5, lambda: ok.plan_set(lead.key, {}, token=lead.token)).start()
     raw = server.client(socket_timeout=1)
     timed_out = False

@@ -232,7 +232,7 @@ def prepare(cluster: Any, ok: okome.Okome) -> tuple[list[int], list[str], list[s
     for i in range(3):
         ok.cache_set("rag", agents[0], f"chunk-{i}", value={"i": i})
     stored = okome.planner_key(MODEL, prompts[2], TOOLSET, REPO)
-    miss = ok.plan_get(MODEL, prompts[2], TOOLSET, REPO)
+    miss = ok.plan_get(MODEL, prompts[2], TOOLSET, REPO, lock=True)
     assert ok.plan_set(stored, {"stored": True}, token=miss.token).stored
     return [a, b], agents, prompts[:2], stored
 
@@ -344,7 +344,7 @@ def test_asyncio_load_during_resharding(cluster):
             key = okome.planner_key(MODEL, prompt, TOOLSET, REPO)
 
             async def once() -> None:
-                r = await ok.plan_lookup(key, wait_ms=200, lock_ttl_ms=LOCK_TTL_MS)
+                r = await ok.plan_lookup(key, wait_ms=200, lock_ttl_ms=LOCK_TTL_MS, lock=True)
                 if r.status is PlanStatus.LOCKED:
                     return
                 assert r.status is PlanStatus.MISS and r.token is not None, r
@@ -388,7 +388,7 @@ def test_tryagain_outlasting_the_budget(cluster):
     rc = RedisCluster(host="127.0.0.1", port=cluster.nodes[0].port)
     ok = okome.Okome(rc)
     key = okome.planner_key(MODEL, "half moved", TOOLSET, REPO)
-    miss = ok.plan_get(MODEL, "half moved", TOOLSET, REPO)
+    miss = ok.plan_get(MODEL, "half moved", TOOLSET, REPO, lock=True)
     assert ok.plan_set(key, {"v": 1}, token=miss.token).stored
     s = slot(key)
     mover = Mover(cluster, [s])
@@ -405,14 +405,14 @@ def test_tryagain_outlasting_the_budget(cluster):
 
         started = time.monotonic()
         with pytest.raises(okome.SlotMigratingError) as sync_error:
-            ok.plan_get(MODEL, "half moved", TOOLSET, REPO)
+            ok.plan_get(MODEL, "half moved", TOOLSET, REPO, lock=True)
         check(sync_error.value, time.monotonic() - started)
 
         async def aio() -> None:
             arc = acluster.RedisCluster(host="127.0.0.1", port=cluster.nodes[0].port)
             started = time.monotonic()
             with pytest.raises(okome.SlotMigratingError) as aio_error:
-                await okome.aio.Okome(arc).plan_get(MODEL, "half moved", TOOLSET, REPO)
+                await okome.aio.Okome(arc).plan_get(MODEL, "half moved", TOOLSET, REPO, lock=True)
             check(aio_error.value, time.monotonic() - started)
             await arc.aclose()
 
@@ -422,7 +422,7 @@ def test_tryagain_outlasting_the_budget(cluster):
         assert keys == [[key.encode()] if i == dst else [] for i in range(3)], keys
     finally:
         mover.finish(s, src, dst)
-    hit = ok.plan_get(MODEL, "half moved", TOOLSET, REPO)
+    hit = ok.plan_get(MODEL, "half moved", TOOLSET, REPO, lock=True)
     assert hit.status is PlanStatus.HIT and hit.plan == {"v": 1}
     mover.move(s, dst, src)
     rc.close()

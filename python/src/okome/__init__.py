@@ -10,6 +10,13 @@ helpers as drop-ins.
     result = planner.get_or_compute("llama3:8b", prompt, "v1", repo, compute, agent="agent-1")
     result.plan, result.headers   # {"X-OKOME-Cache": "MISS", "X-OKOME-Cache-Key": ..., ...}
 
+Plans can be typed values (``Planner(r, encoder=Plan.model_dump_json,
+decoder=Plan.model_validate_json)``, or :func:`json_codec` /
+:func:`pydantic_codec`), a function of the prompt cached with
+``@planner.cached(model=..., toolset_version=...)`` (:func:`never_cache`
+marks what must never be), and ``Planner(..., on_result=hook)`` gets a
+:class:`PlanEvent` per request.
+
 ``okome.aio`` has the same over ``redis.asyncio``.
 """
 
@@ -17,7 +24,10 @@ from __future__ import annotations
 
 from ._config import configure, redis_url
 from ._keys import planner_key, prompt_hash
+from ._marks import never_cache
 from .client import Okome
+from .codecs import Codec, json_codec, pydantic_codec
+from .decorators import Cached
 from .errors import (
     ArgumentError,
     ComputeFailed,
@@ -41,12 +51,13 @@ from .errors import (
     ReservationError,
     SlotMigratingError,
     TooLargeError,
+    UncacheableFunctionError,
     WrongSlotError,
     WrongTypeError,
 )
 from .leases import HeldLease
 from .limits import Limit
-from .planner import Planner, PlanResult
+from .planner import PlanEvent, Planner, PlanResult
 from .replies import (
     CacheEntry,
     LeaseReply,
@@ -73,6 +84,8 @@ __version__ = "0.1.0"
 __all__ = [
     "ArgumentError",
     "CacheEntry",
+    "Cached",
+    "Codec",
     "ComputeFailed",
     "ComputeTimeout",
     "ConfigurationError",
@@ -98,6 +111,7 @@ __all__ = [
     "OkomeUnavailable",
     "OutOfRangeError",
     "PermissionDeniedError",
+    "PlanEvent",
     "PlanLocked",
     "PlanReply",
     "PlanResult",
@@ -116,10 +130,14 @@ __all__ = [
     "TakeReply",
     "ThrottleReply",
     "TooLargeError",
+    "UncacheableFunctionError",
     "WrongSlotError",
     "WrongTypeError",
     "configure",
+    "json_codec",
+    "never_cache",
     "planner_key",
     "prompt_hash",
+    "pydantic_codec",
     "redis_url",
 ]

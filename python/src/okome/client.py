@@ -8,6 +8,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Generic, Protocol, TypeVar
 
+import redis
+from redis.cluster import RedisCluster
+
 from . import _commands as cmd
 from . import _keys
 from ._commands import Steps, T
@@ -70,6 +73,27 @@ class ClientBase(Generic[X]):
         return _keys.planner_key(model, prompt, toolset_version, repo_hash)
 
 
+def _nolock(
+    lock: bool, lock_ttl_ms: int | None, wait_ms: int | None, refresh_ahead_ms: int | None
+) -> bool:
+    """``NOLOCK`` for ``plan_get``/``plan_lookup`` (``lock=False``, the
+    default), refusing what needs the lock; ``ValueError`` for ``lock=True``
+    with ``nolock=True``."""
+    if lock:
+        raise ValueError("lock=True and nolock=True exclude each other")
+    for name, value in (
+        ("lock_ttl_ms", lock_ttl_ms),
+        ("wait_ms", wait_ms),
+        ("refresh_ahead_ms", refresh_ahead_ms or None),
+    ):
+        if value is not None:
+            raise ValueError(
+                f"{name} needs lock=True: without it a lookup takes no lock (NOLOCK), "
+                "and neither waits for one nor refreshes (which take it)"
+            )
+    return True
+
+
 class Okome(ClientBase["Standalone | Cluster"]):  # quoted: no X | Y at run time on 3.9
     """okome's commands over a ``redis.Redis`` or ``redis.cluster.RedisCluster``.
 
@@ -83,6 +107,9 @@ class Okome(ClientBase["Standalone | Cluster"]):  # quoted: no X | Y at run time
     block in the server; they get a connection of their own and a read
     timeout above the wait, and are never re-sent by redis-py's retry.
     """
+
+    def __init__(self, client: redis.Redis | RedisCluster) -> None:
+        super().__init__(client)
 
     def _connect(self, client: Any) -> Standalone | Cluster:
         return transport(client)
@@ -117,14 +144,24 @@ class Okome(ClientBase["Standalone | Cluster"]):  # quoted: no X | Y at run time
         agent: str | bytes | None = None,
         limit: int | None = None,
         window: int | None = None,
+        lock: bool = False,
         lock_ttl_ms: int | None = None,
-        nolock: bool = False,
         wait_ms: int | None = None,
         refresh_ahead_ms: int | None = None,
+        nolock: bool = False,
     ) -> PlanReply:
         """``OKOME.PLAN.GET model prompt_hash toolset_version repo_hash HASHED
         [AGENT agent LIMIT limit WINDOW window] [LOCKTTL ms | NOLOCK] [WAIT ms]
         [REFRESHAHEAD ms]``: the prompt is hashed here (SHA-256), never sent.
+
+        A lookup takes no lock unless told to: without ``lock=True`` it is
+        sent with ``NOLOCK`` (a ``MISS`` has no token, and nothing blocks the
+        next caller), and ``lock_ttl_ms``, ``wait_ms`` and ``refresh_ahead_ms``
+        (which take or wait for the lock) raise ``ValueError``. With
+        ``lock=True`` a ``MISS`` (or ``REFRESH``) takes the plan's lock
+        (``LOCKTTL lock_ttl_ms``, default the server's): store with
+        ``plan_set(key, plan, token=reply.token)`` or ``unlock`` it.
+        (``nolock=True``, the default now, is kept for older code.)
 
         On a cluster: ``OKOME.PLAN.LOOKUP`` with the key computed locally, on
         the node serving it (and ``OKOME.RATE`` on the agent's node first when
@@ -140,7 +177,9 @@ class Okome(ClientBase["Standalone | Cluster"]):  # quoted: no X | Y at run time
                 limit=limit,
                 window=window,
                 lock_ttl_ms=lock_ttl_ms,
-                nolock=nolock,
+                nolock=False
+                if lock and not nolock
+                else _nolock(lock, lock_ttl_ms, wait_ms, refresh_ahead_ms),
                 wait_ms=wait_ms,
                 refresh_ahead_ms=refresh_ahead_ms,
             )
@@ -153,10 +192,11 @@ class Okome(ClientBase["Standalone | Cluster"]):  # quoted: no X | Y at run time
         agent: str | bytes | None = None,
         limit: int | None = None,
         window: int | None = None,
+        lock: bool = False,
         lock_ttl_ms: int | None = None,
-        nolock: bool = False,
         wait_ms: int | None = None,
         refresh_ahead_ms: int | None = None,
+        nolock: bool = False,
     ) -> PlanReply:
         """``OKOME.PLAN.LOOKUP key [options]``: :meth:`plan_get` by planner key."""
         return self._drive(
@@ -167,7 +207,9 @@ class Okome(ClientBase["Standalone | Cluster"]):  # quoted: no X | Y at run time
                 limit=limit,
                 window=window,
                 lock_ttl_ms=lock_ttl_ms,
-                nolock=nolock,
+                nolock=False
+                if lock and not nolock
+                else _nolock(lock, lock_ttl_ms, wait_ms, refresh_ahead_ms),
                 wait_ms=wait_ms,
                 refresh_ahead_ms=refresh_ahead_ms,
             )

@@ -359,3 +359,14 @@ class LeaseUnavailable(Exception):
         super().__init__(
             f"no lease of {subject!r} is free ({in_use} in use): retry after {retry_after_ms} ms"
         )
+
+
+class UncacheableFunctionError(TypeError):
+    """``@planner.cached`` refused to decorate a function (at decoration
+    time): one the seed's hard rule says never to cache, as far as okome can
+    tell from the function itself (marked :func:`okome.never_cache`, a
+    generator, annotated ``-> None``), or one whose calls the planner key
+    cannot tell apart (a parameter other than ``model``, ``prompt``,
+    ``toolset_version`` and ``repo_hash``). okome cannot know what a function
+    does otherwise: caching one that writes files, runs git or a tool is a
+    bug it does not catch."""

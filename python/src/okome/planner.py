@@ -5,15 +5,29 @@ and what :mod:`okome.aio.planner`, its asyncio twin, shares with it
 from __future__ import annotations
 
 import contextvars
+import inspect
+import json
 import logging
 import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generic, TypedDict, TypeVar
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Generic,
+    Literal,
+    TypedDict,
+    TypeVar,
+    Union,
+)
 
+import redis
 from redis import exceptions as rex
+from redis.cluster import RedisCluster
 
+from ._marks import is_never_cache, refuse_never_cache
 from .client import Okome
 from .errors import (
     ComputeFailed,
@@ -26,17 +40,37 @@ from .errors import (
 )
 from .replies import PlanReply, PlanStatus, RawJSON, StoreStatus, encode_json
 
+if TYPE_CHECKING:
+    from typing_extensions import TypeVar as DefaultTypeVar
+    from typing_extensions import Unpack
+
+    from .decorators import Cached
+
+    T = DefaultTypeVar("T", default=Any)
+    """The plan's type: what ``compute`` returns and the decoder gives (``Any``,
+    a JSON value, with the default decoder; a type checker takes ``Planner``
+    and ``PlanResult`` without a parameter as ``[Any]``)."""
+else:
+    T = TypeVar("T")
+
 log = logging.getLogger("okome")
 
 C = TypeVar("C")
+R = TypeVar("R")
+
+SyncClient = Union[redis.Redis, RedisCluster, Okome]
+"""What :class:`Planner` takes: a ``redis.Redis``, a
+``redis.cluster.RedisCluster`` or an :class:`okome.Okome`."""
 
 
 @dataclass(frozen=True)
-class PlanResult:
+class PlanResult(Generic[T]):
     """What a planner request answers with."""
 
-    plan: Any
-    """The plan (decoded JSON when served from the cache, as computed otherwise)."""
+    plan: T
+    """The plan, as the planner's decoder makes it from the plan's JSON text:
+    on a ``MISS`` too (``decoder(encoder(compute()))``), so a plan has the
+    same type and value whether this call computed it or not."""
     status: PlanStatus
     """``HIT``, ``REFRESH`` (served from the cache, recomputing in the
     background), ``SHARED`` (handed over by a leader whose write budget was
@@ -86,9 +120,9 @@ def make_headers(
     return headers
 
 
-def served(reply: PlanReply) -> PlanResult:
+def served(reply: PlanReply, plan: T) -> PlanResult[T]:
     return PlanResult(
-        plan=reply.plan,
+        plan=plan,
         status=reply.status,
         key=reply.key,
         rate_remaining=reply.rate_remaining,
@@ -98,7 +132,7 @@ def served(reply: PlanReply) -> PlanResult:
     )
 
 
-def computed(reply: PlanReply, plan: Any, stored: StoreStatus | None) -> PlanResult:
+def computed(reply: PlanReply, plan: T, stored: StoreStatus | None) -> PlanResult[T]:
     return PlanResult(
         plan=plan,
         status=PlanStatus.MISS,
@@ -110,7 +144,7 @@ def computed(reply: PlanReply, plan: Any, stored: StoreStatus | None) -> PlanRes
     )
 
 
-def bypassed(key: str, plan: Any) -> PlanResult:
+def bypassed(key: str, plan: T) -> PlanResult[T]:
     """A plan computed without the cache (``fail_open``, Redis unreachable)."""
     return PlanResult(
         plan=plan,
@@ -215,11 +249,89 @@ def heartbeat_interval(lock_ttl_ms: int | None, heartbeat_ms: int | None) -> flo
     return max(lock_ttl_ms or 9000, 30) / 3000.0
 
 
-def plan_json(plan: Any) -> bytes | RawJSON:
-    """The JSON text a leader stores for ``plan``; raises if ``plan`` cannot
-    be encoded (call it while holding the lock)."""
-    value = encode_json(plan)
-    return value if isinstance(value, bytes) else RawJSON(value)
+def plan_json(plan: Any, encoder: Callable[[Any], str | bytes] | None = None) -> bytes | RawJSON:
+    """The JSON text a leader stores for ``plan``: ``encoder(plan)``, or by
+    default :func:`okome.replies.encode_json` (``json.dumps``; ``RawJSON``
+    and bytes as they are). Raises if ``plan`` cannot be encoded (call it
+    while holding the lock)."""
+    value = encode_json(plan) if encoder is None else encoder(plan)
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    if isinstance(value, str):
+        return value if isinstance(value, RawJSON) else RawJSON(value)
+    raise TypeError(
+        f"the planner's encoder must return JSON text (str or bytes), got {type(value).__name__}"
+    )
+
+
+def json_text(value: bytes | str) -> str:
+    """Stored JSON text as ``str`` (what a decoder is given)."""
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+EventStatus = Literal[
+    "HIT", "MISS", "REFRESH", "SHARED", "FAILED", "LOCKED", "LIMITED", "BYPASS", "UNAVAILABLE",
+    "ERROR",
+]  # fmt: skip
+""":attr:`PlanEvent.status`."""
+
+
+@dataclass(frozen=True)
+class PlanEvent:
+    """What ``Planner(..., on_result=hook)`` is called with, once per
+    ``get_or_compute`` (and per call of a ``@planner.cached`` function) that
+    returns or raises an ``Exception``."""
+
+    status: EventStatus
+    """``HIT``, ``REFRESH``, ``SHARED``, ``MISS`` (this call computed and
+    stored it, or tried to: see ``result.stored``) or ``BYPASS`` (computed
+    without the cache, ``fail_open``) for a plan returned; for an exception
+    raised: ``LIMITED`` (:class:`okome.RateLimited`), ``LOCKED``
+    (:class:`okome.PlanLocked`), ``FAILED`` (:class:`okome.ComputeFailed`,
+    :class:`okome.ComputeTimeout`, or this call's own ``compute()`` or
+    encoding raised), ``UNAVAILABLE`` (:class:`okome.OkomeUnavailable`) or
+    ``ERROR`` (anything else: a server error, the decoder refusing a cached
+    plan, ...)."""
+    latency: float
+    """Seconds from the call to its result (or exception), ``compute()`` included."""
+    key: str
+    """The planner key."""
+    computed: bool
+    """Whether this call ran ``compute()`` (``MISS``, ``BYPASS``, and
+    ``FAILED`` when its own computation failed)."""
+    label: str | None = None
+    """The caller's ``label=`` (a route, say), for metrics per label;
+    a ``@planner.cached`` function's ``label`` (by default its qualified name)."""
+    agent: str | None = None
+    """The request's agent, ``None`` without one."""
+    error: BaseException | None = None
+    """The exception raised, for ``LIMITED``, ``LOCKED``, ``FAILED``,
+    ``UNAVAILABLE`` and ``ERROR``."""
+
+
+def result_event(
+    result: PlanResult[Any], latency: float, label: str | None, agent: Any
+) -> PlanEvent:
+    status: EventStatus = "BYPASS" if result.bypassed else result.status.value
+    return PlanEvent(status, latency, result.key, result.computed, label, _agent_text(agent))
+
+
+def error_event(
+    e: BaseException, latency: float, key: str, ran: bool, label: str | None, agent: Any
+) -> PlanEvent:
+    """The event of a call that raised ``e`` (``ran``: whether it ran ``compute()``)."""
+    status: EventStatus
+    if isinstance(e, RateLimited):
+        status = "LIMITED"
+    elif isinstance(e, PlanLocked):
+        status = "LOCKED"
+    elif isinstance(e, ComputeFailed):
+        status = "FAILED"
+    elif isinstance(e, OkomeUnavailable):
+        status = "UNAVAILABLE"
+    else:
+        status = "FAILED" if ran else "ERROR"
+    return PlanEvent(status, latency, key, ran, label, _agent_text(agent), e)
 
 
 class Lookup(TypedDict):
@@ -228,9 +340,27 @@ class Lookup(TypedDict):
     agent: str | bytes | None
     limit: int | None
     window: int | None
+    lock: bool
     lock_ttl_ms: int | None
     wait_ms: int | None
     refresh_ahead_ms: int | None
+
+
+class Overrides(TypedDict, total=False):
+    """The settings a ``get_or_compute`` call (or ``@planner.cached``) may
+    override (see :class:`Options`)."""
+
+    limit: int | None
+    window: int | None
+    write_limit: int | None
+    write_window: int | None
+    wait_ms: int | None
+    refresh_ahead_ms: int | None
+    ttl: int | None
+    lock_ttl_ms: int | None
+    heartbeat_ms: int | None
+    failure_ttl_ms: int | None
+    max_compute_ms: int | None
 
 
 class Store(TypedDict):
@@ -276,6 +406,7 @@ class Options:
             agent=agent,
             limit=self.limit if agent is not None else None,
             window=self.window if agent is not None else None,
+            lock=True,
             lock_ttl_ms=self.lock_ttl_ms,
             wait_ms=self.wait_ms or None,
             refresh_ahead_ms=self.refresh_ahead_ms,
@@ -293,16 +424,21 @@ class Options:
         )
 
 
-class PlannerBase(Generic[C]):
+class PlannerBase(Generic[C, R, T]):
     """What :class:`Planner` and :class:`okome.aio.Planner` share: the client
-    (``okome``) and the settings (``options``) they are made with."""
+    (``okome``, of type ``C``, made from a client of type ``R``), the settings
+    (``options``) they are made with, the plan's encoding (a plan of type
+    ``T``) and the ``on_result`` hook."""
 
     okome: C
 
     def __init__(
         self,
-        client: Any,
+        client: R,
         *,
+        encoder: Callable[[T], str | bytes] | None = None,
+        decoder: Callable[[str], T] | None = None,
+        on_result: Callable[[PlanEvent], object] | None = None,
         limit: int = 60,
         window: int = 60,
         write_limit: int | None = 30,
@@ -318,6 +454,20 @@ class PlannerBase(Generic[C]):
         outage_probe_ms: int = 1000,
     ) -> None:
         self.okome = self._wrap(client)
+        if on_result is not None and (
+            inspect.iscoroutinefunction(on_result)
+            or inspect.iscoroutinefunction(type(on_result).__call__)
+        ):
+            raise TypeError(
+                "on_result must be a plain function (it is called inline with each result; "
+                "from it, start a task if you need to await something)"
+            )
+        self.encoder = encoder
+        """``plan -> JSON text`` (``None``: ``json.dumps``)."""
+        self.decoder = decoder
+        """``JSON text -> plan`` (``None``: ``json.loads``)."""
+        self.on_result = on_result
+        """Called with a :class:`PlanEvent` once per request (``None``: none)."""
         self.fail_open = fail_open
         self.bypassed = 0
         """Requests computed without the cache because Redis was unreachable."""
@@ -342,9 +492,38 @@ class PlannerBase(Generic[C]):
         )
         self._start()
 
-    def _wrap(self, client: Any) -> C:
+    def _wrap(self, client: R) -> C:
         """``client`` as the planner's okome client (``okome`` itself if it is one)."""
         raise NotImplementedError
+
+    def _decode(self, text: str) -> T:
+        """A plan from its JSON text, by the decoder."""
+        if self.decoder is None:
+            plan: T = json.loads(text)
+            return plan
+        return self.decoder(text)
+
+    def _served(self, reply: PlanReply) -> PlanResult[T]:
+        """The result of a plan served from the cache (or handed over)."""
+        if self.decoder is None:
+            return served(reply, reply.plan)  # json.loads'd by the reply's parser
+        assert reply.raw is not None
+        return served(reply, self.decoder(reply.raw))
+
+    def _encode(self, plan: T) -> tuple[bytes | RawJSON, T]:
+        """The JSON text to store for a computed ``plan``, and the plan as a
+        ``HIT`` will give it (decoded from that text): raises if either
+        fails (call it while holding the lock, before storing)."""
+        value = plan_json(plan, self.encoder)
+        return value, self._decode(json_text(value))
+
+    def _emit(self, event: PlanEvent) -> None:
+        """Call the ``on_result`` hook; an exception it raises is logged, not raised."""
+        assert self.on_result is not None
+        try:
+            self.on_result(event)
+        except Exception:
+            log.exception("okome: the on_result hook raised (ignored) for %s", event)
 
     def _start(self) -> None:
         """Set up what runs the background work (after ``okome`` and ``options``)."""
@@ -419,8 +598,9 @@ class PlannerBase(Generic[C]):
                 )
 
 
-class Planner(PlannerBase[Okome]):
-    """The planner protocol over a sync client.
+class Planner(PlannerBase[Okome, SyncClient, T]):
+    """The planner protocol over a sync client (a ``redis.Redis``, a
+    ``redis.cluster.RedisCluster`` or an :class:`okome.Okome`).
 
     ``get_or_compute`` makes one ``PLAN.GET ... WAIT ... REFRESHAHEAD ...``
     per request and then:
@@ -448,9 +628,16 @@ class Planner(PlannerBase[Okome]):
 
     Redis unreachable: :class:`okome.OkomeUnavailable` (``503``), or with
     ``fail_open=True`` ``compute()`` without the cache (see :attr:`bypassed`).
+
+    Plans are stored as ``encoder(plan)`` (default ``json.dumps``) and
+    returned as ``decoder(text)`` (default ``json.loads``), a computed one
+    too: a ``Planner(r, encoder=Plan.model_dump_json,
+    decoder=Plan.model_validate_json)`` is a ``Planner[Plan]`` whose results
+    are ``PlanResult[Plan]``. ``on_result`` is called with a
+    :class:`PlanEvent` per request.
     """
 
-    def _wrap(self, client: Any) -> Okome:
+    def _wrap(self, client: SyncClient) -> Okome:
         return client if isinstance(client, Okome) else Okome(client)
 
     def _start(self) -> None:
@@ -464,9 +651,10 @@ class Planner(PlannerBase[Okome]):
         prompt: str,
         toolset_version: str,
         repo_hash: str,
-        compute: Callable[[], Any],
+        compute: Callable[[], T],
         *,
         agent: str | None = None,
+        label: str | None = None,
         limit: int | None = None,
         window: int | None = None,
         write_limit: int | None = None,
@@ -478,9 +666,10 @@ class Planner(PlannerBase[Okome]):
         heartbeat_ms: int | None = None,
         failure_ttl_ms: int | None = None,
         max_compute_ms: int | None = None,
-    ) -> PlanResult:
+    ) -> PlanResult[T]:
         """The plan for ``(model, prompt, toolset_version, repo_hash)``: from the
-        cache, from the caller computing it right now, or from ``compute()``."""
+        cache, from the caller computing it right now, or from ``compute()``.
+        ``label`` (a route, say) is passed on to the ``on_result`` hook."""
         o = self.options.merge(
             limit=limit,
             window=window,
@@ -494,6 +683,77 @@ class Planner(PlannerBase[Okome]):
             failure_ttl_ms=failure_ttl_ms,
             max_compute_ms=max_compute_ms,
         )
+        if self.on_result is None:
+            return self._get(model, prompt, toolset_version, repo_hash, compute, agent, o)
+        t0 = time.perf_counter()
+        ran = False
+
+        def tracked() -> T:
+            nonlocal ran
+            ran = True
+            return compute()
+
+        tracked.__wrapped__ = compute  # type: ignore[attr-defined]  # okome.never_cache sees it
+        try:
+            result = self._get(model, prompt, toolset_version, repo_hash, tracked, agent, o)
+        except Exception as e:
+            key = getattr(e, "key", None) if isinstance(e, PlannerError) else None
+            if not isinstance(key, str):
+                key = self.okome.planner_key(model, prompt, toolset_version, repo_hash)
+            self._emit(error_event(e, time.perf_counter() - t0, key, ran, label, agent))
+            raise
+        self._emit(result_event(result, time.perf_counter() - t0, label, agent))
+        return result
+
+    def cached(
+        self,
+        *,
+        model: str | None = None,
+        toolset_version: str | None = None,
+        repo_hash: str | None = None,
+        agent: str | None = None,
+        label: str | None = None,
+        **options: Unpack[Overrides],
+    ) -> Callable[[Callable[..., T]], Cached[T]]:
+        """A decorator: the function of the prompt it decorates, cached on
+        this planner (see :mod:`okome.decorators`)::
+
+            @planner.cached(model="llama3:8b", toolset_version="v1")
+            def make_plan(prompt: str) -> Plan: ...
+
+            plan = make_plan(prompt, repo_hash=repo, agent="agent-1")
+            result = make_plan.result(prompt, repo_hash=repo)    # a PlanResult
+
+        The function takes ``prompt`` and any other key part (``model``,
+        ``toolset_version``, ``repo_hash``) it needs, nothing else; the parts
+        given here are the defaults of its calls. ``agent``: the agent
+        charged when a call gives none; ``label``: the ``on_result`` events'
+        (default: the function's qualified name); ``options``: settings of
+        ``get_or_compute`` (``ttl``, ``wait_ms``, ...). Raises
+        :class:`okome.UncacheableFunctionError` for what it must not cache
+        (marked :func:`okome.never_cache`, a generator, ``-> None``, a
+        parameter that is not a key part), ``TypeError`` for a coroutine
+        function (use :class:`okome.aio.Planner`)."""
+        from .decorators import Cached
+
+        self.options.merge(**options)  # refuse a bad setting now
+        parts = {"model": model, "toolset_version": toolset_version, "repo_hash": repo_hash}
+
+        def decorate(fn: Callable[..., T]) -> Cached[T]:
+            return Cached(self, fn, parts, agent, label, options)
+
+        return decorate
+
+    def _get(
+        self,
+        model: str,
+        prompt: str,
+        toolset_version: str,
+        repo_hash: str,
+        compute: Callable[[], T],
+        agent: str | None,
+        o: Options,
+    ) -> PlanResult[T]:
         if self._outage and self._skip(
             key := self.okome.planner_key(model, prompt, toolset_version, repo_hash)
         ):
@@ -508,10 +768,14 @@ class Planner(PlannerBase[Okome]):
             return self._bypass(key, compute, o)
         self._reachable()
         if reply.status in (PlanStatus.HIT, PlanStatus.SHARED):
-            return served(reply)
+            return self._served(reply)
+        if reply.token is not None and is_never_cache(compute):
+            self._release(reply.key, reply.token)
+            refuse_never_cache(compute)
         if reply.status is PlanStatus.REFRESH:
+            result = self._served(reply)
             self._refresh_in_background(reply, compute, agent, o)
-            return served(reply)
+            return result
         if reply.status is PlanStatus.MISS:
             return self._lead(reply, compute, agent, o)
         raise refused(reply, agent)
@@ -531,22 +795,23 @@ class Planner(PlannerBase[Okome]):
 
         threading.Thread(target=probe, name="okome-outage-probe", daemon=True).start()
 
-    def _bypass(self, key: str, compute: Callable[[], Any], o: Options) -> PlanResult:
+    def _bypass(self, key: str, compute: Callable[[], T], o: Options) -> PlanResult[T]:
+        refuse_never_cache(compute)
         try:
             plan = run_with_deadline(compute, o.max_compute_ms, key)
         except Late:
             assert o.max_compute_ms is not None
             raise ComputeTimeout(o.max_compute_ms, key=key, retry_after_ms=1000) from None
-        return bypassed(key, plan)
+        return bypassed(key, self._encode(plan)[1])
 
     def _lead(
         self,
         reply: PlanReply,
-        compute: Callable[[], Any],
+        compute: Callable[[], T],
         agent: Any,
         o: Options,
         refresh: bool = False,
-    ) -> PlanResult:
+    ) -> PlanResult[T]:
         """Compute under the lock ``reply`` granted, then store and release it."""
         token = reply.token
         lease = None
@@ -556,8 +821,9 @@ class Planner(PlannerBase[Okome]):
             lease = self._heartbeats.add(reply.key, token, lock_ttl, interval)
         try:
             try:
-                plan = run_with_deadline(compute, o.max_compute_ms, reply.key)
-                value = plan_json(plan)  # refuse an unencodable plan while we hold the lock
+                # Encode, and decode as a HIT will, while we hold the lock: a
+                # plan that does not make the round trip is a failure, not stored.
+                value, plan = self._encode(run_with_deadline(compute, o.max_compute_ms, reply.key))
             finally:
                 if lease is not None:
                     self._heartbeats.remove(lease)
@@ -613,7 +879,7 @@ class Planner(PlannerBase[Okome]):
             log.exception("okome: could not release the lock of %s", key)
 
     def _refresh_in_background(
-        self, reply: PlanReply, compute: Callable[[], Any], agent: Any, o: Options
+        self, reply: PlanReply, compute: Callable[[], T], agent: Any, o: Options
     ) -> None:
         def run() -> None:
             try:

@@ -14,9 +14,10 @@ as coroutines; :func:`configure` gives them their client (else they make one fro
 
 from __future__ import annotations
 
-from ..planner import PlanResult
+from ..decorators import AsyncCached as Cached
+from ..planner import PlanEvent, PlanResult
 from ._config import close_default, configure
 from .client import Okome
 from .planner import Planner
 
-__all__ = ["Okome", "PlanResult", "Planner", "close_default", "configure"]
+__all__ = ["Cached", "Okome", "PlanEvent", "PlanResult", "Planner", "close_default", "configure"]

@@ -8,10 +8,13 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
+import redis.asyncio as aredis
+from redis.asyncio.cluster import RedisCluster
+
 from .. import _commands as cmd
 from .._async import Cluster, Node, Standalone, transport
 from .._commands import Steps, T
-from ..client import ClientBase, parse_info
+from ..client import ClientBase, _nolock, parse_info
 from ..leases import HeldLease, hold_async, taken
 from ..limits import Limit
 from ..replies import (
@@ -34,6 +37,9 @@ from ..replies import (
 class Okome(ClientBase["Standalone | Cluster"]):  # quoted: no X | Y at run time on 3.9
     """okome's commands over ``redis.asyncio``: the same methods, arguments and
     replies as :class:`okome.Okome`, as coroutines."""
+
+    def __init__(self, client: aredis.Redis | RedisCluster) -> None:
+        super().__init__(client)
 
     def _connect(self, client: Any) -> Standalone | Cluster:
         return transport(client)
@@ -68,10 +74,11 @@ class Okome(ClientBase["Standalone | Cluster"]):  # quoted: no X | Y at run time
         agent: str | bytes | None = None,
         limit: int | None = None,
         window: int | None = None,
+        lock: bool = False,
         lock_ttl_ms: int | None = None,
-        nolock: bool = False,
         wait_ms: int | None = None,
         refresh_ahead_ms: int | None = None,
+        nolock: bool = False,
     ) -> PlanReply:
         """See :meth:`okome.Okome.plan_get`."""
         return await self._drive(
@@ -85,7 +92,9 @@ class Okome(ClientBase["Standalone | Cluster"]):  # quoted: no X | Y at run time
                 limit=limit,
                 window=window,
                 lock_ttl_ms=lock_ttl_ms,
-                nolock=nolock,
+                nolock=False
+                if lock and not nolock
+                else _nolock(lock, lock_ttl_ms, wait_ms, refresh_ahead_ms),
                 wait_ms=wait_ms,
                 refresh_ahead_ms=refresh_ahead_ms,
             )
@@ -98,10 +107,11 @@ class Okome(ClientBase["Standalone | Cluster"]):  # quoted: no X | Y at run time
         agent: str | bytes | None = None,
         limit: int | None = None,
         window: int | None = None,
+        lock: bool = False,
         lock_ttl_ms: int | None = None,
-        nolock: bool = False,
         wait_ms: int | None = None,
         refresh_ahead_ms: int | None = None,
+        nolock: bool = False,
     ) -> PlanReply:
         """See :meth:`okome.Okome.plan_lookup`."""
         return await self._drive(
@@ -112,7 +122,9 @@ class Okome(ClientBase["Standalone | Cluster"]):  # quoted: no X | Y at run time
                 limit=limit,
                 window=window,
                 lock_ttl_ms=lock_ttl_ms,
-                nolock=nolock,
+                nolock=False
+                if lock and not nolock
+                else _nolock(lock, lock_ttl_ms, wait_ms, refresh_ahead_ms),
                 wait_ms=wait_ms,
                 refresh_ahead_ms=refresh_ahead_ms,
             )

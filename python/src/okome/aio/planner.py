@@ -6,27 +6,43 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from typing import Any, Callable
+import time
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, Callable, Union
 
-from ..errors import ComputeTimeout, timeout_message
+import redis.asyncio as aredis
+from redis.asyncio.cluster import RedisCluster
+
+from .._marks import is_never_cache, refuse_never_cache
+from ..decorators import AsyncCached
+from ..errors import ComputeTimeout, PlannerError, timeout_message
 from ..planner import (
     UNREACHABLE,
     Late,
     Options,
+    Overrides,
     PlannerBase,
     PlanResult,
+    T,
     bypassed,
     computed,
+    error_event,
     failure_message,
     heartbeat_interval,
     log,
-    plan_json,
     refused,
-    served,
+    result_event,
     timed_out,
 )
 from ..replies import PlanReply, PlanStatus, StoreStatus
 from .client import Okome
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+AsyncClient = Union[aredis.Redis, RedisCluster, Okome]
+"""What :class:`Planner` takes: a ``redis.asyncio.Redis``, a
+``redis.asyncio.cluster.RedisCluster`` or an :class:`okome.aio.Okome`."""
 
 
 async def _maybe_await(value: Any) -> Any:
@@ -41,12 +57,15 @@ def _forget(task: asyncio.Future[Any]) -> None:
         task.exception()
 
 
-async def _run_with_deadline(compute: Callable[[], Any], max_compute_ms: int | None) -> Any:
+async def _run_with_deadline(
+    compute: Callable[[], T | Awaitable[T]], max_compute_ms: int | None
+) -> T:
     """``compute()`` (awaited if awaitable); with a deadline, the awaitable is
     cancelled past it and :class:`~okome.planner.Late` raised (a plain
     function's result is computed inline, before any deadline can apply)."""
     if max_compute_ms is None:
-        return await _maybe_await(compute())
+        value: T = await _maybe_await(compute())
+        return value
     task = asyncio.ensure_future(_maybe_await(compute()))
     try:
         done, _ = await asyncio.wait({task}, timeout=max_compute_ms / 1000.0)
@@ -58,11 +77,14 @@ async def _run_with_deadline(compute: Callable[[], Any], max_compute_ms: int | N
         task.cancel()
         task.add_done_callback(_forget)
         raise Late()
-    return task.result()
+    result: T = task.result()
+    return result
 
 
-class Planner(PlannerBase[Okome]):
-    """The planner protocol over ``redis.asyncio``; see :class:`okome.Planner`.
+class Planner(PlannerBase[Okome, AsyncClient, T]):
+    """The planner protocol over ``redis.asyncio`` (a ``redis.asyncio.Redis``,
+    a ``redis.asyncio.cluster.RedisCluster`` or an :class:`okome.aio.Okome`);
+    see :class:`okome.Planner`.
 
     ``compute`` may be a coroutine function or a plain function (whose result
     is awaited if it is awaitable). The heartbeat is a task; a ``REFRESH``
@@ -71,10 +93,11 @@ class Planner(PlannerBase[Okome]):
     to take over; a leader whose ``compute`` raises releases it as failed
     (``failure_ttl_ms``). Past ``max_compute_ms`` the computation is
     cancelled and the leader raises :class:`okome.ComputeTimeout` (only an
-    awaitable can be: a plain function runs to its end first).
+    awaitable can be: a plain function runs to its end first). ``on_result``
+    is a plain function, called inline (not awaited) with each result.
     """
 
-    def _wrap(self, client: Any) -> Okome:
+    def _wrap(self, client: AsyncClient) -> Okome:
         return client if isinstance(client, Okome) else Okome(client)
 
     def _start(self) -> None:
@@ -87,9 +110,10 @@ class Planner(PlannerBase[Okome]):
         prompt: str,
         toolset_version: str,
         repo_hash: str,
-        compute: Callable[[], Any],
+        compute: Callable[[], T | Awaitable[T]],
         *,
         agent: str | None = None,
+        label: str | None = None,
         limit: int | None = None,
         window: int | None = None,
         write_limit: int | None = None,
@@ -101,7 +125,7 @@ class Planner(PlannerBase[Okome]):
         heartbeat_ms: int | None = None,
         failure_ttl_ms: int | None = None,
         max_compute_ms: int | None = None,
-    ) -> PlanResult:
+    ) -> PlanResult[T]:
         """See :meth:`okome.Planner.get_or_compute`."""
         o = self.options.merge(
             limit=limit,
@@ -116,6 +140,59 @@ class Planner(PlannerBase[Okome]):
             failure_ttl_ms=failure_ttl_ms,
             max_compute_ms=max_compute_ms,
         )
+        if self.on_result is None:
+            return await self._get(model, prompt, toolset_version, repo_hash, compute, agent, o)
+        t0 = time.perf_counter()
+        ran = False
+
+        def tracked() -> T | Awaitable[T]:
+            nonlocal ran
+            ran = True
+            return compute()
+
+        tracked.__wrapped__ = compute  # type: ignore[attr-defined]  # okome.never_cache sees it
+        try:
+            result = await self._get(model, prompt, toolset_version, repo_hash, tracked, agent, o)
+        except Exception as e:
+            key = getattr(e, "key", None) if isinstance(e, PlannerError) else None
+            if not isinstance(key, str):
+                key = self.okome.planner_key(model, prompt, toolset_version, repo_hash)
+            self._emit(error_event(e, time.perf_counter() - t0, key, ran, label, agent))
+            raise
+        self._emit(result_event(result, time.perf_counter() - t0, label, agent))
+        return result
+
+    def cached(
+        self,
+        *,
+        model: str | None = None,
+        toolset_version: str | None = None,
+        repo_hash: str | None = None,
+        agent: str | None = None,
+        label: str | None = None,
+        **options: Unpack[Overrides],
+    ) -> Callable[[Callable[..., T | Awaitable[T]]], AsyncCached[T]]:
+        """See :meth:`okome.Planner.cached`: the same, for a coroutine function
+        (or a plain one); the decorated function is a coroutine function
+        (``await make_plan(prompt, ...)``, ``await make_plan.result(prompt, ...)``)."""
+        self.options.merge(**options)  # refuse a bad setting now
+        parts = {"model": model, "toolset_version": toolset_version, "repo_hash": repo_hash}
+
+        def decorate(fn: Callable[..., T | Awaitable[T]]) -> AsyncCached[T]:
+            return AsyncCached(self, fn, parts, agent, label, options)
+
+        return decorate
+
+    async def _get(
+        self,
+        model: str,
+        prompt: str,
+        toolset_version: str,
+        repo_hash: str,
+        compute: Callable[[], T | Awaitable[T]],
+        agent: str | None,
+        o: Options,
+    ) -> PlanResult[T]:
         if self._outage and self._skip(
             key := self.okome.planner_key(model, prompt, toolset_version, repo_hash)
         ):
@@ -130,12 +207,16 @@ class Planner(PlannerBase[Okome]):
             return await self._bypass(key, compute, o)
         self._reachable()
         if reply.status in (PlanStatus.HIT, PlanStatus.SHARED):
-            return served(reply)
+            return self._served(reply)
+        if reply.token is not None and is_never_cache(compute):
+            await self._release(reply.key, reply.token)
+            refuse_never_cache(compute)
         if reply.status is PlanStatus.REFRESH:
+            result = self._served(reply)
             task = asyncio.ensure_future(self._refresh(reply, compute, agent, o))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
-            return served(reply)
+            return result
         if reply.status is PlanStatus.MISS:
             return await self._lead(reply, compute, agent, o)
         raise refused(reply, agent)
@@ -155,22 +236,25 @@ class Planner(PlannerBase[Okome]):
 
         self._probe = asyncio.ensure_future(probe())
 
-    async def _bypass(self, key: str, compute: Callable[[], Any], o: Options) -> PlanResult:
+    async def _bypass(
+        self, key: str, compute: Callable[[], T | Awaitable[T]], o: Options
+    ) -> PlanResult[T]:
+        refuse_never_cache(compute)
         try:
             plan = await _run_with_deadline(compute, o.max_compute_ms)
         except Late:
             assert o.max_compute_ms is not None
             raise ComputeTimeout(o.max_compute_ms, key=key, retry_after_ms=1000) from None
-        return bypassed(key, plan)
+        return bypassed(key, self._encode(plan)[1])
 
     async def _lead(
         self,
         reply: PlanReply,
-        compute: Callable[[], Any],
+        compute: Callable[[], T | Awaitable[T]],
         agent: Any,
         o: Options,
         refresh: bool = False,
-    ) -> PlanResult:
+    ) -> PlanResult[T]:
         token = reply.token
         beat: asyncio.Task[None] | None = None
         if token is not None:
@@ -182,8 +266,8 @@ class Planner(PlannerBase[Okome]):
             )
         try:
             try:
-                plan = await _run_with_deadline(compute, o.max_compute_ms)
-                value = plan_json(plan)  # refuse an unencodable plan while we hold the lock
+                # Encode, and decode as a HIT will, while we hold the lock (as the sync twin).
+                value, plan = self._encode(await _run_with_deadline(compute, o.max_compute_ms))
             finally:
                 if beat is not None:
                     beat.cancel()
@@ -256,7 +340,7 @@ class Planner(PlannerBase[Okome]):
                 return
 
     async def _refresh(
-        self, reply: PlanReply, compute: Callable[[], Any], agent: Any, o: Options
+        self, reply: PlanReply, compute: Callable[[], T | Awaitable[T]], agent: Any, o: Options
     ) -> None:
         try:
             result = await self._lead(reply, compute, agent, o, refresh=True)
