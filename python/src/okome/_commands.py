@@ -212,27 +212,32 @@ def plan_get(
         wait_ms,
         refresh_ahead_ms,
     )
-    one = _LOOKUPS.get(memo)
-    if one is not None and _PLAIN.issuperset(map(type, memo)):
-        return one
-    call = plan_get_call(
-        model,
-        prompt,
-        toolset_version,
-        repo_hash,
-        agent,
-        limit,
-        window,
-        lock_ttl_ms,
-        nolock,
-        wait_ms,
-        refresh_ahead_ms,
+    plain = _PLAIN.issuperset(map(type, memo))  # hashable too
+    if plain:
+        one = _LOOKUPS.get(memo)
+        if one is not None:
+            return one
+    kept = plain and len(prompt) <= MEMO_PROMPT_MAX
+    one = One(
+        plan_get_call(
+            model,
+            prompt,
+            toolset_version,
+            repo_hash,
+            agent,
+            limit,
+            window,
+            lock_ttl_ms,
+            nolock,
+            wait_ms,
+            refresh_ahead_ms,
+            {} if kept else None,
+        )
     )
-    one = One(call)
-    if _PLAIN.issuperset(map(type, memo)) and len(prompt) <= MEMO_PROMPT_MAX:
+    if kept:
         if len(_LOOKUPS) >= MEMO_SIZE:
             _LOOKUPS.clear()
-        _LOOKUPS[memo] = One(dataclasses.replace(call, packed={}))
+        _LOOKUPS[memo] = one
     return one
 
 
@@ -260,9 +265,11 @@ def plan_get_call(
     nolock: bool,
     wait_ms: int | None,
     refresh_ahead_ms: int | None,
+    packed: dict[Any, Any] | None = None,
 ) -> Call:
     """The ``OKOME.PLAN.GET ... HASHED`` call of :func:`plan_get` off a
-    cluster: a planner's hit path, so built without intermediate lists."""
+    cluster: a planner's hit path, so built without intermediate lists
+    (``packed``: see :attr:`Call.packed`)."""
     if type(prompt) is str and prompt:
         digest = hashlib.sha256(prompt.encode("utf-8")).hexdigest()
     else:
@@ -274,14 +281,14 @@ def plan_get_call(
         head += tuple(_lookup_options(lock_ttl_ms, nolock, None, None))
     if not wait_ms:
         if refresh_ahead_ms is None:
-            return Call(head, parse_plan)
-        return Call((*head, "REFRESHAHEAD", refresh_ahead_ms), parse_plan)
+            return Call(head, parse_plan, packed=packed)
+        return Call((*head, "REFRESHAHEAD", refresh_ahead_ms), parse_plan, packed=packed)
     at = len(head)
     if refresh_ahead_ms is None:
         args: tuple[Any, ...] = (*head, "WAIT", wait_ms)
     else:
         args = (*head, "WAIT", wait_ms, "REFRESHAHEAD", refresh_ahead_ms)
-    return Call(args, parse_plan, None, wait_ms, wait_at=at)
+    return Call(args, parse_plan, None, wait_ms, wait_at=at, packed=packed)
 
 
 def plan_lookup(

@@ -304,8 +304,9 @@ def _call_on(client: redis.Redis, call: Call, asking: bool) -> Any:
 
 def packed(conn: Any, call: Call) -> Any:
     """``call``'s command packed for ``conn``; kept in the call's cache if it
-    has one (a memoised planner lookup), per connection class and encoding,
-    which are all the packing depends on."""
+    has one (a memoised planner lookup, whose arguments are all ``str``,
+    ``bytes`` or ``int``), per connection class and encoding, which are all
+    the packing depends on."""
     cache = call.packed
     if cache is None:
         return conn.pack_command(*call.args)
@@ -316,8 +317,48 @@ def packed(conn: Any, call: Call) -> Any:
         return conn.pack_command(*call.args)
     data = cache.get(kind)
     if data is None:
-        data = cache[kind] = conn.pack_command(*call.args)
+        if type(conn).pack_command in _STOCK_PACKERS:
+            data = resp(call.args, encoder.encoding, encoder.encoding_errors)
+        else:
+            data = conn.pack_command(*call.args)
+        cache[kind] = data
     return data
+
+
+def resp(args: tuple[Any, ...], encoding: str, errors: str) -> list[bytes]:
+    """``args`` (``str``, ``bytes`` and ``int`` only) packed as redis-py's own
+    ``pack_command`` packs them (RESP, ``str`` encoded as its encoder does,
+    ``int`` in decimal; the command name one word), in one piece (a list,
+    as ``send_packed_command`` takes it)."""
+    out = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        kind = type(arg)
+        if kind is str:
+            arg = arg.encode(encoding, errors)
+        elif kind is int:
+            arg = b"%d" % arg
+        elif kind is not bytes:
+            raise TypeError(f"okome: cannot pack {kind.__name__} {arg!r}")
+        out.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
+    return [b"".join(out)]
+
+
+def _stock_packers() -> frozenset[Any]:
+    """redis-py's own ``pack_command`` (sync and asyncio): a connection class
+    that overrides it packs for itself."""
+    import redis.asyncio.connection
+    import redis.connection
+
+    found = set()
+    for module in (redis.connection, redis.asyncio.connection):
+        for name in ("AbstractConnection", "Connection"):
+            fn = getattr(getattr(module, name, None), "pack_command", None)
+            if fn is not None:
+                found.add(fn)
+    return frozenset(found)
+
+
+_STOCK_PACKERS = _stock_packers()
 
 
 def _wait_on(pool: Any, conn: Any, call: Call) -> Any:
