@@ -77,9 +77,16 @@ def lookup(**kw):
     return _commands.plan_get(False, model, prompt, "v1", "r", **args)
 
 
-def test_a_memoised_lookup_is_the_command_built():
+def memo_clear():
     _commands._LOOKUPS.clear()
-    one = lookup(agent="ag", limit=5, window=60, lock_ttl_ms=3000)
+    _commands._SEEN.clear()
+
+
+def test_a_memoised_lookup_is_the_command_built():
+    memo_clear()
+    first = lookup(agent="ag", limit=5, window=60, lock_ttl_ms=3000)
+    one = lookup(agent="ag", limit=5, window=60, lock_ttl_ms=3000)  # kept from its second time
+    assert one is not first and first.call.args == one.call.args
     assert lookup(agent="ag", limit=5, window=60, lock_ttl_ms=3000) is one
     built = _commands.plan_get_call(
         "m", "a prompt", "v1", "r", "ag", 5, 60, 3000, False, 10_000, 60_000
@@ -93,22 +100,27 @@ def test_a_memoised_lookup_is_the_command_built():
     class Text(str):
         pass
 
+    lookup(), lookup()
     assert lookup(prompt=Text("a prompt")) is not lookup()
+    lookup(nolock=True), lookup(nolock=True)
     assert lookup(nolock=True) is lookup(nolock=1)  # only its truth counts
     # Unhashable or long: built each time.
     assert lookup(model=bytearray(b"m")) is not lookup(model=bytearray(b"m"))
     long = "x" * (_commands.MEMO_PROMPT_MAX + 1)
-    assert lookup(prompt=long) is not lookup(prompt=long)
-    assert lookup(prompt=long).call.packed is None
+    assert lookup(prompt=long) is not lookup(prompt=long) is not lookup(prompt=long)
     with pytest.raises(okome.ArgumentError):
         lookup(prompt="")
     with pytest.raises(ValueError, match="exclude"):
         lookup(nolock=True, lock_ttl_ms=5)
 
 
-def test_the_memo_is_bounded():
-    _commands._LOOKUPS.clear()
+def test_the_memo_is_bounded_and_keeps_what_is_asked_again():
+    memo_clear()
+    for i in range(3 * _commands.MEMO_SIZE):
+        lookup(prompt=f"once {i}")  # asked once: never kept
+    assert not _commands._LOOKUPS and 0 < len(_commands._SEEN) <= _commands.MEMO_SIZE
     for i in range(_commands.MEMO_SIZE + 10):
+        lookup(prompt=f"p{i}")
         lookup(prompt=f"p{i}")
     assert 0 < len(_commands._LOOKUPS) <= _commands.MEMO_SIZE
 

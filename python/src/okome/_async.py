@@ -93,13 +93,18 @@ async def call_on(client: aredis.Redis, call: Call) -> Any:
     (within the pool's :mod:`~okome._gate` if it is bounded)."""
     if getattr(client, "connection", None) is not None:
         return await _call_on(client, call)
-    bounded = _gate.async_gate(client.connection_pool)
+    pool = client.connection_pool
+    bounded = _gate.async_gate(pool)
     if bounded is None:
+        if call.wait_ms is not None and not call.more:
+            return await _wait_on(pool, call)
         return await _call_on(client, call)
     waiting = bounded.enter_now(call)
     if waiting is None:
         call, waiting = await bounded.enter(call)
     try:
+        if call.wait_ms is not None and not call.more:
+            return await _wait_on(pool, call)
         return await _call_on(client, call)
     finally:
         bounded.leave(True, waiting)
@@ -112,14 +117,26 @@ async def _call_on(client: aredis.Redis, call: Call) -> Any:
     if pipe is not None:
         return settle(call, await pipe.execute(raise_on_error=False))
     pool = client.connection_pool
-    conn = await get_connection(pool)
-    if call.more:
-        return await _on_own(conn, call, False, pool.release)
-    # One blocking command (a planner lookup with WAIT: the hit path too).
+    if not call.more:
+        return await _wait_on(pool, call)
+    return await _on_own(await get_connection(pool), call, False, pool.release)
+
+
+async def _wait_on(pool: Any, call: Call) -> Any:
+    """One blocking command (a planner lookup with ``WAIT``: the hit path
+    too, as a hit is answered before anything blocks) on a connection of its
+    own, read with a timeout above its wait; the connection is closed if its
+    reply may still come. In one coroutine: it is the hit path."""
+    assert call.wait_ms is not None
+    get = pool.get_connection
+    conn = await (get("OKOME") if _needs_command_name(get) else get())
     clean = False
     try:
         await conn.send_packed_command(packed(conn, call))
-        reply = await _timed_read(conn, call)
+        timeout = read_timeout(conn.socket_timeout, call.wait_ms)
+        reply = await conn.read_response(timeout=timeout)
+        if reply is None:  # redis-py's answer to a read past its timeout
+            raise rex.TimeoutError(f"okome: no reply to {call.args[0]} within {timeout:g} s")
         clean = True
         return reply
     except rex.ResponseError:

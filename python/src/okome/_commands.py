@@ -231,22 +231,33 @@ def plan_get(
             nolock,
             wait_ms,
             refresh_ahead_ms,
-            {} if kept else None,
+            {} if plain else None,
         )
     )
     if kept:
-        if len(_LOOKUPS) >= MEMO_SIZE:
-            _LOOKUPS.clear()
-        _LOOKUPS[memo] = one
+        # Kept from its second time on: a lookup seen once costs no more
+        # than one never memoised (keeping one costs a little, and so does
+        # letting it go).
+        if memo in _SEEN:
+            _SEEN.discard(memo)
+            if len(_LOOKUPS) >= MEMO_SIZE:
+                _LOOKUPS.clear()
+            _LOOKUPS[memo] = one
+        else:
+            if len(_SEEN) >= MEMO_SIZE:
+                _SEEN.clear()
+            _SEEN.add(memo)
     return one
 
 
 MEMO_SIZE = 1024
 """How many planner lookups (``plan_get`` off a cluster) are kept built,
-with their packed command (the memo is cleared when full)."""
+with their packed command, once asked twice (the memo, and the set of those
+asked once, are cleared when full)."""
 MEMO_PROMPT_MAX = 4096
 """The longest prompt (characters or bytes) whose lookup is memoised."""
 _LOOKUPS: dict[tuple[Any, ...], One[PlanReply]] = {}
+_SEEN: set[tuple[Any, ...]] = set()
 _PLAIN = frozenset({str, bytes, int, type(None)})
 """The argument types a memoised lookup may have, so that equal memo keys
 are the same command (``1 == 1.0 == True``, and a ``str`` subclass equals
