@@ -21,6 +21,7 @@ from ._sync import (
     commands,
     known_node,
     owner,
+    packed,
     pipeline,
     read_timeout,
     settle,
@@ -47,13 +48,24 @@ async def _blocking(conn: Any, call: Call, asking: bool) -> Any:
                 await conn.read_response()
         try:
             if i == 0 and call.wait_ms is not None:
-                timeout = read_timeout(conn.socket_timeout, call.wait_ms)
-                replies.append(await conn.read_response(timeout=timeout))
+                replies.append(await _timed_read(conn, call))
             else:
                 replies.append(await conn.read_response())
         except rex.ResponseError as e:
             replies.append(e)
     return settle(call, replies)
+
+
+async def _timed_read(conn: Any, call: Call) -> Any:
+    """The reply of ``call`` (with ``WAIT``) on ``conn``, read with a timeout
+    above its wait: ``TimeoutError`` past it (redis-py 8 answers ``None`` to
+    a read that timed out, leaving the reply to come unread)."""
+    assert call.wait_ms is not None
+    timeout = read_timeout(conn.socket_timeout, call.wait_ms)
+    reply = await conn.read_response(timeout=timeout)
+    if reply is None:
+        raise rex.TimeoutError(f"okome: no reply to {call.args[0]} within {timeout:g} s")
+    return reply
 
 
 async def _on_own(conn: Any, call: Call, asking: bool, release: Callable[[Any], Any]) -> Any:
@@ -79,12 +91,23 @@ async def _on_own(conn: Any, call: Call, asking: bool, release: Callable[[Any], 
 async def call_on(client: aredis.Redis, call: Call) -> Any:
     """As :func:`okome._sync.call_on`, on a ``redis.asyncio`` standalone client
     (within the pool's :mod:`~okome._gate` if it is bounded)."""
-    pool = None if getattr(client, "connection", None) is not None else client.connection_pool
-    bounded = None if pool is None else _gate.async_gate(pool)
-    if bounded is None:
+    if getattr(client, "connection", None) is not None:
         return await _call_on(client, call)
-    async with bounded.enter(call) as sent:
-        return await _call_on(client, sent)
+    pool = client.connection_pool
+    bounded = _gate.async_gate(pool)
+    if bounded is None:
+        if call.wait_ms is not None and not call.more:
+            return await _wait_on(pool, call)
+        return await _call_on(client, call)
+    waiting = bounded.enter_now(call)
+    if waiting is None:
+        call, waiting = await bounded.enter(call)
+    try:
+        if call.wait_ms is not None and not call.more:
+            return await _wait_on(pool, call)
+        return await _call_on(client, call)
+    finally:
+        bounded.leave(True, waiting)
 
 
 async def _call_on(client: aredis.Redis, call: Call) -> Any:
@@ -94,7 +117,37 @@ async def _call_on(client: aredis.Redis, call: Call) -> Any:
     if pipe is not None:
         return settle(call, await pipe.execute(raise_on_error=False))
     pool = client.connection_pool
+    if not call.more:
+        return await _wait_on(pool, call)
     return await _on_own(await get_connection(pool), call, False, pool.release)
+
+
+async def _wait_on(pool: Any, call: Call) -> Any:
+    """One blocking command (a planner lookup with ``WAIT``: the hit path
+    too, as a hit is answered before anything blocks) on a connection of its
+    own, read with a timeout above its wait; the connection is closed if its
+    reply may still come. In one coroutine: it is the hit path."""
+    assert call.wait_ms is not None
+    get = pool.get_connection
+    conn = await (get("OKOME") if _needs_command_name(get) else get())
+    clean = False
+    try:
+        await conn.send_packed_command(packed(conn, call))
+        timeout = read_timeout(conn.socket_timeout, call.wait_ms)
+        reply = await conn.read_response(timeout=timeout)
+        if reply is None:  # redis-py's answer to a read past its timeout
+            raise rex.TimeoutError(f"okome: no reply to {call.args[0]} within {timeout:g} s")
+        clean = True
+        return reply
+    except rex.ResponseError:
+        clean = True
+        raise
+    finally:
+        if not clean:
+            await conn.disconnect()
+        released = pool.release(conn)
+        if inspect.isawaitable(released):
+            await released
 
 
 async def call_on_node(node: Any, call: Call, asking: bool) -> Any:

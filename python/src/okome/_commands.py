@@ -10,9 +10,10 @@ commands.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Generator, Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, Callable, Generic, TypeVar
 
 from redis import exceptions as rex
 
@@ -73,6 +74,10 @@ class Call:
     more: tuple[tuple[Any, ...], ...] = ()
     wait_at: int | None = None
     """Where ``"WAIT"`` is in ``args`` (its milliseconds follow), for :meth:`waiting`."""
+    packed: dict[Any, Any] | None = field(default=None, compare=False, repr=False)
+    """For a call sent again and again (a memoised planner lookup): its
+    command as packed for the wire, per kind of connection (see
+    :func:`okome._sync.packed`); ``None``: packed on each send."""
 
     def waiting(self, ms: int | None) -> Call:
         """This call blocking at most ``ms`` (``None``: not at all, ``WAIT``
@@ -82,9 +87,9 @@ class Call:
         at = self.wait_at
         if ms is None:
             args = (*self.args[:at], *self.args[at + 2 :])
-            return dataclasses.replace(self, args=args, wait_ms=None, wait_at=None)
+            return dataclasses.replace(self, args=args, wait_ms=None, wait_at=None, packed=None)
         args = (*self.args[: at + 1], ms, *self.args[at + 2 :])
-        return dataclasses.replace(self, args=args, wait_ms=ms)
+        return dataclasses.replace(self, args=args, wait_ms=ms, packed=None)
 
 
 def _blocking(
@@ -99,6 +104,17 @@ def _blocking(
 
 
 Steps = Generator[Call, Any, T]
+
+
+class One(Generic[T]):
+    """A builder's only call, handed over as it is rather than yielded by a
+    generator (a planner lookup off a cluster: the hit path); its parsed
+    reply is the method's result."""
+
+    __slots__ = ("call",)
+
+    def __init__(self, call: Call) -> None:
+        self.call = call
 
 
 def _one(call: Call) -> Steps[Any]:
@@ -167,12 +183,12 @@ def plan_get(
     nolock: bool,
     wait_ms: int | None,
     refresh_ahead_ms: int | None,
-) -> Steps[PlanReply]:
+) -> Steps[PlanReply] | One[PlanReply]:
     if cluster:
         # No client can route the argument form; the key is computed here
         # (as the module does) and looked up on the node that serves it.
         key = _local(lambda: _keys.planner_key(model, prompt, toolset_version, repo_hash))
-        reply: PlanReply = yield from plan_lookup(
+        return plan_lookup(
             True,
             key,
             agent=agent,
@@ -183,19 +199,107 @@ def plan_get(
             wait_ms=wait_ms,
             refresh_ahead_ms=refresh_ahead_ms,
         )
-        return reply
-    args = (
-        "OKOME.PLAN.GET",
+    memo = (
         model,
-        _local(lambda: _prompt_hash(prompt)),
+        prompt,
         toolset_version,
         repo_hash,
-        "HASHED",
-        *_charge_options(agent, limit, window),
-        *_lookup_options(lock_ttl_ms, nolock, wait_ms, refresh_ahead_ms),
+        agent,
+        limit,
+        window,
+        lock_ttl_ms,
+        1 if nolock else 0,
+        wait_ms,
+        refresh_ahead_ms,
     )
-    result: PlanReply = yield _blocking(args, parse_plan, None, wait_ms)
-    return result
+    plain = _PLAIN.issuperset(map(type, memo))  # hashable too
+    if plain:
+        one = _LOOKUPS.get(memo)
+        if one is not None:
+            return one
+    kept = plain and len(prompt) <= MEMO_PROMPT_MAX
+    one = One(
+        plan_get_call(
+            model,
+            prompt,
+            toolset_version,
+            repo_hash,
+            agent,
+            limit,
+            window,
+            lock_ttl_ms,
+            nolock,
+            wait_ms,
+            refresh_ahead_ms,
+            {} if plain else None,
+        )
+    )
+    if kept:
+        # Kept from its second time on: a lookup seen once costs no more
+        # than one never memoised (keeping one costs a little, and so does
+        # letting it go).
+        if memo in _SEEN:
+            _SEEN.discard(memo)
+            if len(_LOOKUPS) >= MEMO_SIZE:
+                _LOOKUPS.clear()
+            _LOOKUPS[memo] = one
+        else:
+            if len(_SEEN) >= MEMO_SIZE:
+                _SEEN.clear()
+            _SEEN.add(memo)
+    return one
+
+
+MEMO_SIZE = 1024
+"""How many planner lookups (``plan_get`` off a cluster) are kept built,
+with their packed command, once asked twice (the memo, and the set of those
+asked once, are cleared when full)."""
+MEMO_PROMPT_MAX = 4096
+"""The longest prompt (characters or bytes) whose lookup is memoised."""
+_LOOKUPS: dict[tuple[Any, ...], One[PlanReply]] = {}
+_SEEN: set[tuple[Any, ...]] = set()
+_PLAIN = frozenset({str, bytes, int, type(None)})
+"""The argument types a memoised lookup may have, so that equal memo keys
+are the same command (``1 == 1.0 == True``, and a ``str`` subclass equals
+its ``str``; redis-py refuses a ``bool``): other lookups are built each time."""
+
+
+def plan_get_call(
+    model: Any,
+    prompt: Any,
+    toolset_version: Any,
+    repo_hash: Any,
+    agent: Any,
+    limit: int | None,
+    window: int | None,
+    lock_ttl_ms: int | None,
+    nolock: bool,
+    wait_ms: int | None,
+    refresh_ahead_ms: int | None,
+    packed: dict[Any, Any] | None = None,
+) -> Call:
+    """The ``OKOME.PLAN.GET ... HASHED`` call of :func:`plan_get` off a
+    cluster: a planner's hit path, so built without intermediate lists
+    (``packed``: see :attr:`Call.packed`)."""
+    if type(prompt) is str and prompt:
+        digest = hashlib.sha256(prompt.encode("utf-8")).hexdigest()
+    else:
+        digest = _local(lambda: _prompt_hash(prompt))
+    head: tuple[Any, ...] = ("OKOME.PLAN.GET", model, digest, toolset_version, repo_hash, "HASHED")
+    if agent is not None or limit is not None or window is not None:
+        head += tuple(_charge_options(agent, limit, window))
+    if nolock or lock_ttl_ms is not None:
+        head += tuple(_lookup_options(lock_ttl_ms, nolock, None, None))
+    if not wait_ms:
+        if refresh_ahead_ms is None:
+            return Call(head, parse_plan, packed=packed)
+        return Call((*head, "REFRESHAHEAD", refresh_ahead_ms), parse_plan, packed=packed)
+    at = len(head)
+    if refresh_ahead_ms is None:
+        args: tuple[Any, ...] = (*head, "WAIT", wait_ms)
+    else:
+        args = (*head, "WAIT", wait_ms, "REFRESHAHEAD", refresh_ahead_ms)
+    return Call(args, parse_plan, None, wait_ms, wait_at=at, packed=packed)
 
 
 def plan_lookup(

@@ -28,8 +28,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections import deque
+from contextlib import suppress
 from typing import Any
 
 from ._commands import Call
@@ -58,17 +58,40 @@ def _remaining(call: Call, started: float) -> Call:
 
 
 class Gate:
-    """okome's calls over one bounded sync pool (see the module's doc)."""
+    """okome's calls over one bounded sync pool (see the module's doc).
+
+    Two counters under one lock: the free slots and the free waiting slots.
+    A call that finds what it needs free takes it without waiting (the hit
+    path: one lock taken twice, no clock read); only a call that must queue
+    waits on a condition."""
 
     def __init__(self, size: int) -> None:
         self.size = size
         self.waiters = waiters(size)
-        self._all = threading.BoundedSemaphore(size)
-        self._waits = threading.BoundedSemaphore(max(self.waiters, 1))
+        self._lock = threading.Lock()
+        self._free = size
+        self._free_waits = max(self.waiters, 1)
+        self._slot_freed = threading.Condition(self._lock)
+        self._wait_freed = threading.Condition(self._lock)
+        self._queued = 0  # threads waiting on _slot_freed
+        self._queued_waits = 0  # threads waiting on _wait_freed
 
-    @contextmanager
-    def enter(self, call: Call) -> Iterator[Call]:
-        """Hold a slot for ``call``; yields it as it may now be sent."""
+    def enter(self, call: Call) -> tuple[Call, bool]:
+        """Take a slot for ``call`` (queueing if none is free): ``call`` as
+        it may now be sent, and whether it holds a waiting slot. Give the
+        slot back with :meth:`leave`."""
+        with self._lock:
+            if self._free > 0 and not self._queued:
+                if call.wait_ms is None:
+                    self._free -= 1
+                    return call, False
+                if self.waiters and self._free_waits > 0 and not self._queued_waits:
+                    self._free -= 1
+                    self._free_waits -= 1
+                    return call, True
+        return self._queue(call)
+
+    def _queue(self, call: Call) -> tuple[Call, bool]:
         waiting = False
         wait_ms = call.wait_ms
         if wait_ms is not None:
@@ -76,14 +99,43 @@ class Gate:
                 call = call.waiting(None)
             else:
                 started = time.monotonic()
-                waiting = self._waits.acquire(timeout=wait_ms / 1000.0)
+                with self._lock:
+                    self._queued_waits += 1
+                    try:
+                        waiting = self._wait_freed.wait_for(
+                            lambda: self._free_waits > 0, wait_ms / 1000.0
+                        )
+                        if waiting:
+                            self._free_waits -= 1
+                    finally:
+                        self._queued_waits -= 1
                 call = _remaining(call, started) if waiting else call.waiting(None)
         try:
-            with self._all:
-                yield call
-        finally:
+            with self._lock:
+                self._queued += 1
+                try:
+                    self._slot_freed.wait_for(lambda: self._free > 0)
+                    self._free -= 1
+                finally:
+                    self._queued -= 1
+        except BaseException:
             if waiting:
-                self._waits.release()
+                self.leave(False, True)
+            raise
+        return call, waiting
+
+    def leave(self, slot: bool, waiting: bool) -> None:
+        """Give back what :meth:`enter` took: the slot, and the waiting slot
+        if ``waiting``."""
+        with self._lock:
+            if slot:
+                self._free += 1
+                if self._queued:
+                    self._slot_freed.notify()
+            if waiting:
+                self._free_waits += 1
+                if self._queued_waits:
+                    self._wait_freed.notify()
 
 
 _LOCK = threading.Lock()
@@ -104,57 +156,110 @@ def gate(pool: Any) -> Gate | None:
     return found
 
 
+class _Slots:
+    """A FIFO semaphore for one event loop, whose uncontended take neither
+    suspends nor allocates (:meth:`take_now`); a freed slot is handed to the
+    longest-waiting taker."""
+
+    def __init__(self, n: int) -> None:
+        self.free = n
+        self._queue: deque[asyncio.Future[None]] = deque()
+
+    def take_now(self) -> bool:
+        """A slot taken if one is free and nobody queues for one."""
+        if self.free > 0 and not self._queue:
+            self.free -= 1
+            return True
+        return False
+
+    async def take(self, timeout: float | None = None) -> bool:
+        """A slot taken, queueing for at most ``timeout`` seconds (``None``:
+        until one frees). Never left taken if this task is cancelled."""
+        if self.take_now():
+            return True
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append(fut)
+        try:
+            if timeout is None:
+                await fut
+            else:
+                await asyncio.wait({fut}, timeout=timeout)
+        except BaseException:
+            self._drop(fut)
+            raise
+        if fut.done() and not fut.cancelled():
+            return True
+        self._drop(fut)
+        return False
+
+    def _drop(self, fut: asyncio.Future[None]) -> None:
+        """A taker gives up: a slot handed to it meanwhile passes on."""
+        if fut.done() and not fut.cancelled():
+            self.give()
+            return
+        fut.cancel()
+        with suppress(ValueError):
+            self._queue.remove(fut)
+
+    def give(self) -> None:
+        while self._queue:
+            fut = self._queue.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
+        self.free += 1
+
+
 class AsyncGate:
-    """The twin of :class:`Gate` for a ``redis.asyncio`` pool (one event loop)."""
+    """The twin of :class:`Gate` for a ``redis.asyncio`` pool (one event loop):
+    a call that finds what it needs free enters without suspending
+    (:meth:`enter_now`), others queue (:meth:`enter`)."""
 
     def __init__(self, size: int) -> None:
         self.size = size
         self.waiters = waiters(size)
-        self._all = asyncio.Semaphore(size)
-        self._waits = asyncio.Semaphore(max(self.waiters, 1))
+        self._all = _Slots(size)
+        self._waits = _Slots(max(self.waiters, 1))
 
-    @asynccontextmanager
-    async def enter(self, call: Call) -> AsyncIterator[Call]:
-        waiting = False
+    def enter_now(self, call: Call) -> bool | None:
+        """Enter without queueing if what ``call`` needs is free: whether it
+        holds a waiting slot; ``None`` if it must queue (:meth:`enter`)."""
+        if not self._all.take_now():
+            return None
+        if call.wait_ms is None:
+            return False
+        if self.waiters and self._waits.take_now():
+            return True
+        self._all.give()  # nobody queues for it: back to free
+        return None
+
+    async def enter(self, call: Call) -> tuple[Call, bool]:
+        """As :meth:`Gate.enter`; give the slot back with :meth:`leave`."""
+        waiting = self.enter_now(call)
+        if waiting is not None:
+            return call, waiting
         wait_ms = call.wait_ms
         if wait_ms is not None:
             if self.waiters == 0:
                 call = call.waiting(None)
             else:
                 started = time.monotonic()
-                waiting = await _acquire(self._waits, wait_ms / 1000.0)
+                waiting = await self._waits.take(wait_ms / 1000.0)
                 call = _remaining(call, started) if waiting else call.waiting(None)
         try:
-            async with self._all:
-                yield call
-        finally:
+            await self._all.take()
+        except BaseException:
             if waiting:
-                self._waits.release()
+                self._waits.give()
+            raise
+        return call, bool(waiting)
 
-
-async def _acquire(sem: asyncio.Semaphore, timeout: float) -> bool:
-    """``sem`` acquired within ``timeout`` seconds? (Never left acquired
-    otherwise, even if this task is cancelled meanwhile.)"""
-    task = asyncio.ensure_future(sem.acquire())
-    try:
-        done, _ = await asyncio.wait({task}, timeout=timeout)
-    except BaseException:
-        _abandon(task, sem)
-        raise
-    if done:
-        return True
-    _abandon(task, sem)
-    return False
-
-
-def _abandon(task: asyncio.Future[Any], sem: asyncio.Semaphore) -> None:
-    task.cancel()
-
-    def undo(t: asyncio.Future[Any]) -> None:
-        if not t.cancelled() and t.exception() is None:
-            sem.release()  # acquired after all: give it back
-
-    task.add_done_callback(undo)
+    def leave(self, slot: bool, waiting: bool) -> None:
+        """As :meth:`Gate.leave`."""
+        if slot:
+            self._all.give()
+        if waiting:
+            self._waits.give()
 
 
 def async_gate(pool: Any) -> AsyncGate | None:

@@ -244,12 +244,16 @@ def pipeline(client: Any, call: Call, asking: bool) -> Any:
 def call_on(client: redis.Redis, call: Call, *, asking: bool = False) -> Any:
     """Run ``call`` on a standalone client (or one cluster node's client),
     within the pool's :mod:`~okome._gate` if it is bounded."""
-    pool = None if getattr(client, "connection", None) is not None else client.connection_pool
-    bounded = None if pool is None else _gate.gate(pool)
+    if getattr(client, "connection", None) is not None:
+        return _call_on(client, call, asking)
+    bounded = _gate.gate(client.connection_pool)
     if bounded is None:
         return _call_on(client, call, asking)
-    with bounded.enter(call) as sent:
+    sent, waiting = bounded.enter(call)
+    try:
         return _call_on(client, sent, asking)
+    finally:
+        bounded.leave(True, waiting)
 
 
 def _call_on(client: redis.Redis, call: Call, asking: bool) -> Any:
@@ -269,6 +273,8 @@ def _call_on(client: redis.Redis, call: Call, asking: bool) -> Any:
         return settle(call, results[1::2] if asking else results)
     pool = client.connection_pool
     conn = get_connection(pool)
+    if not asking and not call.more:
+        return _wait_on(pool, conn, call)
     clean = False
     try:
         conn.send_packed_command(conn.pack_commands(commands(call, asking)))
@@ -286,6 +292,86 @@ def _call_on(client: redis.Redis, call: Call, asking: bool) -> Any:
                 replies.append(e)
         clean = True
         return settle(call, replies)
+    except rex.ResponseError:
+        clean = True
+        raise
+    finally:
+        if not clean:
+            # The reply may still come: this connection must not be reused.
+            conn.disconnect()
+        pool.release(conn)
+
+
+def packed(conn: Any, call: Call) -> Any:
+    """``call``'s command packed for ``conn``; kept in the call's cache if it
+    has one (a memoised planner lookup, whose arguments are all ``str``,
+    ``bytes`` or ``int``), per connection class and encoding, which are all
+    the packing depends on."""
+    cache = call.packed
+    if cache is None:
+        return conn.pack_command(*call.args)
+    try:
+        encoder = conn.encoder
+        kind = (type(conn), encoder.encoding, encoder.encoding_errors)
+    except AttributeError:
+        return conn.pack_command(*call.args)
+    data = cache.get(kind)
+    if data is None:
+        if type(conn).pack_command in _STOCK_PACKERS:
+            data = resp(call.args, encoder.encoding, encoder.encoding_errors)
+        else:
+            data = conn.pack_command(*call.args)
+        cache[kind] = data
+    return data
+
+
+def resp(args: tuple[Any, ...], encoding: str, errors: str) -> list[bytes]:
+    """``args`` (``str``, ``bytes`` and ``int`` only) packed as redis-py's own
+    ``pack_command`` packs them (RESP, ``str`` encoded as its encoder does,
+    ``int`` in decimal; the command name one word), in one piece (a list,
+    as ``send_packed_command`` takes it)."""
+    out = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        kind = type(arg)
+        if kind is str:
+            arg = arg.encode(encoding, errors)
+        elif kind is int:
+            arg = b"%d" % arg
+        elif kind is not bytes:
+            raise TypeError(f"okome: cannot pack {kind.__name__} {arg!r}")
+        out.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
+    return [b"".join(out)]
+
+
+def _stock_packers() -> frozenset[Any]:
+    """redis-py's own ``pack_command`` (sync and asyncio): a connection class
+    that overrides it packs for itself."""
+    import redis.asyncio.connection
+    import redis.connection
+
+    found = set()
+    for module in (redis.connection, redis.asyncio.connection):
+        for name in ("AbstractConnection", "Connection"):
+            fn = getattr(getattr(module, name, None), "pack_command", None)
+            if fn is not None:
+                found.add(fn)
+    return frozenset(found)
+
+
+_STOCK_PACKERS = _stock_packers()
+
+
+def _wait_on(pool: Any, conn: Any, call: Call) -> Any:
+    """The blocking path of :func:`_call_on` for one command (a planner
+    lookup with ``WAIT``), on ``conn`` checked out of ``pool``: a hit is
+    answered before anything blocks, so this is the hit path too."""
+    assert call.wait_ms is not None
+    clean = False
+    try:
+        conn.send_packed_command(packed(conn, call))
+        reply = _read(conn, read_timeout(conn.socket_timeout, call.wait_ms))
+        clean = True
+        return reply
     except rex.ResponseError:
         clean = True
         raise

@@ -13,7 +13,7 @@ from redis.cluster import RedisCluster
 
 from . import _commands as cmd
 from . import _keys
-from ._commands import Steps, T
+from ._commands import One, Steps, T
 from ._sync import Cluster, Standalone, transport
 from .leases import HeldLease, hold, taken
 from .limits import Limit
@@ -114,8 +114,12 @@ class Okome(ClientBase["Standalone | Cluster"]):  # quoted: no X | Y at run time
     def _connect(self, client: Any) -> Standalone | Cluster:
         return transport(client)
 
-    def _drive(self, steps: Steps[T], on: Standalone | Cluster | None = None) -> T:
+    def _drive(self, steps: Steps[T] | One[T], on: Standalone | Cluster | None = None) -> T:
         transport = self._transport if on is None else on
+        if type(steps) is One:
+            one: T = transport.execute(steps.call)
+            return one
+        assert not isinstance(steps, One)
         try:
             call = next(steps)
             while True:

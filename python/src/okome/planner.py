@@ -398,6 +398,8 @@ class Options:
 
     def merge(self, **overrides: Any) -> Options:
         values = {k: v for k, v in overrides.items() if v is not None}
+        if not values:
+            return self  # the hit path (issue 23): no new Options per request
         return Options(**{**self.__dict__, **values})
 
     def lookup(self, agent: str | bytes | None) -> Lookup:

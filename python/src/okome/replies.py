@@ -324,7 +324,46 @@ def _list(reply: Any, n: int, what: str) -> list[Any]:
     return list(reply)
 
 
+_STATUSES: dict[Any, PlanStatus] = {
+    **{s.value: s for s in PlanStatus},
+    **{s.value.encode(): s for s in PlanStatus},
+}
+_SERVED = (PlanStatus.HIT, PlanStatus.REFRESH, PlanStatus.SHARED)
+
+
 def parse_plan(reply: Any) -> PlanReply:
+    if type(reply) is list and len(reply) == 6:
+        status_s, key, value, ms, token, remaining = reply
+        if type(status_s) is bytes and type(key) is bytes and type(value) is bytes:
+            status = _STATUSES.get(status_s)
+            if status in _SERVED and token is None and type(ms) is int:
+                return _served(status, key, value, ms, remaining)  # the hit path
+    return _parse_plan(reply)
+
+
+def _served(status: PlanStatus, key: bytes, value: bytes, ms: int, remaining: Any) -> PlanReply:
+    """:func:`_parse_plan` of a plan served (``HIT``, ``SHARED``, ``REFRESH``
+    without a token) as redis-py returns it without ``decode_responses``;
+    the same reply, built without the frozen dataclass's per-field
+    ``__setattr__`` (test_replies checks the two agree)."""
+    raw = value.decode("utf-8", "surrogateescape")
+    reply = object.__new__(PlanReply)
+    reply.__dict__.update(
+        status=status,
+        key=key.decode("utf-8", "surrogateescape"),
+        plan=decode_json(raw),
+        raw=raw,
+        ttl_ms=ms if status is not PlanStatus.SHARED else None,
+        lock_ttl_ms=None,
+        retry_after_ms=None,
+        token=None,
+        rate_remaining=None if remaining is None else int(remaining),
+        message=None,
+    )
+    return reply
+
+
+def _parse_plan(reply: Any) -> PlanReply:
     status_s, key, value, ms, token, remaining = _list(reply, 6, "OKOME.PLAN.GET")
     status = PlanStatus(text(status_s))
     failed = status is PlanStatus.FAILED

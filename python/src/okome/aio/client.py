@@ -13,7 +13,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from .. import _commands as cmd
 from .._async import Cluster, Node, Standalone, transport
-from .._commands import Steps, T
+from .._commands import One, Steps, T
 from ..client import ClientBase, _nolock, parse_info
 from ..leases import HeldLease, hold_async, taken
 from ..limits import Limit
@@ -44,8 +44,14 @@ class Okome(ClientBase["Standalone | Cluster"]):  # quoted: no X | Y at run time
     def _connect(self, client: Any) -> Standalone | Cluster:
         return transport(client)
 
-    async def _drive(self, steps: Steps[T], on: Standalone | Cluster | Node | None = None) -> T:
+    async def _drive(
+        self, steps: Steps[T] | One[T], on: Standalone | Cluster | Node | None = None
+    ) -> T:
         transport = self._transport if on is None else on
+        if type(steps) is One:
+            one: T = await transport.execute(steps.call)
+            return one
+        assert not isinstance(steps, One)
         try:
             call = next(steps)
             while True:
