@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import inspect
 import json
 import platform
 import statistics
@@ -53,6 +54,12 @@ from flow import PLAN, start_server
 import okome
 import okome.aio
 from okome import _commands
+
+# The lookup's lock is explicit since issue 23 (`lock=True`); the package
+# before it took one by default and has no such parameter.
+LOCK: dict[str, bool] = (
+    {"lock": True} if "lock" in inspect.signature(okome.Okome.plan_get).parameters else {}
+)
 
 MODEL, TOOLSET, REPO = "gpt-4", "v1.2.3", "abc123"
 PROMPT = "create a plan for the login page"
@@ -153,7 +160,7 @@ def run_sync(url: str, n: int, warmup: int) -> list[dict[str, Any]]:
 
     def plan_get() -> Any:
         return ok.plan_get(
-            MODEL, PROMPT, TOOLSET, REPO, wait_ms=WAIT_MS, refresh_ahead_ms=REFRESH_AHEAD_MS
+            MODEL, PROMPT, TOOLSET, REPO, wait_ms=WAIT_MS, refresh_ahead_ms=REFRESH_AHEAD_MS, **LOCK
         ).plan
 
     def planner_hit(prompt: str) -> Any:
@@ -210,7 +217,7 @@ async def run_async(url: str, n: int, warmup: int) -> list[dict[str, Any]]:
 
     async def plan_get() -> Any:
         reply = await ok.plan_get(
-            MODEL, PROMPT, TOOLSET, REPO, wait_ms=WAIT_MS, refresh_ahead_ms=REFRESH_AHEAD_MS
+            MODEL, PROMPT, TOOLSET, REPO, wait_ms=WAIT_MS, refresh_ahead_ms=REFRESH_AHEAD_MS, **LOCK
         )
         return reply.plan
 
