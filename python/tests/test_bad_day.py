@@ -640,14 +640,28 @@ HINT = (
 
 
 def _found(port: int) -> str:
-    version = redis.Redis(port=port).info("server")["redis_version"]
-    return f"redis {version}"
+    """The server as ``INFO server`` names it: Valkey says ``server_name:valkey``
+    and ``valkey_version`` (its ``redis_version`` is a compatibility number);
+    Redis 7.0 has no ``server_name``."""
+    info = redis.Redis(port=port).info("server")
+    name = info.get("server_name", "redis")
+    return f"{name} {info[f'{name}_version']}"
+
+
+def _modules(port: int) -> str:
+    """What ``MODULE LIST`` holds, as the error names it (Valkey 9 lists its
+    ``lua`` engine as a module; Redis 7.0 lists nothing)."""
+    listed = redis.Redis(port=port, protocol=2).execute_command("MODULE", "LIST")
+    entries = [dict(zip(m[::2], m[1::2])) for m in listed]
+    pairs = sorted((e[b"name"].decode(), e[b"ver"]) for e in entries)
+    return "modules: " + ", ".join(f"{n} {v}" for n, v in pairs) if pairs else "no modules"
 
 
 def test_check_and_stats_on_a_server_without_okome(plain_server):
     ok = okome.Okome(redis.Redis(port=plain_server))
     expected = (
-        f"the okome module is not loaded: found {_found(plain_server)} with no modules; {HINT}"
+        f"the okome module is not loaded: found {_found(plain_server)} "
+        f"with {_modules(plain_server)}; {HINT}"
     )
     with pytest.raises(okome.ModuleNotLoadedError) as e:
         ok.check()
