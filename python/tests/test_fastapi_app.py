@@ -158,7 +158,10 @@ def test_module_not_loaded(tmp_path):
         assert "load libokome.so (redis-server --loadmodule /path/to/libokome.so" in app.output()
         r = httpx.post(app.url + "/api/planner", json=BODY, headers=HEADERS)
         assert r.status_code == 503
-        assert r.json()["detail"].endswith("): load libokome.so into the server")
+        assert r.json()["detail"].endswith(
+            "(the okome module is not loaded on this server: load libokome.so (redis-server "
+            "--loadmodule /path/to/libokome.so, or MODULE LOAD /path/to/libokome.so))"
+        )
     finally:
         app.stop()
         proc.kill()

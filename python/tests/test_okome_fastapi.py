@@ -364,8 +364,11 @@ def test_module_not_loaded(tmp_path, caplog, monkeypatch):
             r = http.get("/tools", headers=A)
             assert r.status_code == 503
             detail = r.json()["detail"]
-            assert detail.startswith("okome is not loaded in Redis (unknown command 'OKOME.RATE'")
-            assert detail.endswith("): load libokome.so into the server")
+            assert detail.startswith("unknown command 'OKOME.RATE'")
+            assert detail.endswith(
+                "(the okome module is not loaded on this server: load libokome.so (redis-server "
+                "--loadmodule /path/to/libokome.so, or MODULE LOAD /path/to/libokome.so))"
+            )
     finally:
         proc.kill()
         proc.wait()

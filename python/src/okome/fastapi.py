@@ -355,11 +355,8 @@ async def _planner_error(_request: Request, e: Exception) -> JSONResponse:
 
 
 async def _module_not_loaded(_request: Request, e: Exception) -> JSONResponse:
-    return _answer(
-        503,
-        f"okome is not loaded in Redis ({e}): load libokome.so into the server",
-        None,
-    )
+    # The error says what was not found, and to load libokome.so.
+    return _answer(503, str(e), None)
 
 
 async def _unavailable(request: Request, e: Exception) -> JSONResponse:
