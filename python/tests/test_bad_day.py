@@ -22,6 +22,7 @@ from redis.asyncio.cluster import RedisCluster as AsyncCluster
 from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.retry import Retry
+from test_planner import Counter
 
 import okome
 import okome.aio
@@ -29,25 +30,6 @@ from okome import PlanStatus, StoreStatus
 
 MODEL, TOOLSET, REPO = "llama3:8b", "v1", "abc123"
 FAILURE = "RuntimeError: the model is down"
-
-
-class Counter:
-    """A compute function that counts its calls (and may fail)."""
-
-    def __init__(self, delay: float = 0.0, plan: object = None, fail: bool = False):
-        self.calls = 0
-        self.delay = delay
-        self.plan = plan if plan is not None else {"steps": ["a", "b"]}
-        self.fail = fail
-        self._lock = threading.Lock()
-
-    def __call__(self) -> object:
-        with self._lock:
-            self.calls += 1
-        time.sleep(self.delay)
-        if self.fail:
-            raise RuntimeError("the model is down")
-        return self.plan
 
 
 def concurrently(n: int, request: Any) -> tuple[list[Any], float]:

@@ -74,11 +74,17 @@ class ClientBase(Generic[X]):
 
 
 def _nolock(
-    lock: bool, lock_ttl_ms: int | None, wait_ms: int | None, refresh_ahead_ms: int | None
+    lock: bool,
+    nolock: bool,
+    lock_ttl_ms: int | None,
+    wait_ms: int | None,
+    refresh_ahead_ms: int | None,
 ) -> bool:
-    """``NOLOCK`` for ``plan_get``/``plan_lookup`` (``lock=False``, the
-    default), refusing what needs the lock; ``ValueError`` for ``lock=True``
-    with ``nolock=True``."""
+    """Whether ``plan_get``/``plan_lookup`` send ``NOLOCK``: unless
+    ``lock=True`` (``lock=False`` is the default), refusing what needs the
+    lock; ``ValueError`` for ``lock=True`` with ``nolock=True``."""
+    if lock and not nolock:
+        return False
     if lock:
         raise ValueError("lock=True and nolock=True exclude each other")
     for name, value in (
@@ -181,9 +187,7 @@ class Okome(ClientBase["Standalone | Cluster"]):  # quoted: no X | Y at run time
                 limit=limit,
                 window=window,
                 lock_ttl_ms=lock_ttl_ms,
-                nolock=False
-                if lock and not nolock
-                else _nolock(lock, lock_ttl_ms, wait_ms, refresh_ahead_ms),
+                nolock=_nolock(lock, nolock, lock_ttl_ms, wait_ms, refresh_ahead_ms),
                 wait_ms=wait_ms,
                 refresh_ahead_ms=refresh_ahead_ms,
             )
@@ -211,9 +215,7 @@ class Okome(ClientBase["Standalone | Cluster"]):  # quoted: no X | Y at run time
                 limit=limit,
                 window=window,
                 lock_ttl_ms=lock_ttl_ms,
-                nolock=False
-                if lock and not nolock
-                else _nolock(lock, lock_ttl_ms, wait_ms, refresh_ahead_ms),
+                nolock=_nolock(lock, nolock, lock_ttl_ms, wait_ms, refresh_ahead_ms),
                 wait_ms=wait_ms,
                 refresh_ahead_ms=refresh_ahead_ms,
             )

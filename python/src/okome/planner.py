@@ -27,6 +27,7 @@ import redis
 from redis import exceptions as rex
 from redis.cluster import RedisCluster
 
+from ._keys import planner_key
 from ._marks import is_never_cache, refuse_never_cache
 from .client import Okome
 from .errors import (
@@ -527,6 +528,22 @@ class PlannerBase(Generic[C, R, T]):
         except Exception:
             log.exception("okome: the on_result hook raised (ignored) for %s", event)
 
+    def _emit_error(
+        self,
+        e: Exception,
+        started: float,
+        parts: tuple[Any, Any, Any, Any],
+        computed: bool,
+        label: str | None,
+        agent: Any,
+    ) -> None:
+        """Call the ``on_result`` hook for a request (of the planner key's
+        ``parts``, begun at ``started``) that raised ``e``."""
+        key = getattr(e, "key", None) if isinstance(e, PlannerError) else None
+        if not isinstance(key, str):
+            key = planner_key(*parts)
+        self._emit(error_event(e, time.perf_counter() - started, key, computed, label, agent))
+
     def _start(self) -> None:
         """Set up what runs the background work (after ``okome`` and ``options``)."""
 
@@ -699,10 +716,7 @@ class Planner(PlannerBase[Okome, SyncClient, T]):
         try:
             result = self._get(model, prompt, toolset_version, repo_hash, tracked, agent, o)
         except Exception as e:
-            key = getattr(e, "key", None) if isinstance(e, PlannerError) else None
-            if not isinstance(key, str):
-                key = self.okome.planner_key(model, prompt, toolset_version, repo_hash)
-            self._emit(error_event(e, time.perf_counter() - t0, key, ran, label, agent))
+            self._emit_error(e, t0, (model, prompt, toolset_version, repo_hash), ran, label, agent)
             raise
         self._emit(result_event(result, time.perf_counter() - t0, label, agent))
         return result

@@ -98,9 +98,7 @@ class Okome(ClientBase["Standalone | Cluster"]):  # quoted: no X | Y at run time
                 limit=limit,
                 window=window,
                 lock_ttl_ms=lock_ttl_ms,
-                nolock=False
-                if lock and not nolock
-                else _nolock(lock, lock_ttl_ms, wait_ms, refresh_ahead_ms),
+                nolock=_nolock(lock, nolock, lock_ttl_ms, wait_ms, refresh_ahead_ms),
                 wait_ms=wait_ms,
                 refresh_ahead_ms=refresh_ahead_ms,
             )
@@ -128,9 +126,7 @@ class Okome(ClientBase["Standalone | Cluster"]):  # quoted: no X | Y at run time
                 limit=limit,
                 window=window,
                 lock_ttl_ms=lock_ttl_ms,
-                nolock=False
-                if lock and not nolock
-                else _nolock(lock, lock_ttl_ms, wait_ms, refresh_ahead_ms),
+                nolock=_nolock(lock, nolock, lock_ttl_ms, wait_ms, refresh_ahead_ms),
                 wait_ms=wait_ms,
                 refresh_ahead_ms=refresh_ahead_ms,
             )

@@ -15,7 +15,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from .._marks import is_never_cache, refuse_never_cache
 from ..decorators import AsyncCached
-from ..errors import ComputeTimeout, PlannerError, timeout_message
+from ..errors import ComputeTimeout, timeout_message
 from ..planner import (
     UNREACHABLE,
     Late,
@@ -26,7 +26,6 @@ from ..planner import (
     T,
     bypassed,
     computed,
-    error_event,
     failure_message,
     heartbeat_interval,
     log,
@@ -154,10 +153,7 @@ class Planner(PlannerBase[Okome, AsyncClient, T]):
         try:
             result = await self._get(model, prompt, toolset_version, repo_hash, tracked, agent, o)
         except Exception as e:
-            key = getattr(e, "key", None) if isinstance(e, PlannerError) else None
-            if not isinstance(key, str):
-                key = self.okome.planner_key(model, prompt, toolset_version, repo_hash)
-            self._emit(error_event(e, time.perf_counter() - t0, key, ran, label, agent))
+            self._emit_error(e, t0, (model, prompt, toolset_version, repo_hash), ran, label, agent)
             raise
         self._emit(result_event(result, time.perf_counter() - t0, label, agent))
         return result
